@@ -1,0 +1,42 @@
+# Two commands do all the set-up on a fresh clone (only Python 3.11+ needed):
+#   make demo   create .venv, install, run the main job on the real data
+#   make test   create .venv, install (with the test and benchmark extras), run the whole suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(PY) -m pip
+# The folder holding Images-processed/ (the real COVID-CT data); CI and developers have ../shared.
+CTCURATE_DATA ?= $(abspath ../shared/covid-ct)
+export CTCURATE_DATA
+OUT    ?= out
+
+.PHONY: demo test bench install install-test clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements/test.txt
+	$(PIP) install -q -r requirements/test.txt
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo: install
+	@mkdir -p $(OUT)
+	$(VENV)/bin/ctcurate validate --images "$(CTCURATE_DATA)" --format html --output $(OUT)/validate.html || true
+	$(VENV)/bin/ctcurate validate --images "$(CTCURATE_DATA)"; test $$? -le 1
+
+test: install-test
+	$(PY) -m pytest -n 2 -q
+
+bench: install-test
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

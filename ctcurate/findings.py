@@ -1,0 +1,84 @@
+"""Findings: every expected problem is a value, never an exception.
+
+Owns the `Finding` record, its severities, the summary and the text/JSON renderings shared by
+every command. Imports nothing else from ctcurate.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+class Finding(BaseModel):
+    """One problem, located as precisely as the input allows (row as Excel shows it, header = 1)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    severity: Severity
+    file: str | None = None
+    row: int | None = None
+    column: str | None = None
+    value: str | None = None
+    message: str
+    hint: str | None = None
+
+    def location(self) -> str:
+        parts = [self.file or "-"]
+        if self.row is not None:
+            parts.append(f"row {self.row}")
+        if self.column:
+            parts.append(f"column {self.column!r}")
+        return ", ".join(parts)
+
+
+def error(code: str, message: str, **where: object) -> Finding:
+    return Finding(code=code, severity=Severity.ERROR, message=message, **where)  # type: ignore[arg-type]
+
+
+def warning(code: str, message: str, **where: object) -> Finding:
+    return Finding(code=code, severity=Severity.WARNING, message=message, **where)  # type: ignore[arg-type]
+
+
+def has_errors(findings: Iterable[Finding]) -> bool:
+    return any(f.severity is Severity.ERROR for f in findings)
+
+
+def summarize(findings: list[Finding]) -> dict[str, object]:
+    by_code = Counter(f.code for f in findings)
+    return {
+        "errors": sum(f.severity is Severity.ERROR for f in findings),
+        "warnings": sum(f.severity is Severity.WARNING for f in findings),
+        "by_code": dict(sorted(by_code.items())),
+    }
+
+
+def to_json(findings: list[Finding], **extra_summary: object) -> str:
+    summary = summarize(findings) | extra_summary
+    return json.dumps(
+        {"findings": [f.model_dump(mode="json") for f in findings], "summary": summary},
+        indent=2,
+        ensure_ascii=False,
+    )
+
+
+def to_text(findings: list[Finding]) -> str:
+    lines = []
+    for f in findings:
+        value = f" [{f.value!r}]" if f.value is not None else ""
+        lines.append(f"{f.severity.value}: {f.location()}: {f.code}: {f.message}{value}")
+        if f.hint:
+            lines.append(f"    hint: {f.hint}")
+    s = summarize(findings)
+    lines.append(f"{s['errors']} error(s), {s['warnings']} warning(s)")
+    return "\n".join(lines)

@@ -1,0 +1,92 @@
+"""Where a COVID-CT-style dataset keeps its parts, and how the tool finds them.
+
+Owns path conventions only (no parsing, no checks):
+
+    <data root>/Images-processed/<class>/<image>      classes are the sub-folders
+    <metadata>/COVID-CT-MetaInfo.xlsx, NonCOVID-CT-MetaInfo.csv
+    <metadata>/Data-split/<label>/{train,val,test}<class>.txt
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGES_DIR = "Images-processed"
+SPLITS_DIR = "Data-split"
+COVID_SHEET = "COVID-CT-MetaInfo.xlsx"
+NONCOVID_SHEET = "NonCOVID-CT-MetaInfo.csv"
+SPLIT_NAMES = ("train", "val", "test")
+DATA_ENV = "CTCURATE_DATA"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
+
+# Upstream names: class folder -> split-list folder (label).
+CLASS_LABELS = {"CT_COVID": "COVID", "CT_NonCOVID": "NonCOVID"}
+
+# The repository's own curated copy of the metadata (the embedded default).
+EMBEDDED_METADATA = Path(__file__).resolve().parent.parent / "metadata"
+
+
+class DataRootNotFound(Exception):
+    """No image root was given and none could be found."""
+
+
+def default_metadata_dir() -> Path:
+    """The checked-in `metadata/` of this repository, else `./metadata`."""
+    if EMBEDDED_METADATA.is_dir():
+        return EMBEDDED_METADATA
+    return Path.cwd() / "metadata"
+
+
+def resolve_data_root(explicit: str | os.PathLike[str] | None) -> Path:
+    """The folder holding `Images-processed/`: the option, else $CTCURATE_DATA."""
+    raw = explicit if explicit is not None else os.environ.get(DATA_ENV)
+    if not raw:
+        raise DataRootNotFound(
+            f"no image root given: pass --images/--data ROOT or set {DATA_ENV} "
+            f"to the folder that holds {IMAGES_DIR}/"
+        )
+    root = Path(raw).expanduser()
+    if (root / IMAGES_DIR).is_dir():
+        return root
+    if root.name == IMAGES_DIR and root.is_dir():
+        return root.parent
+    raise DataRootNotFound(f"{root}: no {IMAGES_DIR}/ folder there")
+
+
+def label_of_class(class_dir: str) -> str:
+    """`CT_COVID` -> `COVID`; an unknown class folder is its own label."""
+    return CLASS_LABELS.get(class_dir, class_dir.removeprefix("CT_"))
+
+
+@dataclass(frozen=True)
+class SplitFile:
+    """One split list: which class folder and split it describes, and where it is."""
+
+    class_dir: str
+    split: str
+    path: Path
+
+
+def split_files(splits_dir: Path, class_dirs: list[str] | None = None) -> list[SplitFile]:
+    """The split lists that exist under `splits_dir`, in upstream naming."""
+    out = []
+    for class_dir in class_dirs or list(CLASS_LABELS):
+        label = label_of_class(class_dir)
+        for split in SPLIT_NAMES:
+            path = splits_dir / label / f"{split}{class_dir}.txt"
+            if path.is_file():
+                out.append(SplitFile(class_dir, split, path))
+    return out
+
+
+def list_images(data_root: Path) -> dict[str, list[Path]]:
+    """Class folder name -> sorted image paths under `Images-processed/<class>/`."""
+    images_root = data_root / IMAGES_DIR
+    out: dict[str, list[Path]] = {}
+    for class_path in sorted(p for p in images_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        out[class_path.name] = sorted(
+            p for p in class_path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+    return out

@@ -1,0 +1,47 @@
+"""Shared fixtures. The real COVID-CT data is found through $CTCURATE_DATA (set by `make test`/CI)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ctcurate.layout import DATA_ENV, IMAGES_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _real_data_root() -> Path | None:
+    raw = os.environ.get(DATA_ENV)
+    if raw and (Path(raw) / IMAGES_DIR).is_dir():
+        return Path(raw)
+    return None
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The read-only real dataset. In CI a missing dataset fails the test; elsewhere it skips."""
+    root = _real_data_root()
+    if root is None:
+        msg = f"real COVID-CT data not found: set {DATA_ENV} to the folder holding {IMAGES_DIR}/"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return root
+
+
+@pytest.fixture(scope="session")
+def repo_metadata() -> Path:
+    """The checked-in metadata/ folder (read-only: copy before modifying)."""
+    return REPO / "metadata"
+
+
+@pytest.fixture()
+def dataset_copy(real_data: Path, repo_metadata: Path, tmp_path: Path) -> Path:
+    """A writable copy of the real dataset (images + metadata) in a temporary folder."""
+    root = tmp_path / "dataset"
+    shutil.copytree(real_data / IMAGES_DIR, root / IMAGES_DIR)
+    shutil.copytree(repo_metadata, root / "metadata")
+    return root

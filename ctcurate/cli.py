@@ -87,7 +87,7 @@ def check_leakage(
         if bar is None:
             from tqdm import tqdm
 
-            bar = tqdm(total=total, desc="hashing", unit="img", file=sys.stderr, leave=False)
+            bar = tqdm(total=total, desc="hashing", unit="img", file=sys.stderr, leave=False, disable=None)
         bar.n = done
         bar.refresh()
 

@@ -20,7 +20,7 @@ from .hashing import HASH_VERSION, Fingerprint, file_sha256, fingerprint_image
 from .images import UnreadableImage, open_image
 from .store import open_cache
 
-VERIFY_VERSION = "2"
+VERIFY_VERSION = "3"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS leakage_fingerprint (

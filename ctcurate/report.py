@@ -88,6 +88,7 @@ th{background:#eee;cursor:pointer}img{max-width:220px;max-height:220px;display:b
 .kind{font-weight:bold;color:#a00}.meta{color:#555;font-size:12px}
 """
 _JS = """
+window.addEventListener('load',()=>{document.body.dataset.imagesShown=[...document.images].filter(i=>i.complete&&i.naturalWidth>0).length;});
 document.querySelectorAll('th[data-col]').forEach(th=>th.addEventListener('click',()=>{
  const t=th.closest('table'),b=t.tBodies[0],c=+th.dataset.col,asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';
  [...b.rows].sort((x,y)=>{const u=x.cells[c].dataset.v||x.cells[c].textContent,v=y.cells[c].dataset.v||y.cells[c].textContent;

@@ -270,9 +270,17 @@ def verify_pair(a: Fingerprint, b: Fingerprint, load_a: Callable[[], Image.Image
     if quick < QUICK_MIN:
         return Verdict(False, round(quick, 4), mirrored, evidence)
     pre, mirrored, p = prescreen(a, b)
+    swapped = False
+    if PRESCREEN_MIN - 0.05 <= pre < PRESCREEN_MIN:
+        # alignment is not symmetric (one side may be a crop of the other): try the other way round
+        pre_ba, mirrored_ba, p_ba = prescreen(b, a)
+        if pre_ba > pre:
+            pre, mirrored, p, swapped = pre_ba, mirrored_ba, p_ba, True
     evidence["thumb_detail"] = round(pre, 4)
     if pre < PRESCREEN_MIN:
         return Verdict(False, round(pre, 4), mirrored, evidence)
+    if swapped:
+        return verify_images(load_b(), load_a(), mirrored, p, evidence)
     return verify_images(load_a(), load_b(), mirrored, p, evidence)
 
 

@@ -100,6 +100,9 @@ def test_unwritable_output_exits_2(small, tmp_path):
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: {blocker / 'sub'}: Not a directory"
     assert "Traceback" not in result.output
+    result = run("--data", str(root), "--cache", str(blocker / "cache.sqlite"))
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith(f"error: {blocker}")
 
 
 def test_fix_splits_writes_new_lists_and_keeps_originals(small, tmp_path):

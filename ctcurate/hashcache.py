@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,10 +206,10 @@ def hash_files(
     first_of: dict[str, int] = {}
     unique_todo = []
     for k in todo:
-        sha = shas[k]
-        assert sha is not None
-        if sha not in first_of:
-            first_of[sha] = k
+        key = shas[k]
+        assert key is not None
+        if key not in first_of:
+            first_of[key] = k
             unique_todo.append(k)
     done = len(paths) - len(unique_todo)
     total = len(paths)
@@ -219,20 +219,21 @@ def hash_files(
     jobs = jobs or default_jobs()
     if unique_todo:
         todo_paths = [paths[k] for k in unique_todo]
+        results: Iterator[tuple[Fingerprint | None, str | None]]
+        pool: ProcessPoolExecutor | None = None
         if jobs <= 1 or len(unique_todo) < 16:
             results = map(_hash_one, todo_paths)
-            pool = None
         else:
             pool = ProcessPoolExecutor(max_workers=jobs)
             results = pool.map(_hash_one, todo_paths, chunksize=max(1, min(32, len(todo_paths) // (jobs * 4))))
         try:
             for k, (fp, err) in zip(unique_todo, results):
-                sha = shas[k]
-                assert sha is not None
+                content = shas[k]
+                assert content is not None
                 if fp is None:
                     errors[k] = err or "cannot decode"
                 else:
-                    fresh[sha] = fp
+                    fresh[content] = fp
                 done += 1
                 if progress:
                     progress(done, total)
@@ -243,14 +244,14 @@ def hash_files(
             cache.put_many(list(fresh.items()))
     out = []
     for k, p in enumerate(paths):
-        sha = shas[k]
-        if k in errors or sha is None:
-            out.append(HashOutcome(p, sha or "", None, errors.get(k, "cannot read")))
-        elif sha in known:
-            out.append(HashOutcome(p, sha, known[sha], cached=True))
-        elif sha in fresh:
-            out.append(HashOutcome(p, sha, fresh[sha]))
+        digest = shas[k]
+        if k in errors or digest is None:
+            out.append(HashOutcome(p, digest or "", None, errors.get(k, "cannot read")))
+        elif digest in known:
+            out.append(HashOutcome(p, digest, known[digest], cached=True))
+        elif digest in fresh:
+            out.append(HashOutcome(p, digest, fresh[digest]))
         else:  # a duplicate of a file that failed to decode
-            first = first_of.get(sha)
-            out.append(HashOutcome(p, sha, None, errors.get(first, "cannot decode") if first is not None else "cannot decode"))
+            first = first_of.get(digest)
+            out.append(HashOutcome(p, digest, None, errors.get(first, "cannot decode") if first is not None else "cannot decode"))
     return out

@@ -110,7 +110,8 @@ class LeakageReport(BaseModel):
     def has_problems(self) -> bool:
         return bool(self.pairs or self.findings or any(c.type != "duplicate" for c in self.clusters))
 
-    def summary(self) -> dict[str, object]:
+    def kind_counts(self) -> dict[str, int]:
+        """Pairs per kind, plus patient and source groups per kind."""
         kinds: dict[str, int] = defaultdict(int)
         for p in self.pairs:
             for k in p.kind:
@@ -119,11 +120,14 @@ class LeakageReport(BaseModel):
             if c.type != "duplicate":
                 for k in c.kind:
                     kinds[k] += 1
+        return dict(sorted(kinds.items()))
+
+    def summary(self) -> dict[str, object]:
         return {
             "images": self.stats.get("images", 0),
             "pairs": len(self.pairs),
             "duplicate_clusters": sum(c.type == "duplicate" for c in self.clusters),
-            "by_kind": dict(sorted(kinds.items())),
+            "by_kind": self.kind_counts(),
             "unreadable": len(self.findings),
             **{k: v for k, v in self.stats.items() if k != "images"},
             "findings": [f.model_dump(mode="json") for f in self.findings],
@@ -284,6 +288,11 @@ def _verify_task(args: tuple[Fingerprint, Fingerprint, str, str, tuple[float, bo
     return verify_pair(fa, fb, lambda: open_image(Path(pa)), lambda: open_image(Path(pb)), quick)
 
 
+def _fp(f: Fingerprint | None) -> Fingerprint:
+    assert f is not None  # pairs are only formed between images that were fingerprinted
+    return f
+
+
 def _same_picture_fingerprint(a: Fingerprint, b: Fingerprint) -> bool:
     """Necessary for an exact pixel copy: same size, same hashes, same thumbnail."""
     return (a.width, a.height, a.box, a.thumb) == (b.width, b.height, b.box, b.thumb) and a.phash_m == b.phash_m
@@ -343,7 +352,7 @@ def _find_pairs(
                 fresh.append((key, known[key]))
             else:
                 survivors.append((t, key, (float(q), bool(m))))
-        tasks = [(lfp[i], rfp[j], str(left[i].path), str(rout[j].path), q) for (i, j, _), _, q in survivors]
+        tasks = [(_fp(lfp[i]), _fp(rfp[j]), str(left[i].path), str(rout[j].path), q) for (i, j, _), _, q in survivors]
         if jobs > 1 and len(tasks) >= 8:
             with ProcessPoolExecutor(max_workers=jobs) as pool:
                 verdicts = list(pool.map(_verify_task, tasks, chunksize=2))
@@ -355,9 +364,9 @@ def _find_pairs(
     if cache and fresh:
         cache.put_verdicts(fresh)
     for (i, j, d), key in zip(to_verify, keys):
-        v = known[key]
-        if v["duplicate"]:
-            out.append((i, j, Verdict(True, v["score"], v["mirrored"], v["evidence"]), None, d))
+        stored = known[key]
+        if stored["duplicate"]:
+            out.append((i, j, Verdict(True, stored["score"], stored["mirrored"], stored["evidence"]), None, d))
     return out
 
 

@@ -159,7 +159,7 @@ def _phase_shift(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
     corr = np.fft.irfft2(r, s=a.shape)
     ky, kx = np.unravel_index(int(np.argmax(corr)), corr.shape)
     h, w = a.shape
-    return (ky if ky < h // 2 else ky - h), (kx if kx < w // 2 else kx - w)
+    return int(ky if ky < h // 2 else ky - h), int(kx if kx < w // 2 else kx - w)
 
 
 def _band_with_margin(b: np.ndarray, band: tuple[float, float], margin: int = 3) -> np.ndarray:

@@ -84,3 +84,21 @@ def test_parallel_hashing_matches_serial(files, tmp_path):
     parallel = hash_files(many, None, jobs=2)
     assert [o.fingerprint for o in serial] == [o.fingerprint for o in parallel]
     assert all(o.fingerprint is not None for o in parallel)
+
+
+def test_touched_file_is_reread_but_not_rehashed(files, tmp_path, monkeypatch):
+    cache_path = tmp_path / "c.sqlite"
+    with HashCache(cache_path) as cache:
+        hash_files(files, cache, jobs=1)
+    import os
+
+    st = files[2].stat()
+    os.utime(files[2], ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # same bytes, new mtime
+    read: list[Path] = []
+    real_sha = hashcache.file_sha256
+    monkeypatch.setattr(hashcache, "file_sha256", lambda p: (read.append(p), real_sha(p))[1])
+    monkeypatch.setattr(hashcache, "_hash_one", lambda p: pytest.fail("hashed again"))
+    with HashCache(cache_path) as cache:
+        out = hash_files(files, cache, jobs=1)
+    assert read == [files[2]]  # only the touched file's bytes are read again
+    assert all(o.cached for o in out)

@@ -125,3 +125,24 @@ def test_fix_splits_writes_new_lists_and_keeps_originals(small, tmp_path):
     assert assign["CT_COVID/e.png"] == assign["CT_COVID/f.png"]
     assert assign["CT_COVID/2020.02.25.20021568-p23-108%0.png"] == assign["CT_COVID/2020.02.25.20021568-p23-108%1.png"]
     assert "fix-splits: moved" in result.stderr
+
+
+def test_against_reports_contribution_duplicates(small, real_data, tmp_path):
+    root, meta = small
+    from leakage_helpers import TRANSFORMS, real_image
+
+    contrib = tmp_path / "contrib" / "CT_COVID"
+    contrib.mkdir(parents=True)
+    TRANSFORMS["jpeg-q35"](real_image(real_data, "CT_NonCOVID/25.png")).save(contrib / "new.jpg")
+    real_image(real_data, "CT_NonCOVID/63%0.jpg").save(contrib / "fresh.png")
+    result = run(*_args(root, meta, "--against", str(tmp_path / "contrib"), "--format", "json"))
+    assert result.exit_code == 1
+    pairs = {(p["a"], p["b"]): p["kind"] for p in json.loads(result.stdout)["pairs"]}
+    assert pairs == {
+        ("CT_COVID/d.png", "new:CT_COVID/new.jpg"): ["contribution-duplicate"],
+        ("CT_COVID/d_copy.png", "new:CT_COVID/new.jpg"): ["contribution-duplicate"],
+    }
+    html = run(*_args(root, meta, "--against", str(tmp_path / "contrib"), "--format", "html", "--output", str(tmp_path / "r.html")))
+    assert html.exit_code == 1
+    page = (tmp_path / "r.html").read_text()
+    assert page.count("data:image/jpeg;base64,") == 4  # both sides of both pairs have a preview

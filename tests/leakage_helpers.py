@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
 from ctcurate.layout import IMAGES_DIR
 
@@ -29,8 +29,10 @@ def _annotate(im: Image.Image) -> Image.Image:
     w, h = out.size
     d.line((w * 0.25, h * 0.30, w * 0.40, h * 0.45), fill=(255, 255, 0), width=max(2, w // 120))
     d.polygon([(w * 0.40, h * 0.45), (w * 0.36, h * 0.45), (w * 0.40, h * 0.41)], fill=(255, 255, 0))
-    d.text((w * 0.05, h * 0.05), "Fig. 2B  patient 7", fill=(255, 255, 255))
-    d.text((w * 0.70, h * 0.90), "R", fill=(255, 255, 255))
+    font = ImageFont.load_default(size=max(12, w // 28))
+    d.text((w * 0.05, h * 0.04), "Fig. 2B  patient 7", fill=(255, 255, 255), font=font)
+    d.text((w * 0.88, h * 0.85), "R", fill=(255, 255, 255), font=font)
+    d.ellipse((w * 0.55, h * 0.55, w * 0.68, h * 0.68), outline=(255, 0, 0), width=max(2, w // 150))
     return out
 
 

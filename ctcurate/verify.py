@@ -211,7 +211,7 @@ def _refine(a: np.ndarray, b: np.ndarray, p0: np.ndarray, band: tuple[float, flo
         lambda p: _objective(a_band, b_band, p),
         p0,
         method="Powell",
-        options={"xtol": 1e-3, "ftol": 1e-4, "maxfev": evals},
+        options={"xtol": 1e-2, "ftol": 1e-3, "maxfev": evals},
     )
     return -float(res.fun), np.asarray(res.x)
 
@@ -350,10 +350,9 @@ def verify_images(
     # the thumbnail alignment is a start; a finer scale grid around it escapes its local optimum
     sx0, sy0 = float(p_thumb[0]), float(p_thumb[1])
     _, p_grid = _coarse_align(ca, cb, tuple(sx0 * f for f in (0.97, 1.0, 1.03)), tuple(sy0 * f for f in (0.97, 1.0, 1.03)))
-    coarse_detail, p = max(
-        (_refine(ca, cb, start, (1.0, 3.0), 100) for start in (_rescale(p_thumb, _COARSE / THUMB), p_grid)),
-        key=lambda r: r[0],
-    )
+    a_band, b_band = _bandpass(ca, 1.0, 3.0), _band_with_margin(cb, (1.0, 3.0))
+    start = min((_rescale(p_thumb, _COARSE / THUMB), p_grid), key=lambda q: _objective(a_band, b_band, q))
+    coarse_detail, p = _refine(ca, cb, start, (1.0, 3.0), 100)
     evidence["coarse_detail"] = round(coarse_detail, 4)
     if coarse_detail < COARSE_MIN:
         return Verdict(False, round(coarse_detail, 4), mirrored, evidence)

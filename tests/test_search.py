@@ -58,3 +58,14 @@ def test_empty_and_duplicates():
     same = np.array([5, 5, 5], dtype=np.uint64)
     i, j, _ = pairs_within(same, 0)
     assert set(zip(i.tolist(), j.tolist())) == {(0, 1), (0, 2), (1, 2)}
+
+
+def test_wide_block_layout_for_large_sets_matches_brute_force(monkeypatch):
+    from ctcurate import search
+
+    monkeypatch.setattr(search, "_LARGE", 100)  # use the three-block layout meant for >= 400,000 hashes
+    assert search._block_widths(1000) == (21, 21, 22)
+    h = _random_hashes(1200, 250, seed=7)
+    for threshold in (4, 10):
+        i, j, _ = pairs_within(h, threshold)
+        assert set(zip(i.tolist(), j.tolist())) == _brute(h, threshold)

@@ -59,12 +59,13 @@ def pairs_within(
     for bits in widths:
         shift, field = np.uint64(offset), np.uint64((1 << bits) - 1)
         offset += bits
-        masks = _masks(bits, min(radius, bits))
-        dkey = ((db >> shift) & field).astype(np.int64)
-        qkey = ((q >> shift) & field).astype(np.int64)
+        masks = _masks(bits, min(radius, bits)).astype(np.int32)
+        # 32-bit keys and counts: the tables stay small enough for the caches
+        dkey = ((db >> shift) & field).astype(np.int32)
+        qkey = ((q >> shift) & field).astype(np.int32)
         order = np.argsort(dkey, kind="stable")
-        counts = np.bincount(dkey, minlength=1 << bits)
-        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        counts = np.bincount(dkey, minlength=1 << bits).astype(np.int32)
+        starts = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)[:-1]))
         for mask in masks:
             target = qkey ^ mask
             n = counts[target]
@@ -77,7 +78,7 @@ def pairs_within(
                 continue
             n_hit = n[hit]
             # expand in chunks so that a crowded bucket cannot blow up memory
-            bounds = np.searchsorted(np.cumsum(n_hit), np.arange(chunk, int(n_hit.sum()) + chunk, chunk))
+            bounds = np.searchsorted(np.cumsum(n_hit, dtype=np.int64), np.arange(chunk, int(n_hit.sum(dtype=np.int64)) + chunk, chunk))
             lo = 0
             for hi in np.unique(np.append(bounds, len(hit))):
                 if hi <= lo:
@@ -86,7 +87,7 @@ def pairs_within(
                 n_part = n_hit[lo:hi]
                 qi = np.repeat(qi_part, n_part)
                 first = np.repeat(starts[target[qi_part]], n_part)
-                run = np.arange(len(qi)) - np.repeat(np.cumsum(n_part) - n_part, n_part)
+                run = np.arange(len(qi)) - np.repeat(np.cumsum(n_part, dtype=np.int64) - n_part, n_part)
                 dj = order[first + run]
                 keep = hamming(q[qi], db[dj]) <= threshold
                 if self_join:

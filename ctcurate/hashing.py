@@ -19,7 +19,7 @@ from .images import open_image
 
 # Bump when anything below changes what a fingerprint holds: cached fingerprints of another
 # version are recomputed.
-HASH_VERSION = "4"
+HASH_VERSION = "5"
 
 THUMB = 64  # side of the verification thumbnail (the trimmed view, stretched to a square)
 _VIEW = 64  # the hashes are computed on the trimmed view brought to this square first
@@ -143,21 +143,28 @@ def _whash(view: Image.Image) -> int:
     return int(np.packbits(bits.astype(np.uint8)).view(">u8")[0])
 
 
-def _fast_trim_box(gray: Image.Image) -> tuple[int, int, int, int]:
-    """`trim_box` found on a copy reduced to about 256 px, mapped back (a pixel or two of slack)."""
-    k = max(1, min(gray.width, gray.height) // 256)
+def trimmed(gray: Image.Image) -> tuple[tuple[int, int, int, int], Image.Image]:
+    """The trim box in `gray`'s pixels, and the trimmed picture box-reduced to 128-255 px.
+
+    `trim_box` runs on a copy box-reduced to 128-255 px (fast, and all that the 64 px view needs
+    anyway); the box is mapped back with every cut side rounded inwards, since a reduced pixel on
+    the cut mixes border and picture.
+    """
+    k = max(1, min(gray.width, gray.height) // 128)
     if k == 1:
-        return trim_box(np.asarray(gray))
+        box = trim_box(np.asarray(gray))
+        return box, gray.crop(box)
     small = gray.reduce(k)
     sw, sh = small.size
     l, t, r, b = trim_box(np.asarray(small))
-    # a reduced pixel on the cut mixes border and picture: round every cut side inwards
-    return (
-        (l + 1) * k if l > 0 else 0,
-        (t + 1) * k if t > 0 else 0,
-        (r - 1) * k if r < sw else gray.width,
-        (b - 1) * k if b < sh else gray.height,
+    inner = (l + (l > 0), t + (t > 0), r - (r < sw), b - (b < sh))
+    box = (
+        inner[0] * k if l > 0 else 0,
+        inner[1] * k if t > 0 else 0,
+        inner[2] * k if r < sw else gray.width,
+        inner[3] * k if b < sh else gray.height,
     )
+    return box, small.crop(inner)
 
 
 def _hashes(view: Image.Image) -> tuple[int, int, int]:
@@ -173,9 +180,7 @@ def _as_int(h: object) -> int:
 
 def fingerprint_image(im: Image.Image) -> Fingerprint:
     """The fingerprint of a decoded picture (pure: same pixels, same fingerprint)."""
-    gray = to_gray(im)
-    box = _fast_trim_box(gray)
-    cropped = gray.crop(box)
+    box, cropped = trimmed(to_gray(im))
     view = cropped.resize((_VIEW, _VIEW), Image.Resampling.LANCZOS, reducing_gap=2.0)
     mirror = ImageOps.mirror(view)
     direct = _hashes(view)

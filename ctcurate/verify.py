@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from .hashing import THUMB, Fingerprint, to_gray, trim_box
+from .hashing import THUMB, Fingerprint, to_gray, trimmed
 
 QUICK_MIN = 0.85  # 64 px thumbnail correlation below which a hash-close pair is dropped at once
 PRESCREEN_MIN = 0.90  # aligned detail correlation of the 64 px thumbnails needed to decode the pair
@@ -128,7 +128,7 @@ def quick_score(a: Fingerprint, b: Fingerprint) -> tuple[float, bool]:
 def view(im: Image.Image, size: int) -> np.ndarray:
     """The trimmed grayscale view stretched to `size` x `size`, float32."""
     gray = to_gray(im)
-    box = trim_box(np.asarray(gray))
+    box, _ = trimmed(gray)  # the same box as the fingerprint's thumbnail
     return np.asarray(gray.crop(box).resize((size, size), Image.Resampling.LANCZOS), dtype=np.float32)
 
 

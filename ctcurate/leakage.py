@@ -186,13 +186,13 @@ def read_metadata(metadata_dir: Path) -> dict[str, tuple[str | None, str | None]
             col = {name: header.index(name) for name in ("file name", "patient id", "doi") if name in header}
             if "file name" in col:
                 for row in rows:
-                    cell = lambda name: text(row[col[name]]) if name in col and col[name] < len(row) else None  # noqa: E731
-                    name = cell("file name")
+                    values = {k: text(row[i]) if i < len(row) else None for k, i in col.items()}
+                    name = values["file name"]
                     if not name:
                         continue
                     if not Path(name).suffix:
                         name += ".png"
-                    patient, d = cell("patient id"), cell("doi")
+                    patient, d = values.get("patient id"), values.get("doi")
                     out[f"CT_COVID/{name}"] = (f"COVID:{patient}" if patient else None, doi_lib.normalize(d) if d else None)
         finally:
             wb.close()

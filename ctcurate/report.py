@@ -14,7 +14,6 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image
 
 from .images import UnreadableImage, open_image
 from .leakage import LeakageReport

@@ -335,8 +335,6 @@ def verify_images(
     evidence: dict[str, float | bool | str] | None = None,
 ) -> Verdict:
     """Judge two decoded pictures, given the orientation and the thumbnail alignment if known."""
-    from scipy import ndimage
-
     evidence = dict(evidence or {})
     if p_thumb is None:
         from .hashing import fingerprint_image

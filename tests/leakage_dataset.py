@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import openpyxl
-from PIL import Image
 
 from ctcurate.layout import IMAGES_DIR
 

@@ -23,10 +23,10 @@ CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 def crop_params(height: int, width: int, gen: torch.Generator, scale: tuple[float, float] = CROP_SCALE, ratio: tuple[float, float] = CROP_RATIO) -> tuple[int, int, int, int]:
     """(top, left, h, w) of a random crop, as torchvision's RandomResizedCrop.get_params draws it."""
     area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    log_ratio = torch.log(torch.tensor(ratio))
     for _ in range(10):
         target_area = area * float(torch.empty(1).uniform_(scale[0], scale[1], generator=gen))
-        aspect = math.exp(float(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=gen)))
+        aspect = float(torch.exp(torch.empty(1).uniform_(float(log_ratio[0]), float(log_ratio[1]), generator=gen)))
         w = int(round(math.sqrt(target_area * aspect)))
         h = int(round(math.sqrt(target_area / aspect)))
         if 0 < w <= width and 0 < h <= height:

@@ -139,13 +139,20 @@ def _fit_state_dict(net: nn.Module, head: str, state: dict[str, torch.Tensor], s
     own = net.state_dict()
     for key in [k for k in clean if k.startswith(head + ".") and k in own and clean[k].shape != own[k].shape]:
         del clean[key]  # e.g. the 1000-class ImageNet head: the 2-class head stays random
-    missing, unexpected = net.load_state_dict(clean, strict=False)
     wrong_shape = [k for k in clean if k in own and clean[k].shape != own[k].shape]
-    bad_missing = [k for k in missing if not k.startswith(head + ".")]
-    if unexpected or bad_missing or wrong_shape:
+    if wrong_shape:
+        k = wrong_shape[0]
+        raise WeightsError(
+            f"{source} does not fit this model: {len(wrong_shape)} tensors of another shape "
+            f"(first: {k} {tuple(clean[k].shape)} vs {tuple(own[k].shape)})"
+        )
+    missing, unexpected = net.load_state_dict(clean, strict=False)
+    # Old checkpoints predate BatchNorm's `num_batches_tracked` counter; it only matters with momentum=None.
+    bad_missing = [k for k in missing if not k.startswith(head + ".") and not k.endswith("num_batches_tracked")]
+    if unexpected or bad_missing:
         raise WeightsError(
             f"{source} does not fit this model: {len(bad_missing)} missing, {len(unexpected)} unexpected tensors"
-            + (f" (first: {(bad_missing + list(unexpected))[0]})" if bad_missing or unexpected else "")
+            + f" (first: {(bad_missing + list(unexpected))[0]})"
         )
 
 

@@ -111,7 +111,7 @@ def _split(images: ImageSet, samples: Sequence[Sample], split: str) -> ImageSet:
     return images.subset([i for i, s in enumerate(samples) if s.split == split])
 
 
-def test_train_pairs_from_report(report: Path, test_names: set[str], train_names: set[str]) -> list[tuple[str, str]]:
+def pairs_from_leakage_report(report: Path, test_names: set[str], train_names: set[str]) -> list[tuple[str, str]]:
     """(test image, train image) pairs from a `check-leakage --format json` file.
 
     Reads its documented `pairs` list (`a`, `b` relative to `Images-processed/`); any reported pair
@@ -332,7 +332,7 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
         note = None
         if opts.leakage_report is not None:
             try:
-                pairs: list[tuple[str, str]] | None = test_train_pairs_from_report(opts.leakage_report, test_names, train_names)
+                pairs: list[tuple[str, str]] | None = pairs_from_leakage_report(opts.leakage_report, test_names, train_names)
             except (OSError, ValueError) as exc:
                 out.findings.append(error("benchmark.leakage-report", f"cannot read the check-leakage report: {exc}", file=str(opts.leakage_report)))
                 out.fatal = True

@@ -49,21 +49,33 @@ def normalize(batch: torch.Tensor) -> torch.Tensor:
     x = batch.float().div_(255.0)
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return x.sub_(mean).div_(std)
+
+
+def resized_crop(img: torch.Tensor, top: int, left: int, height: int, width: int, size: int) -> torch.Tensor:
+    """Crop a uint8 CxHxW image and resize it to size x size (bilinear, antialiased): 1xCxSxS.
+
+    On the CPU the uint8 channels-last kernel (vectorised, like Pillow's) is used and the result
+    stays uint8; on a GPU the float kernel is used and the result is float in 0-255.
+    """
+    crop = img[:, top : top + height, left : left + width].unsqueeze(0)
+    if img.device.type == "cpu":
+        crop = crop.contiguous(memory_format=torch.channels_last)
+        return F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    out = F.interpolate(crop.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return out.clamp_(0.0, 255.0)
 
 
 def train_batch(images: Sequence[torch.Tensor], size: int, gen: torch.Generator) -> torch.Tensor:
-    """Random-resized-crop and flip each image, resize to `size` (bilinear, antialiased), normalize."""
+    """Random-resized-crop and flip each image, resize to `size`, normalize: a float NxCxSxS batch."""
     out = []
     for img in images:
         _, h, w = img.shape
-        top, left, ch, cw = crop_params(h, w, gen)
-        crop = img[:, top : top + ch, left : left + cw].unsqueeze(0).float()
-        crop = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        crop = resized_crop(img, *crop_params(h, w, gen), size)
         if float(torch.rand(1, generator=gen)) < 0.5:
             crop = crop.flip(-1)
-        out.append(crop.clamp_(0.0, 255.0))
-    return normalize(torch.cat(out))
+        out.append(crop)
+    return normalize(torch.cat(out).contiguous())
 
 
 def eval_batch(images: torch.Tensor) -> torch.Tensor:

@@ -266,7 +266,7 @@ def decode(path: Path, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return train, ev
 
 
-def load_images(samples: Sequence[Sample], image_size: int, cache_dir: Path, workers: int = 4) -> tuple[ImageSet | None, CacheInfo]:
+def load_images(samples: Sequence[Sample], image_size: int, cache_dir: Path, workers: int | None = None) -> tuple[ImageSet | None, CacheInfo]:
     """Pixels of `samples` from the cache, decoding (in threads) and saving them on a miss.
 
     An unreadable image is an error finding and the set is None: a benchmark must not silently
@@ -295,7 +295,7 @@ def load_images(samples: Sequence[Sample], image_size: int, cache_dir: Path, wor
         except UnreadableImage as exc:
             return error("benchmark.image-unreadable", exc.reason, file=str(s.path))
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
         decoded = list(pool.map(work, samples))
     findings = [d for d in decoded if isinstance(d, Finding)]
     if findings:

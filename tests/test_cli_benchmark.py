@@ -201,3 +201,26 @@ def test_weights_file_round_trip_and_errors(real_data: Path, cache_dir: Path, tm
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: {junk}: not a PyTorch state dict")
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "nope"], "error: unknown model 'nope'; choose one of densenet169, densenet121, resnet18, resnet50, tiny\n"),
+        (["--device", "tpu"], "error: --device tpu: expected auto, cpu or cuda[:N]\n"),
+        (["--weights", "/no/such.pt"], "error: /no/such.pt: weights file not found (--weights takes imagenet, none or a file path)\n"),
+    ],
+)
+def test_bad_options_fail_fast_with_one_line(real_data: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    result = _invoke(["--smoke", "--data", str(real_data), "--output", str(tmp_path / "o"), *args])
+    assert result.exit_code == 2
+    assert result.stderr == message
+
+
+def test_missing_data_root_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CTCURATE_DATA", raising=False)
+    result = _invoke(["--smoke", "--output", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: no image root given: pass --images/--data ROOT or set CTCURATE_DATA to the folder that holds Images-processed/\n"
+    )

@@ -23,7 +23,7 @@ from ..findings import Finding, error, has_errors, warning
 from . import metrics
 from .data import COVID, CacheInfo, ImageSet, Sample, contribution_samples, load_images, official_samples, smoke_subset, tensor_cache_dir
 from .model import build_model
-from .train import Progress, TrainConfig, Trained, predict, train
+from .train import Progress, TrainConfig, Trained, predict, resolve_device, train
 
 # --smoke: images per class and split, and the settings the CLI defaults to.
 SMOKE_SUBSET = {"train": 96, "val": 24, "test": 48}
@@ -175,6 +175,10 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
     cfg = opts.config
     out = BenchmarkResult()
     started = time.perf_counter()
+
+    # Model, weights and device fail here, in a second, not after minutes of decoding.
+    resolve_device(cfg.device)
+    build_model(cfg.model, cfg.weights)
 
     samples, findings = official_samples(opts.data_root, opts.splits_dir)
     out.findings += findings

@@ -59,8 +59,10 @@ def check_leakage() -> None:
 def _progress_printer(quiet: bool):  # type: ignore[no-untyped-def]
     """A callback drawing a one-line bar per epoch on stderr, then the epoch's figures."""
 
+    live = sys.stderr.isatty()  # redraw per batch on a terminal; one line per epoch in a log
+
     def show(p) -> None:  # type: ignore[no-untyped-def]
-        if quiet:
+        if quiet or (p.stats is None and not live):
             return
         width = 24
         filled = int(width * p.batch / max(p.batches, 1))
@@ -70,7 +72,7 @@ def _progress_printer(quiet: bool):  # type: ignore[no-untyped-def]
             return
         s = p.stats
         click.echo(
-            f"\repoch {p.epoch}/{p.epochs} [{bar}] loss {s.train_loss:.4f}  val loss {s.val_loss:.4f}  "
+            ("\r" if live else "") + f"epoch {p.epoch}/{p.epochs} [{bar}] loss {s.train_loss:.4f}  val loss {s.val_loss:.4f}  "
             f"val acc {s.val_accuracy:.3f}  val AUC {s.val_auc:.3f}  {s.seconds:.1f} s, data wait {100 * s.data_share:.0f}%",
             err=True,
         )

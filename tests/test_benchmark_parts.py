@@ -157,3 +157,18 @@ def test_score_and_dedupe_helpers(tmp_path: Path) -> None:
     y, p = np.array([1, 0, 1, 0]), np.array([0.9, 0.2, 0.6, 0.4])
     dd = dedupe_test_metrics(["t1", "t2", "t3", "t4"], y, p, pairs, resamples=100, seed=0)
     assert dd["removed"] == ["t1", "t2"] and dd["n"] == 2
+
+
+def test_tensor_cache_stays_out_of_a_read_only_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ctcurate.benchmark.data import tensor_cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("CTCURATE_CACHE", raising=False)
+    root = tmp_path / "data"
+    root.mkdir()
+    assert tensor_cache_dir(root) == root / ".ctcurate" / "benchmark"
+    root.chmod(0o555)
+    try:
+        assert tensor_cache_dir(root) == tmp_path / "xdg" / "ctcurate" / "benchmark"
+    finally:
+        root.chmod(0o755)

@@ -217,10 +217,17 @@ def tensor_cache_dir(data_root: Path | None) -> Path:
     """`<data root>/.ctcurate/benchmark` when writable, else the user's ctcurate cache folder."""
     if data_root is not None:
         ours = data_root / CACHE_DIR
-        probe = ours if ours.exists() else data_root
-        if os.access(probe, os.W_OK):
+        if _writable(ours if ours.exists() else data_root):
             return ours / "benchmark"
     return default_cache_path(None).parent / "benchmark"
+
+
+def _writable(folder: Path) -> bool:
+    # A folder marked read-only stays untouched even for root, who could write there anyway.
+    try:
+        return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
+    except OSError:
+        return False
 
 
 def _file_digest(path: Path) -> str:

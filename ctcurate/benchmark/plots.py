@@ -21,7 +21,7 @@ def roc_png(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray, float]],
     """One ROC line per named model: {name: (fpr, tpr, auc)}."""
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
     for name, (fpr, tpr, auc) in curves.items():
-        ax.step(fpr, tpr, where="post", label=f"{name} (AUC {auc:.3f})")
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)", title=title)
     ax.legend(loc="lower right", fontsize=8)
@@ -33,7 +33,7 @@ def confusion_png(path: Path, counts: dict[str, int], title: str) -> None:
     """2x2 matrix, rows = true class, columns = predicted class, COVID first."""
     grid = np.array([[counts["tp"], counts["fn"]], [counts["fp"], counts["tn"]]])
     fig, ax = plt.subplots(figsize=(4.2, 4), dpi=100)
-    ax.imshow(grid, cmap="Blues")
+    ax.imshow(grid, cmap="Blues", vmin=0, vmax=max(int(grid.max()), 1))
     labels = ["COVID", "NonCOVID"]
     ax.set_xticks([0, 1], labels=labels)
     ax.set_yticks([0, 1], labels=labels)

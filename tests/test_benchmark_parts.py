@@ -172,3 +172,16 @@ def test_tensor_cache_stays_out_of_a_read_only_data_root(tmp_path: Path, monkeyp
         assert tensor_cache_dir(root) == tmp_path / "xdg" / "ctcurate" / "benchmark"
     finally:
         root.chmod(0o755)
+
+
+@pytest.mark.parametrize("name, head", [("densenet121", "classifier"), ("resnet18", "fc")])
+def test_mean_pooled_forward_equals_torchvision(name: str, head: str) -> None:
+    model, _ = build_model(name)
+    ref = getattr(torchvision.models, name)(weights=None)
+    setattr(ref, head, torch.nn.Linear(getattr(ref, head).in_features, 2))
+    ref.load_state_dict({k.removeprefix("net."): v for k, v in model.state_dict().items()})
+    model.eval()
+    ref.eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x), atol=1e-5, rtol=1e-5)

@@ -251,8 +251,8 @@ def _resize_short(im: Image.Image, short: int) -> Image.Image:
     # torchvision's Resize(int): the shorter side becomes `short`, the longer keeps the aspect.
     w, h = im.size
     if w <= h:
-        return im.resize((short, int(short * h / w)), Image.BILINEAR)
-    return im.resize((int(short * w / h), short), Image.BILINEAR)
+        return im.resize((short, int(short * h / w)), Image.Resampling.BILINEAR)
+    return im.resize((int(short * w / h), short), Image.Resampling.BILINEAR)
 
 
 def _center_crop(im: Image.Image, size: int) -> Image.Image:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -52,8 +53,9 @@ class DenseNetClassifier(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.net.features(x), inplace=True).mean(dim=(2, 3))
-        return self.net.classifier(out)
+        features = cast(nn.Module, self.net.features)
+        classifier = cast(nn.Module, self.net.classifier)
+        return classifier(F.relu(features(x), inplace=True).mean(dim=(2, 3)))
 
 
 class Wrapped(nn.Module):

@@ -34,7 +34,7 @@ def _metric_rows(m: dict[str, dict[str, float | None]]) -> list[str]:
 
 def text_table(result: BenchmarkResult) -> str:
     r = result.results
-    p, t, tr, d = r["protocol"], r["test"], r["training"], r["data"]  # type: ignore[index]
+    p, t, tr, d = r["protocol"], r["test"], r["training"], r["data"]
     counts = d["counts"]
     lines = [
         f"model {p['model']}, weights {tr['weights']}, {p['epochs']} epochs at {p['image_size']} px, "
@@ -49,7 +49,7 @@ def text_table(result: BenchmarkResult) -> str:
         f"  confusion: TP {t['confusion']['tp']}  FN {t['confusion']['fn']}  FP {t['confusion']['fp']}  TN {t['confusion']['tn']}  (COVID positive)",
     ]
     if "contribution" in r:
-        c = r["contribution"]  # type: ignore[index]
+        c = r["contribution"]
         lines += ["", f"with the contribution ({c['images']} images added to train), same seed, same test split:"]
         lines.append(f"  {'metric':<36}{'with':>7}   {'change':>7}   95% CI of change      significant")
         for k, v in c["difference"].items():
@@ -59,12 +59,12 @@ def text_table(result: BenchmarkResult) -> str:
                 f"      {'yes' if v['significant'] else 'no'}"
             )
     if "score" in r:
-        s = r["score"]  # type: ignore[index]
+        s = r["score"]
         lines += ["", f"scored {s['images']} contributed images: {len(s['flagged'])} likely label error(s) (p >= {s['threshold']})"]
         for f in s["flagged"]:
             lines.append(f"  {f['image']}: declared {f['declared']}, predicted {f['predicted']} (p = {f['probability']:.3f})")
     if "dedupe_test" in r:
-        dd = r["dedupe_test"]  # type: ignore[index]
+        dd = r["dedupe_test"]
         if "note" in dd:
             lines += ["", f"--dedupe-test: {dd['note']}"]
         else:
@@ -79,8 +79,8 @@ def write_outputs(result: BenchmarkResult, output: Path) -> list[Path]:
     with atomic_write(paths[0]) as fh:
         json.dump(result.results, fh, indent=2, ensure_ascii=False)
         fh.write("\n")
-    p = result.results["protocol"]  # type: ignore[index]
-    title = f"{p['model']}, test split"  # type: ignore[index]
+    p = result.results["protocol"]
+    title = f"{p['model']}, test split"
     plots.roc_png(paths[1], result.curves, f"ROC: {title}")
     plots.confusion_png(paths[2], result.confusion, f"Confusion: {title}")
     return paths

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from .train import Progress, TrainConfig, Trained, predict, resolve_device, trai
 
 # --smoke: images per class and split, and the settings the CLI defaults to.
 SMOKE_SUBSET = {"train": 96, "val": 24, "test": 48}
-SMOKE_DEFAULTS = {"model": "tiny", "image_size": 96, "epochs": 8, "batch_size": 16, "lr": 1e-3}
+SMOKE_DEFAULTS: dict[str, Any] = {"model": "tiny", "image_size": 96, "epochs": 8, "batch_size": 16, "lr": 1e-3}
 DEFAULT_SCORE_THRESHOLD = 0.9
 
 
@@ -53,7 +54,7 @@ class BenchmarkResult:
     `fatal` means the input was unusable and nothing was trained (exit code 2).
     """
 
-    results: dict[str, object] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     curves: dict[str, tuple[np.ndarray, np.ndarray, float]] = field(default_factory=dict)
     confusion: dict[str, int] = field(default_factory=dict)
@@ -220,7 +221,7 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
     out.curves["official train"] = (fpr, tpr, est["auc"].value)
     out.confusion = metrics.confusion(y_test, prob)
 
-    results: dict[str, object] = {
+    results: dict[str, Any] = {
         "ctcurate_version": __version__,
         "protocol": {
             "model": cfg.model,
@@ -355,6 +356,7 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
     return out
 
 
-def with_smoke_defaults(cfg: TrainConfig, explicit: dict[str, object]) -> TrainConfig:
+def with_smoke_defaults(cfg: TrainConfig, explicit: Mapping[str, object]) -> TrainConfig:
     """The smoke settings for every option the user did not set."""
-    return replace(cfg, **{k: v for k, v in SMOKE_DEFAULTS.items() if k not in explicit})
+    unset: dict[str, Any] = {k: v for k, v in SMOKE_DEFAULTS.items() if k not in explicit}
+    return replace(cfg, **unset)

@@ -18,6 +18,10 @@ from ctcurate.benchmark.model import WeightsError, build_model
 from ctcurate.benchmark.run import dedupe_test_metrics, score_contribution, pairs_from_leakage_report
 
 
+# pytest -n 2 already runs two workers on a 2-core machine: more torch threads per worker only
+# oversubscribe the cores (OpenMP spin-waits made runs 20x slower under load).
+torch.set_num_threads(1)
+
 @pytest.mark.parametrize("seed", range(20))
 @pytest.mark.parametrize("shape", [(256, 256), (256, 341), (400, 256)])
 def test_crop_params_draw_as_torchvision(seed: int, shape: tuple[int, int]) -> None:

@@ -18,6 +18,10 @@ from ctcurate.benchmark.run import SMOKE_SUBSET
 from ctcurate.cli import main
 from ctcurate.layout import IMAGES_DIR
 
+# pytest -n 2 already runs two workers on a 2-core machine: more torch threads per worker only
+# oversubscribe the cores (OpenMP spin-waits made runs 20x slower under load).
+torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parent.parent
 SPLITS = REPO / "metadata" / "Data-split"
 METRICS = {"accuracy", "precision", "recall", "specificity", "f1", "f1_reference", "auc"}

@@ -189,3 +189,36 @@ def test_mean_pooled_forward_equals_torchvision(name: str, head: str) -> None:
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(model(x), ref(x), atol=1e-5, rtol=1e-5)
+
+
+def test_dedupe_seam_without_check_leakage(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from ctcurate.benchmark.run import find_test_train_duplicates
+
+    monkeypatch.setitem(__import__("sys").modules, "ctcurate.leakage", None)
+    pairs, note = find_test_train_duplicates(tmp_path, tmp_path, {"t"}, {"r"})
+    assert pairs is None
+    assert note == (
+        "check-leakage is not part of this build: run `ctcurate check-leakage --format json --output leaks.json` "
+        "where it is, and pass --leakage-report leaks.json"
+    )
+
+
+def test_dedupe_seam_calls_check_leakage(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+    import types
+
+    from ctcurate.benchmark.run import find_test_train_duplicates
+
+    calls = []
+
+    def check_leakage(data_root: Path, splits_dir: Path | None = None, cache_path: Path | None = None) -> object:
+        calls.append((data_root, splits_dir, cache_path))
+        pair = lambda a, b: types.SimpleNamespace(a=a, b=b)  # noqa: E731
+        return types.SimpleNamespace(pairs=[pair("CT_COVID/t.png", "CT_NonCOVID/r.jpg"), pair("CT_COVID/v.png", "CT_COVID/t.png")])
+
+    fake = types.ModuleType("ctcurate.leakage")
+    fake.check_leakage = check_leakage  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ctcurate.leakage", fake)
+    pairs, note = find_test_train_duplicates(tmp_path, tmp_path / "splits", {"CT_COVID/t.png"}, {"CT_NonCOVID/r.jpg"})
+    assert note is None and pairs == [("CT_COVID/t.png", "CT_NonCOVID/r.jpg")]
+    assert calls == [(tmp_path, tmp_path / "splits", tmp_path / ".ctcurate" / "cache.sqlite")]

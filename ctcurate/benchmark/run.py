@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,17 @@ def _split(images: ImageSet, samples: Sequence[Sample], split: str) -> ImageSet:
     return images.subset([i for i, s in enumerate(samples) if s.split == split])
 
 
+def _test_train(pairs: Iterable[tuple[str, str]], test_names: set[str], train_names: set[str]) -> list[tuple[str, str]]:
+    """Keep the pairs with one image in test and the other in train, as (test, train)."""
+    out: list[tuple[str, str]] = []
+    for a, b in pairs:
+        if a in test_names and b in train_names:
+            out.append((a, b))
+        elif b in test_names and a in train_names:
+            out.append((b, a))
+    return out
+
+
 def pairs_from_leakage_report(report: Path, test_names: set[str], train_names: set[str]) -> list[tuple[str, str]]:
     """(test image, train image) pairs from a `check-leakage --format json` file.
 
@@ -119,29 +130,25 @@ def pairs_from_leakage_report(report: Path, test_names: set[str], train_names: s
     with one image in test and the other in train counts, whatever its kind.
     """
     data = json.loads(report.read_text(encoding="utf-8"))
-    pairs: list[tuple[str, str]] = []
-    for pair in data.get("pairs", []):
-        a, b = str(pair.get("a", "")), str(pair.get("b", ""))
-        if a in test_names and b in train_names:
-            pairs.append((a, b))
-        elif b in test_names and a in train_names:
-            pairs.append((b, a))
-    return pairs
+    if not isinstance(data, dict) or not isinstance(data.get("pairs"), list):
+        raise ValueError("no 'pairs' list (expected the output of check-leakage --format json)")
+    return _test_train(((str(p.get("a", "")), str(p.get("b", ""))) for p in data["pairs"]), test_names, train_names)
 
 
-def find_test_train_duplicates(data_root: Path, splits_dir: Path) -> tuple[list[tuple[str, str]] | None, str | None]:
-    """Ask the check-leakage library for (test, train) duplicate pairs; None and a note if absent."""
+def find_test_train_duplicates(
+    data_root: Path, splits_dir: Path, test_names: set[str], train_names: set[str]
+) -> tuple[list[tuple[str, str]] | None, str | None]:
+    """(test, train) duplicate pairs from the check-leakage library; None and a note where it is absent."""
     try:
-        from .. import leakage  # type: ignore[attr-defined]  # lands with `check-leakage`
+        from ..leakage import check_leakage  # type: ignore[import-not-found,unused-ignore]  # lands with `check-leakage`
     except ImportError:
         return None, (
             "check-leakage is not part of this build: run `ctcurate check-leakage --format json --output leaks.json` "
-            "and pass --leakage-report leaks.json"
+            "where it is, and pass --leakage-report leaks.json"
         )
-    finder = getattr(leakage, "test_train_pairs", None)
-    if finder is None:
-        return None, "this build's check-leakage offers no test_train_pairs(); pass --leakage-report FILE instead"
-    return list(finder(data_root, splits_dir)), None
+    # Its hash cache sits beside our tensor cache (the data root's .ctcurate/, unless read-only).
+    report = check_leakage(data_root, splits_dir=splits_dir, cache_path=tensor_cache_dir(data_root).parent / "cache.sqlite")
+    return _test_train(((p.a, p.b) for p in report.pairs), test_names, train_names), None
 
 
 def dedupe_test_metrics(
@@ -343,7 +350,7 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
                 out.fatal = True
                 return out
         else:
-            pairs, note = find_test_train_duplicates(opts.data_root, opts.splits_dir)
+            pairs, note = find_test_train_duplicates(opts.data_root, opts.splits_dir, test_names, train_names)
         if pairs is None:
             results["dedupe_test"] = {"note": note}
             out.findings.append(warning("benchmark.dedupe-unavailable", str(note)))

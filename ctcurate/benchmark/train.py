@@ -167,6 +167,9 @@ def train(
             t0 = time.perf_counter()
             x = augment.train_batch([train_dev.train[i] for i in idx.tolist()], cfg.image_size, gen)
             y = train_dev.labels[idx.to(train_dev.labels.device)]
+            if device.type == "cuda":
+                # Count the augmentation kernels' GPU time as data time, not as model time.
+                torch.cuda.synchronize(device)
             data_seconds += time.perf_counter() - t0
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):

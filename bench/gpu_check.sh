@@ -6,8 +6,9 @@
 #      while the TOTAL_LIMIT_S budget allows, with per-epoch time and data-wait share;
 #   3. $OUT/summary.json (mean and spread over seeds) and a short summary on stdout.
 # Expects the repo root as cwd, wheels for pydantic/openpyxl/imagehash (+deps) in .whl/, and the images in
-# .data/covid-ct/Images-processed/ -- the real images are 97 MB, over the 64 MiB carry limit, so make that
-# folder with `python bench/pack_data.py $CTCURATE_DATA .data/covid-ct` (42 MiB; see its docstring).
+# .data/covid-ct/Images-processed/ (the real images are 97 MB, over the 64 MiB carry limit, so they are
+# packed to 42 MiB: see bench/pack_data.py). `bash bench/gpu_prepare.sh` makes both folders; then
+#   run(command="OUT=$OUT bash bench/gpu_check.sh", carry=[".whl", ".data/covid-ct"], timeout_s=420)
 # Exits non-zero on any error or non-determinism. Local dry run on a CPU:
 #   OUT=/tmp/gc DEVICE=cpu MODEL=tiny IMAGE_SIZE=64 EPOCHS=2 DET_EPOCHS=1 SEEDS="0 1" bash bench/gpu_check.sh
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD

@@ -228,3 +228,26 @@ def test_missing_data_root_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.
     assert result.stderr == (
         "error: no image root given: pass --images/--data ROOT or set CTCURATE_DATA to the folder that holds Images-processed/\n"
     )
+
+
+def test_score_alone_with_a_sheet_declaring_labels(real_data: Path, cache_dir: Path, tmp_path: Path) -> None:
+    samples, _ = official_samples(real_data, SPLITS)
+    chosen = sorted((s for s in samples if s.split == "train"), key=lambda s: s.name)[:3]
+    folder = tmp_path / "contribution"
+    folder.mkdir()
+    rows = ["File name,Label,Patient ID"]
+    for s in chosen:
+        shutil.copy(s.path, folder / s.path.name)
+        rows.append(f"{s.path.name},{'COVID' if s.label == 1 else 'NonCOVID'},p1")
+    (folder / "contribution.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "res"
+    result = _invoke(["--smoke", "--epochs", "2", "--data", str(real_data), "--output", str(out), "--cache-dir", str(cache_dir),
+                      "--score", str(folder), "--score-threshold", "0.99"])
+    data = json.loads((out / "results.json").read_text())
+    assert "contribution" not in data
+    s = data["score"]
+    assert [a["image"] for a in s["all"]] == [c.path.name for c in chosen]
+    assert [a["declared"] for a in s["all"]] == ["COVID" if c.label == 1 else "NonCOVID" for c in chosen]
+    assert all(0 <= a["p_covid"] <= 1 for a in s["all"])
+    assert result.exit_code == (1 if s["flagged"] else 0)
+    assert f"scored 3 contributed images: {len(s['flagged'])} likely label error(s) (p >= 0.99)" in result.stdout

@@ -197,18 +197,14 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
         samples = smoke_subset(samples, SMOKE_SUBSET, cfg.seed)
     cache_dir = opts.cache_dir or tensor_cache_dir(opts.data_root)
 
-    contrib: list[Sample] = []
-    contrib_dir = opts.with_contribution or opts.score
-    if contrib_dir is not None:
-        contrib, cfind = contribution_samples(contrib_dir)
+    # Contributed images are listed (and their labels checked) before any slow step.
+    listed: dict[Path, list[Sample]] = {}
+    for folder in dict.fromkeys(p for p in (opts.with_contribution, opts.score) if p is not None):
+        listed[folder], cfind = contribution_samples(folder)
         out.findings += cfind
-        if has_errors(cfind):
-            out.fatal = True
-            return out
-        if opts.score and opts.with_contribution and opts.score.resolve() != opts.with_contribution.resolve():
-            out.findings.append(error("benchmark.usage", "--score and --with-contribution must name the same folder when both are given"))
-            out.fatal = True
-            return out
+    if has_errors(out.findings):
+        out.fatal = True
+        return out
 
     stage(f"loading {len(samples)} images ({cfg.image_size} px) through the tensor cache in {cache_dir}")
     images, info = load_images(samples, cfg.image_size, cache_dir)
@@ -263,6 +259,7 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
     }
 
     if opts.with_contribution is not None:
+        contrib = listed[opts.with_contribution]
         stage(f"loading {len(contrib)} contributed images")
         cimages, cinfo = load_images(contrib, cfg.image_size, cache_dir)
         out.findings += cinfo.findings
@@ -308,8 +305,9 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
                 )
 
     if opts.score is not None:
-        stage(f"scoring {len(contrib)} contributed images with the baseline")
-        simages, sinfo = load_images(contrib, cfg.image_size, cache_dir)
+        scored = listed[opts.score]
+        stage(f"scoring {len(scored)} contributed images with the baseline")
+        simages, sinfo = load_images(scored, cfg.image_size, cache_dir)
         out.findings += sinfo.findings
         if simages is None:
             out.fatal = True

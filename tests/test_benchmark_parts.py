@@ -91,8 +91,9 @@ def test_mismatched_checkpoint_is_refused(tmp_path: Path) -> None:
         build_model("resnet18", str(path))
 
 
-def test_imagenet_offline_says_how_to_pass_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    def offline(*_a: object, **_k: object) -> None:
+def test_imagenet_offline_says_how_to_pass_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def offline(url: str, *_a: object, **_k: object) -> None:
+        print(f'Downloading: "{url}" to /root/.cache/torch/hub/checkpoints/x.pth')  # as torch.hub does
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
@@ -105,6 +106,16 @@ def test_imagenet_offline_says_how_to_pass_a_file(monkeypatch: pytest.MonkeyPatc
     )
     with pytest.raises(WeightsError, match="no ImageNet weights exist for model 'tiny'"):
         build_model("tiny", "imagenet")
+    # Through the CLI: one line on stderr, nothing on stdout, exit 2, before any image is read.
+    from click.testing import CliRunner
+
+    from ctcurate.cli import main
+
+    (tmp_path / "Images-processed").mkdir()
+    result = CliRunner().invoke(main, ["benchmark", "--weights", "imagenet", "--data", str(tmp_path), "--output", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == f"error: {info.value}\n"
 
 
 def test_contribution_labels_from_a_sheet(real_data: Path, tmp_path: Path) -> None:

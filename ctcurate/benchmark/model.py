@@ -8,6 +8,8 @@ deterministic backward on CUDA).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -107,7 +109,9 @@ def _imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
         raise WeightsError(f"no ImageNet weights exist for model {name!r}: use --weights none or --weights PATH")
     weights = getattr(torchvision.models, IMAGENET_WEIGHTS[name]).IMAGENET1K_V1
     try:
-        return weights.get_state_dict(progress=False, check_hash=False)
+        # torch.hub writes "Downloading: ..." to stdout itself; the library must stay quiet.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return weights.get_state_dict(progress=False, check_hash=False)
     except Exception as exc:  # urllib/http/ssl errors differ by platform; all mean "not fetched"
         reason = str(getattr(exc, "reason", exc)).splitlines()[0] if str(exc) else type(exc).__name__
         raise WeightsError(

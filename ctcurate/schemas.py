@@ -90,7 +90,7 @@ def _text(cls: type[BaseModel], value: Any, info: ValidationInfo) -> str | None:
             Note(
                 "cell.whitespace", Severity.WARNING, _column(cls, info.field_name), value,
                 "stray whitespace (leading/trailing spaces, non-breaking or invisible characters)",
-                f"write it as {clean!r}",
+                f"write it as {clean!r}" if clean and len(clean) <= 60 else "remove the whitespace around the text",
             ),
         )
     return clean

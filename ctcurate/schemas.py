@@ -247,7 +247,7 @@ class CovidRow(BaseModel):
                 ),
             )
             return GENDER_WORDS[upper]
-        raise PydanticCustomError("gender.invalid", "gender {value!r} is not M or F", {"value": text})
+        raise PydanticCustomError("gender.invalid", f"gender {text!r} is not M or F")
 
     @field_validator("doi", mode="before", json_schema_input_type=str | None)
     @classmethod

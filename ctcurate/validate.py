@@ -257,6 +257,7 @@ def validate(
     for class_dir, (sheet, cols) in sheets.items():
         fixes += _cell_fixes(sheet, cols, covid_rows if class_dir == COVID_CLASS else None)
 
+    findings = _by_file_and_row(findings)
     summary = summarize(findings) | {
         "images_checked": inputs.data_root is not None and check_images,
         "rows": {s.path.name: len(sheet_rows[c]) for c, (s, _) in sheets.items()},
@@ -267,6 +268,14 @@ def validate(
         inputs=inputs, findings=findings, summary=summary, covid_rows=covid_rows,
         noncovid_rows=noncovid_rows, split_entries=entries, fixes=_dedupe(fixes),
     )
+
+
+def _by_file_and_row(findings: list[Finding]) -> list[Finding]:
+    """Group findings by file (in order of first appearance), rows ascending within a file."""
+    rank: dict[str | None, int] = {}
+    for f in findings:
+        rank.setdefault(f.file, len(rank))
+    return sorted(findings, key=lambda f: (rank[f.file], f.row or 0))
 
 
 def _sorted(findings: list[Finding]) -> list[Finding]:

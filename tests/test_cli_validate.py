@@ -130,18 +130,20 @@ def test_env_var_finds_the_images(real_data):
 def test_html_report_is_self_contained_and_escaped(tmp_path, no_data_env):
     meta = tmp_path / "m"
     meta.mkdir()
-    write_xlsx(meta / "COVID-CT-MetaInfo.xlsx", [covid_row("<script>alert(1)</script>.png", gender="<b>X</b>")])
+    write_xlsx(meta / "COVID-CT-MetaInfo.xlsx", [
+        covid_row("a.png", gender="<b>X</b>"), covid_row("b.png", gender="<script>alert(1)</script>")
+    ])
     out = tmp_path / "report.html"
     result = run("--metadata", str(meta), "--format", "html", "--output", str(out))
     assert result.exit_code == 1
     page = out.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;.png" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<script" not in page and "<b>X</b>" not in page
     assert "&lt;b&gt;X&lt;/b&gt;" in page
     assert "http" not in page.replace("http-equiv", "")  # nothing loaded from elsewhere
     assert "gender.invalid" in page and "a gender other than M or F" in page
-    assert result.output.strip().startswith(f"wrote {out}: 1 error(s)")
+    assert result.output.strip() == f"wrote {out}: 2 error(s), 0 warning(s)"
 
 
 def test_clean_metadata_exits_0_and_warnings_alone_exit_0(tmp_path, no_data_env):

@@ -12,7 +12,7 @@ import ast
 import json
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -63,8 +63,10 @@ def clean_text(value: CellValue) -> str | None:
     """Cell text without surrounding whitespace (non-breaking spaces included); empty -> None."""
     if value is None:
         return None
-    text = str(value).translate(_INVISIBLE).translate(_SPACES).strip()
-    return text or None
+    text = str(value)
+    if not text.isascii():
+        text = text.translate(_INVISIBLE).translate(_SPACES)
+    return text.strip() or None
 
 
 def _note(info: ValidationInfo, note: Note) -> None:
@@ -112,6 +114,9 @@ def parse_captions(value: CellValue) -> tuple[list[str], bool]:
     if text is None:
         return [], False
     if text.startswith("["):
+        simple = _SIMPLE_LIST.match(text)
+        if simple:  # the common case, without the cost of compiling the literal
+            return [c.strip() for c in _SIMPLE_ITEM.findall(text) if c.strip()], False
         try:
             parsed = ast.literal_eval(text)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -122,6 +127,10 @@ def parse_captions(value: CellValue) -> tuple[list[str], bool]:
     return [text], False
 
 
+# A list of single-quoted strings with no quote or backslash inside: what ast.literal_eval
+# would return for it is exactly the text between the quotes.
+_SIMPLE_LIST = re.compile(r"^\[\s*'[^'\\]*'(?:\s*,\s*'[^'\\]*')*\s*,?\s*\]$")
+_SIMPLE_ITEM = re.compile(r"'([^'\\]*)'")
 _ONE_ITEM = re.compile(r"^\[\s*(['\"])(?P<inner>.*)\1\s*\]$", re.DOTALL)
 
 
@@ -375,7 +384,15 @@ def _short(value: object, limit: int = 120) -> str | None:
 
 
 def _is_blank(value: CellValue) -> bool:
-    return value is None or (isinstance(value, str) and clean_text(value) is None)
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip() if value.isascii() else clean_text(value) is None
+    return False
+
+
+def _signature(cells: Mapping[str, CellValue]) -> tuple[CellValue, ...]:
+    return tuple(v.strip() if isinstance(v, str) else v for v in cells.values())
 
 
 def _row_findings(
@@ -410,12 +427,14 @@ def _row_findings(
 
 def _resolve_same_as_above(
     records: Iterable[Record], columns: Mapping[str, str], file: str | None, findings: list[Finding]
-) -> list[tuple[int, dict[str, CellValue], Mapping[str, CellValue]]]:
-    """Replace `same as above` cells by the (resolved) value of the row above, with a warning each."""
-    out: list[tuple[int, dict[str, CellValue], Mapping[str, CellValue]]] = []
-    above: dict[str, CellValue] | None = None
+) -> Iterator[tuple[int, Mapping[str, CellValue], Mapping[str, CellValue]]]:
+    """Replace `same as above` cells by the (resolved) value of the row above, with a warning each.
+
+    Streams: one row at a time, so a 100,000-row sheet is never held twice.
+    """
+    above: Mapping[str, CellValue] | None = None
     for number, cells in records:
-        resolved = dict(cells)
+        resolved: Mapping[str, CellValue] = cells
         for key, value in cells.items():
             if isinstance(value, str) and value.strip().casefold() in SAME_AS_ABOVE:
                 source = None if above is None else above.get(key)
@@ -425,18 +444,17 @@ def _resolve_same_as_above(
                               file=file, row=number, column=columns.get(key, key), value=value,
                               hint="write the value itself")
                     )
-                    resolved[key] = None
+                    resolved = {**resolved, key: None}
                 else:
                     findings.append(
                         warning("cell.same-as-above", f"'same as above' read as {_short(source, 60)!r}",
                                 file=file, row=number, column=columns.get(key, key), value=value,
                                 hint="write the value itself: sorting or filtering the sheet breaks the reference")
                     )
-                    resolved[key] = source
-        out.append((number, resolved, cells))
+                    resolved = {**resolved, key: source}
+        yield number, resolved, cells
         if any(not _is_blank(v) for v in resolved.values()):
             above = resolved
-    return out
 
 
 def _parse_rows(
@@ -445,11 +463,12 @@ def _parse_rows(
     columns: Mapping[str, str],
     key_fields: tuple[str, str],
     file: str | None,
-) -> tuple[list[tuple[BaseModel, dict[str, CellValue]]], list[Finding]]:
+    row_check: Callable[[Any, Mapping[str, CellValue]], list[Finding]] | None = None,
+) -> tuple[list[BaseModel], list[Finding]]:
     """Shared row loop: empty rows, stray rows, `same as above`, model validation, duplicates."""
     findings: list[Finding] = []
     rows = _resolve_same_as_above(records, columns, file, findings)
-    parsed: list[tuple[BaseModel, dict[str, CellValue]]] = []
+    parsed: list[BaseModel] = []
     pending_empty: list[int] = []
     seen_rows: dict[tuple[Any, ...], int] = {}
     seen_names: dict[str, int] = {}
@@ -485,7 +504,7 @@ def _parse_rows(
             findings.extend(_row_findings(model, number, notes, exc, file))
             continue
         findings.extend(_row_findings(model, number, notes, None, file))
-        signature = tuple(clean_text(cells.get(k)) for k in columns)
+        signature = _signature(cells)
         name = getattr(obj, name_key)
         if signature in seen_rows:
             findings.append(
@@ -500,7 +519,9 @@ def _parse_rows(
             )
         seen_rows.setdefault(signature, number)
         seen_names.setdefault(name, number)
-        parsed.append((obj, cells))
+        if row_check is not None:
+            findings.extend(row_check(obj, cells))
+        parsed.append(obj)
     return parsed, findings
 
 
@@ -512,12 +533,11 @@ def check_covid_rows(
     Row-level findings only (parse, whitespace, ages, genders, captions, `same as above`, DOIs,
     empty/stray/duplicate rows, one patient with conflicting age or gender). Lazy: every problem.
     """
-    parsed, findings = _parse_rows(CovidRow, records, COVID_COLUMNS, ("file_name", "patient_id"), file)
-    models: list[CovidRow] = []
-    for obj, cells in parsed:
-        assert isinstance(obj, CovidRow)
-        models.append(obj)
-        findings.extend(doi_lib.check_doi(cells.get("doi"), obj.file_name, file=file, row=obj.row, column="DOI"))
+    def doi_check(row: CovidRow, cells: Mapping[str, CellValue]) -> list[Finding]:
+        return doi_lib.check_doi(cells.get("doi"), row.file_name, file=file, row=row.row, column="DOI")
+
+    parsed, findings = _parse_rows(CovidRow, records, COVID_COLUMNS, ("file_name", "patient_id"), file, doi_check)
+    models = [obj for obj in parsed if isinstance(obj, CovidRow)]
     findings.extend(_patient_conflicts(models, file))
     return models, findings
 
@@ -527,7 +547,7 @@ def check_noncovid_rows(
 ) -> tuple[list[NonCovidRow], list[Finding]]:
     """Validate NonCOVID metadata rows given as `(row number, {canonical column: cell})`."""
     parsed, findings = _parse_rows(NonCovidRow, records, NONCOVID_COLUMNS, ("image_name", "patient_id"), file)
-    return [obj for obj, _ in parsed if isinstance(obj, NonCovidRow)], findings
+    return [obj for obj in parsed if isinstance(obj, NonCovidRow)], findings
 
 
 def _patient_conflicts(rows: list[CovidRow], file: str | None) -> list[Finding]:

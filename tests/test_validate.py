@@ -130,7 +130,7 @@ def test_every_code_is_registered_and_documented(real):
 
 def test_without_images_only_metadata_and_splits_are_checked(monkeypatch):
     monkeypatch.delenv("CTCURATE_DATA", raising=False)
-    result = validate()
+    result = validate(plan_fixes=True)
     assert result.images_checked is False
     assert result.inputs.covid_sheet == REPO / "metadata" / "COVID-CT-MetaInfo.xlsx"
     codes = set(result.summary["by_code"])

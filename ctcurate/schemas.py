@@ -69,6 +69,20 @@ def clean_text(value: CellValue) -> str | None:
     return text.strip() or None
 
 
+def whitespace_message(value: str) -> str:
+    """What exactly is wrong with a cell's whitespace, in words."""
+    kinds = []
+    if value[:1].isspace():
+        kinds.append("leading space")
+    if value[-1:].isspace():
+        kinds.append("trailing space")
+    if any(c in value for c in "\u00a0\u2007\u202f\u3000"):
+        kinds.append("non-breaking space")
+    if any(ord(c) in _INVISIBLE for c in value):
+        kinds.append("invisible character")
+    return " and ".join(kinds or ["stray whitespace"]) + " in the cell"
+
+
 def _note(info: ValidationInfo, note: Note) -> None:
     if info.context is not None:
         info.context.setdefault("notes", []).append(note)
@@ -91,7 +105,7 @@ def _text(cls: type[BaseModel], value: Any, info: ValidationInfo) -> str | None:
             info,
             Note(
                 "cell.whitespace", Severity.WARNING, _column(cls, info.field_name), value,
-                "stray whitespace (leading/trailing spaces, non-breaking or invisible characters)",
+                whitespace_message(value),
                 f"write it as {clean!r}" if clean and len(clean) <= 60 else "remove the whitespace around the text",
             ),
         )
@@ -218,8 +232,7 @@ class CovidRow(BaseModel):
             _note(
                 info,
                 Note(
-                    "cell.whitespace", Severity.WARNING, "Age", raw_age,
-                    "stray whitespace (leading/trailing spaces, non-breaking or invisible characters)",
+                    "cell.whitespace", Severity.WARNING, "Age", raw_age, whitespace_message(raw_age),
                     f"write it as {str(age)!r}",
                 ),
             )
@@ -278,13 +291,18 @@ class CovidRow(BaseModel):
             return value
         captions, malformed = parse_captions(value)
         if malformed:
+            one = _ONE_ITEM.match(clean_text(value) or "")
+            why = (
+                f"the {one[1]} inside the caption ends its quoted string early"
+                if one and one[1] in one["inner"]
+                else "it does not parse"
+            )
             _note(
                 info,
                 Note(
                     "captions.malformed", Severity.WARNING, "Captions", _short(value),
-                    "captions look like a Python list but do not parse (a quote inside a caption ends "
-                    "its string early?); read as one caption",
-                    f"write them as a valid list, e.g. {_short(repr(captions), 80)}",
+                    f"captions look like a Python list but {why}; read as one caption",
+                    f"write them as a valid list (ctcurate validate --fix does): {_short(repr(captions), 80)}",
                 ),
             )
         return captions
@@ -451,7 +469,8 @@ def _resolve_same_as_above(
                                 file=file, row=number, column=columns.get(key, key), value=value,
                                 hint="write the value itself: sorting or filtering the sheet breaks the reference")
                     )
-                    resolved = {**resolved, key: source}
+                    # Cleaned here so the copied value's whitespace is reported once, on its own row.
+                    resolved = {**resolved, key: clean_text(source) if isinstance(source, str) else source}
         yield number, resolved, cells
         if any(not _is_blank(v) for v in resolved.values()):
             above = resolved

@@ -76,6 +76,8 @@ def test_real_same_as_above(real):
     assert sorted(same) == [3, 4, 5]
     assert all(f.column == "Severity" and f.severity.value == "warning" for f in same.values())
     assert real.covid_rows[1].severity.startswith("Chest tightness, unproductive cough")
+    # The copied value's trailing space is reported once, on row 2 where it is written.
+    assert [f.row for f in real.findings if f.code == "cell.whitespace" and f.column == "Severity" and f.row < 6] == [2]
 
 
 def test_real_png_files_holding_jpeg(real, real_data):

@@ -223,3 +223,16 @@ def test_fix_refuses_to_overwrite_the_input(tmp_path, no_data_env):
     assert digest(path) == before
     wrong = run("--metadata", str(path), "--fix", str(tmp_path / "out.csv"))
     assert wrong.exit_code == 2 and "the copy must keep the input's format (.xlsx)" in wrong.output
+
+
+def test_reports_and_fixed_copies_get_ordinary_permissions(tmp_path, no_data_env):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        path = write_xlsx(tmp_path / "in.xlsx", [covid_row("a.png", gender="F ")])
+        report, fixed = tmp_path / "r.json", tmp_path / "out.xlsx"
+        assert run("--metadata", str(path), "--format", "json", "--output", str(report), "--fix", str(fixed)).exit_code == 0
+        assert (report.stat().st_mode & 0o777, fixed.stat().st_mode & 0o777) == (0o644, 0o644)
+    finally:
+        os.umask(mask)

@@ -514,7 +514,7 @@ def _parse_rows(
             )
             continue
         notes: list[Note] = []
-        data = {columns[k]: v for k, v in cells.items() if k in columns}
+        data: dict[str, Any] = {columns[k]: v for k, v in cells.items() if k in columns}
         data["row"] = number
         data["raw"] = {columns[k]: v for k, v in original.items() if k in columns}
         try:

@@ -96,12 +96,13 @@ def find_columns(sheet: Sheet, wanted: dict[str, str]) -> tuple[dict[str, str], 
         by_key.setdefault(_header_key(head), head)
     found: dict[str, str] = {}
     findings: list[Finding] = []
-    missing = []
+    missing: list[str] = []
     for canon, expected in wanted.items():
-        head = by_key.get(_header_key(expected))
-        if head is None:
+        found_head = by_key.get(_header_key(expected))
+        if found_head is None:
             missing.append(expected)
             continue
+        head = found_head
         found[canon] = head
         if head != expected:
             col = get_column_letter(sheet.header.index(head) + 1)
@@ -336,7 +337,8 @@ class _SheetStream:
         )
         return value
 
-    def _error(self, what: str, value: str, number: int, col: int) -> None:
+    def _error(self, what: str, value: str, number: int, col: int) -> CellValue:
+        """Report an error cell; its value is None (never a string that looks like data)."""
         self.findings.append(
             error("cell.error", f"cell holds {what}", file=self.label, row=number,
                   column=get_column_letter(col), value=value, hint="type the intended value")

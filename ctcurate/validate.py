@@ -155,8 +155,9 @@ def resolve_inputs(
             raise InputError(f"{meta}: no {layout.COVID_SHEET} or {layout.NONCOVID_SHEET} there")
     else:
         raise InputError(f"{meta}: no such file or folder")
+    splits_dir: Path | None = None
     if splits is not None:
-        splits_dir: Path | None = Path(splits)
+        splits_dir = Path(splits)
         if not splits_dir.is_dir():
             raise InputError(f"{splits_dir}: no such folder")
     else:

@@ -14,8 +14,8 @@ from openpyxl.styles import Font
 
 from ctcurate.cli import main
 
-from .conftest import REPO
-from .sheetfactory import covid_row, write_xlsx
+from sheetfactory import REPO, covid_row, write_xlsx
+
 
 
 def run(*args: str, env: dict[str, str] | None = None):

@@ -24,7 +24,7 @@ from ctcurate.schemas import (
 )
 from ctcurate.sheets import find_columns, read_sheet
 
-from .conftest import REPO
+from sheetfactory import REPO
 
 
 def rec(number, file_name="a.png", patient="Patient 1", **cells):

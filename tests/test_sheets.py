@@ -11,7 +11,7 @@ from openpyxl import Workbook, load_workbook
 from ctcurate.schemas import COVID_COLUMNS
 from ctcurate.sheets import SheetError, find_columns, read_lines, read_sheet
 
-from .sheetfactory import COVID_HEADER, covid_row, write_xlsx
+from sheetfactory import COVID_HEADER, covid_row, write_xlsx
 
 
 def codes(sheet):

@@ -12,8 +12,8 @@ from PIL import Image
 from ctcurate.findings import Finding
 from ctcurate.validate import FINDING_CODES, InputError, validate
 
-from .conftest import REPO
-from .sheetfactory import covid_row, write_noncovid_csv, write_xlsx
+from sheetfactory import REPO, covid_row, write_noncovid_csv, write_xlsx
+
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -354,13 +355,18 @@ def _check_disk_vs_splits(on_disk: dict[str, list[Path]], entries: list[SplitEnt
 # --- rows vs files --------------------------------------------------------------------------
 
 
+def _fold(name: str) -> str:
+    """Case- and Unicode-form-insensitive key (a macOS disk may hold NFD names, a sheet NFC)."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
 def _candidates(name: str, universe: set[str], lower: dict[str, list[str]]) -> list[str]:
-    """Files a misspelled row name most likely means: extension added, or case differing."""
+    """Files a misspelled row name most likely means: extension added, case or Unicode form differing."""
     hits = [name + suffix for suffix in layout.IMAGE_SUFFIXES if name + suffix in universe]
     if not hits:
-        hits = lower.get(name.casefold(), [])
+        hits = lower.get(_fold(name), [])
     if not hits:
-        hits = [n for s in layout.IMAGE_SUFFIXES for n in lower.get((name + s).casefold(), [])]
+        hits = [n for s in layout.IMAGE_SUFFIXES for n in lower.get(_fold(name + s), [])]
     return sorted(set(hits))
 
 
@@ -380,7 +386,7 @@ def _match_rows(
     """Which file each row describes; `file.missing` / `file.no-row` when checking the disk."""
     lower: dict[str, list[str]] = defaultdict(list)
     for n in universe:
-        lower[n.casefold()].append(n)
+        lower[_fold(n)].append(n)
     resolved: dict[int, str | None] = {}
     findings: list[Finding] = []
     fixes: list[CellFix] = []

@@ -243,6 +243,20 @@ def test_rows_and_files_must_match(tiny):
     assert found[("file.missing", 4, "COVID-CT-MetaInfo.xlsx")].hint == "did you mean 'p2-a.png'?"
 
 
+def test_unicode_form_of_a_name_is_a_near_match(tiny):
+    root, meta = tiny
+    nfd = "Sa\u0303o.png"  # as a macOS disk stores it
+    _png(root / "Images-processed/CT_COVID" / nfd)
+    (meta / "Data-split/COVID/testCT_COVID.txt").write_text(f"p2-a.png\n{nfd}\n")
+    write_xlsx(meta / "COVID-CT-MetaInfo.xlsx", [
+        covid_row("p1-a.png"), covid_row("p1-b.png"), covid_row("p2-a.png", "Patient 2"),
+        covid_row("S\u00e3o.png", "Patient 3"),
+    ])
+    result = validate(metadata=meta, images=root, plan_fixes=True)
+    assert [(f.code, f.row) for f in result.findings] == [("file.missing", 5)]
+    assert [fx.new for fx in result.fixes if fx.code == "file.missing"] == [nfd]
+
+
 def test_broken_and_mislabelled_images(tiny):
     root, meta = tiny
     covid = root / "Images-processed/CT_COVID"

@@ -397,7 +397,7 @@ def _match_rows(
         if name in universe:
             resolved[number] = name
             continue
-        hits = _candidates(name, universe, lower)
+        hits = _candidates(name, universe, lower) if universe else []
         resolved[number] = hits[0] if len(hits) == 1 else None
         if len(hits) == 1:
             vals = raw_by_row.get(number, ())

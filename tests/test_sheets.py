@@ -6,6 +6,8 @@ import datetime as dt
 import zipfile
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openpyxl import Workbook, load_workbook
 
 from ctcurate.schemas import COVID_COLUMNS
@@ -189,3 +191,36 @@ def test_roundtrip_through_openpyxl_keeps_values(tmp_path):
     sheet = read_sheet(path)
     assert [list(r.values) + [None] * (11 - len(r.values)) for r in sheet.rows] == rows
     assert load_workbook(path).active.max_row == 3
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.2, 0.4, 0.6, 0.8, 0.95, 0.999])
+def test_any_truncation_of_the_real_workbook_is_a_sheet_error(tmp_path, repo_metadata, fraction):
+    data = (repo_metadata / "COVID-CT-MetaInfo.xlsx").read_bytes()
+    path = tmp_path / "cut.xlsx"
+    path.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(SheetError, match=r"^.*cut\.xlsx: not a readable \.xlsx workbook \(.*\)$"):
+        read_sheet(path)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=2000), st.sampled_from([".xlsx", ".csv"]))
+def test_arbitrary_bytes_never_escape_as_other_exceptions(tmp_path, data, suffix):
+    path = tmp_path / f"fuzz{suffix}"
+    path.write_bytes(data)
+    try:
+        read_sheet(path)
+    except SheetError as exc:
+        assert "\n" not in str(exc) and str(path) in str(exc)
+
+
+def test_damaged_member_inside_a_valid_zip(tmp_path, repo_metadata):
+    src = repo_metadata / "COVID-CT-MetaInfo.xlsx"
+    path = tmp_path / "damaged.xlsx"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(path, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data = data[: len(data) // 2]  # well-formed zip, broken XML
+            zout.writestr(item, data)
+    with pytest.raises(SheetError, match="damaged.xlsx: not a readable .xlsx workbook"):
+        read_sheet(path)

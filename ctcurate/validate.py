@@ -77,6 +77,7 @@ FINDING_CODES: dict[str, str] = {
     "patient.conflict": "one patient ID with conflicting ages or genders across its rows",
     "file.missing": "a row names a file that is not on disk (the hint names the near match)",
     "file.no-row": "an image on disk that no row describes",
+    "file.not-image": "a file in an image folder whose extension is not an image's (it is neither checked nor used)",
     "split.whitespace": "a split-list line with whitespace around the file name",
     "split.duplicate": "a split list names the same file twice",
     "split.missing-file": "a split list names a file that is not on disk",
@@ -255,6 +256,7 @@ def validate(
         fixes += name_fixes
 
     if inputs.data_root:
+        findings += _unexpected_files(inputs.data_root, on_disk)
         findings += _check_disk_vs_splits(on_disk, entries, inputs.splits_dir is not None)
         if check_images:
             findings += check_image_files(inputs.data_root, [p for ps in on_disk.values() for p in ps])
@@ -348,6 +350,22 @@ def _check_disk_vs_splits(on_disk: dict[str, list[Path]], entries: list[SplitEnt
                 findings.append(
                     error("split.multiple", f"image is in more than one split ({lists})",
                           file=rel, value=p.name, hint="keep it in exactly one split")
+                )
+    return findings
+
+
+def _unexpected_files(data_root: Path, on_disk: dict[str, list[Path]]) -> list[Finding]:
+    """Files in a class folder that are not images by their extension: they would silently drop out."""
+    findings = []
+    for class_dir in on_disk:
+        folder = data_root / layout.IMAGES_DIR / class_dir
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and not path.name.startswith(".") and path.suffix.lower() not in layout.IMAGE_SUFFIXES:
+                findings.append(
+                    warning("file.not-image",
+                            f"not an image by its extension ({path.suffix or 'none'}); it is not checked or used",
+                            file=f"{layout.IMAGES_DIR}/{class_dir}/{path.name}", value=path.name,
+                            hint=f"convert it to one of {', '.join(layout.IMAGE_SUFFIXES)} or move it out of the image folder")
                 )
     return findings
 

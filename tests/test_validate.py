@@ -257,6 +257,14 @@ def test_unicode_form_of_a_name_is_a_near_match(tiny):
     assert [fx.new for fx in result.fixes if fx.code == "file.missing"] == [nfd]
 
 
+def test_non_image_files_in_an_image_folder_are_reported(tiny):
+    root, meta = tiny
+    (root / "Images-processed/CT_COVID/scan.webp").write_bytes(b"RIFF")
+    (root / "Images-processed/CT_COVID/.DS_Store").write_bytes(b"\0")
+    result = validate(metadata=meta, images=root)
+    assert [(f.code, f.file) for f in result.findings] == [("file.not-image", "Images-processed/CT_COVID/scan.webp")]
+
+
 def test_broken_and_mislabelled_images(tiny):
     root, meta = tiny
     covid = root / "Images-processed/CT_COVID"

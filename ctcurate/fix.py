@@ -135,7 +135,9 @@ def _fix_split_list(src: Path, dst: Path) -> int:
     text, encoding = decode_text(src, src.read_bytes())
     lines = text.splitlines()
     kept = [line.strip() for line in lines if line.strip()]
-    changed = sum(1 for line in lines if line.strip() and line != line.strip()) + sum(1 for line in lines if not line.strip())
+    changed = sum(1 for line in lines if line.strip() and line != line.strip()) + sum(
+        1 for line in lines if not line.strip()
+    )
     with atomic_write(dst, "w", encoding=encoding) as fh:
         fh.write("".join(f"{name}\n" for name in kept))
     return changed

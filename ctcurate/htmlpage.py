@@ -24,7 +24,9 @@ td.val{font-family:ui-monospace,monospace;white-space:pre-wrap}
 
 
 def findings_page(
-    findings: list[Finding], title: str, summary: Mapping[str, object] | None = None,
+    findings: list[Finding],
+    title: str,
+    summary: Mapping[str, object] | None = None,
     descriptions: Mapping[str, str] | None = None,
 ) -> str:
     """The whole page as text: a summary by code, then one table row per finding, errors first.
@@ -41,7 +43,7 @@ def findings_page(
         f"<title>{e(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{e(title)}</h1>",
         f'<p class="meta">{e(str(summary.get("errors", 0)))} error(s), '
-        f'{e(str(summary.get("warnings", 0)))} warning(s)</p>',
+        f"{e(str(summary.get('warnings', 0)))} warning(s)</p>",
     ]
     extra = {k: v for k, v in summary.items() if k not in ("errors", "warnings", "by_code")}
     if extra:
@@ -71,7 +73,7 @@ def findings_page(
         parts.append(
             f'<tr class="{e(f.severity.value)}"{anchor}><td class="sev">{e(f.severity.value)}</td>'
             f"<td>{e(f.code)}</td><td>{e(f.file or '')}</td><td>{'' if f.row is None else f.row}</td>"
-            f"<td>{e(f.column or '')}</td><td class=\"val\">{e('' if f.value is None else repr(f.value))}</td>"
+            f'<td>{e(f.column or "")}</td><td class="val">{e("" if f.value is None else repr(f.value))}</td>'
             f"<td>{e(f.message)}{hint}</td></tr>"
         )
     parts.append("</table>")

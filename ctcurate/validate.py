@@ -133,9 +133,7 @@ class ValidationResult:
         return self.inputs.data_root is not None
 
 
-def resolve_inputs(
-    metadata: Path | None = None, images: Path | None = None, splits: Path | None = None
-) -> Inputs:
+def resolve_inputs(metadata: Path | None = None, images: Path | None = None, splits: Path | None = None) -> Inputs:
     """Find the sheets, split lists and image root; raise `InputError` when a given path is unusable.
 
     No `metadata`: the repository's embedded `metadata/`. No `images`: $CTCURATE_DATA, else images
@@ -190,9 +188,7 @@ def sheet_kind(path: Path) -> str:
         return "covid"
     if "image name" in keys:
         return "noncovid"
-    raise InputError(
-        f"{path}: missing column(s) 'File name' (COVID sheet) or 'image name' (NonCOVID sheet)"
-    )
+    raise InputError(f"{path}: missing column(s) 'File name' (COVID sheet) or 'image name' (NonCOVID sheet)")
 
 
 def validate(
@@ -248,8 +244,12 @@ def validate(
     for class_dir, (sheet, cols) in sheets.items():
         name_col = cols["file_name" if class_dir == COVID_CLASS else "image_name"]
         resolved, file_findings, name_fixes = _match_rows(
-            sheet, name_col, sheet_rows[class_dir], universe.get(class_dir, set()),
-            check_disk=inputs.data_root is not None, class_dir=class_dir,
+            sheet,
+            name_col,
+            sheet_rows[class_dir],
+            universe.get(class_dir, set()),
+            check_disk=inputs.data_root is not None,
+            class_dir=class_dir,
         )
         row_names[class_dir] = resolved
         findings += file_findings
@@ -274,8 +274,13 @@ def validate(
         "split_entries": len(entries),
     }
     return ValidationResult(
-        inputs=inputs, findings=findings, summary=summary, covid_rows=covid_rows,
-        noncovid_rows=noncovid_rows, split_entries=entries, fixes=_dedupe(fixes) if plan_fixes else [],
+        inputs=inputs,
+        findings=findings,
+        summary=summary,
+        covid_rows=covid_rows,
+        noncovid_rows=noncovid_rows,
+        split_entries=entries,
+        fixes=_dedupe(fixes) if plan_fixes else [],
     )
 
 
@@ -288,7 +293,7 @@ def _by_file_and_row(findings: list[Finding]) -> list[Finding]:
 
 
 def _sorted(findings: list[Finding]) -> list[Finding]:
-    return sorted(findings, key=lambda f: (f.row or 0))
+    return sorted(findings, key=lambda f: f.row or 0)
 
 
 # --- splits ---------------------------------------------------------------------------------
@@ -306,21 +311,39 @@ def read_splits(splits_dir: Path) -> tuple[list[SplitEntry], list[Finding]]:
             name = clean_text(text) or ""
             if name != text:
                 findings.append(
-                    warning("split.whitespace", "stray whitespace around the file name",
-                            file=rel, row=line_no, value=text, hint=f"write it as {name!r}")
+                    warning(
+                        "split.whitespace",
+                        "stray whitespace around the file name",
+                        file=rel,
+                        row=line_no,
+                        value=text,
+                        hint=f"write it as {name!r}",
+                    )
                 )
             if name in seen:
                 findings.append(
-                    warning("split.duplicate", f"listed again (first on line {seen[name]})",
-                            file=rel, row=line_no, value=name, hint="delete the repeated line")
+                    warning(
+                        "split.duplicate",
+                        f"listed again (first on line {seen[name]})",
+                        file=rel,
+                        row=line_no,
+                        value=name,
+                        hint="delete the repeated line",
+                    )
                 )
                 continue
             seen[name] = line_no
-            entries.append(SplitEntry(file_name=name, split=sf.split, class_dir=sf.class_dir, list_file=rel, line=line_no))  # type: ignore[arg-type]
+            entries.append(
+                SplitEntry.model_validate(
+                    {"file_name": name, "split": sf.split, "class_dir": sf.class_dir, "list_file": rel, "line": line_no}
+                )
+            )
     return entries, findings
 
 
-def _check_disk_vs_splits(on_disk: dict[str, list[Path]], entries: list[SplitEntry], have_splits: bool) -> list[Finding]:
+def _check_disk_vs_splits(
+    on_disk: dict[str, list[Path]], entries: list[SplitEntry], have_splits: bool
+) -> list[Finding]:
     findings: list[Finding] = []
     names = {c: {p.name for p in ps} for c, ps in on_disk.items()}
     where: dict[tuple[str, str], list[SplitEntry]] = defaultdict(list)
@@ -329,10 +352,14 @@ def _check_disk_vs_splits(on_disk: dict[str, list[Path]], entries: list[SplitEnt
         if e.file_name not in names.get(e.class_dir, set()):
             near = _near(e.file_name, names.get(e.class_dir, set()))
             findings.append(
-                error("split.missing-file",
-                      f"lists a file that is not in {layout.IMAGES_DIR}/{e.class_dir}/",
-                      file=e.list_file, row=e.line, value=e.file_name,
-                      hint=f"did you mean {near!r}?" if near else "remove the line or add the image")
+                error(
+                    "split.missing-file",
+                    f"lists a file that is not in {layout.IMAGES_DIR}/{e.class_dir}/",
+                    file=e.list_file,
+                    row=e.line,
+                    value=e.file_name,
+                    hint=f"did you mean {near!r}?" if near else "remove the line or add the image",
+                )
             )
     if not have_splits:
         return findings
@@ -342,14 +369,24 @@ def _check_disk_vs_splits(on_disk: dict[str, list[Path]], entries: list[SplitEnt
             hits = where.get((class_dir, p.name), [])
             if not hits:
                 findings.append(
-                    error("split.unassigned", "image is in no split list",
-                          file=rel, value=p.name, hint="add it to exactly one of train, val, test")
+                    error(
+                        "split.unassigned",
+                        "image is in no split list",
+                        file=rel,
+                        value=p.name,
+                        hint="add it to exactly one of train, val, test",
+                    )
                 )
             elif len({e.split for e in hits}) > 1:
                 lists = ", ".join(f"{e.list_file}:{e.line}" for e in hits)
                 findings.append(
-                    error("split.multiple", f"image is in more than one split ({lists})",
-                          file=rel, value=p.name, hint="keep it in exactly one split")
+                    error(
+                        "split.multiple",
+                        f"image is in more than one split ({lists})",
+                        file=rel,
+                        value=p.name,
+                        hint="keep it in exactly one split",
+                    )
                 )
     return findings
 
@@ -362,10 +399,14 @@ def _unexpected_files(data_root: Path, on_disk: dict[str, list[Path]]) -> list[F
         for path in sorted(folder.iterdir()):
             if path.is_file() and not path.name.startswith(".") and path.suffix.lower() not in layout.IMAGE_SUFFIXES:
                 findings.append(
-                    warning("file.not-image",
-                            f"not an image by its extension ({path.suffix or 'none'}); it is not checked or used",
-                            file=f"{layout.IMAGES_DIR}/{class_dir}/{path.name}", value=path.name,
-                            hint=f"convert it to one of {', '.join(layout.IMAGE_SUFFIXES)} or move it out of the image folder")
+                    warning(
+                        "file.not-image",
+                        f"not an image by its extension ({path.suffix or 'none'}); it is not checked or used",
+                        file=f"{layout.IMAGES_DIR}/{class_dir}/{path.name}",
+                        value=path.name,
+                        hint=f"convert it to one of {', '.join(layout.IMAGE_SUFFIXES)} "
+                        "or move it out of the image folder",
+                    )
                 )
     return findings
 
@@ -429,18 +470,33 @@ def _match_rows(
             hint = f"several files match: {', '.join(hits)}"
         else:
             near = _near(name, universe)
-            hint = f"did you mean {near!r}?" if near else f"add the image to {layout.IMAGES_DIR}/{class_dir}/ or fix the name"
+            hint = (
+                f"did you mean {near!r}?"
+                if near
+                else f"add the image to {layout.IMAGES_DIR}/{class_dir}/ or fix the name"
+            )
         findings.append(
-            error("file.missing", f"no file {name!r} in {layout.IMAGES_DIR}/{class_dir}/",
-                  file=label, row=number, column=name_col, value=name, hint=hint)
+            error(
+                "file.missing",
+                f"no file {name!r} in {layout.IMAGES_DIR}/{class_dir}/",
+                file=label,
+                row=number,
+                column=name_col,
+                value=name,
+                hint=hint,
+            )
         )
     if check_disk:
         claimed = {n for n in resolved.values() if n}
         for n in sorted(universe - claimed):
             findings.append(
-                error("file.no-row", f"image has no row in {label}",
-                      file=f"{layout.IMAGES_DIR}/{class_dir}/{n}", value=n,
-                      hint=f"add a row for it to {label}")
+                error(
+                    "file.no-row",
+                    f"image has no row in {label}",
+                    file=f"{layout.IMAGES_DIR}/{class_dir}/{n}",
+                    value=n,
+                    hint=f"add a row for it to {label}",
+                )
             )
     return resolved, findings, fixes
 
@@ -474,10 +530,15 @@ def _patient_leaks(
                 for s, files in sorted(splits.items(), key=lambda kv: layout.SPLIT_NAMES.index(kv[0]))
             )
             findings.append(
-                error("split.patient-leak", f"{patient} has images in {len(splits)} splits ({parts})",
-                      file=sheet.path.name, row=first_row[patient],
-                      column=cols["patient_id"], value=patient,
-                      hint="move all of this patient's images into one split")
+                error(
+                    "split.patient-leak",
+                    f"{patient} has images in {len(splits)} splits ({parts})",
+                    file=sheet.path.name,
+                    row=first_row[patient],
+                    column=cols["patient_id"],
+                    value=patient,
+                    hint="move all of this patient's images into one split",
+                )
             )
     return findings
 
@@ -504,19 +565,27 @@ def check_image_files(data_root: Path, paths: Iterable[Path]) -> list[Finding]:
             open_image(path)
         except UnreadableImage as exc:
             findings.append(
-                error("image.unreadable", exc.reason, file=rel, value=path.name,
-                      hint="re-export the image from its source figure")
+                error(
+                    "image.unreadable",
+                    exc.reason,
+                    file=rel,
+                    value=path.name,
+                    hint="re-export the image from its source figure",
+                )
             )
             continue
         expected = format_of_suffix(path)
         if content and expected and content != expected:
             proper = {"jpeg": ".jpg", "png": ".png", "gif": ".gif", "bmp": ".bmp", "tiff": ".tif"}[content]
             findings.append(
-                warning("image.format-mismatch",
-                        f"a {path.suffix} file holding {content.upper()} data",
-                        file=rel, value=path.name,
-                        hint=f"convert it to {expected.upper()} or rename it to {path.stem}{proper} "
-                        "(and update the sheet and split lists)")
+                warning(
+                    "image.format-mismatch",
+                    f"a {path.suffix} file holding {content.upper()} data",
+                    file=rel,
+                    value=path.name,
+                    hint=f"convert it to {expected.upper()} or rename it to {path.stem}{proper} "
+                    "(and update the sheet and split lists)",
+                )
             )
     return findings
 
@@ -531,11 +600,10 @@ def _cell_fixes(sheet: Sheet, cols: dict[str, str], covid_rows: list[CovidRow] |
     above: dict[str, CellValue] = {}
     by_row = {r.row: r for r in covid_rows or []}
     for row in sheet.rows:
-        vals = row.values
+        cells = {canon: row.values[i] if i < len(row.values) else None for canon, i in index.items()}
 
-        def cell(canon: str) -> CellValue:
-            i = index[canon]
-            return vals[i] if i < len(vals) else None
+        def cell(canon: str, cells: dict[str, CellValue] = cells) -> CellValue:
+            return cells[canon]
 
         current: dict[str, CellValue] = {}
         for canon, head in cols.items():
@@ -570,7 +638,11 @@ def _cell_fixes(sheet: Sheet, cols: dict[str, str], covid_rows: list[CovidRow] |
             raw_captions = cell("captions")
             captions, malformed = parse_captions(raw_captions)
             if malformed:
-                fixes.append(CellFix(sheet.path, row.number, cols["captions"], raw_captions, repr(captions), "captions.malformed"))
+                fixes.append(
+                    CellFix(
+                        sheet.path, row.number, cols["captions"], raw_captions, repr(captions), "captions.malformed"
+                    )
+                )
     return fixes
 
 

@@ -9,11 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import Workbook, load_workbook
+from sheetfactory import COVID_HEADER, covid_row, write_xlsx
 
 from ctcurate.schemas import COVID_COLUMNS
 from ctcurate.sheets import SheetError, find_columns, read_lines, read_sheet
-
-from sheetfactory import COVID_HEADER, covid_row, write_xlsx
 
 
 def codes(sheet):
@@ -64,8 +63,14 @@ def test_excel_features_are_reported_not_hidden(tmp_path):
     sheet = read_sheet(path)
     assert sheet.name == "data"
     assert codes(sheet) == [
-        "cell.date", "cell.error", "cell.formula", "sheet.extra-sheet", "sheet.extra-sheet",
-        "sheet.hidden-column", "sheet.hidden-row", "sheet.merged-cells",
+        "cell.date",
+        "cell.error",
+        "cell.formula",
+        "sheet.extra-sheet",
+        "sheet.extra-sheet",
+        "sheet.hidden-column",
+        "sheet.hidden-row",
+        "sheet.merged-cells",
     ]
     by = {f.code: f for f in sheet.findings}
     assert (by["cell.formula"].row, by["cell.formula"].column, by["cell.formula"].value) == (3, "Age", "=C2+1")
@@ -123,7 +128,11 @@ def test_png_named_csv_is_refused(tmp_path, repo_metadata):
 
 @pytest.mark.parametrize(
     ("encoding", "prefix", "expected_encoding", "finding"),
-    [("utf-8", b"", "utf-8", []), ("utf-8", b"\xef\xbb\xbf", "utf-8-sig", []), ("latin-1", b"", "latin-1", ["sheet.encoding"])],
+    [
+        ("utf-8", b"", "utf-8", []),
+        ("utf-8", b"\xef\xbb\xbf", "utf-8-sig", []),
+        ("latin-1", b"", "latin-1", ["sheet.encoding"]),
+    ],
 )
 def test_csv_encodings(tmp_path, encoding, prefix, expected_encoding, finding):
     path = tmp_path / "n.csv"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
@@ -147,7 +148,9 @@ print(json.dumps({"seconds": elapsed, "peak_mb": peak, "findings": failures, "ro
 
 
 def measure(code: str, sheet: Path) -> dict[str, float]:
-    done = subprocess.run([sys.executable, "-c", code, str(sheet)], capture_output=True, text=True, cwd=ROOT)
+    # Sheet only: `make bench` exports CTCURATE_DATA, which would pull the real images in.
+    env = {k: v for k, v in os.environ.items() if k != "CTCURATE_DATA"}
+    done = subprocess.run([sys.executable, "-c", code, str(sheet)], capture_output=True, text=True, cwd=ROOT, env=env)
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "child failed")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -237,6 +237,7 @@ def validate(
             universe[e.class_dir].add(e.file_name)
 
     row_names: dict[str, dict[int, str | None]] = {}
+    near_match = _NearMatcher()
     sheet_rows: dict[str, list[tuple[int, str, str]]] = {
         COVID_CLASS: [(r.row, r.file_name, r.patient_id) for r in covid_rows],
         NONCOVID_CLASS: [(r.row, r.image_name, r.patient_id) for r in noncovid_rows],
@@ -250,6 +251,7 @@ def validate(
             universe.get(class_dir, set()),
             check_disk=inputs.data_root is not None,
             class_dir=class_dir,
+            near_match=near_match,
         )
         row_names[class_dir] = resolved
         findings += file_findings
@@ -257,7 +259,7 @@ def validate(
 
     if inputs.data_root:
         findings += _unexpected_files(inputs.data_root, on_disk)
-        findings += _check_disk_vs_splits(on_disk, entries, inputs.splits_dir is not None)
+        findings += _check_disk_vs_splits(on_disk, entries, inputs.splits_dir is not None, near_match)
         if check_images:
             findings += check_image_files(inputs.data_root, [p for ps in on_disk.values() for p in ps])
     findings += _patient_leaks(sheets, sheet_rows, row_names, entries)
@@ -342,7 +344,7 @@ def read_splits(splits_dir: Path) -> tuple[list[SplitEntry], list[Finding]]:
 
 
 def _check_disk_vs_splits(
-    on_disk: dict[str, list[Path]], entries: list[SplitEntry], have_splits: bool
+    on_disk: dict[str, list[Path]], entries: list[SplitEntry], have_splits: bool, near_match: _NearMatcher
 ) -> list[Finding]:
     findings: list[Finding] = []
     names = {c: {p.name for p in ps} for c, ps in on_disk.items()}
@@ -350,7 +352,7 @@ def _check_disk_vs_splits(
     for e in entries:
         where[(e.class_dir, e.file_name)].append(e)
         if e.file_name not in names.get(e.class_dir, set()):
-            near = _near(e.file_name, names.get(e.class_dir, set()))
+            near = near_match(e.file_name, names.setdefault(e.class_dir, set()))
             findings.append(
                 error(
                     "split.missing-file",
@@ -429,9 +431,21 @@ def _candidates(name: str, universe: set[str], lower: dict[str, list[str]]) -> l
     return sorted(set(hits))
 
 
-def _near(name: str, universe: set[str]) -> str | None:
-    close = difflib.get_close_matches(name, list(universe), n=1, cutoff=0.85) if len(universe) < 20000 else []
-    return close[0] if close else None
+class _NearMatcher:
+    """difflib suggestions for misspelled names, with a budget: a sheet of 100,000 wrong names
+    must not cost 100,000 fuzzy searches (past the budget a finding just has no suggestion)."""
+
+    def __init__(self, budget: int = 1000) -> None:
+        self.left = budget
+        self._lists: dict[int, list[str]] = {}
+
+    def __call__(self, name: str, universe: set[str]) -> str | None:
+        if self.left <= 0 or not universe or len(universe) >= 20000:
+            return None
+        self.left -= 1
+        names = self._lists.setdefault(id(universe), sorted(universe))
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.85)
+        return close[0] if close else None
 
 
 def _match_rows(
@@ -441,6 +455,7 @@ def _match_rows(
     universe: set[str],
     check_disk: bool,
     class_dir: str,
+    near_match: _NearMatcher,
 ) -> tuple[dict[int, str | None], list[Finding], list[CellFix]]:
     """Which file each row describes; `file.missing` / `file.no-row` when checking the disk."""
     lower: dict[str, list[str]] = defaultdict(list)
@@ -469,7 +484,7 @@ def _match_rows(
         elif hits:
             hint = f"several files match: {', '.join(hits)}"
         else:
-            near = _near(name, universe)
+            near = near_match(name, universe)
             hint = (
                 f"did you mean {near!r}?"
                 if near

@@ -42,7 +42,7 @@ def main() -> None:
     help="Folder holding Images-processed/ (default: $CTCURATE_DATA; without either, images are not checked).",
 )
 @click.option(
-    "--splits", type=click.Path(path_type=Path), default=None, help="Split-list folder (default: <metadata>/Data-split)"
+    "--splits", type=click.Path(path_type=Path), default=None, help="Split-list folder (default: Data-split/ beside the sheets)"
 )
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "html"]), default="text", show_default=True)
 @click.option(

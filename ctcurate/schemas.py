@@ -196,7 +196,8 @@ class CovidRow(BaseModel):
         None,
         alias="Gender",
         description="`M` or `F`, or empty when unknown. Case and surrounding whitespace are normalized "
-        "(`F ` -> `F`, a `cell.whitespace` warning); `male`/`female` -> `M`/`F` with a warning; "
+        "(`F ` -> `F`, a `cell.whitespace` warning); `f`, `male`, `female` -> `M`/`F` with a "
+        "`gender.nonstandard` warning; "
         "anything else is a `gender.invalid` error.",
     )
     location: str | None = Field(None, alias="Location", description="Where the patient was treated, free text.")
@@ -289,6 +290,12 @@ class CovidRow(BaseModel):
             return None
         upper = text.upper()
         if upper in ("M", "F"):
+            if text != upper:
+                _note(
+                    info,
+                    Note("gender.nonstandard", Severity.WARNING, "Gender", str(value),
+                         f"gender {text!r} is lower case", f"write it as {upper!r}"),
+                )
             return upper
         if upper in GENDER_WORDS:
             _note(

@@ -63,7 +63,7 @@ FINDING_CODES: dict[str, str] = {
     "age.not-numeric": "an age that is not a whole number of years (e.g. '40+', 'Young Child'), kept as text",
     "age.out-of-range": "an age outside 0-120",
     "gender.invalid": "a gender other than M or F",
-    "gender.nonstandard": "a gender written out ('male', 'female'), read as M/F",
+    "gender.nonstandard": "a gender in lower case or written out ('f', 'male'), read as M/F",
     "captions.malformed": "a captions cell that looks like a Python list but does not parse",
     "doi.whitespace": "a DOI with leading or trailing whitespace",
     "doi.inner-whitespace": "a DOI with whitespace inside it (e.g. '10.1016/ S0140-...')",
@@ -162,7 +162,7 @@ def resolve_inputs(metadata: Path | None = None, images: Path | None = None, spl
             raise InputError(f"{splits_dir}: no such folder")
     else:
         candidate = meta_dir / layout.SPLITS_DIR
-        splits_dir = candidate if candidate.is_dir() and not is_file else None
+        splits_dir = candidate if candidate.is_dir() else None
     data_root = None
     if images is not None or os.environ.get(layout.DATA_ENV):
         try:
@@ -648,7 +648,7 @@ def _cell_fixes(sheet: Sheet, cols: dict[str, str], covid_rows: list[CovidRow] |
             if raw_doi is None or not str(raw_doi).strip():
                 if derived:
                     fixes.append(CellFix(sheet.path, row.number, cols["doi"], raw_doi, derived.doi, "doi.derivable"))
-            elif parsed.valid and parsed.doi != raw_doi:
+            elif parsed.valid and parsed.repairs:  # a case difference alone is no defect: left as written
                 fixes.append(CellFix(sheet.path, row.number, cols["doi"], raw_doi, parsed.doi, "doi.whitespace"))
             raw_captions = cell("captions")
             captions, malformed = parse_captions(raw_captions)

@@ -73,7 +73,7 @@ def test_age_out_of_range_is_an_error():
     [
         ("M", "M", []),
         ("F ", "F", ["cell.whitespace"]),
-        ("f", "F", []),
+        ("f", "F", ["gender.nonstandard"]),
         ("female", "F", ["gender.nonstandard"]),
         ("\u00a0M", "M", ["cell.whitespace"]),
         (None, None, []),

@@ -42,7 +42,8 @@ def main() -> None:
     help="Folder holding Images-processed/ (default: $CTCURATE_DATA; without either, images are not checked).",
 )
 @click.option(
-    "--splits", type=click.Path(path_type=Path), default=None, help="Split-list folder (default: Data-split/ beside the sheets)"
+    "--splits", type=click.Path(path_type=Path), default=None,
+    help="Split-list folder (default: Data-split/ beside the sheets)",
 )
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "html"]), default="text", show_default=True)
 @click.option(

@@ -338,7 +338,10 @@ class _SheetStream:
         if kind == "e":
             return self._error(f"the Excel error {v}", v, number, col)
         if kind == "d":
-            return self._date(from_ISO8601(v), number, col)
+            try:
+                return self._date(from_ISO8601(v), number, col)
+            except ValueError:
+                return self._error(f"a date {v!r} that is not a date", v, number, col)
         return v
 
     def _formula(self, c: Any, formula: Any, kind: str, number: int, col: int) -> CellValue:

@@ -322,7 +322,10 @@ class _SheetStream:
             return None
         if kind == "n":
             style = int(c.get("s", "0"))
-            num = _number(v)
+            try:
+                num = _number(v)
+            except ValueError:
+                return self._error(f"a number {v!r} that is not a number", v, number, col)
             if style in self.date_styles:
                 try:
                     return self._date(

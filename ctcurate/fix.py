@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from openpyxl import load_workbook
+from openpyxl.cell import MergedCell
 
 from . import layout
 from .atomic import atomic_path, atomic_write
@@ -93,7 +94,10 @@ def _fix_xlsx(src: Path, dst: Path, fixes: list[CellFix]) -> None:
         col = header.get(fx.column.strip())
         if col is None:
             continue
-        ws.cell(row=fx.row, column=col).value = fx.new
+        cell = ws.cell(row=fx.row, column=col)
+        if isinstance(cell, MergedCell):
+            continue  # covered by a merge: the value lives in the range's first cell, fixed there
+        cell.value = fx.new
     with atomic_path(dst) as tmp:
         wb.save(tmp)
 

@@ -252,3 +252,19 @@ def test_reports_and_fixed_copies_get_ordinary_permissions(tmp_path, no_data_env
         assert (report.stat().st_mode & 0o777, fixed.stat().st_mode & 0o777) == (0o644, 0o644)
     finally:
         os.umask(mask)
+
+
+def test_fix_leaves_merged_ranges_intact(tmp_path, no_data_env):
+    path = write_xlsx(
+        tmp_path / "in.xlsx",
+        [covid_row("a.png", "Patient 7 ", gender="F"), covid_row("b.png", None, gender="F ")],
+    )
+    wb = load_workbook(path)
+    wb.active.merge_cells("B2:B3")
+    wb.save(path)
+    out = tmp_path / "out.xlsx"
+    result = run("--metadata", str(path), "--fix", str(out))
+    assert result.exit_code == 0, result.output
+    ws = load_workbook(out).active
+    assert [str(r) for r in ws.merged_cells.ranges] == ["B2:B3"]
+    assert (ws["B2"].value, ws["D3"].value) == ("Patient 7", "F")

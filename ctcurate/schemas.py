@@ -165,6 +165,12 @@ def _unbracket(text: str) -> str:
     return m["inner"].strip() if m else text
 
 
+_FREE_TEXT = (
+    "Free text, may be empty. Surrounding whitespace (non-breaking spaces too) is removed with a "
+    "`cell.whitespace` warning; `same as above` takes the value of the row above with a warning."
+)
+
+
 class CovidRow(BaseModel):
     """One row of COVID-CT-MetaInfo.xlsx: one COVID image and what its paper says about the patient."""
 
@@ -200,20 +206,31 @@ class CovidRow(BaseModel):
         "`gender.nonstandard` warning; "
         "anything else is a `gender.invalid` error.",
     )
-    location: str | None = Field(None, alias="Location", description="Where the patient was treated, free text.")
-    medical_history: str | None = Field(None, alias="Medical history", description="Free text.")
+    location: str | None = Field(
+        None, alias="Location", description="Where the patient was treated (e.g. `Wuhan, China`). " + _FREE_TEXT
+    )
+    medical_history: str | None = Field(
+        None,
+        alias="Medical history",
+        description="The patient's history or findings as the paper gives them. " + _FREE_TEXT,
+    )
     time: str | None = Field(
         None,
         alias="Time",
-        description="When the scan was taken (e.g. `day 6 after the onset of illness`); numbers are read as text.",
+        description="When the scan was taken (e.g. `day 6 after the onset of illness`); numbers are read as text. "
+        + _FREE_TEXT,
     )
-    severity: str | None = Field(None, alias="Severity", description="Clinical course or severity, free text.")
-    other_diseases: str | None = Field(None, alias="Other diseases", description="Free text.")
+    severity: str | None = Field(
+        None, alias="Severity", description="Clinical course or severity (e.g. `severe`). " + _FREE_TEXT
+    )
+    other_diseases: str | None = Field(
+        None, alias="Other diseases", description="Other conditions of the patient (e.g. `pregnancy`). " + _FREE_TEXT
+    )
     doi: str | None = Field(
         None,
         alias="DOI",
         description="DOI of the source paper, normalized by `ctcurate.doi.normalize` (no `doi:`/URL "
-        "prefix, no whitespace, lower case). Empty is allowed; for a bioRxiv/medRxiv file name the "
+        "prefix, no whitespace, ASCII lower case). Empty is allowed; for a bioRxiv/medRxiv file name the "
         "DOI it implies is reported (`doi.derivable`).",
     )
     captions: list[str] = Field(
@@ -293,8 +310,14 @@ class CovidRow(BaseModel):
             if text != upper:
                 _note(
                     info,
-                    Note("gender.nonstandard", Severity.WARNING, "Gender", str(value),
-                         f"gender {text!r} is lower case", f"write it as {upper!r}"),
+                    Note(
+                        "gender.nonstandard",
+                        Severity.WARNING,
+                        "Gender",
+                        str(value),
+                        f"gender {text!r} is lower case",
+                        f"write it as {upper!r}",
+                    ),
                 )
             return upper
         if upper in GENDER_WORDS:

@@ -135,13 +135,17 @@ def _fix_csv(src: Path, dst: Path, fixes: list[CellFix]) -> None:
 
 
 def _fix_split_list(src: Path, dst: Path) -> int:
-    """Copy a split list with each name stripped and blank lines dropped; returns lines changed."""
+    """Copy a split list with names stripped, blank and repeated lines dropped; returns lines changed."""
     text, encoding = decode_text(src, src.read_bytes())
-    lines = text.splitlines()
-    kept = [line.strip() for line in lines if line.strip()]
-    changed = sum(1 for line in lines if line.strip() and line != line.strip()) + sum(
-        1 for line in lines if not line.strip()
-    )
+    kept: dict[str, None] = {}
+    changed = 0
+    for line in text.splitlines():
+        name = line.strip()
+        if not name or name in kept:
+            changed += 1
+            continue
+        changed += name != line
+        kept[name] = None
     with atomic_write(dst, "w", encoding=encoding) as fh:
         fh.write("".join(f"{name}\n" for name in kept))
     return changed

@@ -268,3 +268,23 @@ def test_fix_leaves_merged_ranges_intact(tmp_path, no_data_env):
     ws = load_workbook(out).active
     assert [str(r) for r in ws.merged_cells.ranges] == ["B2:B3"]
     assert (ws["B2"].value, ws["D3"].value) == ("Patient 7", "F")
+
+
+def test_fix_cleans_split_lists(tmp_path, no_data_env):
+    meta = tmp_path / "m"
+    shutil.copytree(REPO / "metadata", meta)
+    train = meta / "Data-split" / "COVID" / "trainCT_COVID.txt"
+    original = train.read_text()
+    first = original.splitlines()[0]
+    train.write_text(f" {first}\n\n{original}")
+    out = tmp_path / "fixed"
+    result = run("--metadata", str(meta), "--fix", str(out))
+    assert result.exit_code == 1  # patient 143
+    assert f"fixed copy: {out / 'Data-split/COVID/trainCT_COVID.txt'} (3 change(s))" in result.output
+    assert (out / "Data-split/COVID/trainCT_COVID.txt").read_text() == original
+    again = run("--metadata", str(out), "--format", "json")
+    assert not [
+        f
+        for f in json.loads(again.output.split("\nimages not checked")[0])["findings"]
+        if f["code"].startswith("split.")
+    ]

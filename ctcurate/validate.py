@@ -213,13 +213,13 @@ def validate(
             sheet = read_sheet(inputs.covid_sheet)
             cols, header_findings = find_columns(sheet, COVID_COLUMNS)
             covid_rows, row_findings = check_covid_rows(sheet.records(cols), file=sheet.path.name)
-            findings += sheet.findings + header_findings + _sorted(row_findings)
+            findings += sheet.findings + header_findings + row_findings
             sheets[COVID_CLASS] = (sheet, cols)
         if inputs.noncovid_sheet is not None:
             sheet = read_sheet(inputs.noncovid_sheet)
             cols, header_findings = find_columns(sheet, NONCOVID_COLUMNS)
             noncovid_rows, row_findings = check_noncovid_rows(sheet.records(cols), file=sheet.path.name)
-            findings += sheet.findings + header_findings + _sorted(row_findings)
+            findings += sheet.findings + header_findings + row_findings
             sheets[NONCOVID_CLASS] = (sheet, cols)
         entries, split_findings = read_splits(inputs.splits_dir) if inputs.splits_dir else ([], [])
     except SheetError as exc:
@@ -292,10 +292,6 @@ def _by_file_and_row(findings: list[Finding]) -> list[Finding]:
     for f in findings:
         rank.setdefault(f.file, len(rank))
     return sorted(findings, key=lambda f: (rank[f.file], f.row or 0))
-
-
-def _sorted(findings: list[Finding]) -> list[Finding]:
-    return sorted(findings, key=lambda f: f.row or 0)
 
 
 # --- splits ---------------------------------------------------------------------------------

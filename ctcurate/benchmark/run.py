@@ -179,6 +179,7 @@ def score_contribution(names: Sequence[str], labels: np.ndarray, prob: np.ndarra
 
 
 def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None] | None = None, on_stage: Stage | None = None) -> BenchmarkResult:
+    """Train, evaluate and (as asked) compare, score and de-duplicate; input problems end it early."""
     stage = on_stage or (lambda _msg: None)
     cfg = opts.config
     out = BenchmarkResult()

@@ -231,8 +231,6 @@ def benchmark(
     quiet: bool,
 ) -> None:
     """Train and evaluate the DenseNet-169 baseline (GPU when present) to verify contributions."""
-    from pathlib import Path
-
     from .benchmark import MissingExtra, require_extra
     from .findings import Severity
     from .findings import to_text as findings_text

@@ -7,6 +7,8 @@ code (0 clean, 1 problems found, 2 usage or I/O error). Library code never print
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -30,9 +32,114 @@ def main() -> None:
 
 
 @main.command()
-def validate() -> None:
-    """Check the metadata sheet, split lists and images; report every problem at once."""
-    _not_yet("validate")
+@click.option(
+    "--metadata", "metadata", type=click.Path(path_type=Path), default=None,
+    help="Metadata folder (COVID-CT-MetaInfo.xlsx, NonCOVID-CT-MetaInfo.csv, Data-split/) or one sheet. "
+    "Default: the repository's metadata/.",
+)
+@click.option(
+    "--images", "images", type=click.Path(path_type=Path), default=None,
+    help="Folder holding Images-processed/ (default: $CTCURATE_DATA; without either, images are not checked).",
+)
+@click.option(
+    "--splits", type=click.Path(path_type=Path), default=None,
+    help="Split-list folder (default: Data-split/ beside the sheets)",
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "html"]), default="text", show_default=True)
+@click.option(
+    "--output", type=click.Path(path_type=Path), default=None, help="Write the report to this file instead of stdout."
+)
+@click.option(
+    "--fix", "fix_out", type=click.Path(path_type=Path), default=None,
+    help="Write a normalized copy of the metadata here (a folder for a folder, a file for a file); "
+    "the input is never changed.",
+)
+def validate(
+    metadata: Path | None, images: Path | None, splits: Path | None, fmt: str, output: Path | None, fix_out: Path | None
+) -> None:
+    """Check the metadata sheet, split lists and images; report every problem at once.
+
+    Exit status: 0 no errors (warnings allowed), 1 errors found, 2 usage or unreadable input.
+    """
+    from . import findings as findings_lib
+    from .atomic import atomic_write
+    from .fix import FixError, write_fixed
+    from .htmlpage import findings_page
+    from .validate import FINDING_CODES, InputError
+    from .validate import validate as run_validate
+
+    try:
+        result = run_validate(metadata, images, splits, plan_fixes=fix_out is not None)
+    except InputError as exc:
+        _exit_with_error(str(exc))
+    not_checked = None if result.images_checked else (
+        "images not checked: pass --images ROOT or set CTCURATE_DATA to the folder holding Images-processed/"
+    )
+    if fmt == "json":
+        extra = {k: v for k, v in result.summary.items() if k not in ("errors", "warnings", "by_code")}
+        report = findings_lib.to_json(result.findings, **extra) + "\n"
+    elif fmt == "html":
+        title = "ctcurate validate" + (f": {metadata}" if metadata else "")
+        report = findings_page(result.findings, title, result.summary, FINDING_CODES)
+    else:
+        report = findings_lib.to_text(result.findings) + "\n" + (f"{not_checked}\n" if not_checked else "")
+    if output is not None:
+        try:
+            with atomic_write(output) as fh:
+                fh.write(report)
+        except OSError as exc:
+            _exit_with_error(f"{output}: cannot write ({exc.strerror})")
+        s = result.summary
+        click.echo(f"wrote {output}: {s['errors']} error(s), {s['warnings']} warning(s)", err=True)
+    else:
+        click.echo(report, nl=False)
+    if not_checked and fmt != "text":
+        click.echo(not_checked, err=True)
+    if fix_out is not None:
+        try:
+            fixed = write_fixed(result, fix_out)
+        except (FixError, OSError) as exc:
+            _exit_with_error(str(exc) if isinstance(exc, FixError) else f"{fix_out}: cannot write ({exc})")
+        for path, count in fixed.written.items():
+            click.echo(f"fixed copy: {path} ({count} change(s))", err=True)
+    sys.exit(EXIT_FOUND if findings_lib.has_errors(result.findings) else EXIT_OK)
+
+
+def _exit_with_error(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+# --- schema ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--output", type=click.Path(path_type=Path), default=Path("schemas"), show_default=True,
+    help="Folder for the *.schema.json files.",
+)
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 when a file in the folder is missing or stale.")
+def schema(output: Path, check: bool) -> None:
+    """Write the JSON Schema of every metadata model (sheet rows, split entries, findings)."""
+    from .atomic import atomic_write
+    from .schemas import json_schemas
+
+    stale = []
+    for name, text in json_schemas().items():
+        target = output / name
+        current = target.read_text(encoding="utf-8") if target.is_file() else None
+        if current == text:
+            continue
+        stale.append(target)
+        if not check:
+            try:
+                with atomic_write(target) as fh:
+                    fh.write(text)
+            except OSError as exc:
+                _exit_with_error(f"{target}: cannot write ({exc.strerror})")
+    for target in stale:
+        click.echo(f"{'stale' if check else 'wrote'} {target}")
+    sys.exit(EXIT_FOUND if check and stale else EXIT_OK)
 
 
 # --- add-contribution -----------------------------------------------------------------------
@@ -147,10 +254,139 @@ def check_leakage(
 # --- benchmark ------------------------------------------------------------------------------
 
 
+def _progress_printer(quiet: bool):  # type: ignore[no-untyped-def]
+    """A callback drawing a one-line bar per epoch on stderr, then the epoch's figures."""
+
+    live = sys.stderr.isatty()  # redraw per batch on a terminal; one line per epoch in a log
+
+    def show(p) -> None:  # type: ignore[no-untyped-def]
+        if quiet or (p.stats is None and not live):
+            return
+        width = 24
+        filled = int(width * p.batch / max(p.batches, 1))
+        bar = "#" * filled + "." * (width - filled)
+        if p.stats is None:
+            click.echo(f"\repoch {p.epoch}/{p.epochs} [{bar}] {p.batch}/{p.batches} loss {p.loss:.4f}", err=True, nl=False)
+            return
+        s = p.stats
+        click.echo(
+            ("\r" if live else "") + f"epoch {p.epoch}/{p.epochs} [{bar}] loss {s.train_loss:.4f}  val loss {s.val_loss:.4f}  "
+            f"val acc {s.val_accuracy:.3f}  val AUC {s.val_auc:.3f}  {s.seconds:.1f} s, data wait {100 * s.data_share:.0f}%",
+            err=True,
+        )
+
+    return show
+
+
 @main.command()
-def benchmark() -> None:
+@click.option("--data", "data_root", type=click.Path(file_okay=False), help="Folder holding Images-processed/ (default: $CTCURATE_DATA).")
+@click.option("--splits", type=click.Path(file_okay=False), help="Data-split folder (default: the repository's metadata/Data-split).")
+@click.option("--model", default=None, help="densenet169 (default), densenet121, resnet18, resnet50, or tiny.")
+@click.option("--weights", default="none", show_default=True, help="imagenet (torchvision's, needs network once), none, or a state-dict file.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (default 30; smoke 8).")
+@click.option("--image-size", type=click.IntRange(min=16), default=None, help="Crop size in pixels (default 224; smoke 96).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (default 16).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam learning rate (default 1e-4; smoke 1e-3).")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present, else CPU), cuda[:N] or cpu.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw; same seed, same device, same numbers.")
+@click.option("--with-contribution", "with_contribution", type=click.Path(file_okay=False), help="Also train with this contribution's images added to train and compare.")
+@click.option("--score", "score_dir", type=click.Path(file_okay=False), help="Flag contributed images whose prediction confidently contradicts their label.")
+@click.option("--score-threshold", type=click.FloatRange(0.5, 1.0), default=0.9, show_default=True, help="Probability of the other class that flags an image.")
+@click.option("--dedupe-test", is_flag=True, help="Also report test metrics without the test images duplicated in train.")
+@click.option("--leakage-report", type=click.Path(dir_okay=False), help="A `check-leakage --format json` file giving the duplicates for --dedupe-test.")
+@click.option("--smoke", is_flag=True, help="Tiny CNN, 96 px, 8 epochs, on a subset: a check that everything runs (seconds on a CPU).")
+@click.option("--output", type=click.Path(file_okay=False), default="benchmark-results", show_default=True, help="Folder for results.json, roc.png, confusion.png.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Where the decoded-image tensor cache lives (default: <data>/.ctcurate/benchmark).")
+@click.option("--bootstrap", type=click.IntRange(min=100), default=1000, show_default=True, help="Bootstrap resamples for the 95% intervals.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def benchmark(
+    data_root: str | None,
+    splits: str | None,
+    model: str | None,
+    weights: str,
+    epochs: int | None,
+    image_size: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    device: str,
+    seed: int,
+    with_contribution: str | None,
+    score_dir: str | None,
+    score_threshold: float,
+    dedupe_test: bool,
+    leakage_report: str | None,
+    smoke: bool,
+    output: str,
+    cache_dir: str | None,
+    bootstrap: int,
+    quiet: bool,
+) -> None:
     """Train and evaluate the DenseNet-169 baseline (GPU when present) to verify contributions."""
-    _not_yet("benchmark")
+    from .benchmark import MissingExtra, require_extra
+    from .findings import Severity
+    from .findings import to_text as findings_text
+    from .layout import SPLITS_DIR, DataRootNotFound, default_metadata_dir, resolve_data_root
+
+    try:
+        require_extra()
+    except MissingExtra as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    from .benchmark.model import WeightsError
+    from .benchmark.report import text_table, write_outputs
+    from .benchmark.run import BenchmarkOptions, run_benchmark, with_smoke_defaults
+    from .benchmark.train import DeviceError, TrainConfig
+
+    try:
+        root = resolve_data_root(data_root)
+    except DataRootNotFound as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    splits_dir = Path(splits) if splits else default_metadata_dir() / SPLITS_DIR
+    if not splits_dir.is_dir():
+        click.echo(f"error: {splits_dir}: no such split folder", err=True)
+        sys.exit(EXIT_USAGE)
+    if leakage_report and not dedupe_test:
+        click.echo("error: --leakage-report only makes sense with --dedupe-test", err=True)
+        sys.exit(EXIT_USAGE)
+    explicit = {k: v for k, v in (("model", model), ("epochs", epochs), ("image_size", image_size), ("batch_size", batch_size), ("lr", lr)) if v is not None}
+    cfg = TrainConfig(weights=weights, device=device, seed=seed, **explicit)  # type: ignore[arg-type]
+    if smoke:
+        cfg = with_smoke_defaults(cfg, explicit)
+    opts = BenchmarkOptions(
+        data_root=root,
+        splits_dir=splits_dir,
+        config=cfg,
+        smoke=smoke,
+        with_contribution=Path(with_contribution) if with_contribution else None,
+        score=Path(score_dir) if score_dir else None,
+        score_threshold=score_threshold,
+        dedupe_test=dedupe_test,
+        leakage_report=Path(leakage_report) if leakage_report else None,
+        cache_dir=Path(cache_dir) if cache_dir else None,
+        bootstrap=bootstrap,
+    )
+    stage = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    try:
+        result = run_benchmark(opts, on_progress=_progress_printer(quiet), on_stage=stage)
+    except (WeightsError, DeviceError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    if result.fatal:
+        click.echo(findings_text(result.findings), err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        paths = write_outputs(result, Path(output))
+    except OSError as exc:
+        click.echo(f"error: cannot write results to {output}: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    click.echo(text_table(result))
+    problems = [f for f in result.findings if f.code in ("benchmark.label-suspect", "benchmark.contribution-hurts")]
+    others = [f for f in result.findings if f not in problems]
+    if others:
+        click.echo(findings_text(others), err=True)
+    click.echo(f"results: {', '.join(str(p) for p in paths)}", err=True)
+    sys.exit(EXIT_FOUND if problems or any(f.severity is Severity.ERROR for f in result.findings) else EXIT_OK)
 
 
 # --- doi ------------------------------------------------------------------------------------

@@ -1,0 +1,187 @@
+"""The add-contribution use case: lock, recover, judge, apply; and its report as text or JSON.
+
+Owns the order of those steps and the outcome record the CLI prints; the rules live in `intake`,
+the writing in `apply`, the lock in `lock`. Never prints or exits.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import apply as apply_lib
+from .contribution import open_contribution
+from .dataset_state import read_state
+from .findings import Finding, Severity
+from .intake import DuplicateFinder, IntakePlan, RowChecker, plan_intake
+from .lock import LockHeld, locked
+
+
+class ContributionIOError(Exception):
+    """The dataset could not be read, locked or written: the run stops, nothing half-done."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    plan: IntakePlan
+    dry_run: bool
+    applied: apply_lib.ApplyResult | None = None
+    notes: tuple[str, ...] = field(default=())  # recovery, stale locks: said once, before the report
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.plan.all_accepted and (self.dry_run or self.applied is not None) else 1
+
+
+def add_contribution(
+    source: Path,
+    data_root: Path,
+    metadata_dir: Path,
+    *,
+    check_rows: RowChecker,
+    find_duplicates: DuplicateFinder,
+    split_mode: str = "auto",
+    contributor: str = "",
+    dry_run: bool = False,
+    partial: bool = False,
+) -> Outcome:
+    """Judge `source` against the dataset; unless `dry_run`, apply it (all, or the accepted part if `partial`).
+
+    Raises `ContributionIOError` for I/O trouble and `LockHeld` when another run holds the dataset.
+    """
+    if dry_run:
+        if apply_lib.pending(data_root, metadata_dir):
+            raise ContributionIOError(
+                f"{data_root}: an interrupted contribution is pending; run add-contribution without "
+                "--dry-run to complete or roll it back first")
+        plan = _plan(source, data_root, metadata_dir, check_rows, find_duplicates, split_mode)
+        return Outcome(plan, dry_run=True)
+    notes: list[str] = []
+    try:
+        with locked(apply_lib.lock_paths(data_root, metadata_dir)) as locks:
+            for lock in locks:
+                if lock.stale:
+                    notes.append(f"cleared a stale lock {lock.path} left by pid {lock.stale.get('pid', '?')}"
+                                 f"{' (still running, but not holding it)' if lock.stale.get('alive') else ' (no longer running)'}")
+            recovery = apply_lib.recover(data_root, metadata_dir)
+            if recovery.action != "none":
+                notes.append(f"{recovery.detail} (transaction {recovery.transaction})")
+            plan = _plan(source, data_root, metadata_dir, check_rows, find_duplicates, split_mode)
+            applied = None
+            if plan.accepted and (plan.all_accepted or partial):
+                state = read_state(data_root, metadata_dir)
+                applied = apply_lib.apply_plan(plan, state, contributor=contributor, source_name=source.name)
+            return Outcome(plan, dry_run=False, applied=applied, notes=tuple(notes))
+    except LockHeld:
+        raise
+    except apply_lib.ApplyError as exc:
+        raise ContributionIOError(str(exc)) from exc
+    except OSError as exc:
+        raise ContributionIOError(f"{getattr(exc, 'filename', None) or data_root}: {exc.strerror or exc}") from exc
+
+
+def _plan(source: Path, data_root: Path, metadata_dir: Path, check_rows: RowChecker,
+          find_duplicates: DuplicateFinder, split_mode: str) -> IntakePlan:
+    try:
+        state = read_state(data_root, metadata_dir)
+    except OSError:
+        raise
+    except Exception as exc:  # a broken sheet in the dataset itself: openpyxl raises many kinds
+        raise ContributionIOError(f"{metadata_dir}: cannot read the dataset's metadata: {exc}") from exc
+    with open_contribution(source) as contribution:
+        return plan_intake(contribution, state, check_rows=check_rows, find_duplicates=find_duplicates,
+                           split_mode=split_mode)
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def _status(outcome: Outcome) -> str:
+    if outcome.dry_run:
+        return "dry run: nothing written"
+    if outcome.applied is not None:
+        return f"applied {outcome.applied.images} image(s) (transaction {outcome.applied.transaction})"
+    if outcome.plan.accepted:
+        return "nothing applied: some files were rejected (use --partial to apply the accepted ones)"
+    return "nothing applied"
+
+
+def render_text(outcome: Outcome) -> str:
+    plan = outcome.plan
+    lines = list(outcome.notes)
+    for f in plan.findings:
+        lines.append(f"{f.severity.value}: {f.location()}: {f.code}: {f.message}"
+                     + (f" [{f.value!r}]" if f.value is not None else ""))
+    for d in plan.decisions:
+        if d.accepted:
+            split = d.split or "no split"
+            lines.append(f"accepted  {d.source} -> {d.class_dir}/{d.new_name} ({d.dataset_patient}, {split})")
+        else:
+            reasons = ", ".join(d.reasons)
+            coll = f" collides with {d.collides_with}" if d.collides_with else ""
+            lines.append(f"rejected  {d.source}: {reasons}{coll}")
+        for f in d.findings:
+            row = f" row {f.row}" if f.row is not None else ""
+            value = f" [{f.value!r}]" if f.value is not None else ""
+            lines.append(f"    {f.severity.value}: {f.code}{row}: {f.message}{value}")
+            if f.hint:
+                lines.append(f"        hint: {f.hint}")
+    if plan.patient_map:
+        lines.append("patients: " + ", ".join(f"{k!r} -> {v}" for k, v in plan.patient_map.items()))
+    splits = Counter((d.class_dir, d.split or "none") for d in plan.accepted)
+    if splits:
+        lines.append("splits: " + ", ".join(f"{c} {s}: {n}" for (c, s), n in sorted(splits.items())))
+    lines.append(f"{len(plan.accepted)} accepted, {len(plan.rejected)} rejected; {_status(outcome)}")
+    return "\n".join(lines)
+
+
+def _finding_json(f: Finding) -> dict[str, object]:
+    return f.model_dump(mode="json")
+
+
+def render_json(outcome: Outcome) -> str:
+    plan = outcome.plan
+    body = {
+        "dry_run": outcome.dry_run,
+        "applied": outcome.applied is not None,
+        "transaction": outcome.applied.transaction if outcome.applied else None,
+        "notes": list(outcome.notes),
+        "findings": [_finding_json(f) for f in plan.findings],
+        "files": [
+            {
+                "source": d.source, "row": d.row, "status": "accepted" if d.accepted else "rejected",
+                "reasons": list(d.reasons), "collides_with": d.collides_with, "label": d.label,
+                "class_dir": d.class_dir, "doi": d.doi, "contributor_patient_id": d.contributor_patient,
+                "dataset_patient_id": d.dataset_patient, "new_file_name": d.new_name, "split": d.split,
+                "sha256": d.sha256, "findings": [_finding_json(f) for f in d.findings],
+            }
+            for d in plan.decisions
+        ],
+        "patients": plan.patient_map,
+        "summary": {
+            "accepted": len(plan.accepted), "rejected": len(plan.rejected),
+            "errors": sum(f.severity is Severity.ERROR for d in plan.decisions for f in d.findings)
+            + sum(f.severity is Severity.ERROR for f in plan.findings),
+            "status": _status(outcome),
+        },
+    }
+    return json.dumps(body, indent=2, ensure_ascii=False)
+
+
+# --- the default seams ----------------------------------------------------------------------
+
+
+def default_row_checker() -> RowChecker:
+    """The contribution model's checks (Label, required cells, DOI vs file name)."""
+    from .intake import model_row_checker
+
+    return model_row_checker
+
+
+def default_duplicate_finder() -> DuplicateFinder:
+    """Byte-identical duplicates by content hash over the dataset's images."""
+    from .intake import exact_duplicates_of_dataset
+
+    return exact_duplicates_of_dataset

@@ -1,0 +1,199 @@
+"""Apply: sheet fidelity, byte-exact appends, and all-or-nothing under SIGKILL at every step."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from copy import copy
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from contribution_helpers import make_synthetic_dataset, noise_png, tree_hashes, write_contribution_sheet
+from ctcurate import apply as apply_lib
+from ctcurate.apply import covid_sheet_bytes, noncovid_sheet_bytes, split_list_bytes
+from ctcurate.lock import locked
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cell_signature(cell) -> tuple:
+    # Style objects come wrapped in proxies that do not compare by value; their repr lists every field.
+    styles = (cell.font, cell.fill, cell.border, cell.alignment, cell.protection)
+    return (cell.value, cell.data_type, cell.number_format, *(repr(copy(s)) for s in styles))
+
+
+def _assert_workbook_kept(before: Path, after: Path, sheet_rows_added: int) -> openpyxl.Workbook:
+    old = openpyxl.load_workbook(before)
+    new = openpyxl.load_workbook(after)
+    assert new.sheetnames == old.sheetnames
+    for ws_old in old.worksheets:
+        ws_new = new[ws_old.title]
+        for row in ws_old.iter_rows():
+            for cell in row:
+                assert _cell_signature(ws_new[cell.coordinate]) == _cell_signature(cell), cell.coordinate
+        assert {k: v.width for k, v in ws_new.column_dimensions.items()} == {
+            k: v.width for k, v in ws_old.column_dimensions.items()}
+        assert ws_new.merged_cells.ranges == ws_old.merged_cells.ranges
+        assert ws_new.freeze_panes == ws_old.freeze_panes
+    first_old, first_new = old.worksheets[0], new.worksheets[0]
+    assert first_new.max_row == first_old.max_row + sheet_rows_added
+    return new
+
+
+def test_covid_sheet_append_keeps_every_existing_cell(tmp_path):
+    make_synthetic_dataset(tmp_path / "ds")
+    path = tmp_path / "ds" / "metadata" / "COVID-CT-MetaInfo.xlsx"
+    rows = [{"File name": "new.png", "Patient ID": "Patient 3", "Age": "55", "Gender": " F ",
+             "DOI": "https://doi.org/10.5555/NEW", "Captions": "c"}]
+    out = tmp_path / "out.xlsx"
+    out.write_bytes(covid_sheet_bytes(path, rows))
+    new = _assert_workbook_kept(path, out, 1)
+    ws = new.worksheets[0]
+    last = [c.value for c in ws[ws.max_row]]
+    assert last == ["new.png", "Patient 3", 55, "F", None, None, None, None, None, "10.5555/new", "c"]
+    assert ws.cell(ws.max_row, 3).data_type == "n"
+    # New cells borrow the style of the last data row, not of the footnote row below it.
+    assert ws.cell(ws.max_row, 11).alignment.wrap_text is True
+
+
+def test_real_covid_sheet_append_keeps_every_existing_cell(repo_metadata, tmp_path):
+    path = repo_metadata / "COVID-CT-MetaInfo.xlsx"
+    out = tmp_path / "out.xlsx"
+    out.write_bytes(covid_sheet_bytes(path, [{"File name": "x.png", "Patient ID": "Patient 217",
+                                               "DOI": "10.5555/x", "Captions": "c"}]))
+    _assert_workbook_kept(path, out, 1)
+
+
+def test_csv_and_split_appends_keep_bytes_and_line_endings():
+    data = b",image name,patient id\r\n0,0.jpg,crawled_patient_0\r\n7,1%0.jpg,p\r\n"
+    out = noncovid_sheet_bytes(data, [("a.png", "Patient 9"), ("b.png", "Patient 9")])
+    assert out == data + b"8,a.png,Patient 9\r\n9,b.png,Patient 9\r\n"
+    assert split_list_bytes(b"a.png\nb.png", ["c.png"]) == b"a.png\nb.png\nc.png\n"
+    assert split_list_bytes(b"a.png\r\n", ["c.png"]) == b"a.png\r\nc.png\r\n"
+    assert split_list_bytes(b"", ["c.png"]) == b"c.png\n"
+
+
+def _contribution(tmp_path: Path) -> Path:
+    contrib = tmp_path / "contrib"
+    for i, name in enumerate(["n1%0.png", "n1%1.png", "neg.png"]):
+        noise_png(contrib / name, 5000 + i)
+    write_contribution_sheet(contrib / "sheet.csv", [
+        {"File name": "n1%0.png", "Label": "COVID", "Patient ID": "A", "DOI": "10.5555/kill", "Captions": "x"},
+        {"File name": "n1%1.png", "Label": "COVID", "Patient ID": "A", "DOI": "10.5555/kill", "Captions": "x"},
+        {"File name": "neg.png", "Label": "NonCOVID", "Patient ID": "B", "DOI": "10.5555/kill", "Captions": "y"},
+    ])
+    return contrib
+
+
+def _run_cli(args: list[str], env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "ctcurate.cli", "add-contribution", *args],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+
+
+def test_sigkill_at_every_step_leaves_before_or_after(tmp_path):
+    pristine = make_synthetic_dataset(tmp_path / "pristine")
+    contrib = _contribution(tmp_path)
+    before = tree_hashes(pristine)
+
+    # The reference "after": one uninterrupted run.
+    done = tmp_path / "done"
+    shutil.copytree(pristine, done)
+    args = lambda root: [str(contrib), "--data", str(root), "--metadata", str(root / "metadata"), "--contributor", "t"]  # noqa: E731
+    ok = _run_cli(args(done))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    after = tree_hashes(done)
+    assert set(after) - set(before) and after != before
+
+    def normalize(tree: dict[str, str], root: Path) -> dict[str, str]:
+        # contributions.jsonl holds the time and transaction id: compare its shape, not its bytes.
+        tree = dict(tree)
+        log = root / "metadata" / "contributions.jsonl"
+        if "metadata/contributions.jsonl" in tree:
+            tree["metadata/contributions.jsonl"] = str(len(log.read_text().splitlines()))
+        return tree
+
+    after_norm = normalize(after, done)
+    outcomes = {"before": 0, "after": 0}
+    k = 0
+    while True:
+        k += 1
+        work = tmp_path / f"k{k}"
+        shutil.copytree(pristine, work)
+        res = _run_cli(args(work), {apply_lib.KILL_ENV: str(k)})
+        if res.returncode == 0:
+            assert k > 5, "the hook never fired: steps are not counted"
+            shutil.rmtree(work)
+            break
+        assert res.returncode == -signal.SIGKILL, (k, res.stdout, res.stderr)
+        with locked(apply_lib.lock_paths(work, work / "metadata")) as locks:
+            assert any(lock.stale for lock in locks), "a killed run leaves a stale lock file to report"
+            apply_lib.recover(work, work / "metadata")
+        assert not apply_lib.pending(work, work / "metadata")
+        state = normalize(tree_hashes(work), work)
+        if state == before:
+            outcomes["before"] += 1
+        else:
+            assert state == after_norm, f"killed after step {k}: dataset is neither before nor after"
+            outcomes["after"] += 1
+        shutil.rmtree(work)
+    assert outcomes["before"] >= 3 and outcomes["after"] >= 3, outcomes
+
+
+def test_recover_completes_a_committed_run_from_the_cli(tmp_path):
+    """The next start of add-contribution finishes an interrupted run before judging its own input."""
+    ds = make_synthetic_dataset(tmp_path / "ds")
+    contrib = _contribution(tmp_path)
+    args = [str(contrib), "--data", str(ds), "--metadata", str(ds / "metadata")]
+    # Step 1 (staging made) + 3 images + 5 metadata files + journal = 10: kill right after the commit point.
+    killed = _run_cli(args, {apply_lib.KILL_ENV: "10"})
+    assert killed.returncode == -signal.SIGKILL
+    assert apply_lib.journal_path(ds).exists()
+    dry = _run_cli([*args, "--dry-run"])
+    assert dry.returncode == 2
+    assert "an interrupted contribution is pending" in dry.stderr
+    again = _run_cli(args)
+    assert "an interrupted contribution was completed" in again.stdout
+    assert "cleared a stale lock" in again.stdout
+    # The same contribution again: the run that was completed made its DOI part of the dataset.
+    assert again.returncode == 1
+    assert "doi.in-dataset" in again.stdout
+    assert (ds / "Images-processed" / "CT_COVID" / "n1%0.png").is_file()
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    ds = make_synthetic_dataset(tmp_path / "ds")
+    contrib = _contribution(tmp_path)
+    before = tree_hashes(ds)
+    res = _run_cli([str(contrib), "--data", str(ds), "--metadata", str(ds / "metadata"), "--dry-run"])
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "dry run: nothing written" in res.stdout
+    assert "accepted  n1%0.png -> CT_COVID/n1%0.png (Patient 3," in res.stdout
+    assert tree_hashes(ds) == before
+    assert not (ds / ".ctcurate" / "apply.lock").exists()
+
+
+@pytest.mark.parametrize("holder", ["live", "dead"])
+def test_second_run_is_refused_while_the_lock_is_held(tmp_path, holder):
+    ds = make_synthetic_dataset(tmp_path / "ds")
+    contrib = _contribution(tmp_path)
+    args = [str(contrib), "--data", str(ds), "--metadata", str(ds / "metadata")]
+    if holder == "live":
+        with locked(apply_lib.lock_paths(ds, ds / "metadata")):
+            res = _run_cli(args)
+        assert res.returncode == 2
+        assert "another ctcurate run holds this dataset (pid " in res.stderr
+        assert "Traceback" not in res.stderr
+        assert not (ds / "Images-processed" / "CT_COVID" / "n1%0.png").exists()
+    else:
+        lock_file = apply_lib.lock_paths(ds, ds / "metadata")[0]
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        lock_file.write_text('{"pid": 999999999, "host": "x", "started": "earlier"}')
+        res = _run_cli(args)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "cleared a stale lock" in res.stdout and "pid 999999999 (no longer running)" in res.stdout

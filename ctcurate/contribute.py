@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import apply as apply_lib
-from .contribution import open_contribution
-from .dataset_state import read_state
+from .contribution import Contribution, open_contribution
+from .dataset_state import DatasetState, read_state
 from .findings import Finding, Severity
 from .intake import DuplicateFinder, IntakePlan, RowChecker, plan_intake
 from .lock import LockHeld, locked
@@ -56,23 +56,29 @@ def add_contribution(
             raise ContributionIOError(
                 f"{data_root}: an interrupted contribution is pending; run add-contribution without "
                 "--dry-run to complete or roll it back first")
-        plan = _plan(source, data_root, metadata_dir, check_rows, find_duplicates, split_mode)
+        try:
+            with open_contribution(source) as contribution:
+                plan = _plan(contribution, data_root, metadata_dir, check_rows, find_duplicates, split_mode)
+        except OSError as exc:
+            raise ContributionIOError(f"{getattr(exc, 'filename', None) or source}: {exc.strerror or exc}") from exc
         return Outcome(plan, dry_run=True)
     notes: list[str] = []
     try:
         with locked(apply_lib.lock_paths(data_root, metadata_dir)) as locks:
             for lock in locks:
                 if lock.stale:
-                    notes.append(f"cleared a stale lock {lock.path} left by pid {lock.stale.get('pid', '?')}"
-                                 f"{' (still running, but not holding it)' if lock.stale.get('alive') else ' (no longer running)'}")
+                    state = " (still running, but not holding it)" if lock.stale.get("alive") else " (no longer running)"
+                    notes.append(f"cleared a stale lock {lock.path} left by pid {lock.stale.get('pid', '?')}{state}")
             recovery = apply_lib.recover(data_root, metadata_dir)
             if recovery.action != "none":
                 notes.append(f"{recovery.detail} (transaction {recovery.transaction})")
-            plan = _plan(source, data_root, metadata_dir, check_rows, find_duplicates, split_mode)
-            applied = None
-            if plan.accepted and (plan.all_accepted or partial):
-                state = read_state(data_root, metadata_dir)
-                applied = apply_lib.apply_plan(plan, state, contributor=contributor, source_name=source.name)
+            # The images are copied from the (possibly unpacked) contribution: apply inside the block.
+            with open_contribution(source) as contribution:
+                plan = _plan(contribution, data_root, metadata_dir, check_rows, find_duplicates, split_mode)
+                applied = None
+                if plan.accepted and (plan.all_accepted or partial):
+                    applied = apply_lib.apply_plan(plan, _read_state(data_root, metadata_dir),
+                                                   contributor=contributor, source_name=source.name)
             return Outcome(plan, dry_run=False, applied=applied, notes=tuple(notes))
     except LockHeld:
         raise
@@ -82,17 +88,20 @@ def add_contribution(
         raise ContributionIOError(f"{getattr(exc, 'filename', None) or data_root}: {exc.strerror or exc}") from exc
 
 
-def _plan(source: Path, data_root: Path, metadata_dir: Path, check_rows: RowChecker,
-          find_duplicates: DuplicateFinder, split_mode: str) -> IntakePlan:
+def _read_state(data_root: Path, metadata_dir: Path) -> DatasetState:
     try:
-        state = read_state(data_root, metadata_dir)
+        return read_state(data_root, metadata_dir)
     except OSError:
         raise
     except Exception as exc:  # a broken sheet in the dataset itself: openpyxl raises many kinds
         raise ContributionIOError(f"{metadata_dir}: cannot read the dataset's metadata: {exc}") from exc
-    with open_contribution(source) as contribution:
-        return plan_intake(contribution, state, check_rows=check_rows, find_duplicates=find_duplicates,
-                           split_mode=split_mode)
+
+
+def _plan(contribution: Contribution, data_root: Path, metadata_dir: Path, check_rows: RowChecker,
+          find_duplicates: DuplicateFinder, split_mode: str) -> IntakePlan:
+    state = _read_state(data_root, metadata_dir)
+    return plan_intake(contribution, state, check_rows=check_rows, find_duplicates=find_duplicates,
+                       split_mode=split_mode)
 
 
 # --- report ---------------------------------------------------------------------------------

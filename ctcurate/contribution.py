@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,7 +23,7 @@ from .layout import IMAGE_SUFFIXES
 from .zipsafe import ZipLimits, extract
 
 SHEET_SUFFIXES = (".xlsx", ".csv")
-SCHEMA_FILE = "contribution.schema.json"
+SCHEMA_FILE = "contribution-row.schema.json"
 
 
 class Label(str, Enum):
@@ -60,16 +59,10 @@ ALL_COLUMNS = tuple(f.alias for f in ContributionRow.model_fields.values())
 _CANONICAL = {c.casefold(): c for c in ALL_COLUMNS}
 
 
-def contribution_schema() -> dict[str, Any]:
-    """JSON Schema of one contribution row (the sheet is a list of these, one per image)."""
-    schema = ContributionRow.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "https://github.com/ctcurate/ctcurate/schemas/" + SCHEMA_FILE
-    return schema
-
-
 def schema_json() -> str:
-    return json.dumps(contribution_schema(), indent=2, ensure_ascii=False) + "\n"
+    """JSON Schema of one contribution row (the sheet is a list of these), as `schemas/` holds it."""
+    schema = ContributionRow.model_json_schema(by_alias=True, mode="validation")
+    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 @dataclass(frozen=True)

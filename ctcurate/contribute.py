@@ -183,10 +183,10 @@ def render_json(outcome: Outcome) -> str:
 
 
 def default_row_checker() -> RowChecker:
-    """The contribution model's checks (Label, required cells, DOI vs file name)."""
-    from .intake import model_row_checker
+    """The contribution model's checks (Label, required cells) plus `validate`'s row checks."""
+    from .intake import combine_checkers, metainfo_row_checker, model_row_checker
 
-    return model_row_checker
+    return combine_checkers(model_row_checker, metainfo_row_checker)
 
 
 def default_duplicate_finder() -> DuplicateFinder:

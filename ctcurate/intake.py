@@ -112,6 +112,16 @@ def model_row_checker(rows: Sequence[SheetRow], sheet_name: str) -> list[Finding
     return out
 
 
+def metainfo_row_checker(rows: Sequence[SheetRow], sheet_name: str) -> list[Finding]:
+    """The dataset sheet's own row checks (`ctcurate validate`'s), run on the contribution's rows."""
+    from .schemas import COVID_COLUMNS, check_covid_rows
+
+    field_of = {header: name for name, header in COVID_COLUMNS.items()}
+    records = [(r.row, {field_of[c]: v for c, v in r.values.items() if c in field_of}) for r in rows]
+    _, findings = check_covid_rows(records, sheet_name)
+    return findings
+
+
 def combine_checkers(*checkers: RowChecker) -> RowChecker:
     """One checker running all, each finding once (two checkers may both check the DOI)."""
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic_core import PydanticCustomError
 
 from . import doi as doi_lib
+from .contribution import ContributionRow
 from .findings import Finding, Severity, error, warning
 
 CellValue = str | int | float | bool | None
@@ -346,6 +347,7 @@ class SplitEntry(BaseModel):
 
 # Every model whose JSON Schema `ctcurate schema` writes: file stem -> model. Other commands add theirs.
 SCHEMA_MODELS: dict[str, type[BaseModel]] = {
+    "contribution-row": ContributionRow,  # the add-contribution sheet (owned by `contribution`)
     "covid-row": CovidRow,
     "noncovid-row": NonCovidRow,
     "split-entry": SplitEntry,

@@ -13,7 +13,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from contribution_helpers import make_synthetic_dataset, noise_png, tree_hashes, write_contribution_sheet
+from .contribution_helpers import make_synthetic_dataset, noise_png, tree_hashes, write_contribution_sheet
 from ctcurate import apply as apply_lib
 from ctcurate.apply import covid_sheet_bytes, noncovid_sheet_bytes, split_list_bytes
 from ctcurate.lock import locked

@@ -1,0 +1,231 @@
+"""Is a hash-close pair really one picture? The finer comparison behind every reported pair.
+
+On CT many different scans look alike to a 64-bit hash, so a candidate pair is judged on its
+pixels: both trimmed views are aligned (per-axis scale and shift, mirror-aware, found by phase
+correlation over a scale grid and refined with Powell's method), then the band-pass detail
+(vessels, bronchi, texture: what moves between slices and differs between patients) is correlated
+block by block. The median block correlation is the score: a local annotation (arrow, text) spoils
+a few blocks, not the median; a neighbouring slice or another patient spoils most of them.
+Pure functions on decoded images and fingerprints; imports only `hashing`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage, optimize
+
+from .hashing import THUMB, Fingerprint, to_gray, trim_box
+
+QUICK_MIN = 0.80  # 64 px thumbnail correlation below which a hash-close pair is dropped at once
+PRESCREEN_MIN = 0.90  # aligned detail correlation of the 64 px thumbnails needed to decode the pair
+COARSE_MIN = 0.90  # 128 px aligned detail correlation needed to look closer
+DETAIL_MIN = 0.93  # median block detail correlation of a duplicate (score)
+GLOBAL_MIN = 0.80  # and its whole-picture detail correlation (annotations cost some of it)
+
+_COARSE = 128
+_FINE = 288
+_SCALES = (0.91, 1.0, 1.09)
+_BAND = (1.5, 4.0)  # band-pass sigmas at the fine size, pixels
+_GRID = 8
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of verifying one pair; `evidence` says which measurements held."""
+
+    duplicate: bool
+    score: float
+    mirrored: bool
+    evidence: dict[str, float | bool | str] = field(default_factory=dict)
+
+
+def _ncc(a: np.ndarray, b: np.ndarray) -> float:
+    a = a - a.mean()
+    b = b - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else 0.0
+
+
+def quick_score(a: Fingerprint, b: Fingerprint) -> tuple[float, bool]:
+    """Correlation of the 64 px thumbnails, best of direct and mirrored, and whether mirrored won."""
+    ta = a.thumb_array().astype(np.float32)
+    tb = b.thumb_array().astype(np.float32)
+    direct = _ncc(ta, tb)
+    mirrored = _ncc(ta, tb[:, ::-1])
+    return (mirrored, True) if mirrored > direct else (direct, False)
+
+
+def view(im: Image.Image, size: int) -> np.ndarray:
+    """The trimmed grayscale view stretched to `size` x `size`, float32."""
+    gray = to_gray(im)
+    box = trim_box(np.asarray(gray))
+    return np.asarray(gray.crop(box).resize((size, size), Image.Resampling.LANCZOS), dtype=np.float32)
+
+
+def _warp(img: np.ndarray, p: np.ndarray | tuple[float, ...]) -> np.ndarray:
+    sx, sy, tx, ty = p
+    return ndimage.affine_transform(img, [sy, sx], offset=[ty, tx], order=1, mode="constant", cval=np.nan)
+
+
+def _bandpass(a: np.ndarray, s1: float, s2: float) -> np.ndarray:
+    return ndimage.gaussian_filter(a, s1) - ndimage.gaussian_filter(a, s2)
+
+
+def _filled(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    valid = ~np.isnan(w)
+    fill = float(np.nanmean(w)) if valid.any() else 0.0
+    return np.where(valid, w, fill), valid
+
+
+def _phase_shift(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    fa = np.fft.rfft2(a - a.mean())
+    fb = np.fft.rfft2(b - b.mean())
+    r = fa * np.conj(fb)
+    r /= np.abs(r) + 1e-9
+    corr = np.fft.irfft2(r, s=a.shape)
+    ky, kx = np.unravel_index(int(np.argmax(corr)), corr.shape)
+    h, w = a.shape
+    return (ky if ky < h // 2 else ky - h), (kx if kx < w // 2 else kx - w)
+
+
+def _objective(a_band: np.ndarray, b: np.ndarray, p: np.ndarray, band: tuple[float, float]) -> float:
+    w, valid = _filled(_warp(b, p))
+    if valid.mean() < 0.6:
+        return 1.0
+    m = ndimage.binary_erosion(valid, iterations=3)
+    return -_ncc(a_band[m], _bandpass(w, *band)[m])
+
+
+def _coarse_align(a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray]:
+    size = a.shape[0]
+    c = (size - 1) / 2
+    best: tuple[float, np.ndarray] = (-2.0, np.array([1.0, 1.0, 0.0, 0.0]))
+    for sy in _SCALES:
+        for sx in _SCALES:
+            zoomed, _ = _filled(_warp(b, (sx, sy, c - sx * c, c - sy * c)))
+            dy, dx = _phase_shift(a, zoomed)
+            p = np.array([sx, sy, c - sx * c - sx * dx, c - sy * c - sy * dy])
+            w, valid = _filled(_warp(b, p))
+            if valid.mean() < 0.6:
+                continue
+            s = _ncc(a[valid], w[valid])
+            if s > best[0]:
+                best = (s, p)
+    return best
+
+
+def _refine(a: np.ndarray, b: np.ndarray, p0: np.ndarray, band: tuple[float, float], evals: int) -> tuple[float, np.ndarray]:
+    a_band = _bandpass(a, *band)
+    res = optimize.minimize(
+        lambda p: _objective(a_band, b, p, band),
+        p0,
+        method="Powell",
+        options={"xtol": 1e-3, "ftol": 1e-4, "maxfev": evals},
+    )
+    return -float(res.fun), np.asarray(res.x)
+
+
+def _block_median(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[float, float, int]:
+    size = a.shape[0]
+    k = size // _GRID
+    vals = []
+    for i in range(_GRID):
+        for j in range(_GRID):
+            sl = (slice(i * k, (i + 1) * k), slice(j * k, (j + 1) * k))
+            m = valid[sl]
+            if m.mean() < 0.8:
+                continue
+            x, y = a[sl][m], b[sl][m]
+            if x.std() < 1.0 and y.std() < 1.0:
+                continue  # flat background: says nothing either way
+            vals.append(_ncc(x, y))
+    if not vals:
+        return 0.0, 0.0, 0
+    v = np.array(vals)
+    return float(np.median(v)), float(np.percentile(v, 25)), len(vals)
+
+
+def _fine_scores(ba: np.ndarray, fb: np.ndarray, p: np.ndarray) -> tuple[float, float, int, float, np.ndarray, np.ndarray]:
+    w, valid = _filled(_warp(fb, p))
+    valid = ndimage.binary_erosion(valid, iterations=6)
+    bb = _bandpass(w, *_BAND)
+    median, q25, blocks = _block_median(ba, bb, valid)
+    return median, q25, blocks, _ncc(ba[valid], bb[valid]), w, valid
+
+
+def prescreen(a: Fingerprint, b: Fingerprint) -> tuple[float, bool, np.ndarray]:
+    """Aligned detail correlation of the cached 64 px thumbnails: cheap, rejects most look-alikes."""
+    _, mirrored = quick_score(a, b)
+    ta = a.thumb_array().astype(np.float32)
+    tb = b.thumb_array().astype(np.float32)
+    if mirrored:
+        tb = tb[:, ::-1].copy()
+    _, p = _coarse_align(ta, tb)
+    score, p = _refine(ta, tb, p, (0.7, 2.0), 80)
+    return score, mirrored, p
+
+
+def _rescale(p: np.ndarray, f: float) -> np.ndarray:
+    """Alignment found at one size, expressed at `f` times that size (pixel centres kept)."""
+    sx, sy, tx, ty = p
+    return np.array([sx, sy, f * tx - (f - 1) / 2 * (sx - 1), f * ty - (f - 1) / 2 * (sy - 1)])
+
+
+def verify_pair(a: Fingerprint, b: Fingerprint, load_a: Callable[[], Image.Image], load_b: Callable[[], Image.Image]) -> Verdict:
+    """Judge a hash-close pair: cheap checks on the fingerprints first, pixels only when they hold."""
+    quick, mirrored = quick_score(a, b)
+    evidence: dict[str, float | bool | str] = {"thumb_ncc": round(quick, 4), "mirrored": mirrored}
+    if quick < QUICK_MIN:
+        return Verdict(False, round(quick, 4), mirrored, evidence)
+    pre, mirrored, p = prescreen(a, b)
+    evidence["thumb_detail"] = round(pre, 4)
+    if pre < PRESCREEN_MIN:
+        return Verdict(False, round(pre, 4), mirrored, evidence)
+    return verify_images(load_a(), load_b(), mirrored, p, evidence)
+
+
+def verify_images(
+    a: Image.Image,
+    b: Image.Image,
+    mirrored: bool = False,
+    p_thumb: np.ndarray | None = None,
+    evidence: dict[str, float | bool | str] | None = None,
+) -> Verdict:
+    """Judge two decoded pictures, given the orientation and the thumbnail alignment if known."""
+    evidence = dict(evidence or {})
+    if p_thumb is None:
+        from .hashing import fingerprint_image
+
+        pre, mirrored, p_thumb = prescreen(fingerprint_image(a), fingerprint_image(b))
+        evidence |= {"thumb_detail": round(pre, 4), "mirrored": mirrored}
+    ca, cb = view(a, _COARSE), view(b, _COARSE)
+    fa, fb = view(a, _FINE), view(b, _FINE)
+    if mirrored:
+        cb, fb = cb[:, ::-1].copy(), fb[:, ::-1].copy()
+    coarse_detail, p = _refine(ca, cb, _rescale(p_thumb, _COARSE / THUMB), (1.0, 3.0), 100)
+    evidence["coarse_detail"] = round(coarse_detail, 4)
+    if coarse_detail < COARSE_MIN:
+        return Verdict(False, round(coarse_detail, 4), mirrored, evidence)
+    p_fine = _rescale(p, _FINE / _COARSE)
+    ba = _bandpass(fa, *_BAND)
+    median, q25, blocks, whole, w, valid = _fine_scores(ba, fb, p_fine)
+    if median < 0.99:  # close call: align at full detail before judging
+        _, p_fine = _refine(fa, fb, p_fine, _BAND, 60)
+        median, q25, blocks, whole, w, valid = _fine_scores(ba, fb, p_fine)
+    fine = _ncc(_bandpass(fa, 0.7, 2.0)[valid], _bandpass(w, 0.7, 2.0)[valid])
+    evidence |= {
+        "detail_block_median": round(median, 4),
+        "detail_block_q25": round(q25, 4),
+        "detail_whole": round(whole, 4),
+        "fine_detail": round(fine, 4),
+        "blocks": blocks,
+        "scale_x": round(float(p_fine[0]), 3),
+        "scale_y": round(float(p_fine[1]), 3),
+        "overlap": round(float(valid.mean()), 3),
+    }
+    dup = median >= DETAIL_MIN and whole >= GLOBAL_MIN and blocks >= _GRID
+    return Verdict(dup, round(median, 4), mirrored, evidence)

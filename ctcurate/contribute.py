@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from . import apply as apply_lib
 from .contribution import Contribution, open_contribution
 from .dataset_state import DatasetState, read_state
 from .findings import Finding, Severity
-from .intake import DuplicateFinder, IntakePlan, RowChecker, plan_intake
+from .intake import DuplicateFinder, Duplicates, IntakePlan, RowChecker, plan_intake
 from .lock import LockHeld, locked
 
 
@@ -189,8 +190,38 @@ def default_row_checker() -> RowChecker:
     return combine_checkers(model_row_checker, metainfo_row_checker)
 
 
-def default_duplicate_finder() -> DuplicateFinder:
-    """Byte-identical duplicates by content hash over the dataset's images."""
-    from .intake import exact_duplicates_of_dataset
+def default_duplicate_finder(cache_path: Path | None = None) -> DuplicateFinder:
+    """check-leakage's search (perceptual hashes + pixel verification, cached): resized, re-compressed
+    or re-cropped copies count, not only byte-identical ones."""
 
-    return exact_duplicates_of_dataset
+    def find(new_images: Sequence[Path], data_root: Path) -> Duplicates:
+        from .layout import IMAGES_DIR
+        from .leakage import find_duplicates_of
+
+        check = find_duplicates_of(new_images, data_root, cache_path)
+        of_existing = {
+            Path(p): tuple(data_root / IMAGES_DIR / m.dataset_path for m in sorted(ms, key=lambda m: -m.score))
+            for p, ms in check.matches.items() if ms
+        }
+        return Duplicates(of_existing, _groups([(Path(pair.a), Path(pair.b)) for pair in check.within]))
+
+    return find
+
+
+def _groups(pairs: list[tuple[Path, Path]]) -> tuple[tuple[Path, ...], ...]:
+    """Connected components of the duplicate pairs: each is one picture sent several times."""
+    parent: dict[Path, Path] = {}
+
+    def root(p: Path) -> Path:
+        parent.setdefault(p, p)
+        while parent[p] != p:
+            parent[p] = parent[parent[p]]
+            p = parent[p]
+        return p
+
+    for a, b in pairs:
+        parent[root(a)] = root(b)
+    comps: dict[Path, list[Path]] = {}
+    for p in list(parent):
+        comps.setdefault(root(p), []).append(p)
+    return tuple(tuple(sorted(c)) for c in comps.values() if len(c) > 1)

@@ -21,15 +21,13 @@ _PATIENT_N = re.compile(r"^\s*patient\s*(\d+)\s*$", re.IGNORECASE)
 
 
 def figure_key(file_name: str) -> str:
-    """The source figure an image was cut from: the name before `%k` (panel) and the extension.
+    """The source figure an image was cut from, as check-leakage sees it, compared case-blind.
 
     `2020.02.10.20021584-p6-52%0.png` and `...-p6-52%3.png` are panels of one figure.
     """
-    stem = file_name.rsplit("/", 1)[-1]
-    base = stem.split("%", 1)[0]
-    if base == stem and "." in stem:
-        base = stem.rsplit(".", 1)[0]
-    return base.casefold()
+    from .leakage import source_figure
+
+    return source_figure(file_name).casefold()
 
 
 @dataclass(frozen=True)

@@ -389,21 +389,3 @@ def _dataset_rel(path: Path, data_root: Path) -> str:
         return path.resolve().relative_to(data_root.resolve()).as_posix()
     except ValueError:
         return str(path)
-
-
-def exact_duplicates_of_dataset(new_images: Sequence[Path], data_root: Path) -> Duplicates:
-    """Byte-identical duplicates only, by hashing every dataset image (no cache)."""
-    from .layout import list_images
-
-    existing: dict[str, Path] = {}
-    for paths in list_images(data_root).values():
-        for p in paths:
-            existing.setdefault(_file_sha256(p), p)
-    of_existing: dict[Path, tuple[Path, ...]] = {}
-    groups: dict[str, list[Path]] = defaultdict(list)
-    for p in new_images:
-        sha = _file_sha256(p)
-        if sha in existing:
-            of_existing[p] = (existing[sha],)
-        groups[sha].append(p)
-    return Duplicates(of_existing, tuple(tuple(g) for g in groups.values() if len(g) > 1))

@@ -22,7 +22,7 @@ from . import doi as doi_lib
 from .contribution import Contribution, ContributionRow, Label, SheetRow
 from .dataset_state import DatasetState, figure_key, paper_key
 from .findings import Finding, Severity, error, has_errors, warning
-from .images import UnreadableImage, format_of_suffix, open_image, sniff_format
+from .images import sniff_format
 from .split_assign import Item, assign
 
 LABEL_CLASS = {Label.COVID.value: "CT_COVID", Label.NonCOVID.value: "CT_NonCOVID"}
@@ -194,6 +194,7 @@ def _free_name(name: str, taken: set[str]) -> str:
     return candidate
 
 
+_SUFFIX_OF = {"jpeg": ".jpg", "png": ".png", "gif": ".gif", "bmp": ".bmp", "tiff": ".tif"}
 _BAD_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
@@ -260,21 +261,22 @@ def plan_intake(
         if _BAD_NAME.search(key.rsplit("/", 1)[-1]):
             findings[key].append(error("file.bad-name", "file name holds control characters or slashes", file=key))
 
-    # Images: decode fully (bomb limits included), format agrees with the suffix, content hash.
+    # Images: validate's own image checks (full decode with bomb limits, content vs extension).
+    from .validate import check_image_files
+
     shas: dict[str, str] = {}
     decodable: list[str] = []
+    proper_suffix: dict[str, str] = {}
+    root = contribution.root or contribution.source
     for key, path in sorted(contribution.images.items()):
-        try:
-            open_image(path)
-        except UnreadableImage as exc:
-            findings[key].append(error("image.unreadable", exc.reason, file=key))
+        image_findings = check_image_files(root, [path])
+        findings[key].extend(image_findings)
+        if has_errors(image_findings):
             continue
-        with open(path, "rb") as fh:
-            sniffed = sniff_format(fh.read(16))
-        expected = format_of_suffix(path)
-        if sniffed and expected and sniffed != expected:
-            findings[key].append(error("image.format-mismatch", f"the file is a {sniffed} but is named .{path.suffix[1:]}",
-                                       file=key, hint=f"rename it with the .{'jpg' if sniffed == 'jpeg' else sniffed} extension"))
+        if any(f.code == "image.format-mismatch" for f in image_findings):
+            with open(path, "rb") as fh:
+                content = sniff_format(fh.read(16))
+            proper_suffix[key] = _SUFFIX_OF.get(content or "", path.suffix)
         shas[key] = _file_sha256(path)
         decodable.append(key)
 
@@ -363,6 +365,8 @@ def plan_intake(
     items: list[Item] = []
     for d in accepted:
         base = d.source.rsplit("/", 1)[-1]
+        if d.source in proper_suffix:  # stored under the extension its content has
+            base = base.rsplit(".", 1)[0] + proper_suffix[d.source]
         new_name = _free_name(base, taken)
         taken.add(new_name.casefold())
         dataset_patient = patient_map[patient_key(d.contributor_patient or "")]

@@ -117,3 +117,51 @@ def tree_hashes(root: Path, ignore: tuple[str, ...] = ("cache.sqlite",)) -> dict
             digest = xlsx_content_hash(p) if p.suffix == ".xlsx" else hashlib.sha256(p.read_bytes()).hexdigest()
             out[p.relative_to(root).as_posix()] = digest
     return out
+
+
+def hold_out(root: Path, covid: list[str], noncovid: list[str], contrib: Path,
+             doi_for=lambda name, sheet_doi: sheet_doi) -> list[dict[str, object]]:
+    """Take real images out of the dataset copy at `root` (files, sheet rows, split entries) and put
+    them, with rows rebuilt from their metadata, in the contribution folder `contrib`.
+
+    `doi_for(file name, DOI on its sheet row)` gives the DOI to contribute with. Returns the rows.
+    """
+    from ctcurate import doi as doi_lib
+
+    meta, img = root / "metadata", root / "Images-processed"
+    contrib.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, object]] = []
+    wb = openpyxl.load_workbook(meta / "COVID-CT-MetaInfo.xlsx")
+    ws = wb.worksheets[0]
+    header = [c.value for c in ws[1]]
+    wanted = set(covid)
+    for r in range(ws.max_row, 1, -1):
+        values = dict(zip(header, (c.value for c in ws[r])))
+        if values.get("File name") in wanted:
+            doi = values.get("DOI") or (p.doi if (p := doi_lib.preprint_from_filename(values["File name"])) else None)
+            rows.append({**{k: v for k, v in values.items() if k in CONTRIB_HEADER or k in SHEET_HEADER},
+                         "Label": "COVID", "DOI": doi_for(values["File name"], doi), "Patient ID": f"their {values['Patient ID']}"})
+            ws.delete_rows(r)
+    wb.save(meta / "COVID-CT-MetaInfo.xlsx")
+    with open(meta / "NonCOVID-CT-MetaInfo.csv", newline="") as fh:
+        records = list(csv.reader(fh))
+    keep = [records[0]]
+    for rec in records[1:]:
+        if rec[1] in noncovid:
+            rows.append({"File name": rec[1], "Label": "NonCOVID", "Patient ID": f"their {rec[2]}",
+                         "DOI": doi_for(rec[1], None), "Captions": "CT image"})
+        else:
+            keep.append(rec)
+    with open(meta / "NonCOVID-CT-MetaInfo.csv", "w", newline="") as fh:
+        csv.writer(fh, lineterminator="\r\n").writerows(keep)
+    for split_file in (meta / "Data-split").rglob("*.txt"):
+        lines = split_file.read_text().splitlines()
+        split_file.write_text("".join(n + "\n" for n in lines if n.strip() not in wanted | set(noncovid)))
+    for name in covid:
+        (img / "CT_COVID" / name).rename(contrib / name)
+    for name in noncovid:
+        (img / "CT_NonCOVID" / name).rename(contrib / name)
+    rows.sort(key=lambda r: str(r["File name"]))
+    write_contribution_sheet(contrib / "contribution.xlsx", rows, header=[*CONTRIB_HEADER, "Location", "Medical history",
+                                                                         "Time", "Severity", "Other diseases"])
+    return rows

@@ -6,6 +6,7 @@ code (0 clean, 1 problems found, 2 usage or I/O error). Library code never print
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -135,6 +136,14 @@ def schema(output: Path, check: bool) -> None:
 # --- add-contribution -----------------------------------------------------------------------
 
 
+def _cache_override() -> Path | None:
+    """$CTCURATE_CACHE, when set, names the hash cache instead of `<data root>/.ctcurate/`."""
+    from .store import CACHE_ENV
+
+    raw = os.environ.get(CACHE_ENV)
+    return Path(raw).expanduser() if raw else None
+
+
 @main.command("add-contribution")
 @click.argument("contribution", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option("--data", "data", type=click.Path(path_type=Path), default=None,
@@ -186,7 +195,7 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
         outcome = contribute.add_contribution(
             contribution, data_root, meta,
             check_rows=contribute.default_row_checker(),
-            find_duplicates=contribute.default_duplicate_finder(),
+            find_duplicates=contribute.default_duplicate_finder(_cache_override()),
             split_mode=split_mode, contributor=contributor, dry_run=dry_run, partial=partial,
         )
     except LockHeld as exc:

@@ -77,6 +77,11 @@ def test_clean_contribution_is_applied(ds, tmp_path):
     res = run(ds, again)
     assert res.exit_code == 1
     assert "rejected  c.png: doi.in-dataset collides with 10.5555/fresh" in res.output
+    shutil.rmtree(again)
+    third = make(tmp_path, {"d.png": 10}, [row("d.png", doi="10.5555/other", patient="Patient 1")])
+    res = run(ds, third)
+    assert res.exit_code == 0, res.output
+    assert "accepted  d.png -> CT_COVID/d.png (Patient 6, " in res.output  # numbering continues past the log
 
 
 def test_doi_already_in_the_sheet_is_rejected_in_any_spelling(ds, tmp_path):

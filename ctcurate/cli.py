@@ -64,7 +64,7 @@ def validate(
     from .validate import validate as run_validate
 
     try:
-        result = run_validate(metadata, images, splits)
+        result = run_validate(metadata, images, splits, plan_fixes=fix_out is not None)
     except InputError as exc:
         _fail(str(exc))
     not_checked = None if result.images_checked else (

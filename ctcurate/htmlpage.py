@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping
 
-from .findings import Finding, summarize
+from .findings import Finding, Severity, summarize
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
@@ -24,7 +24,7 @@ def findings_page(
     findings: list[Finding], title: str, summary: Mapping[str, object] | None = None,
     descriptions: Mapping[str, str] | None = None,
 ) -> str:
-    """The whole page as text: a summary by code, then one table row per finding."""
+    """The whole page as text: a summary by code, then one table row per finding, errors first."""
     e = html.escape
     summary = dict(summary or summarize(findings))
     by_code = summary.get("by_code") or {}
@@ -39,7 +39,7 @@ def findings_page(
     ]
     extra = {k: v for k, v in summary.items() if k not in ("errors", "warnings", "by_code")}
     if extra:
-        parts.append('<p class="meta">' + "; ".join(f"{e(str(k))}: {e(str(v))}" for k, v in extra.items()) + "</p>")
+        parts.append('<p class="meta">' + "; ".join(f"{e(str(k))}: {e(_plain(v))}" for k, v in extra.items()) + "</p>")
     if isinstance(by_code, Mapping) and by_code:
         parts.append("<table><tr><th>code</th><th>count</th><th>meaning</th></tr>")
         for code, count in by_code.items():
@@ -53,7 +53,8 @@ def findings_page(
         "<th>value</th><th>message</th></tr>"
     )
     anchored: set[str] = set()
-    for f in findings:
+    # Errors first: they decide the exit status and need a curator before the warnings do.
+    for f in sorted(findings, key=lambda f: f.severity is not Severity.ERROR):
         anchor = ""
         if f.code not in anchored:
             anchored.add(f.code)
@@ -70,3 +71,11 @@ def findings_page(
         parts.append("<p>No problems found.</p>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)

@@ -12,7 +12,7 @@ import ast
 import json
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -64,8 +64,24 @@ def clean_text(value: CellValue) -> str | None:
     """Cell text without surrounding whitespace (non-breaking spaces included); empty -> None."""
     if value is None:
         return None
-    text = str(value).translate(_INVISIBLE).translate(_SPACES).strip()
-    return text or None
+    text = str(value)
+    if not text.isascii():
+        text = text.translate(_INVISIBLE).translate(_SPACES)
+    return text.strip() or None
+
+
+def whitespace_message(value: str) -> str:
+    """What exactly is wrong with a cell's whitespace, in words."""
+    kinds = []
+    if value[:1].isspace():
+        kinds.append("leading space")
+    if value[-1:].isspace():
+        kinds.append("trailing space")
+    if any(c in value for c in "\u00a0\u2007\u202f\u3000"):
+        kinds.append("non-breaking space")
+    if any(ord(c) in _INVISIBLE for c in value):
+        kinds.append("invisible character")
+    return " and ".join(kinds or ["stray whitespace"]) + " in the cell"
 
 
 def _note(info: ValidationInfo, note: Note) -> None:
@@ -90,7 +106,7 @@ def _text(cls: type[BaseModel], value: Any, info: ValidationInfo) -> str | None:
             info,
             Note(
                 "cell.whitespace", Severity.WARNING, _column(cls, info.field_name), value,
-                "stray whitespace (leading/trailing spaces, non-breaking or invisible characters)",
+                whitespace_message(value),
                 f"write it as {clean!r}" if clean and len(clean) <= 60 else "remove the whitespace around the text",
             ),
         )
@@ -113,6 +129,9 @@ def parse_captions(value: CellValue) -> tuple[list[str], bool]:
     if text is None:
         return [], False
     if text.startswith("["):
+        simple = _SIMPLE_LIST.match(text)
+        if simple:  # the common case, without the cost of compiling the literal
+            return [c.strip() for c in _SIMPLE_ITEM.findall(text) if c.strip()], False
         try:
             parsed = ast.literal_eval(text)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -123,6 +142,10 @@ def parse_captions(value: CellValue) -> tuple[list[str], bool]:
     return [text], False
 
 
+# A list of single-quoted strings with no quote or backslash inside: what ast.literal_eval
+# would return for it is exactly the text between the quotes.
+_SIMPLE_LIST = re.compile(r"^\[\s*'[^'\\]*'(?:\s*,\s*'[^'\\]*')*\s*,?\s*\]$")
+_SIMPLE_ITEM = re.compile(r"'([^'\\]*)'")
 _ONE_ITEM = re.compile(r"^\[\s*(['\"])(?P<inner>.*)\1\s*\]$", re.DOTALL)
 
 
@@ -210,8 +233,7 @@ class CovidRow(BaseModel):
             _note(
                 info,
                 Note(
-                    "cell.whitespace", Severity.WARNING, "Age", raw_age,
-                    "stray whitespace (leading/trailing spaces, non-breaking or invisible characters)",
+                    "cell.whitespace", Severity.WARNING, "Age", raw_age, whitespace_message(raw_age),
                     f"write it as {str(age)!r}",
                 ),
             )
@@ -270,13 +292,18 @@ class CovidRow(BaseModel):
             return value
         captions, malformed = parse_captions(value)
         if malformed:
+            one = _ONE_ITEM.match(clean_text(value) or "")
+            why = (
+                f"the {one[1]} inside the caption ends its quoted string early"
+                if one and one[1] in one["inner"]
+                else "it does not parse"
+            )
             _note(
                 info,
                 Note(
                     "captions.malformed", Severity.WARNING, "Captions", _short(value),
-                    "captions look like a Python list but do not parse (a quote inside a caption ends "
-                    "its string early?); read as one caption",
-                    f"write them as a valid list, e.g. {_short(repr(captions), 80)}",
+                    f"captions look like a Python list but {why}; read as one caption",
+                    f"write them as a valid list (ctcurate validate --fix does): {_short(repr(captions), 80)}",
                 ),
             )
         return captions
@@ -377,7 +404,15 @@ def _short(value: object, limit: int = 120) -> str | None:
 
 
 def _is_blank(value: CellValue) -> bool:
-    return value is None or (isinstance(value, str) and clean_text(value) is None)
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip() if value.isascii() else clean_text(value) is None
+    return False
+
+
+def _signature(cells: Mapping[str, CellValue]) -> tuple[CellValue, ...]:
+    return tuple(v.strip() if isinstance(v, str) else v for v in cells.values())
 
 
 def _row_findings(
@@ -412,12 +447,14 @@ def _row_findings(
 
 def _resolve_same_as_above(
     records: Iterable[Record], columns: Mapping[str, str], file: str | None, findings: list[Finding]
-) -> list[tuple[int, dict[str, CellValue], Mapping[str, CellValue]]]:
-    """Replace `same as above` cells by the (resolved) value of the row above, with a warning each."""
-    out: list[tuple[int, dict[str, CellValue], Mapping[str, CellValue]]] = []
-    above: dict[str, CellValue] | None = None
+) -> Iterator[tuple[int, Mapping[str, CellValue], Mapping[str, CellValue]]]:
+    """Replace `same as above` cells by the (resolved) value of the row above, with a warning each.
+
+    Streams: one row at a time, so a 100,000-row sheet is never held twice.
+    """
+    above: Mapping[str, CellValue] | None = None
     for number, cells in records:
-        resolved = dict(cells)
+        resolved: Mapping[str, CellValue] = cells
         for key, value in cells.items():
             if isinstance(value, str) and value.strip().casefold() in SAME_AS_ABOVE:
                 source = None if above is None else above.get(key)
@@ -427,18 +464,18 @@ def _resolve_same_as_above(
                               file=file, row=number, column=columns.get(key, key), value=value,
                               hint="write the value itself")
                     )
-                    resolved[key] = None
+                    resolved = {**resolved, key: None}
                 else:
                     findings.append(
                         warning("cell.same-as-above", f"'same as above' read as {_short(source, 60)!r}",
                                 file=file, row=number, column=columns.get(key, key), value=value,
                                 hint="write the value itself: sorting or filtering the sheet breaks the reference")
                     )
-                    resolved[key] = source
-        out.append((number, resolved, cells))
+                    # Cleaned here so the copied value's whitespace is reported once, on its own row.
+                    resolved = {**resolved, key: clean_text(source) if isinstance(source, str) else source}
+        yield number, resolved, cells
         if any(not _is_blank(v) for v in resolved.values()):
             above = resolved
-    return out
 
 
 def _parse_rows(
@@ -447,11 +484,12 @@ def _parse_rows(
     columns: Mapping[str, str],
     key_fields: tuple[str, str],
     file: str | None,
-) -> tuple[list[tuple[BaseModel, dict[str, CellValue]]], list[Finding]]:
+    row_check: Callable[[Any, Mapping[str, CellValue]], list[Finding]] | None = None,
+) -> tuple[list[BaseModel], list[Finding]]:
     """Shared row loop: empty rows, stray rows, `same as above`, model validation, duplicates."""
     findings: list[Finding] = []
     rows = _resolve_same_as_above(records, columns, file, findings)
-    parsed: list[tuple[BaseModel, dict[str, CellValue]]] = []
+    parsed: list[BaseModel] = []
     pending_empty: list[int] = []
     seen_rows: dict[tuple[Any, ...], int] = {}
     seen_names: dict[str, int] = {}
@@ -487,7 +525,7 @@ def _parse_rows(
             findings.extend(_row_findings(model, number, notes, exc, file))
             continue
         findings.extend(_row_findings(model, number, notes, None, file))
-        signature = tuple(clean_text(cells.get(k)) for k in columns)
+        signature = _signature(cells)
         name = getattr(obj, name_key)
         if signature in seen_rows:
             findings.append(
@@ -502,7 +540,9 @@ def _parse_rows(
             )
         seen_rows.setdefault(signature, number)
         seen_names.setdefault(name, number)
-        parsed.append((obj, cells))
+        if row_check is not None:
+            findings.extend(row_check(obj, cells))
+        parsed.append(obj)
     return parsed, findings
 
 
@@ -514,12 +554,11 @@ def check_covid_rows(
     Row-level findings only (parse, whitespace, ages, genders, captions, `same as above`, DOIs,
     empty/stray/duplicate rows, one patient with conflicting age or gender). Lazy: every problem.
     """
-    parsed, findings = _parse_rows(CovidRow, records, COVID_COLUMNS, ("file_name", "patient_id"), file)
-    models: list[CovidRow] = []
-    for obj, cells in parsed:
-        assert isinstance(obj, CovidRow)
-        models.append(obj)
-        findings.extend(doi_lib.check_doi(cells.get("doi"), obj.file_name, file=file, row=obj.row, column="DOI"))
+    def doi_check(row: CovidRow, cells: Mapping[str, CellValue]) -> list[Finding]:
+        return doi_lib.check_doi(cells.get("doi"), row.file_name, file=file, row=row.row, column="DOI")
+
+    parsed, findings = _parse_rows(CovidRow, records, COVID_COLUMNS, ("file_name", "patient_id"), file, doi_check)
+    models = [obj for obj in parsed if isinstance(obj, CovidRow)]
     findings.extend(_patient_conflicts(models, file))
     return models, findings
 
@@ -529,7 +568,7 @@ def check_noncovid_rows(
 ) -> tuple[list[NonCovidRow], list[Finding]]:
     """Validate NonCOVID metadata rows given as `(row number, {canonical column: cell})`."""
     parsed, findings = _parse_rows(NonCovidRow, records, NONCOVID_COLUMNS, ("image_name", "patient_id"), file)
-    return [obj for obj, _ in parsed if isinstance(obj, NonCovidRow)], findings
+    return [obj for obj in parsed if isinstance(obj, NonCovidRow)], findings
 
 
 def _patient_conflicts(rows: list[CovidRow], file: str | None) -> list[Finding]:

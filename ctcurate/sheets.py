@@ -11,17 +11,20 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
-from openpyxl import load_workbook
-from openpyxl.utils import get_column_letter, range_boundaries
+from xml.etree.ElementTree import ParseError, iterparse
+
+from openpyxl.reader.excel import ExcelReader
+from openpyxl.styles.stylesheet import apply_stylesheet
+from openpyxl.utils import column_index_from_string, get_column_letter, range_boundaries
+from openpyxl.utils.datetime import from_excel, from_ISO8601
 from openpyxl.utils.exceptions import InvalidFileException
-from openpyxl.worksheet._read_only import ReadOnlyWorksheet
-from openpyxl.worksheet._reader import VALUE_TAG, WorkSheetParser
 
 from .findings import Finding, error, warning
 
@@ -66,14 +69,17 @@ def _label(path: Path) -> str:
     return path.name
 
 
-def read_sheet(path: Path) -> Sheet:
-    """Read a .xlsx or .csv metadata sheet; raise `SheetError` when it cannot be read at all."""
+def read_sheet(path: Path, header_only: bool = False) -> Sheet:
+    """Read a .xlsx or .csv metadata sheet; raise `SheetError` when it cannot be read at all.
+
+    `header_only` stops an .xlsx after its header row (to tell which kind of sheet it is).
+    """
     path = Path(path)
     if not path.is_file():
         raise SheetError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix in XLSX_SUFFIXES:
-        return _read_xlsx(path)
+        return _read_xlsx(path, header_only)
     if suffix in CSV_SUFFIXES:
         return _read_csv(path)
     raise SheetError(f"{path}: not a sheet (expected .xlsx or .csv)")
@@ -117,59 +123,31 @@ def _header_key(text: str) -> str:
     return " ".join(text.replace("\u00a0", " ").split()).casefold()
 
 
-# --- .xlsx ----------------------------------------------------------------------------------
+# --- .xlsx ---------------------------------------------------------------------------------
+
+_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_ROW, _C, _V, _F, _IS, _T, _R = (f"{_NS}{t}" for t in ("row", "c", "v", "f", "is", "t", "r"))
+_COL, _MERGE = f"{_NS}col", f"{_NS}mergeCell"
 
 
-class _Parser(WorkSheetParser):
-    """openpyxl's streaming sheet parser, keeping a formula's cached value beside its text.
+class _WorkbookReader(ExcelReader):
+    """openpyxl's workbook reader stopped before it builds sheet objects.
 
-    The public API offers either the formula (data_only=False) or its cached result (data_only=True)
-    per load; a curator needs both, from one pass over a 100,000-row sheet.
+    openpyxl's read-only sheet objects parse the whole sheet once just to learn its size when
+    the file has no `<dimension>` (files written by openpyxl or pandas); we stream each sheet
+    exactly once ourselves, seeing formulas with their cached values, error cells and dates.
     """
 
-    def parse_cell(self, element: Any) -> dict[str, Any]:
-        cell = super().parse_cell(element)
-        if cell["data_type"] == "f":
-            cached = element.findtext(VALUE_TAG, None)
-            kind = element.get("t", "n")
-            if cached is not None and kind == "n":
-                try:
-                    num = float(cached)
-                    cached = int(num) if num.is_integer() and "." not in cached and "E" not in cached.upper() else num
-                except ValueError:
-                    pass
-            elif kind == "b" and cached is not None:
-                cached = bool(int(cached))
-            cell["cached"] = cached
-            cell["cached_type"] = kind
-        return cell
-
-
-def _iso(value: Any) -> str:
-    if isinstance(value, datetime) and value.time() == time(0):
-        return value.date().isoformat()
-    if isinstance(value, (date, datetime, time)):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return str(value)
-    return str(value)
-
-
-def _read_xlsx(path: Path) -> Sheet:
-    label = _label(path)
-    try:
-        wb = load_workbook(path, read_only=True, data_only=False)
-    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError, TypeError, EOFError) as exc:
-        raise SheetError(f"{path}: not a readable .xlsx workbook ({_reason(exc)})") from exc
-    try:
-        return _read_workbook(path, label, wb)
-    except SheetError:
-        raise
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError, TypeError, EOFError, SyntaxError) as exc:
-        # A truncated or corrupt member shows up only while streaming rows.
-        raise SheetError(f"{path}: not a readable .xlsx workbook ({_reason(exc)})") from exc
-    finally:
-        wb.close()
+    def open(self) -> list[tuple[str, str, str]]:
+        self.read_manifest()
+        self.read_strings()
+        self.read_workbook()
+        apply_stylesheet(self.archive, self.wb)
+        return [
+            (sheet.name, sheet.state or "visible", rel.target)
+            for sheet, rel in self.parser.find_sheets()
+            if rel.target in self.valid_files and "chartsheet" not in rel.Type
+        ]
 
 
 def _reason(exc: BaseException) -> str:
@@ -177,165 +155,262 @@ def _reason(exc: BaseException) -> str:
     return text[:160]
 
 
-def _read_workbook(path: Path, label: str, wb: Any) -> Sheet:
+def _read_xlsx(path: Path, header_only: bool = False) -> Sheet:
+    reader: _WorkbookReader | None = None
+    try:
+        reader = _WorkbookReader(str(path), read_only=True)
+        sheets = reader.open()
+        if not sheets:
+            raise SheetError(f"{path}: workbook has no worksheet")
+        return _read_workbook(path, reader, sheets, header_only)
+    except SheetError:
+        raise
+    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError, TypeError,
+            IndexError, AttributeError, EOFError, SyntaxError, ParseError, zlib.error) as exc:
+        # openpyxl and zipfile raise many types for a damaged or truncated workbook.
+        raise SheetError(f"{path}: not a readable .xlsx workbook ({_reason(exc)})") from exc
+    finally:
+        if reader is not None and getattr(reader, "archive", None) is not None:
+            reader.archive.close()
+
+
+def _read_workbook(
+    path: Path, reader: _WorkbookReader, sheets: list[tuple[str, str, str]], header_only: bool = False
+) -> Sheet:
+    label = _label(path)
     findings: list[Finding] = []
-    sheets = wb.worksheets
-    states = {ws.title: getattr(ws, "sheet_state", "visible") for ws in sheets}
-    visible = [ws for ws in sheets if states[ws.title] == "visible"]
-    if not sheets:
-        raise SheetError(f"{path}: workbook has no worksheet")
-    ws = (visible or sheets)[0]
-    if not isinstance(ws, ReadOnlyWorksheet):
-        raise SheetError(f"{path}: first sheet {ws.title!r} is not a worksheet")
-    for other in sheets:
-        if other is ws:
+    visible = [s for s in sheets if s[1] == "visible"]
+    title, _, target = (visible or sheets)[0]
+    for name, state, _t in sheets:
+        if name == title:
             continue
-        state = states[other.title]
         extra = "" if state == "visible" else f" ({state})"
         findings.append(
             warning(
                 "sheet.extra-sheet",
-                f"workbook has another sheet {other.title!r}{extra}; only {ws.title!r} is read",
-                file=label, value=other.title, hint="move its rows into the data sheet or delete it",
+                f"workbook has another sheet {name!r}{extra}; only {title!r} is read",
+                file=label, value=name, hint="move its rows into the data sheet or delete it",
             )
         )
-
-    source = ws._get_source()
-    parser = _Parser(
-        source,
-        ws._shared_strings,
-        data_only=False,
-        epoch=wb.epoch,
-        date_formats=wb._date_formats,
-        timedelta_formats=wb._timedelta_formats,
-    )
-    try:
-        header, rows = _rows(parser, label, findings)
-    finally:
-        source.close()
+    wb = reader.wb
+    stream = _SheetStream(reader.shared_strings, wb._date_formats, wb._timedelta_formats, wb.epoch, label, findings)
+    with reader.archive.open(target) as src:
+        header, rows = stream.read(src, header_only)
     if header is None:
-        raise SheetError(f"{path}: sheet {ws.title!r} is empty (no header row)")
-    width = len(header)
-    _hidden(parser, label, findings)
-    rows = _merged(parser, rows, label, findings)
-    _unnamed(header, rows, width, label, findings)
-    return Sheet(path=path, name=ws.title, header=header, rows=rows, findings=_named(findings, header))
+        raise SheetError(f"{path}: sheet {title!r} is empty (no header row)")
+    _hidden(stream.hidden_rows, stream.hidden_cols, label, findings)
+    rows = _merged(stream.merges, rows, label, findings)
+    _unnamed(header, rows, len(header), label, findings)
+    return Sheet(path=path, name=title, header=header, rows=rows, findings=_named(findings, header))
 
 
 def _named(findings: list[Finding], header: tuple[str, ...]) -> list[Finding]:
     """Findings located by column letter, renamed to the column's header where it has one."""
     names = {get_column_letter(i + 1): h.strip() for i, h in enumerate(header) if h.strip()}
-    return [
-        f.model_copy(update={"column": names[f.column]}) if f.column in names else f
-        for f in findings
-    ]
+    return [f.model_copy(update={"column": names[f.column]}) if f.column in names else f for f in findings]
 
 
-def _rows(
-    parser: WorkSheetParser, label: str, findings: list[Finding]
-) -> tuple[tuple[str, ...] | None, list[SheetRow]]:
-    header: tuple[str, ...] | None = None
-    rows: list[SheetRow] = []
-    for number, cells in parser.parse():
+class _SheetStream:
+    """One pass over a worksheet's XML: rows of plain values, plus what Excel hides in them."""
+
+    def __init__(
+        self, shared: list[Any], date_styles: set[int], timedelta_styles: set[int], epoch: Any,
+        label: str, findings: list[Finding],
+    ) -> None:
+        self.shared = shared
+        self.date_styles = date_styles
+        self.timedelta_styles = timedelta_styles
+        self.epoch = epoch
+        self.label = label
+        self.findings = findings
+        self.hidden_rows: list[int] = []
+        self.hidden_cols: list[tuple[int, int]] = []
+        self.merges: list[str] = []
+
+    def read(self, src: Any, header_only: bool = False) -> tuple[tuple[str, ...] | None, list[SheetRow]]:
+        header: tuple[str, ...] | None = None
+        rows: list[SheetRow] = []
+        number = 0
+        for _event, el in iterparse(src, events=("end",)):
+            tag = el.tag
+            if tag == _ROW:
+                r = el.get("r")
+                number = int(float(r)) if r else number + 1
+                if el.get("hidden") in ("1", "true"):
+                    self.hidden_rows.append(number)
+                values = self._row(el, number)
+                el.clear()
+                if header is None:
+                    if not values:
+                        continue
+                    if number != 1:
+                        self.findings.append(
+                            warning("sheet.header-row", f"the header is on row {number}, not row 1",
+                                    file=self.label, row=number, hint="delete the rows above the header")
+                        )
+                    header = tuple("" if v is None else str(v) for v in values)
+                    if header_only:
+                        break
+                    continue
+                rows.append(SheetRow(number, tuple(values)))
+            elif tag == _COL:
+                if el.get("hidden") in ("1", "true"):
+                    self.hidden_cols.append((int(el.get("min", "1")), int(el.get("max", el.get("min", "1")))))
+            elif tag == _MERGE:
+                ref = el.get("ref")
+                if ref:
+                    self.merges.append(ref)
+        return header, rows
+
+    def _row(self, el: Any, number: int) -> list[CellValue]:
         values: list[CellValue] = []
-        for cell in cells:
-            col = cell["column"]
+        col = 0
+        for c in el:
+            if c.tag != _C:
+                continue
+            ref = c.get("r")
+            col = _column_of(ref) if ref else col + 1
+            value = self._cell(c, number, col)
+            if value is None:
+                continue
             while len(values) < col - 1:
                 values.append(None)
-            values.append(_cell_value(cell, number, label, findings))
-        while values and values[-1] is None:
-            values.pop()
-        if header is None:
-            if not values:
-                continue
-            if number != 1:
-                findings.append(
-                    warning(
-                        "sheet.header-row",
-                        f"the header is on row {number}, not row 1",
-                        file=label, row=number, hint="delete the rows above the header",
-                    )
-                )
-            header = tuple("" if v is None else str(v) for v in values)
-            continue
-        rows.append(SheetRow(number, tuple(values)))
-    return header, rows
+            values.append(value)
+        return values
 
+    def _cell(self, c: Any, number: int, col: int) -> CellValue:
+        kind = c.get("t", "n")
+        formula = c.find(_F)
+        if formula is not None:
+            return self._formula(c, formula, kind, number, col)
+        if kind == "s":
+            v = c.findtext(_V)
+            return str(self.shared[int(v)]) if v else None
+        if kind == "inlineStr":
+            node = c.find(_IS)
+            return None if node is None else _inline_text(node)
+        v = c.findtext(_V)
+        if not v:
+            return None
+        if kind == "n":
+            style = int(c.get("s", "0"))
+            num = _number(v)
+            if style in self.date_styles:
+                try:
+                    return self._date(from_excel(num, self.epoch, timedelta=style in self.timedelta_styles), number, col)
+                except (OverflowError, ValueError):
+                    return self._error(f"a date serial number {v} outside the calendar", v, number, col)
+            return num
+        if kind == "str":
+            return v
+        if kind == "b":
+            return v.strip() in ("1", "true")
+        if kind == "e":
+            return self._error(f"the Excel error {v}", v, number, col)
+        if kind == "d":
+            return self._date(from_ISO8601(v), number, col)
+        return v
 
-def _cell_value(cell: dict[str, Any], number: int, label: str, findings: list[Finding]) -> CellValue:
-    kind = cell["data_type"]
-    value = cell["value"]
-    col = get_column_letter(cell["column"])
-    if kind == "f":
-        formula = str(getattr(value, "text", value))
-        cached = cell.get("cached")
-        if cell.get("cached_type") == "e":
-            findings.append(
-                error(
-                    "cell.error", f"formula {formula} evaluates to the error {cached}",
-                    file=label, row=number, column=col, value=formula, hint="type the value instead of a formula",
-                )
+    def _formula(self, c: Any, formula: Any, kind: str, number: int, col: int) -> CellValue:
+        text = "=" + (formula.text or "")
+        if formula.get("t") == "shared" and not formula.text:
+            text = f"=(shared formula {formula.get('si')})"
+        cached = c.findtext(_V) or None
+        letter = get_column_letter(col)
+        if kind == "e":
+            self.findings.append(
+                error("cell.error", f"formula {text} evaluates to the error {cached}",
+                      file=self.label, row=number, column=letter, value=text,
+                      hint="type the value instead of a formula")
             )
             return None
-        findings.append(
-            warning(
-                "cell.formula",
-                f"cell holds the formula {formula}; its last computed value {cached!r} is used",
-                file=label, row=number, column=col, value=formula, hint="replace the formula by its value",
-            )
+        value: CellValue = cached
+        if cached is not None and kind == "n":
+            value = _number(cached)
+        elif cached is not None and kind == "b":
+            value = cached.strip() in ("1", "true")
+        self.findings.append(
+            warning("cell.formula", f"cell holds the formula {text}; its last computed value {value!r} is used",
+                    file=self.label, row=number, column=letter, value=text,
+                    hint="replace the formula by its value")
         )
-        return cached if isinstance(cached, (str, int, float, bool)) else None
-    if kind == "e":
-        findings.append(
-            error(
-                "cell.error", f"cell holds the Excel error {value}",
-                file=label, row=number, column=col, value=str(value), hint="type the intended value",
-            )
+        return value
+
+    def _error(self, what: str, value: str, number: int, col: int) -> None:
+        self.findings.append(
+            error("cell.error", f"cell holds {what}", file=self.label, row=number,
+                  column=get_column_letter(col), value=value, hint="type the intended value")
         )
         return None
-    if kind == "d" or isinstance(value, (date, datetime, time, timedelta)):
+
+    def _date(self, value: Any, number: int, col: int) -> str:
         text = _iso(value)
-        findings.append(
-            warning(
-                "cell.date",
-                f"Excel stored this cell as a date/time ({text}); was it typed as something else?",
-                file=label, row=number, column=col, value=text,
-                hint="format the cell as text and retype the value",
-            )
+        self.findings.append(
+            warning("cell.date", f"Excel stored this cell as a date/time ({text}); was it typed as something else?",
+                    file=self.label, row=number, column=get_column_letter(col), value=text,
+                    hint="format the cell as text and retype the value")
         )
         return text
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
+
+
+_COLUMNS: dict[str, int] = {}
+
+
+def _column_of(ref: str) -> int:
+    letters = ref.rstrip("0123456789")
+    col = _COLUMNS.get(letters)
+    if col is None:
+        col = _COLUMNS[letters] = column_index_from_string(letters)
+    return col
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        num = float(text)
+        return int(num) if num.is_integer() and abs(num) < 2**53 else num
+
+
+def _inline_text(node: Any) -> str:
+    """Text of an inline string: plain `<t>` or rich-text runs `<r><t>`, phonetic runs skipped."""
+    parts = []
+    for child in node:
+        if child.tag == _T:
+            parts.append(child.text or "")
+        elif child.tag == _R:
+            parts.append(child.findtext(_T) or "")
+    return "".join(parts)
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime) and value.time() == time(0):
+        return value.date().isoformat()
+    if isinstance(value, (date, datetime, time)):
+        return value.isoformat()
     return str(value)
 
 
-def _hidden(parser: WorkSheetParser, label: str, findings: list[Finding]) -> None:
-    for key, attrs in sorted(parser.row_dimensions.items(), key=lambda kv: int(kv[0])):
-        if str(attrs.get("hidden", "0")).lower() in ("1", "true"):
-            findings.append(
-                warning(
-                    "sheet.hidden-row", f"row {key} is hidden in Excel (it is still validated)",
-                    file=label, row=int(key), hint="unhide it so curators see what is checked",
-                )
+def _hidden(hidden_rows: list[int], hidden_cols: list[tuple[int, int]], label: str, findings: list[Finding]) -> None:
+    for number in hidden_rows:
+        findings.append(
+            warning(
+                "sheet.hidden-row", f"row {number} is hidden in Excel (it is still validated)",
+                file=label, row=number, hint="unhide it so curators see what is checked",
             )
-    for attrs in parser.column_dimensions.values():
-        if str(attrs.get("hidden", "0")).lower() in ("1", "true"):
-            first, last = int(attrs["min"]), int(attrs.get("max", attrs["min"]))
-            span = get_column_letter(first) + ("" if last == first else f":{get_column_letter(last)}")
-            findings.append(
-                warning(
-                    "sheet.hidden-column", f"column {span} is hidden in Excel (it is still validated)",
-                    file=label, column=get_column_letter(first), hint="unhide it so curators see what is checked",
-                )
+        )
+    for first, last in hidden_cols:
+        span = get_column_letter(first) + ("" if last == first else f":{get_column_letter(last)}")
+        findings.append(
+            warning(
+                "sheet.hidden-column", f"column {span} is hidden in Excel (it is still validated)",
+                file=label, column=get_column_letter(first), hint="unhide it so curators see what is checked",
             )
+        )
 
 
-def _merged(parser: WorkSheetParser, rows: list[SheetRow], label: str, findings: list[Finding]) -> list[SheetRow]:
+def _merged(ranges: list[str], rows: list[SheetRow], label: str, findings: list[Finding]) -> list[SheetRow]:
     """Report merged ranges and give every covered cell the value Excel shows across the range."""
-    merged = getattr(parser, "merged_cells", None)
-    ranges = [m.ref for m in merged.mergeCell] if merged is not None else []
     if not ranges:
         return rows
     by_number = {r.number: i for i, r in enumerate(rows)}

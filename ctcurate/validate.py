@@ -179,7 +179,7 @@ def _first_existing(folder: Path, name: str) -> Path | None:
 def sheet_kind(path: Path) -> str:
     """`covid` or `noncovid`, from the header; raises `InputError` when it is neither."""
     try:
-        sheet = read_sheet(path)
+        sheet = read_sheet(path, header_only=True)
     except SheetError as exc:
         raise InputError(str(exc)) from exc
     keys = {" ".join(h.split()).casefold() for h in sheet.header}
@@ -197,8 +197,12 @@ def validate(
     images: Path | None = None,
     splits: Path | None = None,
     check_images: bool = True,
+    plan_fixes: bool = False,
 ) -> ValidationResult:
-    """Validate everything the inputs name; raise `InputError` only when something cannot be read."""
+    """Validate everything the inputs name; raise `InputError` only when something cannot be read.
+
+    `plan_fixes` also works out the cell fixes `--fix` writes (`ValidationResult.fixes`).
+    """
     inputs = resolve_inputs(metadata, images, splits)
     findings: list[Finding] = []
     fixes: list[CellFix] = []
@@ -254,8 +258,9 @@ def validate(
             findings += check_image_files(inputs.data_root, [p for ps in on_disk.values() for p in ps])
     findings += _patient_leaks(sheets, sheet_rows, row_names, entries)
 
-    for class_dir, (sheet, cols) in sheets.items():
-        fixes += _cell_fixes(sheet, cols, covid_rows if class_dir == COVID_CLASS else None)
+    if plan_fixes:
+        for class_dir, (sheet, cols) in sheets.items():
+            fixes += _cell_fixes(sheet, cols, covid_rows if class_dir == COVID_CLASS else None)
 
     findings = _by_file_and_row(findings)
     summary = summarize(findings) | {
@@ -266,7 +271,7 @@ def validate(
     }
     return ValidationResult(
         inputs=inputs, findings=findings, summary=summary, covid_rows=covid_rows,
-        noncovid_rows=noncovid_rows, split_entries=entries, fixes=_dedupe(fixes),
+        noncovid_rows=noncovid_rows, split_entries=entries, fixes=_dedupe(fixes) if plan_fixes else [],
     )
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from click.testing import CliRunner
 
 from ctcurate.cli import main
@@ -236,3 +239,20 @@ def test_schema_command_writes_and_checks(tmp_path):
     (tmp_path / "covid-row.schema.json").write_text("{}")
     stale = runner.invoke(main, ["schema", "--output", str(tmp_path), "--check"])
     assert stale.exit_code == 1 and stale.output == f"stale {tmp_path / 'covid-row.schema.json'}\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(max_size=30), max_size=4))
+def test_captions_agree_with_literal_eval(items):
+    """The regex fast path and ast.literal_eval must read every list the same way."""
+    text = repr(items)
+    captions, malformed = parse_captions(text)
+    assert not malformed
+    assert captions == [c.strip() for c in ast.literal_eval(text) if c.strip()]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_parse_captions_never_raises(text):
+    captions, _ = parse_captions("[" + text)
+    assert all(isinstance(c, str) for c in captions)

@@ -76,6 +76,8 @@ def test_real_same_as_above(real):
     assert sorted(same) == [3, 4, 5]
     assert all(f.column == "Severity" and f.severity.value == "warning" for f in same.values())
     assert real.covid_rows[1].severity.startswith("Chest tightness, unproductive cough")
+    # The copied value's trailing space is reported once, on row 2 where it is written.
+    assert [f.row for f in real.findings if f.code == "cell.whitespace" and f.column == "Severity" and f.row < 6] == [2]
 
 
 def test_real_png_files_holding_jpeg(real, real_data):
@@ -130,7 +132,7 @@ def test_every_code_is_registered_and_documented(real):
 
 def test_without_images_only_metadata_and_splits_are_checked(monkeypatch):
     monkeypatch.delenv("CTCURATE_DATA", raising=False)
-    result = validate()
+    result = validate(plan_fixes=True)
     assert result.images_checked is False
     assert result.inputs.covid_sheet == REPO / "metadata" / "COVID-CT-MetaInfo.xlsx"
     codes = set(result.summary["by_code"])

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from copy import copy
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import doi as doi_lib
 from .atomic import atomic_write
@@ -253,10 +254,10 @@ def _write_journal(data_root: Path, txn: str, ops: list[_Op], staging: list[Path
     _fsync_dir(journal_path(data_root).parent)
 
 
-def _roll_forward(journal: dict[str, object], step: Callable[[], None] = lambda: None) -> None:
+def _roll_forward(journal: dict[str, Any], step: Callable[[], None] = lambda: None) -> None:
     """Rename every staged file still present over its target; idempotent, so it resumes anywhere."""
     touched: set[Path] = set()
-    for op in journal["ops"]:  # type: ignore[union-attr]
+    for op in journal["ops"]:
         staged, target = Path(op["staged"]), Path(op["target"])
         if staged.exists():
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -54,8 +54,8 @@ class ContributionRow(BaseModel):
     other_diseases: str | None = Field(default=None, alias="Other diseases", description="Comorbidities as the paper states them.")
 
 
-REQUIRED_COLUMNS = tuple(f.alias for f in ContributionRow.model_fields.values() if f.is_required())
-ALL_COLUMNS = tuple(f.alias for f in ContributionRow.model_fields.values())
+REQUIRED_COLUMNS: tuple[str, ...] = tuple(f.alias or n for n, f in ContributionRow.model_fields.items() if f.is_required())
+ALL_COLUMNS: tuple[str, ...] = tuple(f.alias or n for n, f in ContributionRow.model_fields.items())
 _CANONICAL = {c.casefold(): c for c in ALL_COLUMNS}
 
 
@@ -105,8 +105,8 @@ def _read_rows(sheet: Path) -> tuple[list[str], list[tuple[int, list[object]]]]:
     if sheet.suffix.lower() == ".csv":
         with open(sheet, encoding="utf-8-sig", newline="") as fh:
             rows = list(csv.reader(fh))
-        body = [(i + 2, list(r)) for i, r in enumerate(rows[1:])]
-        return (list(rows[0]) if rows else []), body  # type: ignore[return-value]
+        body: list[tuple[int, list[object]]] = [(i + 2, list(r)) for i, r in enumerate(rows[1:])]
+        return (list(rows[0]) if rows else []), body
     import openpyxl
 
     wb = openpyxl.load_workbook(sheet, read_only=True, data_only=True)

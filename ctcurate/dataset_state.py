@@ -113,11 +113,11 @@ def read_state(data_root: Path, metadata_dir: Path) -> DatasetState:
     splits: dict[str, dict[str, tuple[str, ...]]] = {}
     figure_splits: dict[tuple[str, str], str] = {}
     for sf in split_files(metadata_dir / SPLITS_DIR):
-        names = tuple(line.strip() for line in sf.path.read_text(encoding="utf-8").splitlines() if line.strip())
-        splits.setdefault(sf.class_dir, {})[sf.split] = names
-        for n in names:
-            originals.append(n)
-            figure_splits.setdefault((sf.class_dir, figure_key(n)), sf.split)
+        listed = tuple(line.strip() for line in sf.path.read_text(encoding="utf-8").splitlines() if line.strip())
+        splits.setdefault(sf.class_dir, {})[sf.split] = listed
+        for entry in listed:
+            originals.append(entry)
+            figure_splits.setdefault((sf.class_dir, figure_key(entry)), sf.split)
     # A preprint cut into images is in the dataset even where its rows lack the DOI.
     for name in originals:
         pre = doi_lib.preprint_from_filename(name)

@@ -35,7 +35,7 @@ RowChecker = Callable[[Sequence[SheetRow], str], list[Finding]]
 class Duplicates:
     """What the leakage machinery found for a set of new images."""
 
-    of_existing: Mapping[Path, tuple[Path, ...]]  # new image -> dataset images it duplicates
+    of_existing: Mapping[Path, tuple[Path, ...]]  # new image -> dataset images it duplicates, best first
     within: tuple[tuple[Path, ...], ...] = ()  # groups of new images that duplicate each other
 
 
@@ -117,9 +117,13 @@ def metainfo_row_checker(rows: Sequence[SheetRow], sheet_name: str) -> list[Find
     from .schemas import COVID_COLUMNS, check_covid_rows
 
     field_of = {header: name for name, header in COVID_COLUMNS.items()}
-    records = [(r.row, {field_of[c]: v for c, v in r.values.items() if c in field_of}) for r in rows]
-    _, findings = check_covid_rows(records, sheet_name)
-    return findings
+    records = [(r.row, {field_of[c]: _cell(v) for c, v in r.values.items() if c in field_of}) for r in rows]
+    _, found = check_covid_rows(records, sheet_name)
+    return found
+
+
+def _cell(value: object) -> str | int | float | bool | None:
+    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
 
 
 def combine_checkers(*checkers: RowChecker) -> RowChecker:
@@ -209,12 +213,12 @@ def plan_intake(
     """Judge every contributed file; plan names, patients and splits for the accepted ones."""
     sheet = contribution.sheet_name()
     if not contribution.usable:
-        decisions = [
+        refused = tuple(
             Decision(source=key, row=None, accepted=False,
                      findings=(error("contribution.refused", "the contribution as a whole was refused", file=key),))
             for key in sorted(contribution.images)
-        ]
-        return IntakePlan(tuple(decisions), contribution.findings)
+        )
+        return IntakePlan(refused, contribution.findings)
 
     row_of_image, match_findings = _match_images(contribution)
     row_findings = check_rows(contribution.rows, sheet) + match_findings
@@ -283,10 +287,10 @@ def plan_intake(
     # DOI: new to the dataset (compared normalized).
     doi_of: dict[str, str] = {}
     for src in sources:
-        number = row_of.get(src)
-        if number is None:
+        at = row_of.get(src)
+        if at is None:
             continue
-        raw = rows_by_number[number].text("DOI")
+        raw = rows_by_number[at].text("DOI")
         norm = doi_lib.normalize(raw)
         if not norm:
             continue
@@ -294,7 +298,7 @@ def plan_intake(
         if paper_key(norm) in state.dois:
             example = state.dois[paper_key(norm)]
             findings[src].append(error("doi.in-dataset", "the paper is already in the dataset",
-                                       file=sheet, row=number, column="DOI", value=raw,
+                                       file=sheet, row=at, column="DOI", value=raw,
                                        hint=f"{norm} is cited by {example}" if example else None))
             collides[src] = norm
 
@@ -303,13 +307,13 @@ def plan_intake(
         dup = find_duplicates([contribution.images[k] for k in decodable], state.data_root)
         key_of = {contribution.images[k]: k for k in decodable}
         for path, existing in dup.of_existing.items():
-            key = key_of.get(path)
-            if key is None or not existing:
+            hit = key_of.get(path)
+            if hit is None or not existing:
                 continue
-            rels = sorted(_dataset_rel(p, state.data_root) for p in existing)
-            findings[key].append(error("image.duplicate", f"duplicates {rels[0]}" + (f" (and {len(rels) - 1} more)" if len(rels) > 1 else ""),
-                                       file=key, value=", ".join(rels)))
-            collides.setdefault(key, rels[0])
+            rels = [_dataset_rel(p, state.data_root) for p in existing]  # best match first
+            more = f" (and {len(rels) - 1} more)" if len(rels) > 1 else ""
+            findings[hit].append(error("image.duplicate", f"duplicates {rels[0]}{more}", file=hit, value=", ".join(rels)))
+            collides.setdefault(hit, rels[0])
         for group in dup.within:
             keys = sorted(key_of[p] for p in group if p in key_of)
             clean = [k for k in keys if not has_errors(findings[k])]
@@ -326,30 +330,30 @@ def plan_intake(
         if r.text("Patient ID").strip() and r.text("Label").strip() in LABEL_CLASS:
             labels_of_patient[patient_key(r.text("Patient ID"))].add(r.text("Label").strip())
     for src in sources:
-        number = row_of.get(src)
-        if number is None:
+        at = row_of.get(src)
+        if at is None:
             continue
-        r = rows_by_number[number]
-        if len(labels_of_patient.get(patient_key(r.text("Patient ID")), ())) > 1:
+        pid = rows_by_number[at].text("Patient ID")
+        if len(labels_of_patient.get(patient_key(pid), ())) > 1:
             findings[src].append(error("patient.label-conflict", "this patient has both COVID and NonCOVID rows",
-                                       file=sheet, row=number, column="Patient ID", value=r.text("Patient ID")))
+                                       file=sheet, row=at, column="Patient ID", value=pid))
 
     # Verdicts, then numbering, names and splits for the accepted ones.
     decisions: dict[str, Decision] = {}
     for src in sources:
-        number = row_of.get(src)
-        r = rows_by_number.get(number) if number is not None else None
-        label = r.text("Label").strip() if r else None
+        at = row_of.get(src)
+        sheet_row = rows_by_number.get(at) if at is not None else None
+        label = sheet_row.text("Label").strip() if sheet_row else None
         decisions[src] = Decision(
             source=src,
-            row=number,
+            row=at,
             accepted=not has_errors(findings[src]),
             findings=tuple(findings[src]),
             collides_with=collides.get(src),
             label=label or None,
             class_dir=LABEL_CLASS.get(label or ""),
             doi=doi_of.get(src),
-            contributor_patient=(r.text("Patient ID").strip() or None) if r else None,
+            contributor_patient=(sheet_row.text("Patient ID").strip() or None) if sheet_row else None,
             sha256=shas.get(src),
         )
 

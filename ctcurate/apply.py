@@ -37,7 +37,7 @@ TOOL_DIR = ".ctcurate"
 JOURNAL = "apply-journal.json"
 DATA_STAGING = "staging-"  # <data root>/.ctcurate/staging-<txn>/
 META_STAGING = ".ctcurate-staging-"  # <metadata>/.ctcurate-staging-<txn>/
-# Test hook: SIGKILL this process right after durable step k of apply (1-based).
+# Test hook: SIGKILL this process right after durable step k of apply or recover (1-based).
 KILL_ENV = "CTCURATE_APPLY_KILL_AFTER"
 SHEET_COLUMNS = ("File name", "Patient ID", "Age", "Gender", "Location", "Medical history", "Time",
                  "Severity", "Other diseases", "DOI", "Captions")
@@ -342,8 +342,9 @@ def recover(data_root: Path, metadata_dir: Path) -> Recovery:
             journal = json.loads(jpath.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise ApplyError(f"{jpath}: unreadable journal ({exc}); move it away only after checking the dataset") from exc
-        _roll_forward(journal)
-        _finish(data_root, [Path(p) for p in journal.get("staging", [])])
+        step = _Steps()  # recovery can be killed too; it resumes the same way
+        _roll_forward(journal, step)
+        _finish(data_root, [Path(p) for p in journal.get("staging", [])], step)
         return Recovery("completed", journal.get("transaction"), "an interrupted contribution was completed")
     removed: list[Path] = []
     staged_files = 0

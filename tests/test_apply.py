@@ -12,6 +12,8 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from .contribution_helpers import make_synthetic_dataset, noise_png, tree_hashes, write_contribution_sheet
 from ctcurate import apply as apply_lib
@@ -197,3 +199,63 @@ def test_second_run_is_refused_while_the_lock_is_held(tmp_path, holder):
         res = _run_cli(args)
         assert res.returncode == 0, res.stdout + res.stderr
         assert "cleared a stale lock" in res.stdout and "pid 999999999 (no longer running)" in res.stdout
+
+
+def test_a_killed_recovery_is_recovered_too(tmp_path):
+    """Kill the run after its commit point, then kill each recovery attempt at every step of its own."""
+    pristine = make_synthetic_dataset(tmp_path / "pristine")
+    contrib = _contribution(tmp_path)
+    args = lambda root: [str(contrib), "--data", str(root), "--metadata", str(root / "metadata")]  # noqa: E731
+    ref = tmp_path / "ref"
+    shutil.copytree(pristine, ref)
+    assert _run_cli(args(ref)).returncode == 0
+    expected = tree_hashes(ref)
+    expected.pop("metadata/contributions.jsonl")
+    j = 0
+    while True:
+        j += 1
+        work = tmp_path / f"j{j}"
+        shutil.copytree(pristine, work)
+        assert _run_cli(args(work), {apply_lib.KILL_ENV: "11"}).returncode == -signal.SIGKILL  # after 1 rename
+        assert apply_lib.journal_path(work).exists()
+        again = _run_cli(args(work), {apply_lib.KILL_ENV: str(j)})  # dies inside recovery, at its step j
+        with locked(apply_lib.lock_paths(work, work / "metadata")):
+            apply_lib.recover(work, work / "metadata")
+        got = tree_hashes(work)
+        assert len((work / "metadata" / "contributions.jsonl").read_text().splitlines()) == 3
+        got.pop("metadata/contributions.jsonl")
+        assert got == expected, f"recovery killed at its step {j}"
+        shutil.rmtree(work)
+        if again.returncode != -signal.SIGKILL:
+            assert j > 3
+            break
+
+
+_names = st.lists(st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"), blacklist_characters="\r\n"),
+                          min_size=1, max_size=12).filter(lambda n: n.strip() == n and n), max_size=6)
+
+
+@settings(max_examples=80, deadline=None)
+@given(old=_names, new=_names, crlf=st.booleans(), final_newline=st.booleans())
+def test_split_list_append_keeps_old_bytes_and_reads_back(old, new, crlf, final_newline):
+    nl = "\r\n" if crlf else "\n"
+    text = nl.join(old) + (nl if final_newline and old else "")
+    data = text.encode()
+    out = split_list_bytes(data, new)
+    assert out.startswith(data)
+    assert out.decode().splitlines() == old + new
+    if b"\r\n" in data:  # the file's own line-ending style is kept for the new lines
+        assert b"\n" not in out.replace(b"\r\n", b"")
+
+
+@settings(max_examples=60, deadline=None)
+@given(new=st.lists(st.tuples(st.text(min_size=1, max_size=10), st.text(min_size=1, max_size=10)), max_size=5))
+def test_noncovid_append_reads_back(new):
+    data = b",image name,patient id\r\n0,0.jpg,crawled_patient_0\r\n"
+    out = noncovid_sheet_bytes(data, new)
+    assert out.startswith(data)
+    import csv
+    import io
+
+    records = list(csv.reader(io.StringIO(out.decode(), newline="")))
+    assert records[2:] == [[str(i + 1), a, b] for i, (a, b) in enumerate(new)]

@@ -20,7 +20,7 @@ from .hashing import HASH_VERSION, Fingerprint, file_sha256, fingerprint_image
 from .images import UnreadableImage, open_image
 from .store import open_cache
 
-VERIFY_VERSION = "1"
+VERIFY_VERSION = "2"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS leakage_fingerprint (
@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS leakage_fingerprint (
 CREATE TABLE IF NOT EXISTS leakage_verdict (
     pair TEXT NOT NULL PRIMARY KEY, verdict TEXT NOT NULL);
 """
-_HASH_FIELDS = ("phash", "dhash", "whash", "phash_m", "dhash_m", "whash_m")
+HASH_FIELDS = ("phash", "dhash", "whash", "phash_m", "dhash_m", "whash_m")
 
 Progress = Callable[[int, int], None]
 
@@ -51,7 +51,7 @@ def _to_row(fp: Fingerprint) -> tuple[str, bytes]:
         "height": fp.height,
         "box": list(fp.box),
         "pixel_sha256": fp.pixel_sha256,
-        **{k: format(getattr(fp, k), "016x") for k in _HASH_FIELDS},
+        **{k: format(getattr(fp, k), "016x") for k in HASH_FIELDS},
     }
     return json.dumps(meta), fp.thumb
 
@@ -64,7 +64,7 @@ def _from_row(meta_text: str, thumb: bytes) -> Fingerprint:
         box=tuple(meta["box"]),
         pixel_sha256=meta["pixel_sha256"],
         thumb=bytes(thumb),
-        **{k: int(meta[k], 16) for k in _HASH_FIELDS},
+        **{k: int(meta[k], 16) for k in HASH_FIELDS},
     )
 
 

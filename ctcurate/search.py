@@ -61,7 +61,11 @@ def pairs_within(
         for mask in masks:
             target = qkey ^ mask
             n = counts[target]
-            hit = np.nonzero(n)[0]
+            if self_join and mask:
+                # a pair (i, j) is seen from both ends with the same mask: probe from one end only
+                hit = np.nonzero(n * (qkey < target))[0]
+            else:
+                hit = np.nonzero(n)[0]
             if len(hit) == 0:
                 continue
             n_hit = n[hit]
@@ -79,6 +83,7 @@ def pairs_within(
                 dj = order[first + run]
                 keep = hamming(q[qi], db[dj]) <= threshold
                 if self_join:
+                    qi, dj = np.minimum(qi, dj), np.maximum(qi, dj)
                     keep &= qi < dj
                 found_i.append(qi[keep])
                 found_j.append(dj[keep])
@@ -122,3 +127,4 @@ def pairs_within_any(
     first = np.concatenate(([True], key[1:] != key[:-1]))
     key, d = key[first], d[first]
     return key // n_db, key % n_db, d
+

@@ -158,8 +158,11 @@ def _cache_override() -> Path | None:
 @click.option("--partial", is_flag=True, help="Apply the accepted files even when others are rejected.")
 @click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write an empty contribution sheet (.xlsx or .csv) to this file and stop.")
+@click.option("--cache", "cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Hash cache shared with check-leakage (default $CTCURATE_CACHE, else <data>/.ctcurate/cache.sqlite).")
 def add_contribution(contribution: Path | None, data: Path | None, metadata: Path | None, dry_run: bool,
-                     split_mode: str, contributor: str, fmt: str, partial: bool, template: Path | None) -> None:
+                     split_mode: str, contributor: str, fmt: str, partial: bool, template: Path | None,
+                     cache: Path | None) -> None:
     """Check a contributed folder or zip against the dataset and apply it all-or-nothing.
 
     Exit 0: everything accepted (and applied unless --dry-run); 1: something rejected (nothing
@@ -195,7 +198,7 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
         outcome = contribute.add_contribution(
             contribution, data_root, meta,
             check_rows=contribute.default_row_checker(),
-            find_duplicates=contribute.default_duplicate_finder(_cache_override()),
+            find_duplicates=contribute.default_duplicate_finder(cache or _cache_override()),
             split_mode=split_mode, contributor=contributor, dry_run=dry_run, partial=partial,
         )
     except LockHeld as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import signal
@@ -15,10 +16,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from .contribution_helpers import make_synthetic_dataset, noise_png, tree_hashes, write_contribution_sheet
+# What the CLI imports lazily is imported here once, so that every forked child starts warm.
+import ctcurate.contribute  # noqa: F401
+import ctcurate.leakage  # noqa: F401
+import ctcurate.schemas  # noqa: F401
+import ctcurate.validate  # noqa: F401
 from ctcurate import apply as apply_lib
 from ctcurate.apply import covid_sheet_bytes, noncovid_sheet_bytes, split_list_bytes
+from ctcurate.cli import main
 from ctcurate.lock import locked
+from ctcurate.store import CACHE_ENV
+
+from .contribution_helpers import make_synthetic_dataset, noise_png, tree_hashes, write_contribution_sheet
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -92,6 +101,25 @@ def _contribution(tmp_path: Path) -> Path:
     return contrib
 
 
+def _cli_child(args: list[str], env_extra: dict[str, str]) -> None:
+    os.environ.update(env_extra)
+    sys.stdout = sys.stderr = open(os.devnull, "w")
+    try:
+        main(["add-contribution", *args], standalone_mode=True)
+    except SystemExit as exc:
+        os._exit(exc.code if isinstance(exc.code, int) else 2)
+    os._exit(0)
+
+
+def _run_forked(args: list[str], env_extra: dict[str, str] | None = None) -> int:
+    """Run the CLI in a forked child process (modules already imported: fast); its exit code or -signal."""
+    child = multiprocessing.get_context("fork").Process(target=_cli_child, args=(args, env_extra or {}))
+    child.start()
+    child.join(120)
+    assert child.exitcode is not None, "the child hung"
+    return child.exitcode
+
+
 def _run_cli(args: list[str], env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, **(env_extra or {}))
     return subprocess.run([sys.executable, "-m", "ctcurate.cli", "add-contribution", *args],
@@ -99,6 +127,7 @@ def _run_cli(args: list[str], env_extra: dict[str, str] | None = None) -> subpro
 
 
 def test_sigkill_at_every_step_leaves_before_or_after(tmp_path):
+    """Each run is a forked child that SIGKILLs itself right after step k; recovery, then compare trees."""
     pristine = make_synthetic_dataset(tmp_path / "pristine")
     contrib = _contribution(tmp_path)
     before = tree_hashes(pristine)
@@ -107,7 +136,8 @@ def test_sigkill_at_every_step_leaves_before_or_after(tmp_path):
     done = tmp_path / "done"
     shutil.copytree(pristine, done)
     args = lambda root: [str(contrib), "--data", str(root), "--metadata", str(root / "metadata"), "--contributor", "t"]  # noqa: E731
-    ok = _run_cli(args(done))
+    cache = tmp_path / "cache.sqlite"  # shared by every run: same pictures, hashed once
+    ok = _run_cli(args(done), {CACHE_ENV: str(cache)})
     assert ok.returncode == 0, ok.stdout + ok.stderr
     after = tree_hashes(done)
     assert set(after) - set(before) and after != before
@@ -127,12 +157,12 @@ def test_sigkill_at_every_step_leaves_before_or_after(tmp_path):
         k += 1
         work = tmp_path / f"k{k}"
         shutil.copytree(pristine, work)
-        res = _run_cli(args(work), {apply_lib.KILL_ENV: str(k)})
-        if res.returncode == 0:
+        code = _run_forked(args(work), {apply_lib.KILL_ENV: str(k), CACHE_ENV: str(cache)})
+        if code == 0:
             assert k > 5, "the hook never fired: steps are not counted"
             shutil.rmtree(work)
             break
-        assert res.returncode == -signal.SIGKILL, (k, res.stdout, res.stderr)
+        assert code == -signal.SIGKILL, (k, code)
         with locked(apply_lib.lock_paths(work, work / "metadata")) as locks:
             assert any(lock.stale for lock in locks), "a killed run leaves a stale lock file to report"
             apply_lib.recover(work, work / "metadata")
@@ -208,7 +238,8 @@ def test_a_killed_recovery_is_recovered_too(tmp_path):
     args = lambda root: [str(contrib), "--data", str(root), "--metadata", str(root / "metadata")]  # noqa: E731
     ref = tmp_path / "ref"
     shutil.copytree(pristine, ref)
-    assert _run_cli(args(ref)).returncode == 0
+    cache = {CACHE_ENV: str(tmp_path / "cache.sqlite")}
+    assert _run_cli(args(ref), cache).returncode == 0
     expected = tree_hashes(ref)
     expected.pop("metadata/contributions.jsonl")
     j = 0
@@ -216,9 +247,9 @@ def test_a_killed_recovery_is_recovered_too(tmp_path):
         j += 1
         work = tmp_path / f"j{j}"
         shutil.copytree(pristine, work)
-        assert _run_cli(args(work), {apply_lib.KILL_ENV: "11"}).returncode == -signal.SIGKILL  # after 1 rename
+        assert _run_forked(args(work), {apply_lib.KILL_ENV: "11", **cache}) == -signal.SIGKILL  # after 1 rename
         assert apply_lib.journal_path(work).exists()
-        again = _run_cli(args(work), {apply_lib.KILL_ENV: str(j)})  # dies inside recovery, at its step j
+        again = _run_forked(args(work), {apply_lib.KILL_ENV: str(j), **cache})  # dies inside recovery, at its step j
         with locked(apply_lib.lock_paths(work, work / "metadata")):
             apply_lib.recover(work, work / "metadata")
         got = tree_hashes(work)
@@ -226,7 +257,7 @@ def test_a_killed_recovery_is_recovered_too(tmp_path):
         got.pop("metadata/contributions.jsonl")
         assert got == expected, f"recovery killed at its step {j}"
         shutil.rmtree(work)
-        if again.returncode != -signal.SIGKILL:
+        if again != -signal.SIGKILL:
             assert j > 3
             break
 

@@ -118,6 +118,21 @@ def _status(outcome: Outcome) -> str:
     return "nothing applied"
 
 
+def planned_writes(plan: IntakePlan) -> dict[str, int]:
+    """Dataset file (relative) -> how many images or lines the accepted part adds to it."""
+    from .dataset_state import PROVENANCE_FILE
+    from .layout import COVID_SHEET, IMAGES_DIR, NONCOVID_SHEET, SPLITS_DIR, label_of_class
+
+    out: Counter[str] = Counter()
+    for d in plan.accepted:
+        out[f"{IMAGES_DIR}/{d.class_dir}/"] += 1
+        out[COVID_SHEET if d.class_dir == "CT_COVID" else NONCOVID_SHEET] += 1
+        if d.split and d.class_dir:
+            out[f"{SPLITS_DIR}/{label_of_class(d.class_dir)}/{d.split}{d.class_dir}.txt"] += 1
+        out[PROVENANCE_FILE] += 1
+    return dict(sorted(out.items()))
+
+
 def render_text(outcome: Outcome) -> str:
     plan = outcome.plan
     lines = list(outcome.notes)
@@ -143,6 +158,10 @@ def render_text(outcome: Outcome) -> str:
     splits = Counter((d.class_dir, d.split or "none") for d in plan.accepted)
     if splits:
         lines.append("splits: " + ", ".join(f"{c} {s}: {n}" for (c, s), n in sorted(splits.items())))
+    writes = planned_writes(plan)
+    if writes and (outcome.dry_run or outcome.applied is not None):
+        verb = "would write" if outcome.dry_run else "wrote"
+        lines.append(f"{verb}: " + ", ".join(f"{name} (+{n})" for name, n in writes.items()))
     lines.append(f"{len(plan.accepted)} accepted, {len(plan.rejected)} rejected; {_status(outcome)}")
     return "\n".join(lines)
 
@@ -170,6 +189,7 @@ def render_json(outcome: Outcome) -> str:
             for d in plan.decisions
         ],
         "patients": plan.patient_map,
+        "writes": planned_writes(plan) if (outcome.dry_run or outcome.applied is not None) else {},
         "summary": {
             "accepted": len(plan.accepted), "rejected": len(plan.rejected),
             "errors": sum(f.severity is Severity.ERROR for d in plan.decisions for f in d.findings)

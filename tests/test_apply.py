@@ -206,6 +206,8 @@ def test_dry_run_writes_nothing(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert "dry run: nothing written" in res.stdout
     assert "accepted  n1%0.png -> CT_COVID/n1%0.png (Patient 3," in res.stdout
+    assert "would write: COVID-CT-MetaInfo.xlsx (+2), " in res.stdout
+    assert "Images-processed/CT_NonCOVID/ (+1), NonCOVID-CT-MetaInfo.csv (+1), contributions.jsonl (+3)" in res.stdout
     assert tree_hashes(ds) == before
     assert not (ds / ".ctcurate" / "apply.lock").exists()
 

@@ -274,13 +274,16 @@ def plan_intake(
     root = contribution.root or contribution.source
     for key, path in sorted(contribution.images.items()):
         image_findings = check_image_files(root, [path])
-        findings[key].extend(image_findings)
         if has_errors(image_findings):
+            findings[key].extend(image_findings)
             continue
-        if any(f.code == "image.format-mismatch" for f in image_findings):
-            with open(path, "rb") as fh:
-                content = sniff_format(fh.read(16))
-            proper_suffix[key] = _SUFFIX_OF.get(content or "", path.suffix)
+        for f in image_findings:
+            if f.code == "image.format-mismatch":
+                with open(path, "rb") as fh:
+                    content = sniff_format(fh.read(16))
+                proper_suffix[key] = _SUFFIX_OF.get(content or "", path.suffix)
+                f = f.model_copy(update={"hint": f"it is stored under the {proper_suffix[key]} extension"})
+            findings[key].append(f)
         shas[key] = _file_sha256(path)
         decodable.append(key)
 

@@ -245,25 +245,53 @@ def _plan_files(plan: IntakePlan, state: DatasetState, contributor: str, source_
 # --- the transaction ------------------------------------------------------------------------
 
 
-def _write_journal(data_root: Path, txn: str, ops: list[_Op], staging: list[Path]) -> None:
-    body = {"transaction": txn, "version": 1,
-            "ops": [{"staged": str(o.staged), "target": str(o.target)} for o in ops],
-            "staging": [str(p) for p in staging]}
+def _rel(path: Path, data_root: Path, metadata_dir: Path) -> dict[str, str]:
+    """A path as (root, relative path): the journal must survive the dataset being moved."""
+    for tag, root in (("metadata", metadata_dir), ("data", data_root)):
+        try:
+            return {"root": tag, "path": path.relative_to(root).as_posix()}
+        except ValueError:
+            continue
+    raise ApplyError(f"{path}: outside both the data root and the metadata folder")
+
+
+def _abs(entry: dict[str, str], data_root: Path, metadata_dir: Path) -> Path:
+    return (metadata_dir if entry["root"] == "metadata" else data_root) / entry["path"]
+
+
+def _journal_body(txn: str, ops: list[_Op], staging: list[Path], data_root: Path, metadata_dir: Path) -> dict[str, Any]:
+    # Entries under the metadata folder are tagged "metadata" first, so nesting either way resolves.
+    return {"transaction": txn, "version": 2,
+            "ops": [{"staged": _rel(o.staged, data_root, metadata_dir), "target": _rel(o.target, data_root, metadata_dir)}
+                    for o in ops],
+            "staging": [_rel(p, data_root, metadata_dir) for p in staging]}
+
+
+def _write_journal(data_root: Path, body: dict[str, Any]) -> None:
     with atomic_write(journal_path(data_root)) as fh:
         json.dump(body, fh, indent=1)
     _fsync_dir(journal_path(data_root).parent)
 
 
-def _roll_forward(journal: dict[str, Any], step: Callable[[], None] = lambda: None) -> None:
-    """Rename every staged file still present over its target; idempotent, so it resumes anywhere."""
+def _roll_forward(journal: dict[str, Any], data_root: Path, metadata_dir: Path,
+                  step: Callable[[], None] = lambda: None) -> None:
+    """Rename every staged file still present over its target; idempotent, so it resumes anywhere.
+
+    A step whose staged file and target are both gone cannot be redone: that is refused (the
+    journal stays) rather than declared done.
+    """
     touched: set[Path] = set()
     for op in journal["ops"]:
-        staged, target = Path(op["staged"]), Path(op["target"])
+        staged = _abs(op["staged"], data_root, metadata_dir)
+        target = _abs(op["target"], data_root, metadata_dir)
         if staged.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged, target)
             touched.add(target.parent)
             step()
+        elif not target.exists():
+            raise ApplyError(f"{journal_path(data_root)}: cannot complete the interrupted contribution: neither "
+                             f"{staged} nor {target} exists (was the dataset moved or edited?)")
     for d in touched:
         _fsync_dir(d)
 
@@ -313,9 +341,10 @@ def apply_plan(plan: IntakePlan, state: DatasetState, *, contributor: str, sourc
             raise
         raise ApplyError(f"cannot stage the new files: {exc}") from exc
     # Commit point: from here on, the change happens (now or at the next start).
-    _write_journal(data_root, txn, ops, [data_stage, meta_stage])
+    journal = _journal_body(txn, ops, [data_stage, meta_stage], data_root, meta)
+    _write_journal(data_root, journal)
     step()
-    _roll_forward({"ops": [{"staged": str(o.staged), "target": str(o.target)} for o in ops]}, step)
+    _roll_forward(journal, data_root, meta, step)
     _finish(data_root, [data_stage, meta_stage], step)
     return ApplyResult(
         transaction=txn,
@@ -343,8 +372,10 @@ def recover(data_root: Path, metadata_dir: Path) -> Recovery:
         except (OSError, json.JSONDecodeError) as exc:
             raise ApplyError(f"{jpath}: unreadable journal ({exc}); move it away only after checking the dataset") from exc
         step = _Steps()  # recovery can be killed too; it resumes the same way
-        _roll_forward(journal, step)
-        _finish(data_root, [Path(p) for p in journal.get("staging", [])], step)
+        if journal.get("version") != 2:
+            raise ApplyError(f"{jpath}: journal version {journal.get('version')!r} is not one this ctcurate knows")
+        _roll_forward(journal, data_root, metadata_dir, step)
+        _finish(data_root, [_abs(p, data_root, metadata_dir) for p in journal.get("staging", [])], step)
         return Recovery("completed", journal.get("transaction"), "an interrupted contribution was completed")
     removed: list[Path] = []
     staged_files = 0

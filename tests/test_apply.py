@@ -292,3 +292,35 @@ def test_noncovid_append_reads_back(new):
 
     records = list(csv.reader(io.StringIO(out.decode(), newline="")))
     assert records[2:] == [[str(i + 1), a, b] for i, (a, b) in enumerate(new)]
+
+
+def test_journal_survives_moving_the_dataset(tmp_path):
+    """The journal holds paths relative to the data root and metadata folder, not absolute ones."""
+    ds = make_synthetic_dataset(tmp_path / "ds")
+    contrib = _contribution(tmp_path)
+    cache = {CACHE_ENV: str(tmp_path / "cache.sqlite")}
+    args = [str(contrib), "--data", str(ds), "--metadata", str(ds / "metadata")]
+    assert _run_forked(args, {apply_lib.KILL_ENV: "12", **cache}) == -signal.SIGKILL  # 2 renames done
+    moved = tmp_path / "moved"
+    ds.rename(moved)
+    with locked(apply_lib.lock_paths(moved, moved / "metadata")):
+        recovery = apply_lib.recover(moved, moved / "metadata")
+    assert recovery.action == "completed"
+    assert not apply_lib.pending(moved, moved / "metadata")
+    assert (moved / "Images-processed" / "CT_NonCOVID" / "neg.png").is_file()
+    assert len((moved / "metadata" / "contributions.jsonl").read_text().splitlines()) == 3
+
+
+def test_recovery_refuses_a_journal_it_cannot_complete(tmp_path):
+    ds = make_synthetic_dataset(tmp_path / "ds")
+    contrib = _contribution(tmp_path)
+    args = [str(contrib), "--data", str(ds), "--metadata", str(ds / "metadata")]
+    assert _run_forked(args, {apply_lib.KILL_ENV: "10", CACHE_ENV: str(tmp_path / "c.sqlite")}) == -signal.SIGKILL
+    staged = next((ds / ".ctcurate").glob("staging-*/CT_COVID/n1%0.png"))
+    staged.unlink()  # someone "cleaned up" the staging folder
+    with pytest.raises(apply_lib.ApplyError, match="cannot complete the interrupted contribution"):
+        apply_lib.recover(ds, ds / "metadata")
+    assert apply_lib.journal_path(ds).exists()  # kept for a person to look at
+    res = _run_cli(args)
+    assert res.returncode == 2
+    assert res.stderr.startswith("error: ") and "cannot complete the interrupted contribution" in res.stderr

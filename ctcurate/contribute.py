@@ -114,7 +114,8 @@ def _status(outcome: Outcome) -> str:
     if outcome.applied is not None:
         return f"applied {outcome.applied.images} image(s) (transaction {outcome.applied.transaction})"
     if outcome.plan.accepted:
-        return "nothing applied: some files were rejected (use --partial to apply the accepted ones)"
+        why = "some files were rejected" if outcome.plan.rejected else "the contribution has errors"
+        return f"nothing applied: {why} (use --partial to apply the accepted ones)"
     return "nothing applied"
 
 

@@ -265,6 +265,12 @@ def plan_intake(
         if _BAD_NAME.search(key.rsplit("/", 1)[-1]):
             findings[key].append(error("file.bad-name", "file name holds control characters or slashes", file=key))
 
+    # Findings of rows that name no file at all belong to the contribution as a whole.
+    attached = {n for n in row_of.values() if n is not None} | {
+        n for numbers in image_rows.values() for n in numbers}
+    for number in sorted(set(by_row) - attached):
+        general.extend(by_row[number])
+
     # Images: validate's own image checks (full decode with bomb limits, content vs extension).
     from .validate import check_image_files
 

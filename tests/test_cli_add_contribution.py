@@ -182,3 +182,14 @@ def test_usage_errors_exit_2(ds, tmp_path):
     assert res.exit_code == 2 and "no Images-processed/ folder there" in res.output
     res = run(ds, tmp_path / "missing")
     assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_a_row_without_a_file_name_is_reported_and_blocks_the_apply(ds, tmp_path):
+    contrib = make(tmp_path, {"a.png": 1}, [row("a.png"), row(None, patient="Q")])
+    before = tree_hashes(ds)
+    res = run(ds, contrib)
+    assert res.exit_code == 1
+    assert "error: sheet.xlsx, row 3, column 'File name': cell.missing: 'File name' is required" in res.output
+    assert res.output.splitlines()[-1] == ("1 accepted, 0 rejected; nothing applied: the contribution has errors "
+                                           "(use --partial to apply the accepted ones)")
+    assert tree_hashes(ds) == before

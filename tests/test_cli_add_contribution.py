@@ -193,3 +193,15 @@ def test_a_row_without_a_file_name_is_reported_and_blocks_the_apply(ds, tmp_path
     assert res.output.splitlines()[-1] == ("1 accepted, 0 rejected; nothing applied: the contribution has errors "
                                            "(use --partial to apply the accepted ones)")
     assert tree_hashes(ds) == before
+
+
+def test_pixel_bomb_is_rejected_without_decoding_it(ds, tmp_path):
+    from PIL import Image
+
+    contrib = make(tmp_path, {}, [row("bomb.png")])
+    Image.new("1", (9000, 9000)).save(contrib / "bomb.png")  # 81 Mpx of zeros: a few KB on disk
+    assert (contrib / "bomb.png").stat().st_size < 100_000
+    res = run(ds, contrib, "--dry-run")
+    assert res.exit_code == 1
+    assert "rejected  bomb.png: image.unreadable" in res.output
+    assert "exceeds" in res.output

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
@@ -23,14 +24,39 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET_SECONDS = 20.0
 TARGET_MB = 1024.0
 
-HEADER = ["File name", "Patient ID", "Age", "Gender", "Location", "Medical history", "Time", "Severity",
-          "Other diseases", "DOI", "Captions"]
-LOCATIONS = ["Wuhan, China", "Wuhan, China ", "Beijing, China", "Shanghai, China", "Hubei, China", "China",
-             "a cruise ship \u201cDiamond Princess\u201d in Japan. "]
+HEADER = [
+    "File name",
+    "Patient ID",
+    "Age",
+    "Gender",
+    "Location",
+    "Medical history",
+    "Time",
+    "Severity",
+    "Other diseases",
+    "DOI",
+    "Captions",
+]
+LOCATIONS = [
+    "Wuhan, China",
+    "Wuhan, China ",
+    "Beijing, China",
+    "Shanghai, China",
+    "Hubei, China",
+    "China",
+    "a cruise ship \u201cDiamond Princess\u201d in Japan. ",
+]
 TIMES = ["day 6 after the onset of illness", "day 7 ", "10 days", 7, " On the day of admission", None]
 SEVERITIES = ["severe", "severe ", "mild", "asymptomatic ", "critical", "same as above", None]
-DOIS = ["10.1016/ S0140-6736(20)30154-9 ", "10.1136/bmj.m606", "10.1016/j.ijid.2020.02.050 ",
-        "10.3348/kjr.2020.0112", "doi:10.1007/s11684-020-0757-x", None, None]
+DOIS = [
+    "10.1016/ S0140-6736(20)30154-9 ",
+    "10.1136/bmj.m606",
+    "10.1016/j.ijid.2020.02.050 ",
+    "10.3348/kjr.2020.0112",
+    "doi:10.1007/s11684-020-0757-x",
+    None,
+    None,
+]
 
 
 def generate(path: Path, rows: int, seed: int = 2020) -> None:
@@ -48,17 +74,31 @@ def generate(path: Path, rows: int, seed: int = 2020) -> None:
             age: object = rng.choice([rng.randint(1, 90)] * 18 + ["40+", "Young Child"])
             gender = rng.choice(["M", "F", "M ", "F ", None])
         preprint = i % 3 != 2
-        stem = f"2020.0{1 + i % 3}.{10 + i % 18}.{20000000 + i}-p{i % 30}-{i % 200}" if preprint else f"paper{i}-p{i % 9}-{i}"
+        stem = (
+            f"2020.0{1 + i % 3}.{10 + i % 18}.{20000000 + i}-p{i % 30}-{i % 200}"
+            if preprint
+            else f"paper{i}-p{i % 9}-{i}"
+        )
         name = stem + (".png" if i % 50 else "")
         doi = None if preprint and i % 5 else rng.choice(DOIS)
         caption = f"['Figure {i % 7}. Chest CT of patient {patient}: ground-glass opacity in both lungs. ']"
         if i % 997 == 0:
             caption = f"['Figure {i % 7}. The patient's CT on admission']"
-        ws.append([
-            name, f"Patient {patient}" + (" " if i % 211 == 0 else ""), age, gender, rng.choice(LOCATIONS),
-            "no history of hepatitis, tuberculosis or diabetes." if i % 2 else None, rng.choice(TIMES),
-            rng.choice(SEVERITIES) if i % 4 else "severe", None if i % 13 else "pregnancy", doi, caption,
-        ])
+        ws.append(
+            [
+                name,
+                f"Patient {patient}" + (" " if i % 211 == 0 else ""),
+                age,
+                gender,
+                rng.choice(LOCATIONS),
+                "no history of hepatitis, tuberculosis or diabetes." if i % 2 else None,
+                rng.choice(TIMES),
+                rng.choice(SEVERITIES) if i % 4 else "severe",
+                None if i % 13 else "pregnancy",
+                doi,
+                caption,
+            ]
+        )
     wb.save(path)
 
 
@@ -108,7 +148,9 @@ print(json.dumps({"seconds": elapsed, "peak_mb": peak, "findings": failures, "ro
 
 
 def measure(code: str, sheet: Path) -> dict[str, float]:
-    done = subprocess.run([sys.executable, "-c", code, str(sheet)], capture_output=True, text=True, cwd=ROOT)
+    # Sheet only: `make bench` exports CTCURATE_DATA, which would pull the real images in.
+    env = {k: v for k, v in os.environ.items() if k != "CTCURATE_DATA"}
+    done = subprocess.run([sys.executable, "-c", code, str(sheet)], capture_output=True, text=True, cwd=ROOT, env=env)
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "child failed")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -130,14 +172,20 @@ def main() -> int:
         except (RuntimeError, json.JSONDecodeError) as exc:
             ref = None
             print(f"pandera reference could not run ({exc}); install it with: pip install -r requirements/test.txt")
-    print(f"ctcurate validate: {ours['seconds']:6.2f} s  peak {ours['peak_mb']:7.1f} MB  "
-          f"{int(ours['findings'])} findings on {int(ours['rows'])} rows  "
-          f"(target < {TARGET_SECONDS:.0f} s, < {TARGET_MB:.0f} MB)")
+    print(
+        f"ctcurate validate: {ours['seconds']:6.2f} s  peak {ours['peak_mb']:7.1f} MB  "
+        f"{int(ours['findings'])} findings on {int(ours['rows'])} rows  "
+        f"(target < {TARGET_SECONDS:.0f} s, < {TARGET_MB:.0f} MB)"
+    )
     if ref is not None:
-        print(f"pandera lazy     : {ref['seconds']:6.2f} s  peak {ref['peak_mb']:7.1f} MB  "
-              f"{int(ref['findings'])} failure cases on {int(ref['rows'])} rows (read_excel + validate)")
-        print(f"ratio ctcurate/pandera: time {ours['seconds'] / ref['seconds']:.2f}x, "
-              f"memory {ours['peak_mb'] / ref['peak_mb']:.2f}x")
+        print(
+            f"pandera lazy     : {ref['seconds']:6.2f} s  peak {ref['peak_mb']:7.1f} MB  "
+            f"{int(ref['findings'])} failure cases on {int(ref['rows'])} rows (read_excel + validate)"
+        )
+        print(
+            f"ratio ctcurate/pandera: time {ours['seconds'] / ref['seconds']:.2f}x, "
+            f"memory {ours['peak_mb'] / ref['peak_mb']:.2f}x"
+        )
     missed = []
     if ours["seconds"] >= TARGET_SECONDS:
         missed.append(f"time {ours['seconds']:.1f} s >= {TARGET_SECONDS:.0f} s")

@@ -42,12 +42,18 @@ def main() -> None:
     "--images", "images", type=click.Path(path_type=Path), default=None,
     help="Folder holding Images-processed/ (default: $CTCURATE_DATA; without either, images are not checked).",
 )
-@click.option("--splits", type=click.Path(path_type=Path), default=None, help="Split-list folder (default: <metadata>/Data-split).")
+@click.option(
+    "--splits", type=click.Path(path_type=Path), default=None,
+    help="Split-list folder (default: Data-split/ beside the sheets)",
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "html"]), default="text", show_default=True)
-@click.option("--output", type=click.Path(path_type=Path), default=None, help="Write the report to this file instead of stdout.")
+@click.option(
+    "--output", type=click.Path(path_type=Path), default=None, help="Write the report to this file instead of stdout."
+)
 @click.option(
     "--fix", "fix_out", type=click.Path(path_type=Path), default=None,
-    help="Write a normalized copy of the metadata here (a folder for a folder, a file for a file); the input is never changed.",
+    help="Write a normalized copy of the metadata here (a folder for a folder, a file for a file); "
+    "the input is never changed.",
 )
 def validate(
     metadata: Path | None, images: Path | None, splits: Path | None, fmt: str, output: Path | None, fix_out: Path | None
@@ -66,12 +72,13 @@ def validate(
     try:
         result = run_validate(metadata, images, splits, plan_fixes=fix_out is not None)
     except InputError as exc:
-        _fail(str(exc))
+        _exit_with_error(str(exc))
     not_checked = None if result.images_checked else (
         "images not checked: pass --images ROOT or set CTCURATE_DATA to the folder holding Images-processed/"
     )
     if fmt == "json":
-        report = findings_lib.to_json(result.findings, **{k: v for k, v in result.summary.items() if k not in ("errors", "warnings", "by_code")}) + "\n"
+        extra = {k: v for k, v in result.summary.items() if k not in ("errors", "warnings", "by_code")}
+        report = findings_lib.to_json(result.findings, **extra) + "\n"
     elif fmt == "html":
         title = "ctcurate validate" + (f": {metadata}" if metadata else "")
         report = findings_page(result.findings, title, result.summary, FINDING_CODES)
@@ -82,7 +89,7 @@ def validate(
             with atomic_write(output) as fh:
                 fh.write(report)
         except OSError as exc:
-            _fail(f"{output}: cannot write ({exc.strerror})")
+            _exit_with_error(f"{output}: cannot write ({exc.strerror})")
         s = result.summary
         click.echo(f"wrote {output}: {s['errors']} error(s), {s['warnings']} warning(s)", err=True)
     else:
@@ -93,13 +100,13 @@ def validate(
         try:
             fixed = write_fixed(result, fix_out)
         except (FixError, OSError) as exc:
-            _fail(str(exc) if isinstance(exc, FixError) else f"{fix_out}: cannot write ({exc})")
+            _exit_with_error(str(exc) if isinstance(exc, FixError) else f"{fix_out}: cannot write ({exc})")
         for path, count in fixed.written.items():
             click.echo(f"fixed copy: {path} ({count} change(s))", err=True)
     sys.exit(EXIT_FOUND if findings_lib.has_errors(result.findings) else EXIT_OK)
 
 
-def _fail(message: str) -> NoReturn:
+def _exit_with_error(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(EXIT_USAGE)
 
@@ -108,7 +115,10 @@ def _fail(message: str) -> NoReturn:
 
 
 @main.command()
-@click.option("--output", type=click.Path(path_type=Path), default=Path("schemas"), show_default=True, help="Folder for the *.schema.json files.")
+@click.option(
+    "--output", type=click.Path(path_type=Path), default=Path("schemas"), show_default=True,
+    help="Folder for the *.schema.json files.",
+)
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 when a file in the folder is missing or stale.")
 def schema(output: Path, check: bool) -> None:
     """Write the JSON Schema of every metadata model (sheet rows, split entries, findings)."""
@@ -127,7 +137,7 @@ def schema(output: Path, check: bool) -> None:
                 with atomic_write(target) as fh:
                     fh.write(text)
             except OSError as exc:
-                _fail(f"{target}: cannot write ({exc.strerror})")
+                _exit_with_error(f"{target}: cannot write ({exc.strerror})")
     for target in stale:
         click.echo(f"{'stale' if check else 'wrote'} {target}")
     sys.exit(EXIT_FOUND if check and stale else EXIT_OK)

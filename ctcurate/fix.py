@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from openpyxl import load_workbook
+from openpyxl.cell import MergedCell
 
 from . import layout
 from .atomic import atomic_path, atomic_write
@@ -93,7 +94,10 @@ def _fix_xlsx(src: Path, dst: Path, fixes: list[CellFix]) -> None:
         col = header.get(fx.column.strip())
         if col is None:
             continue
-        ws.cell(row=fx.row, column=col).value = fx.new
+        cell = ws.cell(row=fx.row, column=col)
+        if isinstance(cell, MergedCell):
+            continue  # covered by a merge: the value lives in the range's first cell, fixed there
+        cell.value = fx.new
     with atomic_path(dst) as tmp:
         wb.save(tmp)
 
@@ -131,11 +135,17 @@ def _fix_csv(src: Path, dst: Path, fixes: list[CellFix]) -> None:
 
 
 def _fix_split_list(src: Path, dst: Path) -> int:
-    """Copy a split list with each name stripped and blank lines dropped; returns lines changed."""
+    """Copy a split list with names stripped, blank and repeated lines dropped; returns lines changed."""
     text, encoding = decode_text(src, src.read_bytes())
-    lines = text.splitlines()
-    kept = [line.strip() for line in lines if line.strip()]
-    changed = sum(1 for line in lines if line.strip() and line != line.strip()) + sum(1 for line in lines if not line.strip())
+    kept: dict[str, None] = {}
+    changed = 0
+    for line in text.splitlines():
+        name = line.strip()
+        if not name or name in kept:
+            changed += 1
+            continue
+        changed += name != line
+        kept[name] = None
     with atomic_write(dst, "w", encoding=encoding) as fh:
         fh.write("".join(f"{name}\n" for name in kept))
     return changed

@@ -13,18 +13,26 @@ from .findings import Finding, Severity, summarize
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
 h1{font-size:1.4em} table{border-collapse:collapse;width:100%;margin:1em 0}
-th,td{border:1px solid #ccc;padding:4px 6px;text-align:left;vertical-align:top}
+th,td{border:1px solid #ccc;padding:4px 6px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
 th{background:#f3f3f3} tr.error td.sev{color:#b00020;font-weight:bold} tr.warning td.sev{color:#8a6d00}
-td.val{font-family:ui-monospace,monospace;white-space:pre-wrap;word-break:break-all;max-width:30em}
-.hint{color:#555} .meta{color:#555}
+table.findings{table-layout:fixed}
+table.findings col.sev{width:5.5em} table.findings col.code{width:12em} table.findings col.file{width:16em}
+table.findings col.row{width:3.5em} table.findings col.column{width:8em} table.findings col.val{width:24%}
+td.val{font-family:ui-monospace,monospace;white-space:pre-wrap}
+.hint{color:#555;margin-top:.2em} .meta{color:#555}
 """
 
 
 def findings_page(
-    findings: list[Finding], title: str, summary: Mapping[str, object] | None = None,
+    findings: list[Finding],
+    title: str,
+    summary: Mapping[str, object] | None = None,
     descriptions: Mapping[str, str] | None = None,
 ) -> str:
-    """The whole page as text: a summary by code, then one table row per finding, errors first."""
+    """The whole page as text: a summary by code, then one table row per finding, errors first.
+
+    Values are shown quoted (Python repr) so that stray and non-breaking spaces are visible.
+    """
     e = html.escape
     summary = dict(summary or summarize(findings))
     by_code = summary.get("by_code") or {}
@@ -35,7 +43,7 @@ def findings_page(
         f"<title>{e(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{e(title)}</h1>",
         f'<p class="meta">{e(str(summary.get("errors", 0)))} error(s), '
-        f'{e(str(summary.get("warnings", 0)))} warning(s)</p>',
+        f"{e(str(summary.get('warnings', 0)))} warning(s)</p>",
     ]
     extra = {k: v for k, v in summary.items() if k not in ("errors", "warnings", "by_code")}
     if extra:
@@ -49,7 +57,9 @@ def findings_page(
             )
         parts.append("</table>")
     parts.append(
-        "<table><tr><th>severity</th><th>code</th><th>file</th><th>row</th><th>column</th>"
+        '<table class="findings"><colgroup><col class="sev"><col class="code"><col class="file">'
+        '<col class="row"><col class="column"><col class="val"><col></colgroup>'
+        "<tr><th>severity</th><th>code</th><th>file</th><th>row</th><th>column</th>"
         "<th>value</th><th>message</th></tr>"
     )
     anchored: set[str] = set()
@@ -63,7 +73,7 @@ def findings_page(
         parts.append(
             f'<tr class="{e(f.severity.value)}"{anchor}><td class="sev">{e(f.severity.value)}</td>'
             f"<td>{e(f.code)}</td><td>{e(f.file or '')}</td><td>{'' if f.row is None else f.row}</td>"
-            f"<td>{e(f.column or '')}</td><td class=\"val\">{e('' if f.value is None else f.value)}</td>"
+            f'<td>{e(f.column or "")}</td><td class="val">{e("" if f.value is None else repr(f.value))}</td>'
             f"<td>{e(f.message)}{hint}</td></tr>"
         )
     parts.append("</table>")

@@ -16,7 +16,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from . import doi as doi_lib
@@ -105,7 +113,10 @@ def _text(cls: type[BaseModel], value: Any, info: ValidationInfo) -> str | None:
         _note(
             info,
             Note(
-                "cell.whitespace", Severity.WARNING, _column(cls, info.field_name), value,
+                "cell.whitespace",
+                Severity.WARNING,
+                _column(cls, info.field_name),
+                value,
                 whitespace_message(value),
                 f"write it as {clean!r}" if clean and len(clean) <= 60 else "remove the whitespace around the text",
             ),
@@ -155,6 +166,12 @@ def _unbracket(text: str) -> str:
     return m["inner"].strip() if m else text
 
 
+_FREE_TEXT = (
+    "Free text, may be empty. Surrounding whitespace (non-breaking spaces too) is removed with a "
+    "`cell.whitespace` warning; `same as above` takes the value of the row above with a warning."
+)
+
+
 class CovidRow(BaseModel):
     """One row of COVID-CT-MetaInfo.xlsx: one COVID image and what its paper says about the patient."""
 
@@ -172,7 +189,10 @@ class CovidRow(BaseModel):
         "Required. Numbers are read as text; surrounding whitespace is removed.",
     )
     age: int | None = Field(
-        None, alias="Age", ge=0, le=MAX_AGE,
+        None,
+        alias="Age",
+        ge=0,
+        le=MAX_AGE,
         description=f"Age in whole years, 0-{MAX_AGE}, or empty when unknown. A non-numeric value such "
         "as `40+` or `Young Child` is accepted with an `age.not-numeric` warning and kept in `age_text`.",
     )
@@ -180,27 +200,43 @@ class CovidRow(BaseModel):
         None, description="The age as recorded when it is not a whole number (e.g. `40+`, `Young Child`)."
     )
     gender: Literal["M", "F"] | None = Field(
-        None, alias="Gender",
+        None,
+        alias="Gender",
         description="`M` or `F`, or empty when unknown. Case and surrounding whitespace are normalized "
-        "(`F ` -> `F`, a `cell.whitespace` warning); `male`/`female` -> `M`/`F` with a warning; "
+        "(`F ` -> `F`, a `cell.whitespace` warning); `f`, `male`, `female` -> `M`/`F` with a "
+        "`gender.nonstandard` warning; "
         "anything else is a `gender.invalid` error.",
     )
-    location: str | None = Field(None, alias="Location", description="Where the patient was treated, free text.")
-    medical_history: str | None = Field(None, alias="Medical history", description="Free text.")
-    time: str | None = Field(
-        None, alias="Time", description="When the scan was taken (e.g. `day 6 after the onset of illness`); "
-        "numbers are read as text."
+    location: str | None = Field(
+        None, alias="Location", description="Where the patient was treated (e.g. `Wuhan, China`). " + _FREE_TEXT
     )
-    severity: str | None = Field(None, alias="Severity", description="Clinical course or severity, free text.")
-    other_diseases: str | None = Field(None, alias="Other diseases", description="Free text.")
+    medical_history: str | None = Field(
+        None,
+        alias="Medical history",
+        description="The patient's history or findings as the paper gives them. " + _FREE_TEXT,
+    )
+    time: str | None = Field(
+        None,
+        alias="Time",
+        description="When the scan was taken (e.g. `day 6 after the onset of illness`); numbers are read as text. "
+        + _FREE_TEXT,
+    )
+    severity: str | None = Field(
+        None, alias="Severity", description="Clinical course or severity (e.g. `severe`). " + _FREE_TEXT
+    )
+    other_diseases: str | None = Field(
+        None, alias="Other diseases", description="Other conditions of the patient (e.g. `pregnancy`). " + _FREE_TEXT
+    )
     doi: str | None = Field(
-        None, alias="DOI",
+        None,
+        alias="DOI",
         description="DOI of the source paper, normalized by `ctcurate.doi.normalize` (no `doi:`/URL "
-        "prefix, no whitespace, lower case). Empty is allowed; for a bioRxiv/medRxiv file name the "
+        "prefix, no whitespace, ASCII lower case). Empty is allowed; for a bioRxiv/medRxiv file name the "
         "DOI it implies is reported (`doi.derivable`).",
     )
     captions: list[str] = Field(
-        default_factory=list, alias="Captions",
+        default_factory=list,
+        alias="Captions",
         description="Figure captions: a Python list literal of strings (`['Figure 1. ...']`), read "
         "with ast.literal_eval (never eval); plain text is taken as one caption.",
     )
@@ -224,7 +260,10 @@ class CovidRow(BaseModel):
             _note(
                 info,
                 Note(
-                    "age.not-numeric", Severity.WARNING, "Age", str(raw_age),
+                    "age.not-numeric",
+                    Severity.WARNING,
+                    "Age",
+                    str(raw_age),
                     f"age {text!r} is not a whole number of years; it is kept as text",
                     "write the age in years, or leave the cell empty when the paper does not give it",
                 ),
@@ -233,7 +272,11 @@ class CovidRow(BaseModel):
             _note(
                 info,
                 Note(
-                    "cell.whitespace", Severity.WARNING, "Age", raw_age, whitespace_message(raw_age),
+                    "cell.whitespace",
+                    Severity.WARNING,
+                    "Age",
+                    raw_age,
+                    whitespace_message(raw_age),
                     f"write it as {str(age)!r}",
                 ),
             )
@@ -245,8 +288,13 @@ class CovidRow(BaseModel):
         return _required(_text(cls, value, info), _column(cls, info.field_name))
 
     @field_validator(
-        "location", "medical_history", "time", "severity", "other_diseases",
-        mode="before", json_schema_input_type=str | int | float | None,
+        "location",
+        "medical_history",
+        "time",
+        "severity",
+        "other_diseases",
+        mode="before",
+        json_schema_input_type=str | int | float | None,
     )
     @classmethod
     def _free_text(cls, value: Any, info: ValidationInfo) -> str | None:
@@ -260,13 +308,29 @@ class CovidRow(BaseModel):
             return None
         upper = text.upper()
         if upper in ("M", "F"):
+            if text != upper:
+                _note(
+                    info,
+                    Note(
+                        "gender.nonstandard",
+                        Severity.WARNING,
+                        "Gender",
+                        str(value),
+                        f"gender {text!r} is lower case",
+                        f"write it as {upper!r}",
+                    ),
+                )
             return upper
         if upper in GENDER_WORDS:
             _note(
                 info,
                 Note(
-                    "gender.nonstandard", Severity.WARNING, "Gender", str(value),
-                    f"gender {text!r} is written out", f"write it as {GENDER_WORDS[upper]!r}",
+                    "gender.nonstandard",
+                    Severity.WARNING,
+                    "Gender",
+                    str(value),
+                    f"gender {text!r} is written out",
+                    f"write it as {GENDER_WORDS[upper]!r}",
                 ),
             )
             return GENDER_WORDS[upper]
@@ -301,7 +365,10 @@ class CovidRow(BaseModel):
             _note(
                 info,
                 Note(
-                    "captions.malformed", Severity.WARNING, "Captions", _short(value),
+                    "captions.malformed",
+                    Severity.WARNING,
+                    "Captions",
+                    _short(value),
                     f"captions look like a Python list but {why}; read as one caption",
                     f"write them as a valid list (ctcurate validate --fix does): {_short(repr(captions), 80)}",
                 ),
@@ -339,9 +406,7 @@ class NonCovidRow(BaseModel):
         alias="image name",
         description="Image file name in Images-processed/CT_NonCOVID/, extension included (e.g. `1%0.jpg`). Required.",
     )
-    patient_id: str = Field(
-        alias="patient id", description="Patient identifier (e.g. `crawled_patient_1`). Required."
-    )
+    patient_id: str = Field(alias="patient id", description="Patient identifier (e.g. `crawled_patient_1`). Required.")
     raw: dict[str, CellValue] = Field(
         default_factory=dict, description="The cells exactly as read from the sheet, by column header."
     )
@@ -420,8 +485,14 @@ def _row_findings(
 ) -> list[Finding]:
     out = [
         Finding(
-            code=n.code, severity=n.severity, file=file, row=number, column=n.column,
-            value=_short(n.value), message=n.message, hint=n.hint,
+            code=n.code,
+            severity=n.severity,
+            file=file,
+            row=number,
+            column=n.column,
+            value=_short(n.value),
+            message=n.message,
+            hint=n.hint,
         )
         for n in notes
     ]
@@ -439,8 +510,15 @@ def _row_findings(
         if column == "Age" and err["type"] in ("less_than_equal", "greater_than_equal"):
             code, hint = "age.out-of-range", f"ages run from 0 to {MAX_AGE}; check the paper"
         out.append(
-            error(code, err["msg"], file=file, row=number, column=column,
-                  value=_short(value) if not isinstance(value, Mapping) else None, hint=hint)
+            error(
+                code,
+                err["msg"],
+                file=file,
+                row=number,
+                column=column,
+                value=_short(value) if not isinstance(value, Mapping) else None,
+                hint=hint,
+            )
         )
     return out
 
@@ -460,16 +538,28 @@ def _resolve_same_as_above(
                 source = None if above is None else above.get(key)
                 if _is_blank(source):
                     findings.append(
-                        error("cell.same-as-above", "'same as above' but the row above has no value here",
-                              file=file, row=number, column=columns.get(key, key), value=value,
-                              hint="write the value itself")
+                        error(
+                            "cell.same-as-above",
+                            "'same as above' but the row above has no value here",
+                            file=file,
+                            row=number,
+                            column=columns.get(key, key),
+                            value=value,
+                            hint="write the value itself",
+                        )
                     )
                     resolved = {**resolved, key: None}
                 else:
                     findings.append(
-                        warning("cell.same-as-above", f"'same as above' read as {_short(source, 60)!r}",
-                                file=file, row=number, column=columns.get(key, key), value=value,
-                                hint="write the value itself: sorting or filtering the sheet breaks the reference")
+                        warning(
+                            "cell.same-as-above",
+                            f"'same as above' read as {_short(source, 60)!r}",
+                            file=file,
+                            row=number,
+                            column=columns.get(key, key),
+                            value=value,
+                            hint="write the value itself: sorting or filtering the sheet breaks the reference",
+                        )
                     )
                     # Cleaned here so the copied value's whitespace is reported once, on its own row.
                     resolved = {**resolved, key: clean_text(source) if isinstance(source, str) else source}
@@ -500,8 +590,7 @@ def _parse_rows(
             continue
         for empty in pending_empty:
             findings.append(
-                warning("row.empty", "empty row inside the data", file=file, row=empty,
-                        hint="delete the row")
+                warning("row.empty", "empty row inside the data", file=file, row=empty, hint="delete the row")
             )
         pending_empty = []
         if all(_is_blank(cells.get(k)) for k in key_fields):
@@ -511,12 +600,15 @@ def _parse_rows(
                     "row.stray",
                     f"row has values but no {columns[key_fields[0]]} and no {columns[key_fields[1]]} "
                     "(a note or a leftover?); it is not an image row",
-                    file=file, row=number, value=_short(content), hint="move the note elsewhere or delete the row",
+                    file=file,
+                    row=number,
+                    value=_short(content),
+                    hint="move the note elsewhere or delete the row",
                 )
             )
             continue
         notes: list[Note] = []
-        data = {columns[k]: v for k, v in cells.items() if k in columns}
+        data: dict[str, Any] = {columns[k]: v for k, v in cells.items() if k in columns}
         data["row"] = number
         data["raw"] = {columns[k]: v for k, v in original.items() if k in columns}
         try:
@@ -529,14 +621,26 @@ def _parse_rows(
         name = getattr(obj, name_key)
         if signature in seen_rows:
             findings.append(
-                error("row.duplicate", f"row repeats row {seen_rows[signature]} exactly",
-                      file=file, row=number, value=name, hint=f"delete one of rows {seen_rows[signature]} and {number}")
+                error(
+                    "row.duplicate",
+                    f"row repeats row {seen_rows[signature]} exactly",
+                    file=file,
+                    row=number,
+                    value=name,
+                    hint=f"delete one of rows {seen_rows[signature]} and {number}",
+                )
             )
         elif name in seen_names:
             findings.append(
-                error("file.duplicate", f"file name already used on row {seen_names[name]}",
-                      file=file, row=number, column=columns[name_key], value=name,
-                      hint="each image gets exactly one row: merge the two rows")
+                error(
+                    "file.duplicate",
+                    f"file name already used on row {seen_names[name]}",
+                    file=file,
+                    row=number,
+                    column=columns[name_key],
+                    value=name,
+                    hint="each image gets exactly one row: merge the two rows",
+                )
             )
         seen_rows.setdefault(signature, number)
         seen_names.setdefault(name, number)
@@ -546,14 +650,13 @@ def _parse_rows(
     return parsed, findings
 
 
-def check_covid_rows(
-    records: Iterable[Record], file: str | None = None
-) -> tuple[list[CovidRow], list[Finding]]:
+def check_covid_rows(records: Iterable[Record], file: str | None = None) -> tuple[list[CovidRow], list[Finding]]:
     """Validate COVID metadata rows given as `(row number, {canonical column: cell})`.
 
     Row-level findings only (parse, whitespace, ages, genders, captions, `same as above`, DOIs,
     empty/stray/duplicate rows, one patient with conflicting age or gender). Lazy: every problem.
     """
+
     def doi_check(row: CovidRow, cells: Mapping[str, CellValue]) -> list[Finding]:
         return doi_lib.check_doi(cells.get("doi"), row.file_name, file=file, row=row.row, column="DOI")
 
@@ -563,9 +666,7 @@ def check_covid_rows(
     return models, findings
 
 
-def check_noncovid_rows(
-    records: Iterable[Record], file: str | None = None
-) -> tuple[list[NonCovidRow], list[Finding]]:
+def check_noncovid_rows(records: Iterable[Record], file: str | None = None) -> tuple[list[NonCovidRow], list[Finding]]:
     """Validate NonCOVID metadata rows given as `(row number, {canonical column: cell})`."""
     parsed, findings = _parse_rows(NonCovidRow, records, NONCOVID_COLUMNS, ("image_name", "patient_id"), file)
     return [obj for obj in parsed if isinstance(obj, NonCovidRow)], findings
@@ -595,7 +696,10 @@ def _patient_conflicts(rows: list[CovidRow], file: str | None) -> list[Finding]:
                     error(
                         "patient.conflict",
                         f"{patient} has conflicting {column.lower()} values: {listing}",
-                        file=file, row=first_conflict, column=column, value=patient,
+                        file=file,
+                        row=first_conflict,
+                        column=column,
+                        value=patient,
                         hint="one patient ID per person: give the other person their own ID, or correct the value",
                     )
                 )

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
-
 from xml.etree.ElementTree import ParseError, iterparse
 
 from openpyxl.reader.excel import ExcelReader
@@ -96,12 +95,13 @@ def find_columns(sheet: Sheet, wanted: dict[str, str]) -> tuple[dict[str, str], 
         by_key.setdefault(_header_key(head), head)
     found: dict[str, str] = {}
     findings: list[Finding] = []
-    missing = []
+    missing: list[str] = []
     for canon, expected in wanted.items():
-        head = by_key.get(_header_key(expected))
-        if head is None:
+        found_head = by_key.get(_header_key(expected))
+        if found_head is None:
             missing.append(expected)
             continue
+        head = found_head
         found[canon] = head
         if head != expected:
             col = get_column_letter(sheet.header.index(head) + 1)
@@ -109,7 +109,11 @@ def find_columns(sheet: Sheet, wanted: dict[str, str]) -> tuple[dict[str, str], 
                 warning(
                     "sheet.header",
                     f"column header {head!r} is spelled differently from {expected!r}",
-                    file=_label(sheet.path), row=1, column=col, value=head, hint=f"rename it to {expected!r}",
+                    file=_label(sheet.path),
+                    row=1,
+                    column=col,
+                    value=head,
+                    hint=f"rename it to {expected!r}",
                 )
             )
     if missing:
@@ -165,8 +169,20 @@ def _read_xlsx(path: Path, header_only: bool = False) -> Sheet:
         return _read_workbook(path, reader, sheets, header_only)
     except SheetError:
         raise
-    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError, TypeError,
-            IndexError, AttributeError, EOFError, SyntaxError, ParseError, zlib.error) as exc:
+    except (
+        zipfile.BadZipFile,
+        InvalidFileException,
+        KeyError,
+        OSError,
+        ValueError,
+        TypeError,
+        IndexError,
+        AttributeError,
+        EOFError,
+        SyntaxError,
+        ParseError,
+        zlib.error,
+    ) as exc:
         # openpyxl and zipfile raise many types for a damaged or truncated workbook.
         raise SheetError(f"{path}: not a readable .xlsx workbook ({_reason(exc)})") from exc
     finally:
@@ -189,7 +205,9 @@ def _read_workbook(
             warning(
                 "sheet.extra-sheet",
                 f"workbook has another sheet {name!r}{extra}; only {title!r} is read",
-                file=label, value=name, hint="move its rows into the data sheet or delete it",
+                file=label,
+                value=name,
+                hint="move its rows into the data sheet or delete it",
             )
         )
     wb = reader.wb
@@ -214,8 +232,13 @@ class _SheetStream:
     """One pass over a worksheet's XML: rows of plain values, plus what Excel hides in them."""
 
     def __init__(
-        self, shared: list[Any], date_styles: set[int], timedelta_styles: set[int], epoch: Any,
-        label: str, findings: list[Finding],
+        self,
+        shared: list[Any],
+        date_styles: set[int],
+        timedelta_styles: set[int],
+        epoch: Any,
+        label: str,
+        findings: list[Finding],
     ) -> None:
         self.shared = shared
         self.date_styles = date_styles
@@ -245,8 +268,13 @@ class _SheetStream:
                         continue
                     if number != 1:
                         self.findings.append(
-                            warning("sheet.header-row", f"the header is on row {number}, not row 1",
-                                    file=self.label, row=number, hint="delete the rows above the header")
+                            warning(
+                                "sheet.header-row",
+                                f"the header is on row {number}, not row 1",
+                                file=self.label,
+                                row=number,
+                                hint="delete the rows above the header",
+                            )
                         )
                     header = tuple("" if v is None else str(v) for v in values)
                     if header_only:
@@ -294,10 +322,15 @@ class _SheetStream:
             return None
         if kind == "n":
             style = int(c.get("s", "0"))
-            num = _number(v)
+            try:
+                num = _number(v)
+            except ValueError:
+                return self._error(f"a number {v!r} that is not a number", v, number, col)
             if style in self.date_styles:
                 try:
-                    return self._date(from_excel(num, self.epoch, timedelta=style in self.timedelta_styles), number, col)
+                    return self._date(
+                        from_excel(num, self.epoch, timedelta=style in self.timedelta_styles), number, col
+                    )
                 except (OverflowError, ValueError):
                     return self._error(f"a date serial number {v} outside the calendar", v, number, col)
             return num
@@ -308,7 +341,10 @@ class _SheetStream:
         if kind == "e":
             return self._error(f"the Excel error {v}", v, number, col)
         if kind == "d":
-            return self._date(from_ISO8601(v), number, col)
+            try:
+                return self._date(from_ISO8601(v), number, col)
+            except ValueError:
+                return self._error(f"a date {v!r} that is not a date", v, number, col)
         return v
 
     def _formula(self, c: Any, formula: Any, kind: str, number: int, col: int) -> CellValue:
@@ -319,9 +355,15 @@ class _SheetStream:
         letter = get_column_letter(col)
         if kind == "e":
             self.findings.append(
-                error("cell.error", f"formula {text} evaluates to the error {cached}",
-                      file=self.label, row=number, column=letter, value=text,
-                      hint="type the value instead of a formula")
+                error(
+                    "cell.error",
+                    f"formula {text} evaluates to the error {cached}",
+                    file=self.label,
+                    row=number,
+                    column=letter,
+                    value=text,
+                    hint="type the value instead of a formula",
+                )
             )
             return None
         value: CellValue = cached
@@ -330,25 +372,45 @@ class _SheetStream:
         elif cached is not None and kind == "b":
             value = cached.strip() in ("1", "true")
         self.findings.append(
-            warning("cell.formula", f"cell holds the formula {text}; its last computed value {value!r} is used",
-                    file=self.label, row=number, column=letter, value=text,
-                    hint="replace the formula by its value")
+            warning(
+                "cell.formula",
+                f"cell holds the formula {text}; its last computed value {value!r} is used",
+                file=self.label,
+                row=number,
+                column=letter,
+                value=text,
+                hint="replace the formula by its value",
+            )
         )
         return value
 
-    def _error(self, what: str, value: str, number: int, col: int) -> None:
+    def _error(self, what: str, value: str, number: int, col: int) -> CellValue:
+        """Report an error cell; its value is None (never a string that looks like data)."""
         self.findings.append(
-            error("cell.error", f"cell holds {what}", file=self.label, row=number,
-                  column=get_column_letter(col), value=value, hint="type the intended value")
+            error(
+                "cell.error",
+                f"cell holds {what}",
+                file=self.label,
+                row=number,
+                column=get_column_letter(col),
+                value=value,
+                hint="type the intended value",
+            )
         )
         return None
 
     def _date(self, value: Any, number: int, col: int) -> str:
         text = _iso(value)
         self.findings.append(
-            warning("cell.date", f"Excel stored this cell as a date/time ({text}); was it typed as something else?",
-                    file=self.label, row=number, column=get_column_letter(col), value=text,
-                    hint="format the cell as text and retype the value")
+            warning(
+                "cell.date",
+                f"Excel stored this cell as a date/time ({text}); was it typed as something else?",
+                file=self.label,
+                row=number,
+                column=get_column_letter(col),
+                value=text,
+                hint="format the cell as text and retype the value",
+            )
         )
         return text
 
@@ -395,16 +457,22 @@ def _hidden(hidden_rows: list[int], hidden_cols: list[tuple[int, int]], label: s
     for number in hidden_rows:
         findings.append(
             warning(
-                "sheet.hidden-row", f"row {number} is hidden in Excel (it is still validated)",
-                file=label, row=number, hint="unhide it so curators see what is checked",
+                "sheet.hidden-row",
+                f"row {number} is hidden in Excel (it is still validated)",
+                file=label,
+                row=number,
+                hint="unhide it so curators see what is checked",
             )
         )
     for first, last in hidden_cols:
         span = get_column_letter(first) + ("" if last == first else f":{get_column_letter(last)}")
         findings.append(
             warning(
-                "sheet.hidden-column", f"column {span} is hidden in Excel (it is still validated)",
-                file=label, column=get_column_letter(first), hint="unhide it so curators see what is checked",
+                "sheet.hidden-column",
+                f"column {span} is hidden in Excel (it is still validated)",
+                file=label,
+                column=get_column_letter(first),
+                hint="unhide it so curators see what is checked",
             )
         )
 
@@ -423,7 +491,10 @@ def _merged(ranges: list[str], rows: list[SheetRow], label: str, findings: list[
             warning(
                 "sheet.merged-cells",
                 f"cells {ref} are merged; each covered cell is read as {value!r}",
-                file=label, row=min_row, column=get_column_letter(min_col), value=str(ref),
+                file=label,
+                row=min_row,
+                column=get_column_letter(min_col),
+                value=str(ref),
                 hint="unmerge the cells and fill each one",
             )
         )
@@ -451,7 +522,9 @@ def _unnamed(header: tuple[str, ...], rows: list[SheetRow], width: int, label: s
             warning(
                 "sheet.unnamed-column",
                 f"column {get_column_letter(i + 1)} has values but no header; it is ignored",
-                file=label, row=rnum, column=get_column_letter(i + 1),
+                file=label,
+                row=rnum,
+                column=get_column_letter(i + 1),
                 hint="give it a header or move the values into a named column",
             )
         )
@@ -499,8 +572,10 @@ def _read_csv(path: Path) -> Sheet:
     if encoding == "latin-1":
         findings.append(
             warning(
-                "sheet.encoding", "file is not UTF-8; it was read as Latin-1",
-                file=label, hint="save it as UTF-8",
+                "sheet.encoding",
+                "file is not UTF-8; it was read as Latin-1",
+                file=label,
+                hint="save it as UTF-8",
             )
         )
     try:
@@ -520,8 +595,11 @@ def _read_csv(path: Path) -> Sheet:
             if number != 1:
                 findings.append(
                     warning(
-                        "sheet.header-row", f"the header is on row {number}, not row 1",
-                        file=label, row=number, hint="delete the rows above the header",
+                        "sheet.header-row",
+                        f"the header is on row {number}, not row 1",
+                        file=label,
+                        row=number,
+                        hint="delete the rows above the header",
                     )
                 )
             header = tuple(record)

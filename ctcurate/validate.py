@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ FINDING_CODES: dict[str, str] = {
     "age.not-numeric": "an age that is not a whole number of years (e.g. '40+', 'Young Child'), kept as text",
     "age.out-of-range": "an age outside 0-120",
     "gender.invalid": "a gender other than M or F",
-    "gender.nonstandard": "a gender written out ('male', 'female'), read as M/F",
+    "gender.nonstandard": "a gender in lower case or written out ('f', 'male'), read as M/F",
     "captions.malformed": "a captions cell that looks like a Python list but does not parse",
     "doi.whitespace": "a DOI with leading or trailing whitespace",
     "doi.inner-whitespace": "a DOI with whitespace inside it (e.g. '10.1016/ S0140-...')",
@@ -76,6 +77,7 @@ FINDING_CODES: dict[str, str] = {
     "patient.conflict": "one patient ID with conflicting ages or genders across its rows",
     "file.missing": "a row names a file that is not on disk (the hint names the near match)",
     "file.no-row": "an image on disk that no row describes",
+    "file.not-image": "a file in an image folder whose extension is not an image's (it is neither checked nor used)",
     "split.whitespace": "a split-list line with whitespace around the file name",
     "split.duplicate": "a split list names the same file twice",
     "split.missing-file": "a split list names a file that is not on disk",
@@ -131,9 +133,7 @@ class ValidationResult:
         return self.inputs.data_root is not None
 
 
-def resolve_inputs(
-    metadata: Path | None = None, images: Path | None = None, splits: Path | None = None
-) -> Inputs:
+def resolve_inputs(metadata: Path | None = None, images: Path | None = None, splits: Path | None = None) -> Inputs:
     """Find the sheets, split lists and image root; raise `InputError` when a given path is unusable.
 
     No `metadata`: the repository's embedded `metadata/`. No `images`: $CTCURATE_DATA, else images
@@ -155,13 +155,14 @@ def resolve_inputs(
             raise InputError(f"{meta}: no {layout.COVID_SHEET} or {layout.NONCOVID_SHEET} there")
     else:
         raise InputError(f"{meta}: no such file or folder")
+    splits_dir: Path | None = None
     if splits is not None:
-        splits_dir: Path | None = Path(splits)
+        splits_dir = Path(splits)
         if not splits_dir.is_dir():
             raise InputError(f"{splits_dir}: no such folder")
     else:
         candidate = meta_dir / layout.SPLITS_DIR
-        splits_dir = candidate if candidate.is_dir() and not is_file else None
+        splits_dir = candidate if candidate.is_dir() else None
     data_root = None
     if images is not None or os.environ.get(layout.DATA_ENV):
         try:
@@ -187,9 +188,7 @@ def sheet_kind(path: Path) -> str:
         return "covid"
     if "image name" in keys:
         return "noncovid"
-    raise InputError(
-        f"{path}: missing column(s) 'File name' (COVID sheet) or 'image name' (NonCOVID sheet)"
-    )
+    raise InputError(f"{path}: missing column(s) 'File name' (COVID sheet) or 'image name' (NonCOVID sheet)")
 
 
 def validate(
@@ -214,13 +213,13 @@ def validate(
             sheet = read_sheet(inputs.covid_sheet)
             cols, header_findings = find_columns(sheet, COVID_COLUMNS)
             covid_rows, row_findings = check_covid_rows(sheet.records(cols), file=sheet.path.name)
-            findings += sheet.findings + header_findings + _sorted(row_findings)
+            findings += sheet.findings + header_findings + row_findings
             sheets[COVID_CLASS] = (sheet, cols)
         if inputs.noncovid_sheet is not None:
             sheet = read_sheet(inputs.noncovid_sheet)
             cols, header_findings = find_columns(sheet, NONCOVID_COLUMNS)
             noncovid_rows, row_findings = check_noncovid_rows(sheet.records(cols), file=sheet.path.name)
-            findings += sheet.findings + header_findings + _sorted(row_findings)
+            findings += sheet.findings + header_findings + row_findings
             sheets[NONCOVID_CLASS] = (sheet, cols)
         entries, split_findings = read_splits(inputs.splits_dir) if inputs.splits_dir else ([], [])
     except SheetError as exc:
@@ -238,6 +237,7 @@ def validate(
             universe[e.class_dir].add(e.file_name)
 
     row_names: dict[str, dict[int, str | None]] = {}
+    near_match = _NearMatcher()
     sheet_rows: dict[str, list[tuple[int, str, str]]] = {
         COVID_CLASS: [(r.row, r.file_name, r.patient_id) for r in covid_rows],
         NONCOVID_CLASS: [(r.row, r.image_name, r.patient_id) for r in noncovid_rows],
@@ -245,15 +245,21 @@ def validate(
     for class_dir, (sheet, cols) in sheets.items():
         name_col = cols["file_name" if class_dir == COVID_CLASS else "image_name"]
         resolved, file_findings, name_fixes = _match_rows(
-            sheet, name_col, sheet_rows[class_dir], universe.get(class_dir, set()),
-            check_disk=inputs.data_root is not None, class_dir=class_dir,
+            sheet,
+            name_col,
+            sheet_rows[class_dir],
+            universe.get(class_dir, set()),
+            check_disk=inputs.data_root is not None,
+            class_dir=class_dir,
+            near_match=near_match,
         )
         row_names[class_dir] = resolved
         findings += file_findings
         fixes += name_fixes
 
     if inputs.data_root:
-        findings += _check_disk_vs_splits(on_disk, entries, inputs.splits_dir is not None)
+        findings += _unexpected_files(inputs.data_root, on_disk)
+        findings += _check_disk_vs_splits(on_disk, entries, inputs.splits_dir is not None, near_match)
         if check_images:
             findings += check_image_files(inputs.data_root, [p for ps in on_disk.values() for p in ps])
     findings += _patient_leaks(sheets, sheet_rows, row_names, entries)
@@ -270,8 +276,13 @@ def validate(
         "split_entries": len(entries),
     }
     return ValidationResult(
-        inputs=inputs, findings=findings, summary=summary, covid_rows=covid_rows,
-        noncovid_rows=noncovid_rows, split_entries=entries, fixes=_dedupe(fixes) if plan_fixes else [],
+        inputs=inputs,
+        findings=findings,
+        summary=summary,
+        covid_rows=covid_rows,
+        noncovid_rows=noncovid_rows,
+        split_entries=entries,
+        fixes=_dedupe(fixes) if plan_fixes else [],
     )
 
 
@@ -281,10 +292,6 @@ def _by_file_and_row(findings: list[Finding]) -> list[Finding]:
     for f in findings:
         rank.setdefault(f.file, len(rank))
     return sorted(findings, key=lambda f: (rank[f.file], f.row or 0))
-
-
-def _sorted(findings: list[Finding]) -> list[Finding]:
-    return sorted(findings, key=lambda f: (f.row or 0))
 
 
 # --- splits ---------------------------------------------------------------------------------
@@ -302,33 +309,55 @@ def read_splits(splits_dir: Path) -> tuple[list[SplitEntry], list[Finding]]:
             name = clean_text(text) or ""
             if name != text:
                 findings.append(
-                    warning("split.whitespace", "stray whitespace around the file name",
-                            file=rel, row=line_no, value=text, hint=f"write it as {name!r}")
+                    warning(
+                        "split.whitespace",
+                        "stray whitespace around the file name",
+                        file=rel,
+                        row=line_no,
+                        value=text,
+                        hint=f"write it as {name!r}",
+                    )
                 )
             if name in seen:
                 findings.append(
-                    warning("split.duplicate", f"listed again (first on line {seen[name]})",
-                            file=rel, row=line_no, value=name, hint="delete the repeated line")
+                    warning(
+                        "split.duplicate",
+                        f"listed again (first on line {seen[name]})",
+                        file=rel,
+                        row=line_no,
+                        value=name,
+                        hint="delete the repeated line",
+                    )
                 )
                 continue
             seen[name] = line_no
-            entries.append(SplitEntry(file_name=name, split=sf.split, class_dir=sf.class_dir, list_file=rel, line=line_no))  # type: ignore[arg-type]
+            entries.append(
+                SplitEntry.model_validate(
+                    {"file_name": name, "split": sf.split, "class_dir": sf.class_dir, "list_file": rel, "line": line_no}
+                )
+            )
     return entries, findings
 
 
-def _check_disk_vs_splits(on_disk: dict[str, list[Path]], entries: list[SplitEntry], have_splits: bool) -> list[Finding]:
+def _check_disk_vs_splits(
+    on_disk: dict[str, list[Path]], entries: list[SplitEntry], have_splits: bool, near_match: _NearMatcher
+) -> list[Finding]:
     findings: list[Finding] = []
     names = {c: {p.name for p in ps} for c, ps in on_disk.items()}
     where: dict[tuple[str, str], list[SplitEntry]] = defaultdict(list)
     for e in entries:
         where[(e.class_dir, e.file_name)].append(e)
         if e.file_name not in names.get(e.class_dir, set()):
-            near = _near(e.file_name, names.get(e.class_dir, set()))
+            near = near_match(e.file_name, names.setdefault(e.class_dir, set()))
             findings.append(
-                error("split.missing-file",
-                      f"lists a file that is not in {layout.IMAGES_DIR}/{e.class_dir}/",
-                      file=e.list_file, row=e.line, value=e.file_name,
-                      hint=f"did you mean {near!r}?" if near else "remove the line or add the image")
+                error(
+                    "split.missing-file",
+                    f"lists a file that is not in {layout.IMAGES_DIR}/{e.class_dir}/",
+                    file=e.list_file,
+                    row=e.line,
+                    value=e.file_name,
+                    hint=f"did you mean {near!r}?" if near else "remove the line or add the image",
+                )
             )
     if not have_splits:
         return findings
@@ -338,14 +367,44 @@ def _check_disk_vs_splits(on_disk: dict[str, list[Path]], entries: list[SplitEnt
             hits = where.get((class_dir, p.name), [])
             if not hits:
                 findings.append(
-                    error("split.unassigned", "image is in no split list",
-                          file=rel, value=p.name, hint="add it to exactly one of train, val, test")
+                    error(
+                        "split.unassigned",
+                        "image is in no split list",
+                        file=rel,
+                        value=p.name,
+                        hint="add it to exactly one of train, val, test",
+                    )
                 )
             elif len({e.split for e in hits}) > 1:
                 lists = ", ".join(f"{e.list_file}:{e.line}" for e in hits)
                 findings.append(
-                    error("split.multiple", f"image is in more than one split ({lists})",
-                          file=rel, value=p.name, hint="keep it in exactly one split")
+                    error(
+                        "split.multiple",
+                        f"image is in more than one split ({lists})",
+                        file=rel,
+                        value=p.name,
+                        hint="keep it in exactly one split",
+                    )
+                )
+    return findings
+
+
+def _unexpected_files(data_root: Path, on_disk: dict[str, list[Path]]) -> list[Finding]:
+    """Files in a class folder that are not images by their extension: they would silently drop out."""
+    findings = []
+    for class_dir in on_disk:
+        folder = data_root / layout.IMAGES_DIR / class_dir
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and not path.name.startswith(".") and path.suffix.lower() not in layout.IMAGE_SUFFIXES:
+                findings.append(
+                    warning(
+                        "file.not-image",
+                        f"not an image by its extension ({path.suffix or 'none'}); it is not checked or used",
+                        file=f"{layout.IMAGES_DIR}/{class_dir}/{path.name}",
+                        value=path.name,
+                        hint=f"convert it to one of {', '.join(layout.IMAGE_SUFFIXES)} "
+                        "or move it out of the image folder",
+                    )
                 )
     return findings
 
@@ -353,19 +412,36 @@ def _check_disk_vs_splits(on_disk: dict[str, list[Path]], entries: list[SplitEnt
 # --- rows vs files --------------------------------------------------------------------------
 
 
+def _fold(name: str) -> str:
+    """Case- and Unicode-form-insensitive key (a macOS disk may hold NFD names, a sheet NFC)."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
 def _candidates(name: str, universe: set[str], lower: dict[str, list[str]]) -> list[str]:
-    """Files a misspelled row name most likely means: extension added, or case differing."""
+    """Files a misspelled row name most likely means: extension added, case or Unicode form differing."""
     hits = [name + suffix for suffix in layout.IMAGE_SUFFIXES if name + suffix in universe]
     if not hits:
-        hits = lower.get(name.casefold(), [])
+        hits = lower.get(_fold(name), [])
     if not hits:
-        hits = [n for s in layout.IMAGE_SUFFIXES for n in lower.get((name + s).casefold(), [])]
+        hits = [n for s in layout.IMAGE_SUFFIXES for n in lower.get(_fold(name + s), [])]
     return sorted(set(hits))
 
 
-def _near(name: str, universe: set[str]) -> str | None:
-    close = difflib.get_close_matches(name, list(universe), n=1, cutoff=0.85) if len(universe) < 20000 else []
-    return close[0] if close else None
+class _NearMatcher:
+    """difflib suggestions for misspelled names, with a budget: a sheet of 100,000 wrong names
+    must not cost 100,000 fuzzy searches (past the budget a finding just has no suggestion)."""
+
+    def __init__(self, budget: int = 1000) -> None:
+        self.left = budget
+        self._lists: dict[int, list[str]] = {}
+
+    def __call__(self, name: str, universe: set[str]) -> str | None:
+        if self.left <= 0 or not universe or len(universe) >= 20000:
+            return None
+        self.left -= 1
+        names = self._lists.setdefault(id(universe), sorted(universe))
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.85)
+        return close[0] if close else None
 
 
 def _match_rows(
@@ -375,11 +451,12 @@ def _match_rows(
     universe: set[str],
     check_disk: bool,
     class_dir: str,
+    near_match: _NearMatcher,
 ) -> tuple[dict[int, str | None], list[Finding], list[CellFix]]:
     """Which file each row describes; `file.missing` / `file.no-row` when checking the disk."""
     lower: dict[str, list[str]] = defaultdict(list)
     for n in universe:
-        lower[n.casefold()].append(n)
+        lower[_fold(n)].append(n)
     resolved: dict[int, str | None] = {}
     findings: list[Finding] = []
     fixes: list[CellFix] = []
@@ -390,7 +467,7 @@ def _match_rows(
         if name in universe:
             resolved[number] = name
             continue
-        hits = _candidates(name, universe, lower)
+        hits = _candidates(name, universe, lower) if universe else []
         resolved[number] = hits[0] if len(hits) == 1 else None
         if len(hits) == 1:
             vals = raw_by_row.get(number, ())
@@ -403,19 +480,34 @@ def _match_rows(
         elif hits:
             hint = f"several files match: {', '.join(hits)}"
         else:
-            near = _near(name, universe)
-            hint = f"did you mean {near!r}?" if near else f"add the image to {layout.IMAGES_DIR}/{class_dir}/ or fix the name"
+            near = near_match(name, universe)
+            hint = (
+                f"did you mean {near!r}?"
+                if near
+                else f"add the image to {layout.IMAGES_DIR}/{class_dir}/ or fix the name"
+            )
         findings.append(
-            error("file.missing", f"no file {name!r} in {layout.IMAGES_DIR}/{class_dir}/",
-                  file=label, row=number, column=name_col, value=name, hint=hint)
+            error(
+                "file.missing",
+                f"no file {name!r} in {layout.IMAGES_DIR}/{class_dir}/",
+                file=label,
+                row=number,
+                column=name_col,
+                value=name,
+                hint=hint,
+            )
         )
     if check_disk:
         claimed = {n for n in resolved.values() if n}
         for n in sorted(universe - claimed):
             findings.append(
-                error("file.no-row", f"image has no row in {label}",
-                      file=f"{layout.IMAGES_DIR}/{class_dir}/{n}", value=n,
-                      hint=f"add a row for it to {label}")
+                error(
+                    "file.no-row",
+                    f"image has no row in {label}",
+                    file=f"{layout.IMAGES_DIR}/{class_dir}/{n}",
+                    value=n,
+                    hint=f"add a row for it to {label}",
+                )
             )
     return resolved, findings, fixes
 
@@ -449,10 +541,15 @@ def _patient_leaks(
                 for s, files in sorted(splits.items(), key=lambda kv: layout.SPLIT_NAMES.index(kv[0]))
             )
             findings.append(
-                error("split.patient-leak", f"{patient} has images in {len(splits)} splits ({parts})",
-                      file=sheet.path.name, row=first_row[patient],
-                      column=cols["patient_id"], value=patient,
-                      hint="move all of this patient's images into one split")
+                error(
+                    "split.patient-leak",
+                    f"{patient} has images in {len(splits)} splits ({parts})",
+                    file=sheet.path.name,
+                    row=first_row[patient],
+                    column=cols["patient_id"],
+                    value=patient,
+                    hint="move all of this patient's images into one split",
+                )
             )
     return findings
 
@@ -479,19 +576,27 @@ def check_image_files(data_root: Path, paths: Iterable[Path]) -> list[Finding]:
             open_image(path)
         except UnreadableImage as exc:
             findings.append(
-                error("image.unreadable", exc.reason, file=rel, value=path.name,
-                      hint="re-export the image from its source figure")
+                error(
+                    "image.unreadable",
+                    exc.reason,
+                    file=rel,
+                    value=path.name,
+                    hint="re-export the image from its source figure",
+                )
             )
             continue
         expected = format_of_suffix(path)
         if content and expected and content != expected:
             proper = {"jpeg": ".jpg", "png": ".png", "gif": ".gif", "bmp": ".bmp", "tiff": ".tif"}[content]
             findings.append(
-                warning("image.format-mismatch",
-                        f"a {path.suffix} file holding {content.upper()} data",
-                        file=rel, value=path.name,
-                        hint=f"convert it to {expected.upper()} or rename it to {path.stem}{proper} "
-                        "(and update the sheet and split lists)")
+                warning(
+                    "image.format-mismatch",
+                    f"a {path.suffix} file holding {content.upper()} data",
+                    file=rel,
+                    value=path.name,
+                    hint=f"convert it to {expected.upper()} or rename it to {path.stem}{proper} "
+                    "(and update the sheet and split lists)",
+                )
             )
     return findings
 
@@ -506,11 +611,10 @@ def _cell_fixes(sheet: Sheet, cols: dict[str, str], covid_rows: list[CovidRow] |
     above: dict[str, CellValue] = {}
     by_row = {r.row: r for r in covid_rows or []}
     for row in sheet.rows:
-        vals = row.values
+        cells = {canon: row.values[i] if i < len(row.values) else None for canon, i in index.items()}
 
-        def cell(canon: str) -> CellValue:
-            i = index[canon]
-            return vals[i] if i < len(vals) else None
+        def cell(canon: str, cells: dict[str, CellValue] = cells) -> CellValue:
+            return cells[canon]
 
         current: dict[str, CellValue] = {}
         for canon, head in cols.items():
@@ -540,12 +644,16 @@ def _cell_fixes(sheet: Sheet, cols: dict[str, str], covid_rows: list[CovidRow] |
             if raw_doi is None or not str(raw_doi).strip():
                 if derived:
                     fixes.append(CellFix(sheet.path, row.number, cols["doi"], raw_doi, derived.doi, "doi.derivable"))
-            elif parsed.valid and parsed.doi != raw_doi:
+            elif parsed.valid and parsed.repairs:  # a case difference alone is no defect: left as written
                 fixes.append(CellFix(sheet.path, row.number, cols["doi"], raw_doi, parsed.doi, "doi.whitespace"))
             raw_captions = cell("captions")
             captions, malformed = parse_captions(raw_captions)
             if malformed:
-                fixes.append(CellFix(sheet.path, row.number, cols["captions"], raw_captions, repr(captions), "captions.malformed"))
+                fixes.append(
+                    CellFix(
+                        sheet.path, row.number, cols["captions"], raw_captions, repr(captions), "captions.malformed"
+                    )
+                )
     return fixes
 
 

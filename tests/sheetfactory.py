@@ -10,6 +10,7 @@ from openpyxl import Workbook
 
 from ctcurate.schemas import COVID_COLUMNS, NONCOVID_COLUMNS
 
+REPO = Path(__file__).resolve().parent.parent
 COVID_HEADER = list(COVID_COLUMNS.values())
 NONCOVID_HEADER = ["", *NONCOVID_COLUMNS.values()]
 

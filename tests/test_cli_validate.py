@@ -11,11 +11,9 @@ import pytest
 from click.testing import CliRunner
 from openpyxl import load_workbook
 from openpyxl.styles import Font
+from sheetfactory import REPO, covid_row, write_xlsx
 
 from ctcurate.cli import main
-
-from .conftest import REPO
-from .sheetfactory import covid_row, write_xlsx
 
 
 def run(*args: str, env: dict[str, str] | None = None):
@@ -60,7 +58,9 @@ def test_binary_file_named_csv(tmp_path, no_data_env):
 
 
 def test_missing_columns(tmp_path, no_data_env):
-    bad = write_xlsx(tmp_path / "COVID-CT-MetaInfo.xlsx", [["a.png", "Patient 1", 41]], header=["File name", "Patient ID", "Age"])
+    bad = write_xlsx(
+        tmp_path / "COVID-CT-MetaInfo.xlsx", [["a.png", "Patient 1", 41]], header=["File name", "Patient ID", "Age"]
+    )
     line = _one_line_error(run("--metadata", str(tmp_path)), bad)
     assert line == (
         f"error: {bad} (sheet 'positive_captions'): missing column(s) 'Gender', 'Location', "
@@ -93,7 +93,10 @@ def test_no_arguments_validates_embedded_metadata_without_images(no_data_env):
     result = run()
     assert result.exit_code == 1  # patient 143 has conflicting age and gender
     lines = result.output.splitlines()
-    assert lines[-1] == "images not checked: pass --images ROOT or set CTCURATE_DATA to the folder holding Images-processed/"
+    assert (
+        lines[-1]
+        == "images not checked: pass --images ROOT or set CTCURATE_DATA to the folder holding Images-processed/"
+    )
     assert lines[-2] == "2 error(s), 384 warning(s)"
     assert (
         "warning: COVID-CT-MetaInfo.xlsx, row 330, column 'DOI': doi.inner-whitespace: "
@@ -108,7 +111,10 @@ def test_text_report_on_real_data(real_data):
         "error: COVID-CT-MetaInfo.xlsx, row 266, column 'File name': file.missing: "
         "no file '2020.03.25.20043166-p17-78' in Images-processed/CT_COVID/ ['2020.03.25.20043166-p17-78']"
     ) in result.output
-    assert "    hint: the file is '2020.03.25.20043166-p17-78.png': write the full name (ctcurate validate --fix does)" in result.output
+    assert (
+        "    hint: the file is '2020.03.25.20043166-p17-78.png': write the full name (ctcurate validate --fix does)"
+        in result.output
+    )
     assert result.output.splitlines()[-1] == "85 error(s), 418 warning(s)"
 
 
@@ -130,9 +136,10 @@ def test_env_var_finds_the_images(real_data):
 def test_html_report_is_self_contained_and_escaped(tmp_path, no_data_env):
     meta = tmp_path / "m"
     meta.mkdir()
-    write_xlsx(meta / "COVID-CT-MetaInfo.xlsx", [
-        covid_row("a.png", gender="<b>X</b>"), covid_row("b.png", gender="<script>alert(1)</script>")
-    ])
+    write_xlsx(
+        meta / "COVID-CT-MetaInfo.xlsx",
+        [covid_row("a.png", gender="<b>X</b>"), covid_row("b.png", gender="<script>alert(1)</script>")],
+    )
     out = tmp_path / "report.html"
     result = run("--metadata", str(meta), "--format", "html", "--output", str(out))
     assert result.exit_code == 1
@@ -174,7 +181,10 @@ def test_fix_writes_a_normalized_copy_and_leaves_the_input_alone(tmp_path, real_
     fixed = json.loads(again.output)
     assert len(fixed["findings"]) < len(original["findings"])
     assert fixed["summary"]["by_code"] == {
-        "age.not-numeric": 12, "image.format-mismatch": 34, "patient.conflict": 2, "row.stray": 1
+        "age.not-numeric": 12,
+        "image.format-mismatch": 34,
+        "patient.conflict": 2,
+        "row.stray": 1,
     }
     ws = load_workbook(out / "COVID-CT-MetaInfo.xlsx").active
     assert ws.title == "positive_captions"
@@ -219,7 +229,10 @@ def test_fix_refuses_to_overwrite_the_input(tmp_path, no_data_env):
     before = digest(path)
     result = run("--metadata", str(path), "--fix", str(path))
     assert result.exit_code == 2
-    assert result.output.strip().splitlines()[-1] == f"error: {path}: would overwrite the input; choose another --fix target"
+    assert (
+        result.output.strip().splitlines()[-1]
+        == f"error: {path}: would overwrite the input; choose another --fix target"
+    )
     assert digest(path) == before
     wrong = run("--metadata", str(path), "--fix", str(tmp_path / "out.csv"))
     assert wrong.exit_code == 2 and "the copy must keep the input's format (.xlsx)" in wrong.output
@@ -232,7 +245,46 @@ def test_reports_and_fixed_copies_get_ordinary_permissions(tmp_path, no_data_env
     try:
         path = write_xlsx(tmp_path / "in.xlsx", [covid_row("a.png", gender="F ")])
         report, fixed = tmp_path / "r.json", tmp_path / "out.xlsx"
-        assert run("--metadata", str(path), "--format", "json", "--output", str(report), "--fix", str(fixed)).exit_code == 0
+        assert (
+            run("--metadata", str(path), "--format", "json", "--output", str(report), "--fix", str(fixed)).exit_code
+            == 0
+        )
         assert (report.stat().st_mode & 0o777, fixed.stat().st_mode & 0o777) == (0o644, 0o644)
     finally:
         os.umask(mask)
+
+
+def test_fix_leaves_merged_ranges_intact(tmp_path, no_data_env):
+    path = write_xlsx(
+        tmp_path / "in.xlsx",
+        [covid_row("a.png", "Patient 7 ", gender="F"), covid_row("b.png", None, gender="F ")],
+    )
+    wb = load_workbook(path)
+    wb.active.merge_cells("B2:B3")
+    wb.save(path)
+    out = tmp_path / "out.xlsx"
+    result = run("--metadata", str(path), "--fix", str(out))
+    assert result.exit_code == 0, result.output
+    ws = load_workbook(out).active
+    assert [str(r) for r in ws.merged_cells.ranges] == ["B2:B3"]
+    assert (ws["B2"].value, ws["D3"].value) == ("Patient 7", "F")
+
+
+def test_fix_cleans_split_lists(tmp_path, no_data_env):
+    meta = tmp_path / "m"
+    shutil.copytree(REPO / "metadata", meta)
+    train = meta / "Data-split" / "COVID" / "trainCT_COVID.txt"
+    original = train.read_text()
+    first = original.splitlines()[0]
+    train.write_text(f" {first}\n\n{original}")
+    out = tmp_path / "fixed"
+    result = run("--metadata", str(meta), "--fix", str(out))
+    assert result.exit_code == 1  # patient 143
+    assert f"fixed copy: {out / 'Data-split/COVID/trainCT_COVID.txt'} (3 change(s))" in result.output
+    assert (out / "Data-split/COVID/trainCT_COVID.txt").read_text() == original
+    again = run("--metadata", str(out), "--format", "json")
+    assert not [
+        f
+        for f in json.loads(again.output.split("\nimages not checked")[0])["findings"]
+        if f["code"].startswith("split.")
+    ]

@@ -95,7 +95,9 @@ def test_normalize_is_idempotent_and_never_raises(raw):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.one_of(st.none(), st.integers(), st.floats(allow_nan=True), any_text), st.one_of(st.none(), st.text(max_size=40)))
+@given(
+    st.one_of(st.none(), st.integers(), st.floats(allow_nan=True), any_text), st.one_of(st.none(), st.text(max_size=40))
+)
 def test_check_doi_never_raises(raw, name):
     for f in doi.check_doi(raw, name):
         assert f.code.startswith("doi.")

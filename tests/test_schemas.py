@@ -7,9 +7,10 @@ import json
 from collections import Counter
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from click.testing import CliRunner
+from sheetfactory import REPO
 
 from ctcurate.cli import main
 from ctcurate.schemas import (
@@ -23,8 +24,6 @@ from ctcurate.schemas import (
     parse_captions,
 )
 from ctcurate.sheets import find_columns, read_sheet
-
-from .conftest import REPO
 
 
 def rec(number, file_name="a.png", patient="Patient 1", **cells):
@@ -71,8 +70,14 @@ def test_age_out_of_range_is_an_error():
 
 @pytest.mark.parametrize(
     ("raw", "gender", "codes"),
-    [("M", "M", []), ("F ", "F", ["cell.whitespace"]), ("f", "F", []), ("female", "F", ["gender.nonstandard"]),
-     ("\u00a0M", "M", ["cell.whitespace"]), (None, None, [])],
+    [
+        ("M", "M", []),
+        ("F ", "F", ["cell.whitespace"]),
+        ("f", "F", ["gender.nonstandard"]),
+        ("female", "F", ["gender.nonstandard"]),
+        ("\u00a0M", "M", ["cell.whitespace"]),
+        (None, None, []),
+    ],
 )
 def test_gender(raw, gender, codes):
     model, findings = one(gender=raw)
@@ -84,7 +89,12 @@ def test_invalid_gender_is_an_error_with_a_hint():
     model, findings = one(gender="X")
     assert model is None
     (f,) = findings
-    assert (f.code, f.column, f.value, f.hint) == ("gender.invalid", "Gender", "X", "write M or F, or leave it empty when unknown")
+    assert (f.code, f.column, f.value, f.hint) == (
+        "gender.invalid",
+        "Gender",
+        "X",
+        "write M or F, or leave it empty when unknown",
+    )
     assert f.message == "gender 'X' is not M or F"
 
 
@@ -95,7 +105,8 @@ def test_captions_are_parsed_safely():
     assert parse_captions("['the patient's scan']") == (["the patient's scan"], True)
     # Never evaluated: a call is not a literal.
     assert parse_captions("[__import__('os').system('echo hacked')]") == (
-        ["[__import__('os').system('echo hacked')]"], True
+        ["[__import__('os').system('echo hacked')]"],
+        True,
     )
     assert parse_captions("[" * 5000) == (["[" * 5000], True)
     model, findings = one(captions="['the patient's scan']")
@@ -107,19 +118,25 @@ def test_required_fields():
     models, findings = check_covid_rows([rec(2, file_name=None), rec(3, patient="  ")], file="m.xlsx")
     assert models == []
     assert [(f.code, f.row, f.column) for f in findings] == [
-        ("field.required", 2, "File name"), ("field.required", 3, "Patient ID")
+        ("field.required", 2, "File name"),
+        ("field.required", 3, "Patient ID"),
     ]
 
 
 def test_same_as_above_is_resolved_from_the_row_above_with_a_warning():
     models, findings = check_covid_rows(
-        [rec(2, severity="severe"), rec(3, "b.png", severity="same as above"), rec(4, "c.png", severity=" Same as above ")],
+        [
+            rec(2, severity="severe"),
+            rec(3, "b.png", severity="same as above"),
+            rec(4, "c.png", severity=" Same as above "),
+        ],
         file="m.xlsx",
     )
     assert [m.severity for m in models] == ["severe", "severe", "severe"]
     assert [m.raw["Severity"] for m in models] == ["severe", "same as above", " Same as above "]
     assert [(f.code, f.severity.value, f.row) for f in findings] == [
-        ("cell.same-as-above", "warning", 3), ("cell.same-as-above", "warning", 4)
+        ("cell.same-as-above", "warning", 3),
+        ("cell.same-as-above", "warning", 4),
     ]
 
 
@@ -141,15 +158,24 @@ def test_empty_stray_and_duplicate_rows():
     ]
     _, findings = check_covid_rows(records, file="m.xlsx")
     assert [(f.code, f.row) for f in findings] == [
-        ("row.empty", 3), ("row.duplicate", 5), ("file.duplicate", 6), ("row.stray", 7)
+        ("row.empty", 3),
+        ("row.duplicate", 5),
+        ("file.duplicate", 6),
+        ("row.stray", 7),
     ]  # a trailing empty row is not reported
 
 
 def test_patient_conflict_names_every_value_and_row():
-    records = [rec(2, patient="Patient 143", age=73, gender="F"), rec(3, file_name="b.png", patient="Patient 143", age=76, gender="M"),
-               rec(4, file_name="c.png", patient="Patient 143", age=None, gender="F")]
+    records = [
+        rec(2, patient="Patient 143", age=73, gender="F"),
+        rec(3, file_name="b.png", patient="Patient 143", age=76, gender="M"),
+        rec(4, file_name="c.png", patient="Patient 143", age=None, gender="F"),
+    ]
     _, findings = check_covid_rows(records, file="m.xlsx")
-    assert [(f.code, f.column, f.row) for f in findings] == [("patient.conflict", "Age", 3), ("patient.conflict", "Gender", 3)]
+    assert [(f.code, f.column, f.row) for f in findings] == [
+        ("patient.conflict", "Age", 3),
+        ("patient.conflict", "Gender", 3),
+    ]
     assert findings[0].message == "Patient 143 has conflicting age values: 73 (rows 2); 76 (rows 3)"
 
 
@@ -163,14 +189,18 @@ def test_doi_findings_come_from_the_doi_module():
 
 def test_noncovid_rows():
     models, findings = check_noncovid_rows(
-        [(2, {"image_name": "0.jpg", "patient_id": "crawled_patient_0"}),
-         (3, {"image_name": "1.jpg ", "patient_id": None}),
-         (4, {"image_name": "0.jpg", "patient_id": "crawled_patient_9"})],
+        [
+            (2, {"image_name": "0.jpg", "patient_id": "crawled_patient_0"}),
+            (3, {"image_name": "1.jpg ", "patient_id": None}),
+            (4, {"image_name": "0.jpg", "patient_id": "crawled_patient_9"}),
+        ],
         file="n.csv",
     )
     assert [m.image_name for m in models] == ["0.jpg", "0.jpg"]
     assert [(f.code, f.row, f.column) for f in findings] == [
-        ("cell.whitespace", 3, "image name"), ("field.required", 3, "patient id"), ("file.duplicate", 4, "image name")
+        ("cell.whitespace", 3, "image name"),
+        ("field.required", 3, "patient id"),
+        ("file.duplicate", 4, "image name"),
     ]
 
 
@@ -187,7 +217,20 @@ def test_real_sheet_row_findings(repo_metadata):
     assert by_row[3].severity == by_row[2].severity and by_row[3].raw["Severity"] == "same as above"
     at = Counter((f.code, f.row) for f in findings)
     assert at[("cell.same-as-above", 3)] == at[("cell.same-as-above", 4)] == at[("cell.same-as-above", 5)] == 1
-    assert {f.row for f in findings if f.code == "age.not-numeric"} == {176, 177, 178, 179, 180, 181, 238, 239, 240, 241, 242, 243}
+    assert {f.row for f in findings if f.code == "age.not-numeric"} == {
+        176,
+        177,
+        178,
+        179,
+        180,
+        181,
+        238,
+        239,
+        240,
+        241,
+        242,
+        243,
+    }
     assert {f.row for f in findings if f.code == "cell.whitespace" and f.column == "Gender"} == (
         {288, 289, 290, 300, 301, 302, 303, 304, 305, 312, 313, 314, 315, 316} | set(range(291, 300))
     )

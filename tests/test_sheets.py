@@ -6,12 +6,13 @@ import datetime as dt
 import zipfile
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openpyxl import Workbook, load_workbook
+from sheetfactory import COVID_HEADER, covid_row, write_xlsx
 
 from ctcurate.schemas import COVID_COLUMNS
 from ctcurate.sheets import SheetError, find_columns, read_lines, read_sheet
-
-from .sheetfactory import COVID_HEADER, covid_row, write_xlsx
 
 
 def codes(sheet):
@@ -62,8 +63,14 @@ def test_excel_features_are_reported_not_hidden(tmp_path):
     sheet = read_sheet(path)
     assert sheet.name == "data"
     assert codes(sheet) == [
-        "cell.date", "cell.error", "cell.formula", "sheet.extra-sheet", "sheet.extra-sheet",
-        "sheet.hidden-column", "sheet.hidden-row", "sheet.merged-cells",
+        "cell.date",
+        "cell.error",
+        "cell.formula",
+        "sheet.extra-sheet",
+        "sheet.extra-sheet",
+        "sheet.hidden-column",
+        "sheet.hidden-row",
+        "sheet.merged-cells",
     ]
     by = {f.code: f for f in sheet.findings}
     assert (by["cell.formula"].row, by["cell.formula"].column, by["cell.formula"].value) == (3, "Age", "=C2+1")
@@ -121,7 +128,11 @@ def test_png_named_csv_is_refused(tmp_path, repo_metadata):
 
 @pytest.mark.parametrize(
     ("encoding", "prefix", "expected_encoding", "finding"),
-    [("utf-8", b"", "utf-8", []), ("utf-8", b"\xef\xbb\xbf", "utf-8-sig", []), ("latin-1", b"", "latin-1", ["sheet.encoding"])],
+    [
+        ("utf-8", b"", "utf-8", []),
+        ("utf-8", b"\xef\xbb\xbf", "utf-8-sig", []),
+        ("latin-1", b"", "latin-1", ["sheet.encoding"]),
+    ],
 )
 def test_csv_encodings(tmp_path, encoding, prefix, expected_encoding, finding):
     path = tmp_path / "n.csv"
@@ -189,3 +200,36 @@ def test_roundtrip_through_openpyxl_keeps_values(tmp_path):
     sheet = read_sheet(path)
     assert [list(r.values) + [None] * (11 - len(r.values)) for r in sheet.rows] == rows
     assert load_workbook(path).active.max_row == 3
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.2, 0.4, 0.6, 0.8, 0.95, 0.999])
+def test_any_truncation_of_the_real_workbook_is_a_sheet_error(tmp_path, repo_metadata, fraction):
+    data = (repo_metadata / "COVID-CT-MetaInfo.xlsx").read_bytes()
+    path = tmp_path / "cut.xlsx"
+    path.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(SheetError, match=r"^.*cut\.xlsx: not a readable \.xlsx workbook \(.*\)$"):
+        read_sheet(path)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=2000), st.sampled_from([".xlsx", ".csv"]))
+def test_arbitrary_bytes_never_escape_as_other_exceptions(tmp_path, data, suffix):
+    path = tmp_path / f"fuzz{suffix}"
+    path.write_bytes(data)
+    try:
+        read_sheet(path)
+    except SheetError as exc:
+        assert "\n" not in str(exc) and str(path) in str(exc)
+
+
+def test_damaged_member_inside_a_valid_zip(tmp_path, repo_metadata):
+    src = repo_metadata / "COVID-CT-MetaInfo.xlsx"
+    path = tmp_path / "damaged.xlsx"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(path, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data = data[: len(data) // 2]  # well-formed zip, broken XML
+            zout.writestr(item, data)
+    with pytest.raises(SheetError, match="damaged.xlsx: not a readable .xlsx workbook"):
+        read_sheet(path)

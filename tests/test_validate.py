@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from sheetfactory import REPO, covid_row, write_noncovid_csv, write_xlsx
 
 from ctcurate.findings import Finding
 from ctcurate.validate import FINDING_CODES, InputError, validate
-
-from .conftest import REPO
-from .sheetfactory import covid_row, write_noncovid_csv, write_xlsx
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +31,17 @@ def test_real_summary(real):
     assert s["rows"] == {"COVID-CT-MetaInfo.xlsx": 349, "NonCOVID-CT-MetaInfo.csv": 397}
     assert s["images"] == 746 and s["split_entries"] == 746 and s["images_checked"] is True
     assert set(s["by_code"]) == {
-        "age.not-numeric", "captions.malformed", "cell.same-as-above", "cell.whitespace", "doi.derivable",
-        "doi.inner-whitespace", "doi.whitespace", "file.missing", "image.format-mismatch",
-        "patient.conflict", "row.stray",
+        "age.not-numeric",
+        "captions.malformed",
+        "cell.same-as-above",
+        "cell.whitespace",
+        "doi.derivable",
+        "doi.inner-whitespace",
+        "doi.whitespace",
+        "file.missing",
+        "image.format-mismatch",
+        "patient.conflict",
+        "row.stray",
     }
 
 
@@ -44,7 +50,10 @@ def test_real_file_names_without_png(real):
     assert len(missing) == 83
     f = missing[266]
     assert (f.file, f.column, f.value, f.severity.value) == (
-        "COVID-CT-MetaInfo.xlsx", "File name", "2020.03.25.20043166-p17-78", "error"
+        "COVID-CT-MetaInfo.xlsx",
+        "File name",
+        "2020.03.25.20043166-p17-78",
+        "error",
     )
     assert f.hint == "the file is '2020.03.25.20043166-p17-78.png': write the full name (ctcurate validate --fix does)"
     assert all(f.hint.startswith("the file is '" + f.value + ".png'") for f in missing.values())
@@ -94,9 +103,18 @@ def test_real_png_files_holding_jpeg(real, real_data):
 @pytest.mark.skipif(subprocess.run(["which", "file"], capture_output=True).returncode != 0, reason="no file(1)")
 def test_real_format_mismatch_agrees_with_file_command(real, real_data):
     folder = real_data / "Images-processed" / "CT_COVID"
-    out = subprocess.run(["file", "--brief", "--mime-type", *sorted(p.name for p in folder.iterdir())],
-                         cwd=folder, capture_output=True, text=True, check=True).stdout.split()
-    jpeg_pngs = {n for n, mime in zip(sorted(p.name for p in folder.iterdir()), out) if n.endswith(".png") and mime == "image/jpeg"}
+    out = subprocess.run(
+        ["file", "--brief", "--mime-type", *sorted(p.name for p in folder.iterdir())],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    jpeg_pngs = {
+        n
+        for n, mime in zip(sorted(p.name for p in folder.iterdir()), out, strict=True)
+        if n.endswith(".png") and mime == "image/jpeg"
+    }
     assert {Path(f).name for f in at(real.findings, "image.format-mismatch")} == jpeg_pngs
 
 
@@ -111,7 +129,10 @@ def test_real_derivable_dois(real):
 def test_real_patient_143_is_three_people(real):
     conflicts = [f for f in real.findings if f.code == "patient.conflict"]
     assert [f.column for f in conflicts] == ["Age", "Gender"]
-    assert conflicts[0].message == "Patient 143 has conflicting age values: 73 (rows 210, 211); 70 (rows 212); 76 (rows 213)"
+    assert (
+        conflicts[0].message
+        == "Patient 143 has conflicting age values: 73 (rows 210, 211); 70 (rows 212); 76 (rows 213)"
+    )
 
 
 def test_real_splits_are_consistent(real):
@@ -123,11 +144,26 @@ def test_real_errors_are_exactly_the_known_defects(real):
     assert errors == {"file.missing": 83, "patient.conflict": 2}
 
 
-def test_every_code_is_registered_and_documented(real):
+def test_every_code_is_documented_in_the_readme():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     for code in FINDING_CODES:
-        assert f"`{code}`" in readme, f"{code} missing from README"
+        assert f"| `{code}` |" in readme, f"{code} missing from the README's table of finding codes"
+
+
+def test_every_code_emitted_is_registered(real):
     assert set(real.summary["by_code"]) <= set(FINDING_CODES)
+
+
+def test_every_code_in_the_source_is_registered():
+    """A new finding code cannot ship undocumented: scan the modules that emit them."""
+    import re
+
+    source = "".join(
+        (REPO / "ctcurate" / name).read_text() for name in ("sheets.py", "schemas.py", "validate.py", "doi.py")
+    )
+    emitted = set(re.findall(r'(?:error|warning|Note|PydanticCustomError)\(\s*"([a-z]+\.[a-z-]+)"', source))
+    emitted |= {"doi." + k for k in re.findall(r'"doi\.([a-z-]+)": "', source)}
+    assert emitted and emitted <= set(FINDING_CODES), sorted(emitted - set(FINDING_CODES))
 
 
 def test_without_images_only_metadata_and_splits_are_checked(monkeypatch):
@@ -167,11 +203,14 @@ def tiny(tmp_path):
         _jpeg(noncovid / name, i * 40)
     meta = tmp_path / "metadata"
     meta.mkdir()
-    write_xlsx(meta / "COVID-CT-MetaInfo.xlsx", [
-        covid_row("p1-a.png", "Patient 1", age=41, gender="M", doi="10.1136/bmj.m606"),
-        covid_row("p1-b.png", "Patient 1", age=41, gender="M", doi="10.1136/bmj.m606"),
-        covid_row("p2-a.png", "Patient 2", age=50, gender="F", doi="10.1136/bmj.m606"),
-    ])
+    write_xlsx(
+        meta / "COVID-CT-MetaInfo.xlsx",
+        [
+            covid_row("p1-a.png", "Patient 1", age=41, gender="M", doi="10.1136/bmj.m606"),
+            covid_row("p1-b.png", "Patient 1", age=41, gender="M", doi="10.1136/bmj.m606"),
+            covid_row("p2-a.png", "Patient 2", age=50, gender="F", doi="10.1136/bmj.m606"),
+        ],
+    )
     write_noncovid_csv(meta / "NonCOVID-CT-MetaInfo.csv", [("0.jpg", "np0"), ("1.jpg", "np1")])
     splits = meta / "Data-split"
     (splits / "COVID").mkdir(parents=True)
@@ -225,11 +264,14 @@ def test_rows_and_files_must_match(tiny):
     root, meta = tiny
     _png(root / "Images-processed/CT_COVID/extra.png")
     (meta / "Data-split/COVID/testCT_COVID.txt").write_text("p2-a.png\nextra.png\n")
-    write_xlsx(meta / "COVID-CT-MetaInfo.xlsx", [
-        covid_row("p1-a", "Patient 1"),
-        covid_row("P1-B.PNG", "Patient 1"),
-        covid_row("p2-x.png", "Patient 2"),
-    ])
+    write_xlsx(
+        meta / "COVID-CT-MetaInfo.xlsx",
+        [
+            covid_row("p1-a", "Patient 1"),
+            covid_row("P1-B.PNG", "Patient 1"),
+            covid_row("p2-x.png", "Patient 2"),
+        ],
+    )
     result = validate(metadata=meta, images=root)
     found = {(f.code, f.row, f.file): f for f in result.findings}
     assert sorted(found) == [
@@ -241,6 +283,33 @@ def test_rows_and_files_must_match(tiny):
     ]
     assert found[("file.missing", 3, "COVID-CT-MetaInfo.xlsx")].hint.startswith("the file is 'p1-b.png'")
     assert found[("file.missing", 4, "COVID-CT-MetaInfo.xlsx")].hint == "did you mean 'p2-a.png'?"
+
+
+def test_unicode_form_of_a_name_is_a_near_match(tiny):
+    root, meta = tiny
+    nfd = "Sa\u0303o.png"  # as a macOS disk stores it
+    _png(root / "Images-processed/CT_COVID" / nfd)
+    (meta / "Data-split/COVID/testCT_COVID.txt").write_text(f"p2-a.png\n{nfd}\n")
+    write_xlsx(
+        meta / "COVID-CT-MetaInfo.xlsx",
+        [
+            covid_row("p1-a.png"),
+            covid_row("p1-b.png"),
+            covid_row("p2-a.png", "Patient 2"),
+            covid_row("S\u00e3o.png", "Patient 3"),
+        ],
+    )
+    result = validate(metadata=meta, images=root, plan_fixes=True)
+    assert [(f.code, f.row) for f in result.findings] == [("file.missing", 5)]
+    assert [fx.new for fx in result.fixes if fx.code == "file.missing"] == [nfd]
+
+
+def test_non_image_files_in_an_image_folder_are_reported(tiny):
+    root, meta = tiny
+    (root / "Images-processed/CT_COVID/scan.webp").write_bytes(b"RIFF")
+    (root / "Images-processed/CT_COVID/.DS_Store").write_bytes(b"\0")
+    result = validate(metadata=meta, images=root)
+    assert [(f.code, f.file) for f in result.findings] == [("file.not-image", "Images-processed/CT_COVID/scan.webp")]
 
 
 def test_broken_and_mislabelled_images(tiny):

@@ -28,7 +28,7 @@ from ctcurate.cli import main
 from ctcurate.lock import locked
 from ctcurate.store import CACHE_ENV
 
-from .contribution_helpers import make_synthetic_dataset, noise_png, tree_hashes, write_contribution_sheet
+from contribution_helpers import make_synthetic_dataset, noise_png, tree_hashes, write_contribution_sheet
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ import openpyxl
 import pytest
 from click.testing import CliRunner
 
-from .contribution_helpers import make_synthetic_dataset, noise_png, tree_hashes, write_contribution_sheet
+from contribution_helpers import make_synthetic_dataset, noise_png, tree_hashes, write_contribution_sheet
 from ctcurate.cli import main
 
 

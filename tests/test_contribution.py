@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from .contribution_helpers import noise_png, write_contribution_sheet
+from contribution_helpers import noise_png, write_contribution_sheet
 from ctcurate.cli import main
 from ctcurate.contribution import ALL_COLUMNS, REQUIRED_COLUMNS, SCHEMA_FILE, open_contribution, read_sheet, schema_json
 

@@ -15,7 +15,7 @@ from ctcurate.leakage import check_leakage
 from ctcurate.store import CACHE_ENV
 from ctcurate.validate import validate
 
-from .contribution_helpers import hold_out, tree_hashes, write_contribution_sheet
+from contribution_helpers import hold_out, tree_hashes, write_contribution_sheet
 
 HELD_COVID = [f"2020.03.16.20035105-p6-64-{i}.png" for i in range(1, 5)]  # one paper, one patient
 HELD_NONCOVID = ["848.png", "849.png"]  # medpix_patient_5

@@ -22,7 +22,6 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from copy import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from .atomic import atomic_write
 from .dataset_state import PROVENANCE_FILE, DatasetState
 from .intake import IntakePlan
 from .layout import COVID_SHEET, IMAGES_DIR, NONCOVID_SHEET, SPLITS_DIR, label_of_class
+from .xlsx_append import Cell, UnsupportedWorkbook, append_rows
 
 TOOL_DIR = ".ctcurate"
 JOURNAL = "apply-journal.json"
@@ -127,30 +127,36 @@ def _cell_value(column: str, value: object) -> object:
 
 
 def covid_sheet_bytes(path: Path, rows: list[dict[str, object]]) -> bytes:
-    """The workbook at `path` with `rows` appended to its first sheet; everything else left as it was."""
+    """The workbook at `path` with `rows` appended to its first sheet; every other byte kept.
+
+    New cells take the style of the last row that names a file (not of a footnote below it).
+    """
     import openpyxl
 
-    wb = openpyxl.load_workbook(path)
-    ws = wb.worksheets[0]
-    header = {str(c.value).strip().casefold(): c.column for c in ws[1] if c.value is not None}
-    last_data = ws.max_row
-    name_col = header.get("file name", 1)
-    while last_data > 1 and ws.cell(last_data, name_col).value in (None, ""):
-        last_data -= 1  # footnote rows below the data do not lend their style
-    row_no = ws.max_row
+    wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    try:
+        it = wb.worksheets[0].iter_rows(values_only=False)
+        header = {str(c.value).strip().casefold(): c.column for c in next(it, ()) if c.value is not None}
+        name_col = header.get("file name", 1)
+        last_data = None
+        for row in it:
+            for c in row:
+                if getattr(c, "column", None) == name_col and c.value not in (None, ""):
+                    last_data = c.row
+    finally:
+        wb.close()
+    matrix = []
     for values in rows:
-        row_no += 1
+        cells: dict[int, Cell] = {}
         for column, value in values.items():
             col = header.get(column.casefold())
-            if col is None:
-                continue
-            cell = ws.cell(row_no, col, _cell_value(column, value))
-            template = ws.cell(last_data, col)
-            if template.has_style:
-                cell._style = copy(template._style)
-    buf = io.BytesIO()
-    wb.save(buf)
-    return buf.getvalue()
+            if col is not None:
+                cells[col] = _cell_value(column, value)  # type: ignore[assignment]
+        matrix.append(cells)
+    try:
+        return append_rows(path.read_bytes(), matrix, style_row=last_data)
+    except UnsupportedWorkbook as exc:
+        raise ApplyError(f"{path}: cannot append rows to this workbook ({exc})") from exc
 
 
 def _newline_of(data: bytes) -> bytes:

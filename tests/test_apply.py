@@ -8,11 +8,13 @@ import os
 import shutil
 import signal
 import subprocess
+import zipfile
 import sys
 from copy import copy
 from pathlib import Path
 
 import openpyxl
+import pandas
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -73,12 +75,29 @@ def test_covid_sheet_append_keeps_every_existing_cell(tmp_path):
     assert ws.cell(ws.max_row, 11).alignment.wrap_text is True
 
 
-def test_real_covid_sheet_append_keeps_every_existing_cell(repo_metadata, tmp_path):
+def test_real_covid_sheet_append_keeps_every_existing_cell_and_part(repo_metadata, tmp_path):
     path = repo_metadata / "COVID-CT-MetaInfo.xlsx"
     out = tmp_path / "out.xlsx"
-    out.write_bytes(covid_sheet_bytes(path, [{"File name": "x.png", "Patient ID": "Patient 217",
-                                               "DOI": "10.5555/x", "Captions": "c"}]))
-    _assert_workbook_kept(path, out, 1)
+    out.write_bytes(covid_sheet_bytes(path, [
+        {"File name": "x.png", "Patient ID": "Patient 217", "Age": "7", "DOI": "10.5555/x",
+         "Captions": "Figure 1. <b> & 'quotes'\n second line "},
+        {"File name": "y.png", "Patient ID": "Patient 217", "DOI": "10.5555/x", "Captions": "c\x0bd"},
+    ]))
+    new = _assert_workbook_kept(path, out, 2)
+    ws = new.worksheets[0]
+    assert [c.value for c in ws[ws.max_row - 1]] == [
+        "x.png", "Patient 217", 7, None, None, None, None, None, None, "10.5555/x", "Figure 1. <b> & 'quotes'\n second line"]
+    assert ws.cell(ws.max_row, 11).value == "cd"  # a character XML cannot hold is dropped, not fatal
+    # Every part of the package but the edited sheet is byte for byte the same (printer settings,
+    # shared strings, styles, workbook properties), with the same compression and time stamps.
+    with zipfile.ZipFile(path) as a, zipfile.ZipFile(out) as b:
+        assert [i.filename for i in a.infolist()] == [i.filename for i in b.infolist()]
+        for ia, ib in zip(a.infolist(), b.infolist()):
+            assert (ia.compress_type, ia.date_time) == (ib.compress_type, ib.date_time)
+            if ia.filename != "xl/worksheets/sheet1.xml":
+                assert a.read(ia.filename) == b.read(ib.filename), ia.filename
+    df = pandas.read_excel(out, sheet_name=0)
+    assert df["File name"].iloc[-2:].tolist() == ["x.png", "y.png"]
 
 
 def test_csv_and_split_appends_keep_bytes_and_line_endings():

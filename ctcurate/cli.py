@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import NoReturn
 
@@ -182,6 +183,7 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
     from .contribution import write_template
     from .layout import DataRootNotFound, default_metadata_dir, resolve_data_root
     from .lock import LockHeld
+    from .store import default_cache_path
 
     if template is not None:
         if template.suffix.lower() not in (".xlsx", ".csv"):
@@ -204,13 +206,16 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
     if not meta.is_dir():
         click.echo(f"error: {meta}: no such metadata folder", err=True)
         sys.exit(EXIT_USAGE)
+    cache_path = cache or _cache_override() or default_cache_path(data_root)
     try:
-        outcome = contribute.add_contribution(
-            contribution, data_root, meta,
-            check_rows=contribute.default_row_checker(),
-            find_duplicates=contribute.default_duplicate_finder(cache or _cache_override()),
-            split_mode=split_mode, contributor=contributor, dry_run=dry_run, partial=partial,
-        )
+        # A dry run works on a scratch copy of the hash cache: it writes nothing anywhere.
+        with contribute.scratch_cache(cache_path) if dry_run else nullcontext(cache_path) as use_cache:
+            outcome = contribute.add_contribution(
+                contribution, data_root, meta,
+                check_rows=contribute.default_row_checker(),
+                find_duplicates=contribute.default_duplicate_finder(use_cache),
+                split_mode=split_mode, contributor=contributor, dry_run=dry_run, partial=partial,
+            )
     except LockHeld as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -199,6 +202,19 @@ def render_json(outcome: Outcome) -> str:
         },
     }
     return json.dumps(body, indent=2, ensure_ascii=False)
+
+
+@contextmanager
+def scratch_cache(cache_path: Path) -> Iterator[Path]:
+    """A throw-away copy of the hash cache (with its WAL), so that a dry run reads it warm but
+    leaves the real one, and the dataset folder, exactly as they were."""
+    with tempfile.TemporaryDirectory(prefix="ctcurate-dry-run-") as tmp:
+        target = Path(tmp) / cache_path.name
+        for suffix in ("", "-wal"):
+            src = cache_path.with_name(cache_path.name + suffix)
+            if src.is_file():
+                shutil.copyfile(src, target.with_name(target.name + suffix))
+        yield target
 
 
 # --- the default seams ----------------------------------------------------------------------

@@ -223,14 +223,17 @@ def test_recover_completes_a_committed_run_from_the_cli(tmp_path):
 def test_dry_run_writes_nothing(tmp_path):
     ds = make_synthetic_dataset(tmp_path / "ds")
     contrib = _contribution(tmp_path)
-    before = tree_hashes(ds)
+    # A warm cache in its default place: the dry run reads it but must not change it either.
+    ctcurate.leakage.find_duplicates_of([], ds)
+    assert (ds / ".ctcurate" / "cache.sqlite").is_file()
+    before = tree_hashes(ds, ignore=())
     res = _run_cli([str(contrib), "--data", str(ds), "--metadata", str(ds / "metadata"), "--dry-run"])
     assert res.returncode == 0, res.stdout + res.stderr
     assert "dry run: nothing written" in res.stdout
     assert "accepted  n1%0.png -> CT_COVID/n1%0.png (Patient 3," in res.stdout
     assert "would write: COVID-CT-MetaInfo.xlsx (+2), " in res.stdout
     assert "Images-processed/CT_NonCOVID/ (+1), NonCOVID-CT-MetaInfo.csv (+1), contributions.jsonl (+3)" in res.stdout
-    assert tree_hashes(ds) == before
+    assert tree_hashes(ds, ignore=()) == before  # the hash cache included
     assert not (ds / ".ctcurate" / "apply.lock").exists()
 
 

@@ -245,6 +245,7 @@ def check_leakage(
     output: str | None, fix_splits: str | None, jobs: int | None, threshold: int, cache: str | None,
 ) -> None:
     """Find duplicate images and leaks across splits, labels, patients and source figures."""
+    import sqlite3
     from pathlib import Path
 
     from . import report as report_lib
@@ -269,7 +270,7 @@ def check_leakage(
         if bar is None:
             from tqdm import tqdm
 
-            bar = tqdm(total=total, desc="hashing", unit="img", file=sys.stderr, leave=False)
+            bar = tqdm(total=total, desc="hashing", unit="img", file=sys.stderr, leave=False, disable=None)
         bar.n = done
         bar.refresh()
 
@@ -286,6 +287,9 @@ def check_leakage(
         )
     except OSError as exc:
         click.echo(f"error: {getattr(exc, 'filename', None) or root}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except sqlite3.Error as exc:
+        click.echo(f"error: {cache or 'cache'}: cannot use the cache file: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     finally:
         if bar is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from .hashing import HASH_VERSION, Fingerprint, file_sha256, fingerprint_image
 from .images import UnreadableImage, open_image
 from .store import open_cache
 
-VERIFY_VERSION = "2"
+VERIFY_VERSION = "4"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS leakage_fingerprint (
@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS leakage_fingerprint (
     PRIMARY KEY (sha256, version));
 CREATE TABLE IF NOT EXISTS leakage_verdict (
     pair TEXT NOT NULL PRIMARY KEY, verdict TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leakage_stat (
+    path TEXT NOT NULL PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL);
 """
 HASH_FIELDS = ("phash", "dhash", "whash", "phash_m", "dhash_m", "whash_m")
 
@@ -50,7 +52,6 @@ def _to_row(fp: Fingerprint) -> tuple[str, bytes]:
         "width": fp.width,
         "height": fp.height,
         "box": list(fp.box),
-        "pixel_sha256": fp.pixel_sha256,
         **{k: format(getattr(fp, k), "016x") for k in HASH_FIELDS},
     }
     return json.dumps(meta), fp.thumb
@@ -62,7 +63,6 @@ def _from_row(meta_text: str, thumb: bytes) -> Fingerprint:
         width=meta["width"],
         height=meta["height"],
         box=tuple(meta["box"]),
-        pixel_sha256=meta["pixel_sha256"],
         thumb=bytes(thumb),
         **{k: int(meta[k], 16) for k in HASH_FIELDS},
     )
@@ -104,6 +104,32 @@ class HashCache:
         self.conn.executemany(
             "INSERT OR REPLACE INTO leakage_fingerprint (sha256, version, meta, thumb) VALUES (?, ?, ?, ?)",
             [(sha, HASH_VERSION, *_to_row(fp)) for sha, fp in items],
+        )
+        self.conn.commit()
+
+    def known_shas(self, paths: Sequence[Path]) -> dict[Path, str]:
+        """Content hashes remembered for files whose size and mtime are unchanged (like git's index)."""
+        out: dict[Path, str] = {}
+        by_name = {str(p.resolve()): p for p in paths}
+        names = sorted(by_name)
+        for start in range(0, len(names), 500):
+            part = names[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for name, size, mtime, sha in self.conn.execute(
+                f"SELECT path, size, mtime_ns, sha256 FROM leakage_stat WHERE path IN ({marks})", part
+            ):
+                try:
+                    st = os.stat(name)
+                except OSError:
+                    continue
+                if st.st_size == size and st.st_mtime_ns == mtime:
+                    out[by_name[name]] = sha
+        return out
+
+    def remember_shas(self, items: Sequence[tuple[Path, int, int, str]]) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO leakage_stat (path, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)",
+            [(str(p.resolve()), size, mtime, sha) for p, size, mtime, sha in items],
         )
         self.conn.commit()
 
@@ -157,22 +183,33 @@ def hash_files(
     """
     shas: list[str | None] = []
     errors: dict[int, str] = {}
+    remembered = cache.known_shas(paths) if cache else {}
+    new_stats: list[tuple[Path, int, int, str]] = []
     for k, p in enumerate(paths):
+        if p in remembered:
+            shas.append(remembered[p])
+            continue
         try:
-            shas.append(file_sha256(p))
+            st = os.stat(p)
+            sha = file_sha256(p)
         except OSError as exc:
             shas.append(None)
             errors[k] = f"cannot read: {exc.strerror or exc}"
+            continue
+        shas.append(sha)
+        new_stats.append((p, st.st_size, st.st_mtime_ns, sha))
+    if cache and new_stats:
+        cache.remember_shas(new_stats)
     known = cache.get_many([s for s in shas if s]) if cache else {}
     todo = [k for k, s in enumerate(shas) if s is not None and s not in known]
     # identical files are hashed once
     first_of: dict[str, int] = {}
     unique_todo = []
     for k in todo:
-        sha = shas[k]
-        assert sha is not None
-        if sha not in first_of:
-            first_of[sha] = k
+        key = shas[k]
+        assert key is not None
+        if key not in first_of:
+            first_of[key] = k
             unique_todo.append(k)
     done = len(paths) - len(unique_todo)
     total = len(paths)
@@ -182,20 +219,21 @@ def hash_files(
     jobs = jobs or default_jobs()
     if unique_todo:
         todo_paths = [paths[k] for k in unique_todo]
+        results: Iterator[tuple[Fingerprint | None, str | None]]
+        pool: ProcessPoolExecutor | None = None
         if jobs <= 1 or len(unique_todo) < 16:
             results = map(_hash_one, todo_paths)
-            pool = None
         else:
             pool = ProcessPoolExecutor(max_workers=jobs)
             results = pool.map(_hash_one, todo_paths, chunksize=max(1, min(32, len(todo_paths) // (jobs * 4))))
         try:
             for k, (fp, err) in zip(unique_todo, results):
-                sha = shas[k]
-                assert sha is not None
+                content = shas[k]
+                assert content is not None
                 if fp is None:
                     errors[k] = err or "cannot decode"
                 else:
-                    fresh[sha] = fp
+                    fresh[content] = fp
                 done += 1
                 if progress:
                     progress(done, total)
@@ -206,14 +244,14 @@ def hash_files(
             cache.put_many(list(fresh.items()))
     out = []
     for k, p in enumerate(paths):
-        sha = shas[k]
-        if k in errors or sha is None:
-            out.append(HashOutcome(p, sha or "", None, errors.get(k, "cannot read")))
-        elif sha in known:
-            out.append(HashOutcome(p, sha, known[sha], cached=True))
-        elif sha in fresh:
-            out.append(HashOutcome(p, sha, fresh[sha]))
+        digest = shas[k]
+        if k in errors or digest is None:
+            out.append(HashOutcome(p, digest or "", None, errors.get(k, "cannot read")))
+        elif digest in known:
+            out.append(HashOutcome(p, digest, known[digest], cached=True))
+        elif digest in fresh:
+            out.append(HashOutcome(p, digest, fresh[digest]))
         else:  # a duplicate of a file that failed to decode
-            first = first_of.get(sha)
-            out.append(HashOutcome(p, sha, None, errors.get(first, "cannot decode") if first is not None else "cannot decode"))
+            first = first_of.get(digest)
+            out.append(HashOutcome(p, digest, None, errors.get(first, "cannot decode") if first is not None else "cannot decode"))
     return out

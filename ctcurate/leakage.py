@@ -23,6 +23,7 @@ Never prints, never exits: progress is a callback, problems are findings.
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -36,7 +37,7 @@ from . import doi as doi_lib
 from .findings import Finding, error
 from .hashcache import HashCache, HashOutcome, Progress, default_jobs, hash_files
 from .hashing import Fingerprint
-from .images import open_image
+from .images import UnreadableImage, open_image
 from .layout import (
     COVID_SHEET,
     IMAGES_DIR,
@@ -109,7 +110,8 @@ class LeakageReport(BaseModel):
     def has_problems(self) -> bool:
         return bool(self.pairs or self.findings or any(c.type != "duplicate" for c in self.clusters))
 
-    def summary(self) -> dict[str, object]:
+    def kind_counts(self) -> dict[str, int]:
+        """Pairs per kind, plus patient and source groups per kind."""
         kinds: dict[str, int] = defaultdict(int)
         for p in self.pairs:
             for k in p.kind:
@@ -118,11 +120,14 @@ class LeakageReport(BaseModel):
             if c.type != "duplicate":
                 for k in c.kind:
                     kinds[k] += 1
+        return dict(sorted(kinds.items()))
+
+    def summary(self) -> dict[str, object]:
         return {
             "images": self.stats.get("images", 0),
             "pairs": len(self.pairs),
             "duplicate_clusters": sum(c.type == "duplicate" for c in self.clusters),
-            "by_kind": dict(sorted(kinds.items())),
+            "by_kind": self.kind_counts(),
             "unreadable": len(self.findings),
             **{k: v for k, v in self.stats.items() if k != "images"},
             "findings": [f.model_dump(mode="json") for f in self.findings],
@@ -159,42 +164,51 @@ def source_figure(file_name: str) -> str:
 
 
 def read_metadata(metadata_dir: Path) -> dict[str, tuple[str | None, str | None]]:
-    """`CT_COVID/x.png` -> (patient id, normalized DOI) from the two sheets; missing sheets -> {}."""
-    import pandas as pd
+    """`CT_COVID/x.png` -> (patient id, normalized DOI) from the two sheets; missing sheets -> {}.
 
+    Deliberately small (first sheet; `File name`, `Patient ID`, `DOI`; `image name`, `patient id`):
+    `validate` owns the checking reader. Names without an extension get `.png`, as upstream meant.
+    """
     out: dict[str, tuple[str | None, str | None]] = {}
 
     def text(v: object) -> str | None:
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            return None
-        s = str(v).strip()
+        s = "" if v is None else str(v).strip()
         return s or None
 
     sheet = metadata_dir / COVID_SHEET
     if sheet.is_file():
-        df = pd.read_excel(sheet, sheet_name=0, dtype=object)
-        cols = {str(c).strip().lower(): c for c in df.columns}
-        fcol, pcol, dcol = cols.get("file name"), cols.get("patient id"), cols.get("doi")
-        if fcol is not None:
-            for _, row in df.iterrows():
-                name = text(row[fcol])
-                if not name:
-                    continue
-                if not Path(name).suffix:
-                    name += ".png"
-                patient = text(row[pcol]) if pcol is not None else None
-                d = text(row[dcol]) if dcol is not None else None
-                out[f"CT_COVID/{name}"] = (f"COVID:{patient}" if patient else None, doi_lib.normalize(d) if d else None)
-    csv = metadata_dir / NONCOVID_SHEET
-    if csv.is_file():
-        df = pd.read_csv(csv, dtype=str)
-        cols = {str(c).strip().lower(): c for c in df.columns}
-        ncol, pcol = cols.get("image name"), cols.get("patient id")
-        if ncol is not None and pcol is not None:
-            for name, patient in zip(df[ncol], df[pcol]):
-                if isinstance(name, str) and name.strip():
-                    p = patient.strip() if isinstance(patient, str) and patient.strip() else None
-                    out[f"CT_NonCOVID/{name.strip()}"] = (f"NonCOVID:{p}" if p else None, None)
+        import openpyxl
+
+        wb = openpyxl.load_workbook(sheet, read_only=True, data_only=True)
+        try:
+            rows = wb.worksheets[0].iter_rows(values_only=True)
+            header = [str(h).strip().lower() if h is not None else "" for h in next(rows, ())]
+            col = {name: header.index(name) for name in ("file name", "patient id", "doi") if name in header}
+            if "file name" in col:
+                for row in rows:
+                    cell = lambda name: text(row[col[name]]) if name in col and col[name] < len(row) else None  # noqa: E731
+                    name = cell("file name")
+                    if not name:
+                        continue
+                    if not Path(name).suffix:
+                        name += ".png"
+                    patient, d = cell("patient id"), cell("doi")
+                    out[f"CT_COVID/{name}"] = (f"COVID:{patient}" if patient else None, doi_lib.normalize(d) if d else None)
+        finally:
+            wb.close()
+    table = metadata_dir / NONCOVID_SHEET
+    if table.is_file():
+        import csv
+
+        with open(table, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = [h.strip().lower() for h in next(reader, [])]
+            if "image name" in header and "patient id" in header:
+                ni, pi = header.index("image name"), header.index("patient id")
+                for row in reader:
+                    if len(row) > max(ni, pi) and (name := text(row[ni])):
+                        patient = text(row[pi])
+                        out[f"CT_NonCOVID/{name}"] = (f"NonCOVID:{patient}" if patient else None, None)
     return out
 
 
@@ -269,16 +283,28 @@ def _group_clusters(images: dict[str, ImageInfo], attr: str, kind: str, ctype: s
 # --- the pipeline ---------------------------------------------------------------------------
 
 
-def _verify_task(args: tuple[Fingerprint, Fingerprint, str, str]) -> Verdict:
-    fa, fb, pa, pb = args
-    return verify_pair(fa, fb, lambda: open_image(Path(pa)), lambda: open_image(Path(pb)))
+def _verify_task(args: tuple[Fingerprint, Fingerprint, str, str, tuple[float, bool]]) -> Verdict:
+    fa, fb, pa, pb, quick = args
+    return verify_pair(fa, fb, lambda: open_image(Path(pa)), lambda: open_image(Path(pb)), quick)
 
 
-@dataclass
-class _Candidate:
-    i: int
-    j: int
-    distance: int
+def _fp(f: Fingerprint | None) -> Fingerprint:
+    assert f is not None  # pairs are only formed between images that were fingerprinted
+    return f
+
+
+def _same_picture_fingerprint(a: Fingerprint, b: Fingerprint) -> bool:
+    """Necessary for an exact pixel copy: same size, same hashes, same thumbnail."""
+    return (a.width, a.height, a.box, a.thumb) == (b.width, b.height, b.box, b.thumb) and a.phash_m == b.phash_m
+
+
+def _same_pixels(a: Path, b: Path) -> bool:
+    """Confirm a checksum match on the decoded pixels themselves (rare: only exact copies get here)."""
+    try:
+        ia, ib = open_image(a), open_image(b)
+    except UnreadableImage:
+        return False
+    return ia.mode == ib.mode and ia.size == ib.size and ia.tobytes() == ib.tobytes()
 
 
 def _find_pairs(
@@ -299,32 +325,14 @@ def _find_pairs(
     lm = np.array([lfp[k].phash_m for k in lidx], dtype=np.uint64)  # type: ignore[union-attr]
     rh = None if right is None else np.array([rfp[k].phash for k in ridx], dtype=np.uint64)  # type: ignore[union-attr]
     ci, cj, cd = pairs_within_any(lh, lm, threshold, rh)
-    if len(ci):
-        # most hash neighbours are other scans: drop them on the thumbnails before any pixel work
-        quick, _ = quick_scores([lfp[k] for k in lidx], [rfp[k] for k in ridx], ci, cj)  # type: ignore[misc]
-        keep = quick >= QUICK_MIN
-        ci, cj, cd = ci[keep], cj[keep], cd[keep]
     cands: dict[tuple[int, int], int] = {(lidx[i], ridx[j]): int(d) for i, j, d in zip(ci, cj, cd)}
-    # exact copies pair up whatever their hashes say
-    lsha: dict[str, list[int]] = defaultdict(list)
-    for k in lidx:
-        lsha[lfp[k].pixel_sha256].append(k)  # type: ignore[union-attr]
-    if right is None:
-        for ks in lsha.values():
-            for x in range(len(ks)):
-                for y in range(x + 1, len(ks)):
-                    cands.setdefault((ks[x], ks[y]), 0)
-    else:
-        for k in ridx:
-            for x in lsha.get(rfp[k].pixel_sha256, []):  # type: ignore[union-attr]
-                cands.setdefault((x, k), 0)
     rout = left if right is None else right
     out: list[tuple[int, int, Verdict | None, str | None, int]] = []
     to_verify: list[tuple[int, int, int]] = []
     for (i, j), d in sorted(cands.items()):
         if left[i].sha256 == rout[j].sha256:
             out.append((i, j, None, "exact-bytes", d))
-        elif lfp[i].pixel_sha256 == rfp[j].pixel_sha256:  # type: ignore[union-attr]
+        elif d == 0 and _same_picture_fingerprint(lfp[i], rfp[j]) and _same_pixels(left[i].path, rout[j].path):  # type: ignore[arg-type]
             out.append((i, j, None, "exact-pixels", d))
         else:
             to_verify.append((i, j, d))
@@ -333,21 +341,32 @@ def _find_pairs(
     pending = [(t, k) for t, k in zip(to_verify, keys) if k not in known]
     fresh: list[tuple[str, dict]] = []
     if pending:
-        tasks = [(lfp[i], rfp[j], str(left[i].path), str(rout[j].path)) for (i, j, _), _ in pending]
+        # most hash neighbours are other scans: drop them on the thumbnails before any pixel work
+        pi = np.array([i for (i, _, _), _ in pending])
+        pj = np.array([j for (_, j, _), _ in pending])
+        quick, flipped = quick_scores(lfp, rfp, pi, pj)  # type: ignore[arg-type]
+        survivors = []
+        for (t, key), q, m in zip(pending, quick, flipped):
+            if q < QUICK_MIN:
+                known[key] = {"duplicate": False, "score": round(float(q), 4), "mirrored": bool(m), "evidence": {"thumb_ncc": round(float(q), 4)}}
+                fresh.append((key, known[key]))
+            else:
+                survivors.append((t, key, (float(q), bool(m))))
+        tasks = [(_fp(lfp[i]), _fp(rfp[j]), str(left[i].path), str(rout[j].path), q) for (i, j, _), _, q in survivors]
         if jobs > 1 and len(tasks) >= 8:
             with ProcessPoolExecutor(max_workers=jobs) as pool:
-                verdicts = list(pool.map(_verify_task, tasks, chunksize=4))
+                verdicts = list(pool.map(_verify_task, tasks, chunksize=2))
         else:
             verdicts = [_verify_task(t) for t in tasks]
-        for (_, key), v in zip(pending, verdicts):
+        for (_, key, _), v in zip(survivors, verdicts):
             known[key] = {"duplicate": v.duplicate, "score": v.score, "mirrored": v.mirrored, "evidence": v.evidence}
             fresh.append((key, known[key]))
     if cache and fresh:
         cache.put_verdicts(fresh)
     for (i, j, d), key in zip(to_verify, keys):
-        v = known[key]
-        if v["duplicate"]:
-            out.append((i, j, Verdict(True, v["score"], v["mirrored"], v["evidence"]), None, d))
+        stored = known[key]
+        if stored["duplicate"]:
+            out.append((i, j, Verdict(True, stored["score"], stored["mirrored"], stored["evidence"]), None, d))
     return out
 
 
@@ -397,6 +416,17 @@ def _image_infos(data_root: Path, splits_dir: Path | None, metadata_dir: Path | 
     return paths, infos
 
 
+def open_hash_cache(cache_path: Path | None, data_root: Path) -> HashCache:
+    """The given cache file; by default `<data root>/.ctcurate/cache.sqlite`, or the user's cache
+    folder when the data root is read-only (a shared copy of the dataset)."""
+    if cache_path is not None:
+        return HashCache(cache_path)
+    try:
+        return HashCache(default_cache_path(data_root))
+    except (OSError, sqlite3.Error):
+        return HashCache(default_cache_path(None))
+
+
 def check_leakage(
     data_root: Path,
     splits_dir: Path | None = None,
@@ -415,7 +445,7 @@ def check_leakage(
         splits_dir = data_root / SPLITS_DIR
     paths, infos = _image_infos(data_root, splits_dir, metadata_dir)
     rels = sorted(paths)
-    cache = HashCache(cache_path or default_cache_path(data_root))
+    cache = open_hash_cache(cache_path, data_root)
     try:
         if against is None:
             outcomes = hash_files([paths[r] for r in rels], cache, jobs, progress)
@@ -520,7 +550,7 @@ def find_duplicates_of(
     rels = [f"{c}/{p.name}" for c, files in sorted(by_class.items()) for p in files]
     old_paths = [data_root / IMAGES_DIR / r for r in rels]
     new_list = [Path(p) for p in new_images]
-    cache = HashCache(cache_path or default_cache_path(data_root))
+    cache = open_hash_cache(cache_path, data_root)
     try:
         outcomes = hash_files(new_list + old_paths, cache, jobs)
         new_out, old_out = outcomes[: len(new_list)], outcomes[len(new_list) :]

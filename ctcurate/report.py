@@ -59,7 +59,7 @@ def to_text(report: LeakageReport) -> str:
     for f in report.findings:
         lines.append(f"error: {f.file}: {f.code}: {f.message}")
     s = report.summary()
-    kinds = ", ".join(f"{k} {v}" for k, v in s["by_kind"].items()) or "none"  # type: ignore[union-attr]
+    kinds = ", ".join(f"{k} {v}" for k, v in report.kind_counts().items()) or "none"
     lines.append(
         f"{s['images']} images, {s['pairs']} duplicate pair(s) in {s['duplicate_clusters']} cluster(s), "
         f"{s['unreadable']} unreadable; by kind: {kinds}"
@@ -88,6 +88,7 @@ th{background:#eee;cursor:pointer}img{max-width:220px;max-height:220px;display:b
 .kind{font-weight:bold;color:#a00}.meta{color:#555;font-size:12px}
 """
 _JS = """
+window.addEventListener('load',()=>{document.body.dataset.imagesShown=[...document.images].filter(i=>i.complete&&i.naturalWidth>0).length;});
 document.querySelectorAll('th[data-col]').forEach(th=>th.addEventListener('click',()=>{
  const t=th.closest('table'),b=t.tBodies[0],c=+th.dataset.col,asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';
  [...b.rows].sort((x,y)=>{const u=x.cells[c].dataset.v||x.cells[c].textContent,v=y.cells[c].dataset.v||y.cells[c].textContent;
@@ -127,7 +128,7 @@ def to_html(report: LeakageReport, resolve: Callable[[str], Path | None]) -> str
         groups.append(f"<tr class=group><td class=kind>{e(', '.join(c.kind))}</td><td>{e(c.key)}</td><td>{e(where)}</td></tr>")
     finds = "".join(f"<li>{e(f.file or '')}: {e(f.message)}</li>" for f in report.findings)
     s = report.summary()
-    kinds = ", ".join(f"{k}: {v}" for k, v in s["by_kind"].items()) or "none"  # type: ignore[union-attr]
+    kinds = ", ".join(f"{k}: {v}" for k, v in report.kind_counts().items()) or "none"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>ctcurate check-leakage</title>
 <style>{_CSS}</style></head><body>
 <h1>ctcurate check-leakage</h1>

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage, optimize
 
 from .hashing import THUMB, Fingerprint, to_gray, trim_box
 
@@ -34,7 +33,7 @@ UNEXPLAINED_MAX = 0.0075
 
 _COARSE = 128
 _FINE = 288
-_SCALES = (0.91, 1.0, 1.09)
+_SCALES = (0.91, 0.955, 1.0, 1.045, 1.09)
 _BAND = (1.5, 4.0)  # band-pass sigmas at the fine size, pixels
 _GRID = 8
 
@@ -68,17 +67,29 @@ def _normalize_rows(t: np.ndarray) -> np.ndarray:
     return t / np.where(norm > 0, norm, 1.0)
 
 
-def _variants(fp: Fingerprint, mirrored: bool) -> np.ndarray:
-    arr = fp.thumb_array()
-    im = Image.fromarray(np.ascontiguousarray(arr[:, ::-1]) if mirrored else arr)
-    out = []
-    for scale, dx, dy in _VARIANTS:
-        w = THUMB * scale
-        x0 = (THUMB - w) / 2 + dx * THUMB
-        y0 = (THUMB - w) / 2 + dy * THUMB
-        box = (x0, y0, x0 + w, y0 + w)
-        out.append(np.asarray(im.transform((THUMB, THUMB), Image.Transform.EXTENT, box, Image.Resampling.BILINEAR)))
-    return _normalize_rows(np.stack(out))
+def _interp_matrix(scale: float, shift: float) -> np.ndarray:
+    """THUMB x THUMB bilinear resampling matrix for the 1-D window (centre + shift, width scale)."""
+    w = THUMB * scale
+    x0 = (THUMB - w) / 2 + shift * THUMB
+    src = x0 + (np.arange(THUMB) + 0.5) * (w / THUMB) - 0.5
+    src = np.clip(src, 0, THUMB - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, THUMB - 1)
+    frac = (src - lo).astype(np.float32)
+    m = np.zeros((THUMB, THUMB), dtype=np.float32)
+    m[np.arange(THUMB), lo] += 1 - frac
+    m[np.arange(THUMB), hi] += frac
+    return m
+
+
+_MATS = [(_interp_matrix(s, dy), _interp_matrix(s, dx)) for s, dx, dy in _VARIANTS]
+
+
+def _variants_many(thumbs: np.ndarray) -> np.ndarray:
+    """(n, V, D) normalized variants of n thumbnails (n, THUMB, THUMB): separable resampling."""
+    out = np.stack([ry @ thumbs @ rx.T for ry, rx in _MATS], axis=1)  # (n, V, T, T)
+    flat = out.reshape(len(thumbs) * len(_MATS), -1)
+    return _normalize_rows(flat).reshape(len(thumbs), len(_MATS), -1)
 
 
 def quick_scores(
@@ -90,16 +101,19 @@ def quick_scores(
     """
     li, inv_i = np.unique(np.asarray(i), return_inverse=True)
     rj, inv_j = np.unique(np.asarray(j), return_inverse=True)
-    va = np.stack([_variants(left[k], False) for k in li])  # (n, V, D)
-    vb = np.stack([_variants(right[k], False) for k in rj])
-    vbm = np.stack([_variants(right[k], True) for k in rj])
+    ta = np.stack([left[k].thumb_array() for k in li]).astype(np.float32)
+    tb = np.stack([right[k].thumb_array() for k in rj]).astype(np.float32)
+    va = _variants_many(ta)
+    vb = _variants_many(tb)
+    vbm = _variants_many(np.ascontiguousarray(tb[:, :, ::-1]))
     score = np.empty(len(inv_i), dtype=np.float32)
     mirrored = np.empty(len(inv_i), dtype=bool)
     for s in range(0, len(inv_i), chunk):
         x, y = inv_i[s : s + chunk], inv_j[s : s + chunk]
-        a0, b0, bm0 = va[x, 0], vb[y, 0], vbm[y, 0]
-        direct = np.maximum(np.einsum("nd,nvd->nv", a0, vb[y]).max(1), np.einsum("nd,nvd->nv", b0, va[x]).max(1))
-        flipped = np.maximum(np.einsum("nd,nvd->nv", a0, vbm[y]).max(1), np.einsum("nd,nvd->nv", bm0, va[x]).max(1))
+        a0, b0, bm0 = va[x, :1], vb[y, :1], vbm[y, :1]  # (n, 1, D)
+        t = np.swapaxes
+        direct = np.maximum((a0 @ t(vb[y], 1, 2)).max(axis=(1, 2)), (b0 @ t(va[x], 1, 2)).max(axis=(1, 2)))
+        flipped = np.maximum((a0 @ t(vbm[y], 1, 2)).max(axis=(1, 2)), (bm0 @ t(va[x], 1, 2)).max(axis=(1, 2)))
         score[s : s + chunk] = np.maximum(direct, flipped)
         mirrored[s : s + chunk] = flipped > direct
     return score, mirrored
@@ -119,11 +133,15 @@ def view(im: Image.Image, size: int) -> np.ndarray:
 
 
 def _warp(img: np.ndarray, p: np.ndarray | tuple[float, ...]) -> np.ndarray:
+    from scipy import ndimage
+
     sx, sy, tx, ty = p
     return ndimage.affine_transform(img, [sy, sx], offset=[ty, tx], order=1, mode="constant", cval=np.nan)
 
 
 def _bandpass(a: np.ndarray, s1: float, s2: float) -> np.ndarray:
+    from scipy import ndimage
+
     return ndimage.gaussian_filter(a, s1) - ndimage.gaussian_filter(a, s2)
 
 
@@ -141,7 +159,7 @@ def _phase_shift(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
     corr = np.fft.irfft2(r, s=a.shape)
     ky, kx = np.unravel_index(int(np.argmax(corr)), corr.shape)
     h, w = a.shape
-    return (ky if ky < h // 2 else ky - h), (kx if kx < w // 2 else kx - w)
+    return int(ky if ky < h // 2 else ky - h), int(kx if kx < w // 2 else kx - w)
 
 
 def _band_with_margin(b: np.ndarray, band: tuple[float, float], margin: int = 3) -> np.ndarray:
@@ -163,12 +181,15 @@ def _objective(a_band: np.ndarray, b_band: np.ndarray, p: np.ndarray) -> float:
     return -_ncc(a_band[valid], w[valid])
 
 
-def _coarse_align(a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray]:
+def _coarse_align(
+    a: np.ndarray, b: np.ndarray, scales_x: tuple[float, ...] = _SCALES, scales_y: tuple[float, ...] = _SCALES
+) -> tuple[float, np.ndarray]:
+    """Best per-axis scale on a grid, each with its shift from phase correlation."""
     size = a.shape[0]
     c = (size - 1) / 2
     best: tuple[float, np.ndarray] = (-2.0, np.array([1.0, 1.0, 0.0, 0.0]))
-    for sy in _SCALES:
-        for sx in _SCALES:
+    for sy in scales_y:
+        for sx in scales_x:
             zoomed, _ = _filled(_warp(b, (sx, sy, c - sx * c, c - sy * c)))
             dy, dx = _phase_shift(a, zoomed)
             p = np.array([sx, sy, c - sx * c - sx * dx, c - sy * c - sy * dy])
@@ -182,6 +203,8 @@ def _coarse_align(a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray]:
 
 
 def _refine(a: np.ndarray, b: np.ndarray, p0: np.ndarray, band: tuple[float, float], evals: int) -> tuple[float, np.ndarray]:
+    from scipy import optimize
+
     a_band = _bandpass(a, *band)
     b_band = _band_with_margin(b, band)
     res = optimize.minimize(
@@ -215,6 +238,8 @@ def _block_median(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[floa
 
 def unexplained_mismatch(a: np.ndarray, b: np.ndarray, valid: np.ndarray, window: int = 15) -> float:
     """Share of detail-bearing pixels whose local detail disagrees with comparable strength on both sides."""
+    from scipy import ndimage
+
     clip_a = (a >= 250) | (a <= 4)
     clip_b = (b >= 250) | (b <= 4)
     one_clipped = ndimage.binary_dilation(clip_a ^ clip_b, iterations=4)
@@ -238,6 +263,8 @@ def unexplained_mismatch(a: np.ndarray, b: np.ndarray, valid: np.ndarray, window
 
 
 def _fine_scores(ba: np.ndarray, fb: np.ndarray, p: np.ndarray) -> tuple[float, float, int, float, np.ndarray, np.ndarray]:
+    from scipy import ndimage
+
     w, valid = _filled(_warp(fb, p))
     valid = ndimage.binary_erosion(valid, iterations=6)
     bb = _bandpass(w, *_BAND)
@@ -245,9 +272,10 @@ def _fine_scores(ba: np.ndarray, fb: np.ndarray, p: np.ndarray) -> tuple[float, 
     return median, q25, blocks, _ncc(ba[valid], bb[valid]), w, valid
 
 
-def prescreen(a: Fingerprint, b: Fingerprint) -> tuple[float, bool, np.ndarray]:
+def prescreen(a: Fingerprint, b: Fingerprint, mirrored: bool | None = None) -> tuple[float, bool, np.ndarray]:
     """Aligned detail correlation of the cached 64 px thumbnails: cheap, rejects most look-alikes."""
-    _, mirrored = quick_score(a, b)
+    if mirrored is None:
+        _, mirrored = quick_score(a, b)
     ta = a.thumb_array().astype(np.float32)
     tb = b.thumb_array().astype(np.float32)
     if mirrored:
@@ -263,17 +291,40 @@ def _rescale(p: np.ndarray, f: float) -> np.ndarray:
     return np.array([sx, sy, f * tx - (f - 1) / 2 * (sx - 1), f * ty - (f - 1) / 2 * (sy - 1)])
 
 
-def verify_pair(a: Fingerprint, b: Fingerprint, load_a: Callable[[], Image.Image], load_b: Callable[[], Image.Image]) -> Verdict:
-    """Judge a hash-close pair: cheap checks on the fingerprints first, pixels only when they hold."""
-    quick, mirrored = quick_score(a, b)
-    evidence: dict[str, float | bool | str] = {"thumb_ncc": round(quick, 4), "mirrored": mirrored}
-    if quick < QUICK_MIN:
-        return Verdict(False, round(quick, 4), mirrored, evidence)
-    pre, mirrored, p = prescreen(a, b)
+def verify_pair(
+    a: Fingerprint,
+    b: Fingerprint,
+    load_a: Callable[[], Image.Image],
+    load_b: Callable[[], Image.Image],
+    quick: tuple[float, bool] | None = None,
+) -> Verdict:
+    """Judge a hash-close pair: cheap checks on the fingerprints first, pixels only when they hold.
+
+    `quick` is `quick_score(a, b)` when the caller already has it (from `quick_scores`).
+    """
+    thumb_ncc, mirrored = quick if quick is not None else quick_score(a, b)
+    evidence: dict[str, float | bool | str] = {"thumb_ncc": round(thumb_ncc, 4), "mirrored": mirrored}
+    if thumb_ncc < QUICK_MIN:
+        return Verdict(False, round(thumb_ncc, 4), mirrored, evidence)
+    pre, mirrored, p = prescreen(a, b, mirrored)
+    swapped = False
+    if PRESCREEN_MIN - 0.05 <= pre < PRESCREEN_MIN:
+        # alignment is not symmetric (one side may be a crop of the other): try the other way round
+        pre_ba, mirrored_ba, p_ba = prescreen(b, a, mirrored)
+        if pre_ba > pre:
+            pre, mirrored, p, swapped = pre_ba, mirrored_ba, p_ba, True
     evidence["thumb_detail"] = round(pre, 4)
     if pre < PRESCREEN_MIN:
         return Verdict(False, round(pre, 4), mirrored, evidence)
-    return verify_images(load_a(), load_b(), mirrored, p, evidence)
+    ia, ib = load_a(), load_b()
+    first, second = (ib, ia) if swapped else (ia, ib)
+    verdict = verify_images(first, second, mirrored, p, evidence)
+    if not verdict.duplicate and verdict.score >= COARSE_MIN - 0.05:
+        # close call: the alignment is searched from one side; judge from the other side too
+        other = verify_images(second, first, mirrored, None, evidence)
+        if other.duplicate or other.score > verdict.score:
+            verdict = other
+    return verdict
 
 
 def verify_images(
@@ -284,17 +335,25 @@ def verify_images(
     evidence: dict[str, float | bool | str] | None = None,
 ) -> Verdict:
     """Judge two decoded pictures, given the orientation and the thumbnail alignment if known."""
+    from scipy import ndimage
+
     evidence = dict(evidence or {})
     if p_thumb is None:
         from .hashing import fingerprint_image
 
-        pre, mirrored, p_thumb = prescreen(fingerprint_image(a), fingerprint_image(b))
+        pre, mirrored, p_thumb = prescreen(fingerprint_image(a), fingerprint_image(b), mirrored if evidence else None)
         evidence |= {"thumb_detail": round(pre, 4), "mirrored": mirrored}
     ca, cb = view(a, _COARSE), view(b, _COARSE)
     fa, fb = view(a, _FINE), view(b, _FINE)
     if mirrored:
         cb, fb = cb[:, ::-1].copy(), fb[:, ::-1].copy()
-    coarse_detail, p = _refine(ca, cb, _rescale(p_thumb, _COARSE / THUMB), (1.0, 3.0), 100)
+    # the thumbnail alignment is a start; a finer scale grid around it escapes its local optimum
+    sx0, sy0 = float(p_thumb[0]), float(p_thumb[1])
+    _, p_grid = _coarse_align(ca, cb, tuple(sx0 * f for f in (0.97, 1.0, 1.03)), tuple(sy0 * f for f in (0.97, 1.0, 1.03)))
+    coarse_detail, p = max(
+        (_refine(ca, cb, start, (1.0, 3.0), 100) for start in (_rescale(p_thumb, _COARSE / THUMB), p_grid)),
+        key=lambda r: r[0],
+    )
     evidence["coarse_detail"] = round(coarse_detail, 4)
     if coarse_detail < COARSE_MIN:
         return Verdict(False, round(coarse_detail, 4), mirrored, evidence)

@@ -205,3 +205,25 @@ def test_pixel_bomb_is_rejected_without_decoding_it(ds, tmp_path):
     assert res.exit_code == 1
     assert "rejected  bomb.png: image.unreadable" in res.output
     assert "exceeds" in res.output
+
+
+def test_io_error_while_staging_leaves_nothing_behind(ds, tmp_path, monkeypatch):
+    import ctcurate.apply
+
+    contrib = make(tmp_path, {"a.png": 1, "b.png": 2}, [row("a.png"), row("b.png")])
+    before = tree_hashes(ds)
+    calls = []
+    real_copyfile = shutil.copyfile
+
+    def failing_copy(src, dst, **kwargs):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_copyfile(src, dst, **kwargs)
+
+    monkeypatch.setattr(ctcurate.apply.shutil, "copyfile", failing_copy)
+    res = run(ds, contrib)
+    assert res.exit_code == 2
+    assert res.output.startswith("error: cannot stage the new files: [Errno 28] No space left on device")
+    assert tree_hashes(ds) == before
+    assert not list((ds / ".ctcurate").glob("staging-*")) and not list((ds / "metadata").glob(".ctcurate-*"))

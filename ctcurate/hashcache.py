@@ -36,6 +36,34 @@ HASH_FIELDS = ("phash", "dhash", "whash", "phash_m", "dhash_m", "whash_m")
 Progress = Callable[[int, int], None]
 
 
+class Workers:
+    """A process pool started on first use and shared by hashing and verification.
+
+    One pool per run: its workers keep what they imported (scipy, imagehash) from one stage to the
+    next, and a run that finds everything cached starts no process at all. Use as a context manager.
+    """
+
+    def __init__(self, jobs: int) -> None:
+        self.jobs = jobs
+        self._pool: ProcessPoolExecutor | None = None
+
+    def get(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs)
+        return self._pool
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
 @dataclass(frozen=True)
 class HashOutcome:
     """One file's fingerprint, or why it could not be made (`error`), and its content hash."""
@@ -176,10 +204,12 @@ def hash_files(
     cache: HashCache | None,
     jobs: int | None = None,
     progress: Progress | None = None,
+    workers: Workers | None = None,
 ) -> list[HashOutcome]:
     """Fingerprint every file, taking what the cache holds and hashing the rest in `jobs` processes.
 
     Order follows `paths`. An unreadable file is an outcome with `error`, never an exception.
+    `workers` lends a shared pool (its size replaces `jobs`); without it a pool lives for this call.
     """
     shas: list[str | None] = []
     errors: dict[int, str] = {}
@@ -216,7 +246,7 @@ def hash_files(
     if progress:
         progress(done, total)
     fresh: dict[str, Fingerprint] = {}
-    jobs = jobs or default_jobs()
+    jobs = workers.jobs if workers is not None else jobs or default_jobs()
     if unique_todo:
         todo_paths = [paths[k] for k in unique_todo]
         results: Iterator[tuple[Fingerprint | None, str | None]]
@@ -224,8 +254,11 @@ def hash_files(
         if jobs <= 1 or len(unique_todo) < 16:
             results = map(_hash_one, todo_paths)
         else:
-            pool = ProcessPoolExecutor(max_workers=jobs)
-            results = pool.map(_hash_one, todo_paths, chunksize=max(1, min(32, len(todo_paths) // (jobs * 4))))
+            if workers is None:
+                pool = ProcessPoolExecutor(max_workers=jobs)
+            executor = workers.get() if workers is not None else pool
+            assert executor is not None
+            results = executor.map(_hash_one, todo_paths, chunksize=max(1, min(32, len(todo_paths) // (jobs * 4))))
         try:
             for k, (fp, err) in zip(unique_todo, results):
                 content = shas[k]

@@ -26,7 +26,6 @@ import re
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from pydantic import BaseModel, ConfigDict
 
 from . import doi as doi_lib
 from .findings import Finding, error
-from .hashcache import HashCache, HashOutcome, Progress, default_jobs, hash_files
+from .hashcache import HashCache, HashOutcome, Progress, Workers, default_jobs, hash_files
 from .hashing import Fingerprint
 from .images import UnreadableImage, open_image
 from .layout import (
@@ -312,7 +311,7 @@ def _find_pairs(
     right: list[HashOutcome] | None,
     cache: HashCache | None,
     threshold: int,
-    jobs: int,
+    workers: Workers,
 ) -> list[tuple[int, int, Verdict | None, str | None, int]]:
     """(i, j, verdict, exact kind, hash distance) for every verified pair; j indexes `right` if given."""
     lfp = [o.fingerprint for o in left]
@@ -353,9 +352,9 @@ def _find_pairs(
             else:
                 survivors.append((t, key, (float(q), bool(m))))
         tasks = [(_fp(lfp[i]), _fp(rfp[j]), str(left[i].path), str(rout[j].path), q) for (i, j, _), _, q in survivors]
-        if jobs > 1 and len(tasks) >= 8:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
-                verdicts = list(pool.map(_verify_task, tasks, chunksize=2))
+        if workers.jobs > 1 and len(tasks) >= 8:
+            # one task each: their cost varies 20-fold (most stop at the thumbnails)
+            verdicts = list(workers.get().map(_verify_task, tasks))
         else:
             verdicts = [_verify_task(t) for t in tasks]
         for (_, key, _), v in zip(survivors, verdicts):
@@ -446,10 +445,11 @@ def check_leakage(
     paths, infos = _image_infos(data_root, splits_dir, metadata_dir)
     rels = sorted(paths)
     cache = open_hash_cache(cache_path, data_root)
+    workers = Workers(jobs)
     try:
         if against is None:
-            outcomes = hash_files([paths[r] for r in rels], cache, jobs, progress)
-            found = _find_pairs(outcomes, None, cache, threshold, jobs)
+            outcomes = hash_files([paths[r] for r in rels], cache, jobs, progress, workers)
+            found = _find_pairs(outcomes, None, cache, threshold, workers)
             findings = _unreadable(outcomes, lambda p: str(p.relative_to(data_root / IMAGES_DIR)))
             pairs = []
             for i, j, v, exact, d in found:
@@ -460,24 +460,25 @@ def check_leakage(
         else:
             new_paths, new_infos = _image_infos(against, None, None) if (against / IMAGES_DIR).is_dir() else _loose(against)
             new_rels = sorted(new_paths)
-            all_outcomes = hash_files([new_paths[r] for r in new_rels] + [paths[r] for r in rels], cache, jobs, progress)
+            all_outcomes = hash_files([new_paths[r] for r in new_rels] + [paths[r] for r in rels], cache, jobs, progress, workers)
             new_out, old_out = all_outcomes[: len(new_rels)], all_outcomes[len(new_rels) :]
             findings = _unreadable(new_out, lambda p: "new:" + _rel_in(p, against)) + _unreadable(
                 old_out, lambda p: str(p.relative_to(data_root / IMAGES_DIR))
             )
             pairs = []
-            for i, j, v, exact, d in _find_pairs(new_out, old_out, cache, threshold, jobs):
+            for i, j, v, exact, d in _find_pairs(new_out, old_out, cache, threshold, workers):
                 a = new_infos[new_rels[i]].model_copy(update={"path": "new:" + new_rels[i]})
                 b = infos[rels[j]]
                 kinds = [k for k in classify(a, b, exact) if k not in ("unsplit", "duplicate")]
                 pairs.append(_pair_model(a.path, b.path, ["contribution-duplicate", *kinds], v, exact, d))
-            for i, j, v, exact, d in _find_pairs(new_out, None, cache, threshold, jobs):
+            for i, j, v, exact, d in _find_pairs(new_out, None, cache, threshold, workers):
                 a = new_infos[new_rels[i]].model_copy(update={"path": "new:" + new_rels[i]})
                 b = new_infos[new_rels[j]].model_copy(update={"path": "new:" + new_rels[j]})
                 pairs.append(_pair_model(a.path, b.path, ["duplicate", *([exact] if exact else [])] + (["label-conflict"] if a.label != b.label else []), v, exact, d))
             n_images = len(rels) + len(new_rels)
             all_infos = {**infos, **{"new:" + r: i.model_copy(update={"path": "new:" + r}) for r, i in new_infos.items()}}
     finally:
+        workers.close()
         cache.close()
     pairs.sort(key=lambda p: (p.a, p.b))
     clusters = _duplicate_clusters(pairs, all_infos)
@@ -551,17 +552,19 @@ def find_duplicates_of(
     old_paths = [data_root / IMAGES_DIR / r for r in rels]
     new_list = [Path(p) for p in new_images]
     cache = open_hash_cache(cache_path, data_root)
+    workers = Workers(jobs)
     try:
-        outcomes = hash_files(new_list + old_paths, cache, jobs)
+        outcomes = hash_files(new_list + old_paths, cache, jobs, workers=workers)
         new_out, old_out = outcomes[: len(new_list)], outcomes[len(new_list) :]
         matches: dict[Path, list[Match]] = {p: [] for p in new_list}
-        for i, j, v, exact, d in _find_pairs(new_out, old_out, cache, threshold, jobs):
+        for i, j, v, exact, d in _find_pairs(new_out, old_out, cache, threshold, workers):
             pair = _pair_model(str(new_list[i]), rels[j], [], v, exact, d)
             matches[new_list[i]].append(Match(rels[j], pair.score, pair.evidence))
         within = []
-        for i, j, v, exact, d in _find_pairs(new_out, None, cache, threshold, jobs):
+        for i, j, v, exact, d in _find_pairs(new_out, None, cache, threshold, workers):
             within.append(_pair_model(str(new_list[i]), str(new_list[j]), ["duplicate", *([exact] if exact else [])], v, exact, d))
     finally:
+        workers.close()
         cache.close()
     findings = _unreadable(new_out, str) + _unreadable(old_out, lambda p: str(p.relative_to(data_root / IMAGES_DIR)))
     return ContributionCheck(matches=matches, within=within, findings=findings)

@@ -61,10 +61,13 @@ _VARIANTS = [(1.0, 0.0, 0.0)] + [(0.93, dx, dy) for dx in (-0.03, 0.0, 0.03) for
 
 
 def _normalize_rows(t: np.ndarray) -> np.ndarray:
-    t = t.reshape(len(t), -1).astype(np.float32)
+    """Rows centred and scaled to unit length, in place where `t` is float32 already (no copy)."""
+    t = t.reshape(len(t), -1).astype(np.float32, copy=False)
     t -= t.mean(axis=1, keepdims=True)
     norm = np.linalg.norm(t, axis=1, keepdims=True)
-    return t / np.where(norm > 0, norm, 1.0)
+    norm[norm == 0] = 1.0
+    t /= norm
+    return t
 
 
 def _interp_matrix(scale: float, shift: float) -> np.ndarray:
@@ -99,13 +102,21 @@ def quick_scores(
 
     Each side is also tried zoomed/shifted against the other (`_VARIANTS`), so crops still score.
     """
-    li, inv_i = np.unique(np.asarray(i), return_inverse=True)
-    rj, inv_j = np.unique(np.asarray(j), return_inverse=True)
-    ta = np.stack([left[k].thumb_array() for k in li]).astype(np.float32)
-    tb = np.stack([right[k].thumb_array() for k in rj]).astype(np.float32)
-    va = _variants_many(ta)
-    vb = _variants_many(tb)
-    vbm = _variants_many(np.ascontiguousarray(tb[:, :, ::-1]))
+    if left is right:
+        # one image list (the search within a dataset): each thumbnail's variants are made once
+        both, inv = np.unique(np.concatenate([np.asarray(i), np.asarray(j)]), return_inverse=True)
+        inv_i, inv_j = inv[: len(i)], inv[len(i) :]
+        ta = np.stack([left[k].thumb_array() for k in both]).astype(np.float32)
+        va = vb = _variants_many(ta)
+        vbm = _variants_many(np.ascontiguousarray(ta[:, :, ::-1]))
+    else:
+        li, inv_i = np.unique(np.asarray(i), return_inverse=True)
+        rj, inv_j = np.unique(np.asarray(j), return_inverse=True)
+        ta = np.stack([left[k].thumb_array() for k in li]).astype(np.float32)
+        tb = np.stack([right[k].thumb_array() for k in rj]).astype(np.float32)
+        va = _variants_many(ta)
+        vb = _variants_many(tb)
+        vbm = _variants_many(np.ascontiguousarray(tb[:, :, ::-1]))
     score = np.empty(len(inv_i), dtype=np.float32)
     mirrored = np.empty(len(inv_i), dtype=bool)
     for s in range(0, len(inv_i), chunk):

@@ -353,8 +353,11 @@ def _find_pairs(
                 survivors.append((t, key, (float(q), bool(m))))
         tasks = [(_fp(lfp[i]), _fp(rfp[j]), str(left[i].path), str(rout[j].path), q) for (i, j, _), _, q in survivors]
         if workers.jobs > 1 and len(tasks) >= 8:
-            # one task each: their cost varies 20-fold (most stop at the thumbnails)
-            verdicts = list(workers.get().map(_verify_task, tasks))
+            # one task each, their cost varies 20-fold: the likeliest duplicates (highest thumbnail
+            # score) go first, since they are the ones that get decoded and aligned at full size
+            order = sorted(range(len(tasks)), key=lambda k: -tasks[k][4][0])
+            done = dict(zip(order, workers.get().map(_verify_task, [tasks[k] for k in order])))
+            verdicts = [done[k] for k in range(len(tasks))]
         else:
             verdicts = [_verify_task(t) for t in tasks]
         for (_, key, _), v in zip(survivors, verdicts):

@@ -138,9 +138,15 @@ def quick_score(a: Fingerprint, b: Fingerprint) -> tuple[float, bool]:
 
 def view(im: Image.Image, size: int) -> np.ndarray:
     """The trimmed grayscale view stretched to `size` x `size`, float32."""
+    return views(im, (size,))[0]
+
+
+def views(im: Image.Image, sizes: tuple[int, ...]) -> list[np.ndarray]:
+    """`view` at several sizes, converting and trimming the picture once."""
     gray = to_gray(im)
     box, _ = trimmed(gray)  # the same box as the fingerprint's thumbnail
-    return np.asarray(gray.crop(box).resize((size, size), Image.Resampling.LANCZOS), dtype=np.float32)
+    cropped = gray.crop(box)
+    return [np.asarray(cropped.resize((n, n), Image.Resampling.LANCZOS), dtype=np.float32) for n in sizes]
 
 
 def _warp(img: np.ndarray, p: np.ndarray | tuple[float, ...]) -> np.ndarray:
@@ -352,8 +358,8 @@ def verify_images(
 
         pre, mirrored, p_thumb = prescreen(fingerprint_image(a), fingerprint_image(b), mirrored if evidence else None)
         evidence |= {"thumb_detail": round(pre, 4), "mirrored": mirrored}
-    ca, cb = view(a, _COARSE), view(b, _COARSE)
-    fa, fb = view(a, _FINE), view(b, _FINE)
+    ca, fa = views(a, (_COARSE, _FINE))
+    cb, fb = views(b, (_COARSE, _FINE))
     if mirrored:
         cb, fb = cb[:, ::-1].copy(), fb[:, ::-1].copy()
     # the thumbnail alignment is a start; a finer scale grid around it escapes its local optimum

@@ -49,8 +49,10 @@ class Verdict:
 
 
 def _ncc(a: np.ndarray, b: np.ndarray) -> float:
-    a = a - a.mean()
-    b = b - b.mean()
+    # sum / size is what ndarray.mean computes (same dtype, same rounding), without its overhead:
+    # this runs ~15,000 times per dataset inside the alignment search
+    a = a - a.sum() / a.size
+    b = b - b.sum() / b.size
     den = float(np.sqrt((a * a).sum() * (b * b).sum()))
     return float((a * b).sum() / den) if den > 0 else 0.0
 
@@ -168,14 +170,18 @@ def _filled(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(valid, w, fill), valid
 
 
-def _phase_shift(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
-    fa = np.fft.rfft2(a - a.mean())
-    fb = np.fft.rfft2(b - b.mean())
+def _spectrum(a: np.ndarray) -> np.ndarray:
+    return np.fft.rfft2(a - a.mean())
+
+
+def _phase_shift(fa: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    """Integer shift of `b` against the picture whose `_spectrum` is `fa` (computed once per search)."""
+    fb = _spectrum(b)
     r = fa * np.conj(fb)
     r /= np.abs(r) + 1e-9
-    corr = np.fft.irfft2(r, s=a.shape)
+    corr = np.fft.irfft2(r, s=b.shape)
     ky, kx = np.unravel_index(int(np.argmax(corr)), corr.shape)
-    h, w = a.shape
+    h, w = b.shape
     return int(ky if ky < h // 2 else ky - h), int(kx if kx < w // 2 else kx - w)
 
 
@@ -205,10 +211,11 @@ def _coarse_align(
     size = a.shape[0]
     c = (size - 1) / 2
     best: tuple[float, np.ndarray] = (-2.0, np.array([1.0, 1.0, 0.0, 0.0]))
+    fa = _spectrum(a)
     for sy in scales_y:
         for sx in scales_x:
             zoomed, _ = _filled(_warp(b, (sx, sy, c - sx * c, c - sy * c)))
-            dy, dx = _phase_shift(a, zoomed)
+            dy, dx = _phase_shift(fa, zoomed)
             p = np.array([sx, sy, c - sx * c - sx * dx, c - sy * c - sy * dy])
             w, valid = _filled(_warp(b, p))
             if valid.mean() < 0.6:

@@ -90,15 +90,22 @@ def _interp_matrix(scale: float, shift: float) -> np.ndarray:
 _MATS = [(_interp_matrix(s, dy), _interp_matrix(s, dx)) for s, dx, dy in _VARIANTS]
 
 
-def _variants_many(thumbs: np.ndarray) -> np.ndarray:
-    """(n, V, D) normalized variants of n thumbnails (n, THUMB, THUMB): separable resampling."""
-    out = np.stack([ry @ thumbs @ rx.T for ry, rx in _MATS], axis=1)  # (n, V, T, T)
-    flat = out.reshape(len(thumbs) * len(_MATS), -1)
-    return _normalize_rows(flat).reshape(len(thumbs), len(_MATS), -1)
+def _variants_many(thumbs: np.ndarray, block: int = 32) -> np.ndarray:
+    """(n, V, D) normalized variants of n thumbnails (n, THUMB, THUMB): separable resampling.
+
+    Made `block` thumbnails at a time straight into the result (each thumbnail's variants do not
+    depend on the others), so the temporaries stay small beside it.
+    """
+    n, v = len(thumbs), len(_MATS)
+    out = np.empty((n, v, THUMB * THUMB), dtype=np.float32)
+    for s in range(0, n, block):
+        part = np.stack([ry @ thumbs[s : s + block] @ rx.T for ry, rx in _MATS], axis=1)  # (b, V, T, T)
+        out[s : s + block] = _normalize_rows(part.reshape(len(part) * v, -1)).reshape(len(part), v, -1)
+    return out
 
 
 def quick_scores(
-    left: list[Fingerprint], right: list[Fingerprint], i: np.ndarray, j: np.ndarray, chunk: int = 4096
+    left: list[Fingerprint], right: list[Fingerprint], i: np.ndarray, j: np.ndarray, chunk: int = 64
 ) -> tuple[np.ndarray, np.ndarray]:
     """Thumbnail correlation of many pairs (left[i], right[j]) at once, and whether mirrored won.
 

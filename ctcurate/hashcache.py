@@ -36,6 +36,11 @@ HASH_FIELDS = ("phash", "dhash", "whash", "phash_m", "dhash_m", "whash_m")
 Progress = Callable[[int, int], None]
 
 
+def _warm_up() -> None:
+    """Worker start: import what every hashing worker needs (scipy's DCT) before the first task."""
+    from scipy import fftpack  # noqa: F401
+
+
 class Workers:
     """A process pool started on first use and shared by hashing and verification.
 
@@ -49,8 +54,13 @@ class Workers:
 
     def get(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.jobs)
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, initializer=_warm_up)
         return self._pool
+
+    def start(self) -> None:
+        """Start the workers now, so that their imports overlap the caller's serial work."""
+        if self.jobs > 1:
+            self.get()
 
     def __enter__(self) -> Workers:
         return self
@@ -214,6 +224,8 @@ def hash_files(
     shas: list[str | None] = []
     errors: dict[int, str] = {}
     remembered = cache.known_shas(paths) if cache else {}
+    if workers is not None and len(paths) - len(remembered) >= 16:
+        workers.start()  # likely work to do: workers import while the content hashes are read here
     new_stats: list[tuple[Path, int, int, str]] = []
     for k, p in enumerate(paths):
         if p in remembered:
@@ -258,7 +270,7 @@ def hash_files(
                 pool = ProcessPoolExecutor(max_workers=jobs)
             executor = workers.get() if workers is not None else pool
             assert executor is not None
-            results = executor.map(_hash_one, todo_paths, chunksize=max(1, min(32, len(todo_paths) // (jobs * 4))))
+            results = executor.map(_hash_one, todo_paths, chunksize=max(1, min(8, len(todo_paths) // (jobs * 4))))
         try:
             for k, (fp, err) in zip(unique_todo, results):
                 content = shas[k]

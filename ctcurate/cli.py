@@ -73,7 +73,10 @@ def doi() -> None:
 @doi.command("normalize")
 @click.argument("dois", nargs=-1, required=True)
 def doi_normalize(dois: tuple[str, ...]) -> None:
-    """Print one canonical DOI per argument (lower case, no prefix, no whitespace)."""
+    """Print one canonical DOI per argument (lower case, no prefix, no whitespace).
+
+    An argument that is not a DOI prints `error: <reason>` in its place; the exit code is then 1.
+    """
     from . import doi as doi_lib
 
     failed = False
@@ -83,7 +86,140 @@ def doi_normalize(dois: tuple[str, ...]) -> None:
             click.echo(parsed.doi)
         else:
             failed = True
-            click.echo(f"error: {raw!r} is not a DOI (expected 10.NNNN/suffix)")
+            shown = parsed.doi or raw.strip()
+            reason = "empty" if not shown else f"{shown!r} is not a DOI (expected 10.NNNN/suffix)"
+            click.echo(f"error: {reason}")
+    sys.exit(EXIT_FOUND if failed else EXIT_OK)
+
+
+def _resolution_line(res: object) -> str:
+    """`<doi>: <status>: "<title>" (<container>, <issued>, <type>; <preprint facts>) [<source>]`."""
+    from .doi_resolve import Resolution
+
+    assert isinstance(res, Resolution)
+    line = f"{res.doi}: {res.status}"
+    if res.title:
+        line += f": {res.title!r}"
+    facts = [x for x in (res.container, res.issued, res.type) if x]
+    pre = []
+    if res.preprint_server:
+        versions = f", {res.versions} version{'s' if res.versions != 1 else ''}" if res.versions else ""
+        pre.append(f"{res.preprint_server} preprint{versions}")
+    if res.published_doi:
+        journal = f" in {res.published_container}" if res.published_container else ""
+        pre.append(f"published as {res.published_doi}{journal}")
+    if res.preprint_dois:
+        pre.append(f"preprint {', '.join(res.preprint_dois)}")
+    details = ", ".join(facts) + ("; " if facts and pre else "") + ", ".join(pre)
+    if details:
+        line += f" ({details})"
+    return line + f" [{res.source}]"
+
+
+_CSV_FIELDS = (
+    "doi", "exists", "title", "container", "issued", "type", "preprint_server", "versions",
+    "published_doi", "published_container", "preprint_dois", "source", "checked_at", "findings",
+)
+
+
+def _resolution_row(res: object) -> dict[str, object]:
+    from .doi_resolve import Resolution
+
+    assert isinstance(res, Resolution)
+    row = res.model_dump(mode="json")
+    row["exists"] = {True: "yes", False: "no", None: "unknown"}[res.exists]
+    row["preprint_dois"] = " ".join(res.preprint_dois)
+    row["findings"] = " ".join(sorted({f.code for f in res.findings}))
+    return {k: ("" if row[k] is None else row[k]) for k in _CSV_FIELDS}
+
+
+@doi.command("resolve")
+@click.argument("dois", nargs=-1)
+@click.option("--metadata", "metadata_dir", type=click.Path(file_okay=False),
+              help="Resolve every DOI of DIR/COVID-CT-MetaInfo.xlsx (empty cells: from the file name).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
+@click.option("--offline", is_flag=True, help="Answer only from the cache; say which DOIs could not be checked.")
+@click.option("--refresh", is_flag=True, help="Ask the registries again even where the cache has an answer.")
+@click.option("--mailto", metavar="ADDR", help="Contact address for the User-Agent (default: $CTCURATE_MAILTO).")
+@click.option("--cache", "cache_file", type=click.Path(dir_okay=False),
+              help="SQLite cache file (default: $CTCURATE_CACHE, else ~/.cache/ctcurate/cache.sqlite).")
+def doi_resolve(
+    dois: tuple[str, ...],
+    metadata_dir: str | None,
+    fmt: str,
+    offline: bool,
+    refresh: bool,
+    mailto: str | None,
+    cache_file: str | None,
+) -> None:
+    """Check that DOIs exist (doi.org) and show their paper (Crossref, bioRxiv/medRxiv).
+
+    Exit 0 when every DOI exists; 1 when one does not, is malformed or could not be checked.
+    """
+    import csv
+    import io
+    import json
+    import sqlite3
+    from pathlib import Path
+
+    from . import doi_resolve as dr
+    from .findings import Finding, has_errors, to_json, to_text
+    from .store import default_cache_path
+
+    if offline and refresh:
+        raise click.UsageError("--offline and --refresh contradict each other")
+    if bool(dois) == bool(metadata_dir):
+        raise click.UsageError("give DOIs or --metadata DIR (one of the two)")
+    findings: list[Finding] = []
+    if metadata_dir is not None:
+        try:
+            refs, findings = dr.read_sheet_dois(Path(metadata_dir))
+        except dr.SheetError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+    else:
+        refs = [dr.DoiRef(doi=d) for d in dois]
+    path = Path(cache_file) if cache_file else default_cache_path(None)
+    try:
+        cache = dr.DoiCache(path)
+        settings = dr.ResolverSettings.from_env(mailto=mailto)
+        with dr.Resolver(settings, cache=cache, offline=offline, refresh=refresh) as resolver:
+            resolved = resolver.resolve_many(r.norm for r in refs)
+            if metadata_dir is not None:
+                findings += dr.online_doi_findings(refs, resolver)
+            else:
+                findings += [f for res in {id(r): r for r in resolved.values()}.values() for f in res.findings]
+    except (sqlite3.Error, OSError) as exc:
+        click.echo(f"error: {dr.cache_error_message(path, exc)}", err=True)
+        sys.exit(EXIT_USAGE)
+    results = list({id(r): r for r in resolved.values()}.values())
+    counts = {
+        "dois": len(results),
+        "exist": sum(r.exists is True for r in results),
+        "not_found": sum(r.exists is False for r in results),
+        "unknown": sum(r.exists is None for r in results),
+    }
+    if fmt == "json":
+        body = json.loads(to_json(findings, **counts))
+        resolutions = [r.model_dump(mode="json") for r in results]
+        click.echo(json.dumps({"resolutions": resolutions, **body}, indent=2, ensure_ascii=False))
+    elif fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=_CSV_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(_resolution_row(r) for r in results)
+        click.echo(buffer.getvalue(), nl=False)
+    else:
+        for res in results:
+            click.echo(_resolution_line(res))
+        if findings:
+            click.echo("")
+            click.echo(to_text(findings))
+        click.echo(
+            f"{counts['dois']} DOI(s): {counts['exist']} exist, {counts['not_found']} not found, "
+            f"{counts['unknown']} unknown"
+        )
+    failed = counts["not_found"] or counts["unknown"] or has_errors(findings)
     sys.exit(EXIT_FOUND if failed else EXIT_OK)
 
 

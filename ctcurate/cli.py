@@ -99,7 +99,7 @@ def _resolution_line(res: object) -> str:
     assert isinstance(res, Resolution)
     line = f"{res.doi}: {res.status}"
     if res.title:
-        line += f": {res.title!r}"
+        line += f": \"{res.title}\""
     facts = [x for x in (res.container, res.issued, res.type) if x]
     pre = []
     if res.preprint_server:

@@ -201,7 +201,7 @@ class _BadAnswer(Exception):
 def _json(text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise _BadAnswer(f"not JSON ({exc.msg} at character {exc.pos})") from None
 
 
@@ -266,7 +266,7 @@ def read_crossref(text: str) -> dict[str, Any]:
         "container": _first(message.get("container-title"))
         or (_first([i.get("name") for i in institution if isinstance(i, dict)]) if institution else None),
         "issued": _date_parts(message),
-        "type": message.get("type"),
+        "type": _first(message.get("type")),
         "preprint_dois": tuple(_relation_dois(message, "has-preprint")),
         "published_doi": next(iter(_relation_dois(message, "is-preprint-of")), None),
     }
@@ -278,8 +278,8 @@ def read_details(text: str) -> dict[str, Any]:
     latest = max(versions, key=lambda v: int(v.get("version") or 0))
     published = latest.get("published")
     return {
-        "title": latest.get("title"),
-        "issued": latest.get("date"),
+        "title": _first(latest.get("title")),
+        "issued": _first(latest.get("date")),
         "versions": len(versions),
         "published": None if published in (None, "", "NA") else parse(published).doi,
         "says_published": "published" not in latest or published not in ("", "NA"),
@@ -289,7 +289,15 @@ def read_details(text: str) -> dict[str, Any]:
 def read_pubs(text: str) -> dict[str, Any]:
     entry = json.loads(text)["collection"][0]
     doi = parse(entry.get("published_doi")).doi
-    return {"published_doi": doi or None, "published_container": entry.get("published_journal") or None}
+    return {"published_doi": doi or None, "published_container": _first(entry.get("published_journal"))}
+
+
+def _check_readable(reader: Callable[[str], object], text: str) -> None:
+    """A found answer must also be one the reader understands, before it is trusted or cached."""
+    try:
+        reader(text)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise _BadAnswer(f"unexpected structure ({type(exc).__name__}: {exc})") from None
 
 
 # --- the resolver ---------------------------------------------------------------------------
@@ -311,7 +319,14 @@ class _Lookup:
         ttl = self.r.settings.ttl_found if a.found else self.r.settings.ttl_not_found
         return self.r.now() - a.checked_at < ttl
 
-    def answer(self, key: str, service: str, url: str, judge: Callable[[int, str], bool]) -> StoredAnswer | None:
+    def answer(
+        self,
+        key: str,
+        service: str,
+        url: str,
+        judge: Callable[[int, str], bool],
+        reader: Callable[[str], object],
+    ) -> StoredAnswer | None:
         hit = self.cached.get(key)
         if hit and (self.r.offline or (not self.r.refresh and self._fresh(hit))):
             self.used.append(hit)
@@ -323,6 +338,8 @@ class _Lookup:
         try:
             reply = self.r.client.get(service, url)
             found = judge(reply.status, reply.text)
+            if found:
+                _check_readable(reader, reply.text)
         except Unreachable as exc:
             self.findings.append(
                 warning(
@@ -353,10 +370,10 @@ class _Lookup:
         query = self.doi
         path = quote(query, safe="/")
         fields: dict[str, Any] = {}
-        handle = self.answer("handle", "doi", f"{s.doi_url.rstrip('/')}/api/handles/{path}", judge_handle)
+        handle = self.answer("handle", "doi", f"{s.doi_url.rstrip('/')}/api/handles/{path}", judge_handle, json.loads)
         exists = handle.found if handle else None
         if exists is not False:
-            crossref = self.answer("crossref", "crossref", f"{s.crossref_url.rstrip('/')}/works/{path}", judge_crossref)
+            crossref = self.answer("crossref", "crossref", f"{s.crossref_url.rstrip('/')}/works/{path}", judge_crossref, read_crossref)
             if crossref and crossref.found:
                 fields.update(read_crossref(crossref.body))
                 exists = True if exists is None else exists
@@ -407,7 +424,7 @@ class _Lookup:
             hint = (fields.get("container") or "").lower()
             servers = sorted(("medrxiv", "biorxiv"), key=lambda name: name != hint)
         for name in servers:
-            details = self.answer(f"details/{name}", "biorxiv", f"{base}/details/{name}/{path}", judge_biorxiv)
+            details = self.answer(f"details/{name}", "biorxiv", f"{base}/details/{name}/{path}", judge_biorxiv, read_details)
             if details is None:
                 return exists
             if not details.found:
@@ -422,7 +439,7 @@ class _Lookup:
             if info["published"]:
                 fields["published_doi"] = info["published"]
             if info["says_published"]:
-                pubs = self.answer(f"pubs/{name}", "biorxiv", f"{base}/pubs/{name}/{path}", judge_biorxiv)
+                pubs = self.answer(f"pubs/{name}", "biorxiv", f"{base}/pubs/{name}/{path}", judge_biorxiv, read_pubs)
                 if pubs and pubs.found:
                     fields.update({k: v for k, v in read_pubs(pubs.body).items() if v})
             return True if exists is None else exists

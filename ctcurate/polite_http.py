@@ -176,7 +176,7 @@ class PoliteClient:
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with up to 25 % jitter, so that threads do not retry in step."""
-        base = min(self.policy.backoff_max, self.policy.backoff_base * 2**attempt)
+        base = min(self.policy.backoff_max, self.policy.backoff_base * 2.0**attempt)
         return base * (1 + 0.25 * self._rng.random())
 
     def get(self, service: str, url: str) -> Answer:

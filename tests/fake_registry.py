@@ -177,6 +177,7 @@ class FakeRegistry:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else headers and body wait on delayed ACKs (40 ms)
 
             def log_message(self, format: str, *args: object) -> None:  # keep test output clean
                 pass
@@ -197,12 +198,15 @@ class FakeRegistry:
                     status, text, headers, delay = registry._answer(kind, doi, server)
                     if delay:
                         time.sleep(delay)
+                finally:
+                    # Counted out before answering: once the client has the answer it may send the
+                    # next request, which must not find this one still counted.
+                    with registry.lock:
+                        registry.in_flight[service] -= 1
+                try:
                     self._send(status, text, {**registry.headers, **headers})
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout): nothing to answer
-                finally:
-                    with registry.lock:
-                        registry.in_flight[service] -= 1
 
             def _send(self, status: int, text: str, headers: dict[str, str]) -> None:
                 data = text.encode("utf-8")

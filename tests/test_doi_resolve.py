@@ -232,6 +232,19 @@ def test_malformed_json_is_a_bad_answer_and_not_cached(registry, tmp_path):
     assert again.findings == () and registry.count("handle", BMJ) == 2  # asked again, crossref not
 
 
+def test_json_of_the_wrong_shape_is_a_bad_answer(registry, tmp_path):
+    body = {"status": "ok", "message": {"title": ["T"], "issued": {"date-parts": [["twenty", 1]]}}}
+    registry.script("works", BMJ, Reply(body=json.dumps(body)))
+    with make(tmp_path / "c.sqlite") as r:
+        res = r.resolve(BMJ)
+    assert res.exists is True and res.title is None
+    assert [f.code for f in res.findings] == ["doi.bad-answer"]
+    assert "unexpected structure (ValueError" in res.findings[0].message
+    with make(tmp_path / "c.sqlite") as r:
+        assert r.resolve(BMJ).title  # the bad answer was not cached
+    assert registry.count("works", BMJ) == 2
+
+
 def test_second_run_is_answered_from_the_cache(registry, tmp_path):
     dois = [BMJ, LANCET, PREPRINT, MISSING]
     with make(tmp_path / "c.sqlite") as r:

@@ -86,34 +86,10 @@ def doi_normalize(dois: tuple[str, ...]) -> None:
             click.echo(parsed.doi)
         else:
             failed = True
-            shown = parsed.doi or raw.strip()
-            reason = "empty" if not shown else f"{shown!r} is not a DOI (expected 10.NNNN/suffix)"
+            shown = raw.strip()
+            reason = "empty" if not parsed.doi else f"{shown!r} is not a DOI (expected 10.NNNN/suffix)"
             click.echo(f"error: {reason}")
     sys.exit(EXIT_FOUND if failed else EXIT_OK)
-
-
-def _resolution_line(res: object) -> str:
-    """`<doi>: <status>: "<title>" (<container>, <issued>, <type>; <preprint facts>) [<source>]`."""
-    from .doi_resolve import Resolution
-
-    assert isinstance(res, Resolution)
-    line = f"{res.doi}: {res.status}"
-    if res.title:
-        line += f": \"{res.title}\""
-    facts = [x for x in (res.container, res.issued, res.type) if x]
-    pre = []
-    if res.preprint_server:
-        versions = f", {res.versions} version{'s' if res.versions != 1 else ''}" if res.versions else ""
-        pre.append(f"{res.preprint_server} preprint{versions}")
-    if res.published_doi:
-        journal = f" in {res.published_container}" if res.published_container else ""
-        pre.append(f"published as {res.published_doi}{journal}")
-    if res.preprint_dois:
-        pre.append(f"preprint {', '.join(res.preprint_dois)}")
-    details = ", ".join(facts) + ("; " if facts and pre else "") + ", ".join(pre)
-    if details:
-        line += f" ({details})"
-    return line + f" [{res.source}]"
 
 
 _CSV_FIELDS = (
@@ -211,7 +187,7 @@ def doi_resolve(
         click.echo(buffer.getvalue(), nl=False)
     else:
         for res in results:
-            click.echo(_resolution_line(res))
+            click.echo(res.describe())
         if findings:
             click.echo("")
             click.echo(to_text(findings))

@@ -22,6 +22,7 @@ For the other commands (validate --online, add-contribution):
         same_paper("10.1101/2020.02.25.20021568", "10.1038/s41598-020-76282-0", resolver)
         known_aliases(doi, resolver)                        # {doi, its journal DOI, its preprints}
         resolver.resolve(doi).title                         # the title shown beside a DOI
+        resolver.resolve(doi).describe()                    # one line: status, title, journal, ...
 
 Finding codes: doi.not-found (error), doi.malformed (error), doi.same-paper (error for a
 contribution, warning inside one sheet), doi.unreachable, doi.bad-answer, doi.not-cached (warnings:
@@ -140,6 +141,24 @@ class Resolution(BaseModel):
     def status(self) -> str:
         return {True: "exists", False: "not found", None: "unknown"}[self.exists]
 
+    def describe(self) -> str:
+        """`<doi>: <status>: "<title>" (<container>, <issued>, <type>; <preprint facts>) [<source>]`."""
+        line = f"{self.doi}: {self.status}"
+        if self.title:
+            line += f': "{self.title}"'
+        facts = [x for x in (self.container, self.issued, self.type) if x]
+        preprint = []
+        if self.preprint_server:
+            versions = f", {self.versions} version{'s' if self.versions != 1 else ''}" if self.versions else ""
+            preprint.append(f"{self.preprint_server} preprint{versions}")
+        if self.published_doi:
+            journal = f" in {self.published_container}" if self.published_container else ""
+            preprint.append(f"published as {self.published_doi}{journal}")
+        if self.preprint_dois:
+            preprint.append(f"preprint {', '.join(self.preprint_dois)}")
+        details = ", ".join(facts) + ("; " if facts and preprint else "") + ", ".join(preprint)
+        return line + (f" ({details})" if details else "") + f" [{self.source}]"
+
 
 # --- the cache ------------------------------------------------------------------------------
 
@@ -254,7 +273,8 @@ def _date_parts(message: Mapping[str, Any]) -> str | None:
 
 def _relation_dois(message: Mapping[str, Any], name: str) -> list[str]:
     items = (message.get("relation") or {}).get(name) or []
-    return [parse(i.get("id")).doi for i in items if isinstance(i, dict) and i.get("id-type") == "doi"]
+    found = [parse(i.get("id")).doi for i in items if isinstance(i, dict) and i.get("id-type") == "doi"]
+    return [d for d in found if is_valid(d)]
 
 
 def read_crossref(text: str) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def test_normalize_reports_each_failure_in_place_and_exits_1():
     assert result.exit_code == 1
     assert result.output == (
         "10.1136/bmj.m606\n"
-        "error: 'seethepaper' is not a DOI (expected 10.NNNN/suffix)\n"
+        "error: 'see the paper' is not a DOI (expected 10.NNNN/suffix)\n"
         "error: empty\n"
     )
 

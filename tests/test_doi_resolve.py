@@ -13,6 +13,7 @@ from ctcurate.doi_resolve import (
     DEFAULT_CONCURRENCY,
     DoiCache,
     DoiRef,
+    Resolution,
     Resolver,
     ResolverSettings,
     _BadAnswer,
@@ -415,3 +416,42 @@ def test_resolution_json_round_trip(registry):
     data = json.loads(res.model_dump_json())
     assert data["published_doi"] == JOURNAL and data["source"] == "network"
     assert type(res).model_validate(data) == res
+
+
+# --- whatever a service answers, it is a bool or a bad answer, never a traceback -------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ctcurate.doi_resolve import _check_readable  # noqa: E402
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["message", "collection", "title", "issued", "date-parts", "relation", "has-preprint",
+                         "id", "id-type", "version", "published", "published_doi", "responseCode", "institution"]),
+        inner, max_size=4),
+    max_leaves=12,
+)
+_READERS = [
+    (judge_handle, json.loads),
+    (judge_crossref, read_crossref),
+    (judge_biorxiv, read_details),
+    (judge_biorxiv, read_pubs),
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(status=st.sampled_from([200, 404, 400, 301]), body=_json_values | st.text(max_size=30))
+def test_any_answer_is_judged_or_rejected(status, body):
+    text = body if isinstance(body, str) else json.dumps(body)
+    for judge, reader in _READERS:
+        try:
+            if not judge(status, text):
+                continue
+            _check_readable(reader, text)
+        except _BadAnswer:
+            continue
+        if reader is read_crossref:  # what passed must also make a valid Resolution
+            fields = {k: v for k, v in read_crossref(text).items() if v not in (None, ())}
+            Resolution(doi="10.1/x", exists=True, **fields)

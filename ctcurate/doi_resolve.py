@@ -361,29 +361,28 @@ class _Lookup:
             if found:
                 _check_readable(reader, reply.text)
         except Unreachable as exc:
-            self.findings.append(
-                warning(
-                    "doi.unreachable",
-                    f"could not reach {name}: {exc.reason}",
-                    value=self.doi,
-                    hint="nothing is claimed about this DOI; retry later, or use --offline for cached answers",
-                )
-            )
-            return None
+            return self._failed(hit, "doi.unreachable", f"could not reach {name}: {exc.reason}")
         except _BadAnswer as exc:
-            self.findings.append(
-                warning(
-                    "doi.bad-answer",
-                    f"unusable answer from {name}: {exc}",
-                    value=self.doi,
-                    hint="nothing is claimed about this DOI; retry later or check the service URL setting",
-                )
-            )
-            return None
+            return self._failed(hit, "doi.bad-answer", f"unusable answer from {name}: {exc}")
         stored = StoredAnswer(key, found, reply.text if found else "", self.r.now())
         self.fetched.append(stored)
         self.used.append(stored)
         return stored
+
+    def _failed(self, stale: StoredAnswer | None, code: str, message: str) -> StoredAnswer | None:
+        """A failed request: fall back on an expired cached "found" answer if there is one, and say so.
+
+        An expired "not found" is not reused: the DOI may have been registered since.
+        """
+        stale = stale if stale is not None and stale.found else None
+        if stale is not None:
+            self.used.append(stale)
+            when = stale.checked_at.strftime("%Y-%m-%d")
+            hint = f"used the answer cached on {when}; run again later to refresh it"
+        else:
+            hint = "nothing is claimed about this DOI; retry later, or use --offline for cached answers"
+        self.findings.append(warning(code, message, value=self.doi, hint=hint))
+        return stale
 
     def run(self) -> Resolution:
         s = self.r.settings

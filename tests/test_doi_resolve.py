@@ -287,6 +287,33 @@ def test_cache_lifetimes_found_30_days_not_found_1_day(registry, tmp_path):
     assert res.checked_at == clock.now
 
 
+def test_expired_answer_is_used_when_the_service_fails(registry, tmp_path):
+    clock = Clock()
+    with make(tmp_path / "c.sqlite", clock=clock) as r:
+        r.resolve(BMJ)
+    clock.now += timedelta(days=45)
+    registry.script("handle", BMJ, *[Reply(503)] * 3)
+    with make(tmp_path / "c.sqlite", clock=clock) as r:
+        res = r.resolve(BMJ)
+    assert res.exists is True and res.source == "network"  # Crossref was asked afresh
+    assert res.checked_at == clock.now - timedelta(days=45)  # the oldest answer used
+    (finding,) = res.findings
+    assert finding.code == "doi.unreachable"
+    assert finding.hint == "used the answer cached on 2026-03-01; run again later to refresh it"
+
+
+def test_expired_not_found_is_not_reused_when_the_service_fails(registry, tmp_path):
+    clock = Clock()
+    with make(tmp_path / "c.sqlite", clock=clock) as r:
+        assert r.resolve(MISSING).exists is False
+    clock.now += timedelta(days=2)
+    registry.script("handle", MISSING, *[Reply(503)] * 3)
+    with make(tmp_path / "c.sqlite", clock=clock) as r:
+        res = r.resolve(MISSING)
+    assert res.exists is None
+    assert [f.code for f in res.findings] == ["doi.unreachable"]
+
+
 def test_refresh_asks_again(registry, tmp_path):
     with make(tmp_path / "c.sqlite") as r:
         r.resolve(BMJ)

@@ -107,6 +107,13 @@ def test_429_waits_for_retry_after(registry):
     assert http.stats.waits == [pytest.approx(0.15)]
 
 
+def test_429_without_retry_after_backs_off(registry):
+    registry.script("handle", DOI, Reply(429))
+    http, sleep = client(backoff_base=0.02)
+    assert http.get("doi", handle_url(registry)).status == 200
+    assert len(sleep.waits) == 1 and 0.02 <= sleep.waits[0] <= 0.025
+
+
 def test_429_pauses_the_whole_service(registry):
     """Another thread's request to the same service also waits out the Retry-After."""
     registry.script("handle", DOI, Reply(429, headers={"Retry-After": "0.3"}))

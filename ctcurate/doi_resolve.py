@@ -691,12 +691,15 @@ class SheetError(Exception):
 
 def read_sheet_dois(metadata_dir: Path) -> tuple[list[DoiRef], list[Finding]]:
     """Every row's DOI (normalized), or the preprint DOI its file name implies when the cell is empty."""
+    import zipfile
+
     import pandas as pd
+    from openpyxl.utils.exceptions import InvalidFileException
 
     path = metadata_dir / SHEET_FILE
     try:
         frame = pd.read_excel(path, dtype=object)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, InvalidFileException) as exc:
         raise SheetError(f"{path}: cannot read the sheet ({exc})") from None
     missing = [c for c in (FILE_COLUMN, DOI_COLUMN) if c not in frame.columns]
     if missing:

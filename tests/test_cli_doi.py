@@ -180,6 +180,15 @@ def test_resolve_missing_sheet_is_one_line_exit_2(registry, tmp_path):
     assert len(result.output.splitlines()) == 1
 
 
+@pytest.mark.parametrize("content", [b"not a workbook", b"PK\x03\x04 a broken zip"])
+def test_resolve_unreadable_sheet_is_one_line_exit_2(registry, tmp_path, content):
+    (tmp_path / "COVID-CT-MetaInfo.xlsx").write_bytes(content)
+    result = run("resolve", "--metadata", str(tmp_path))
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: {tmp_path / 'COVID-CT-MetaInfo.xlsx'}: cannot read the sheet (")
+    assert len(result.output.splitlines()) == 1
+
+
 def test_resolve_unusable_cache_is_exit_2(registry, tmp_path):
     bad = tmp_path / "cache.sqlite"
     bad.write_bytes(b"this is not sqlite" * 100)

@@ -482,3 +482,15 @@ def test_any_answer_is_judged_or_rejected(status, body):
         if reader is read_crossref:  # what passed must also make a valid Resolution
             fields = {k: v for k, v in read_crossref(text).items() if v not in (None, ())}
             Resolution(doi="10.1/x", exists=True, **fields)
+
+
+def test_read_sheet_dois_missing_column(tmp_path):
+    import pandas as pd
+
+    from ctcurate.doi_resolve import SheetError
+
+    pd.DataFrame({"File name": ["a.png"], "Doi ": ["10.1136/bmj.m606"]}).to_excel(
+        tmp_path / "COVID-CT-MetaInfo.xlsx", index=False
+    )
+    with pytest.raises(SheetError, match=r"COVID-CT-MetaInfo.xlsx: missing column\(s\) 'DOI'$"):
+        read_sheet_dois(tmp_path)

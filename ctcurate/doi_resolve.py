@@ -18,6 +18,7 @@ For the other commands (validate --online, add-contribution):
 
     with open_resolver(offline=False) as resolver:          # or Resolver(settings, cache=...)
         findings = online_doi_findings(refs, resolver)      # refs: DoiRef (row-located) or str
+        findings = online_sheet_findings(metadata_dir, resolver)   # the same for a whole sheet
         clash = same_paper_findings(new_refs, sheet_refs, resolver)
         same_paper("10.1101/2020.02.25.20021568", "10.1038/s41598-020-76282-0", resolver)
         known_aliases(doi, resolver)                        # {doi, its journal DOI, its preprints}
@@ -722,6 +723,15 @@ def read_sheet_dois(metadata_dir: Path) -> tuple[list[DoiRef], list[Finding]]:
     return refs, findings
 
 
+def online_sheet_findings(metadata_dir: Path, resolver: Resolver) -> list[Finding]:
+    """`validate --online` in one call: the online findings for every DOI of the sheet.
+
+    Malformed cells are left out (the offline checks report them); raises `SheetError`.
+    """
+    refs, _malformed = read_sheet_dois(metadata_dir)
+    return online_doi_findings(refs, resolver)
+
+
 def cache_error_message(path: Path, exc: BaseException) -> str:
     """One line for a cache that cannot be opened (for the CLI's exit 2)."""
     kind = "not an SQLite file" if isinstance(exc, sqlite3.DatabaseError) else type(exc).__name__
@@ -739,6 +749,7 @@ __all__ = [
     "aliases",
     "known_aliases",
     "online_doi_findings",
+    "online_sheet_findings",
     "open_resolver",
     "read_sheet_dois",
     "same_paper",

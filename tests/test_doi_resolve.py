@@ -494,3 +494,16 @@ def test_read_sheet_dois_missing_column(tmp_path):
     )
     with pytest.raises(SheetError, match=r"COVID-CT-MetaInfo.xlsx: missing column\(s\) 'DOI'$"):
         read_sheet_dois(tmp_path)
+
+
+def test_online_sheet_findings_on_the_real_sheet(registry, repo_metadata):
+    from ctcurate.doi_resolve import online_sheet_findings
+
+    registry.not_found.add("10.1016/j.ijid.2020.02.037")
+    with make() as r:
+        findings = online_sheet_findings(repo_metadata, r)
+    assert [(f.code, f.file, f.column, f.value) for f in findings] == [
+        ("doi.not-found", "COVID-CT-MetaInfo.xlsx", "DOI", "10.1016/j.ijid.2020.02.037")
+    ]
+    assert findings[0].row == 347 and "(same DOI also in rows 348, 349, 350)" in findings[0].message
+    assert registry.count("handle") == 58

@@ -387,19 +387,20 @@ class _Lookup:
 
     def run(self) -> Resolution:
         s = self.r.settings
-        query = self.doi
-        path = quote(query, safe="/")
+        path = quote(self.doi, safe="/")
         fields: dict[str, Any] = {}
-        handle = self.answer("handle", "doi", f"{s.doi_url.rstrip('/')}/api/handles/{path}", judge_handle, json.loads)
+        handle_url = f"{s.doi_url.rstrip('/')}/api/handles/{path}"
+        handle = self.answer("handle", "doi", handle_url, judge_handle, json.loads)
         exists = handle.found if handle else None
         if exists is not False:
-            crossref = self.answer("crossref", "crossref", f"{s.crossref_url.rstrip('/')}/works/{path}", judge_crossref, read_crossref)
+            works_url = f"{s.crossref_url.rstrip('/')}/works/{path}"
+            crossref = self.answer("crossref", "crossref", works_url, judge_crossref, read_crossref)
             if crossref and crossref.found:
                 fields.update(read_crossref(crossref.body))
                 exists = True if exists is None else exists
-            preprint = preprint_from_doi(query)
+            preprint = preprint_from_doi(self.doi)
             if preprint:
-                exists = self._preprint(preprint.server, query, path, fields, exists)
+                exists = self._preprint(preprint.server, path, fields, exists)
         if exists is False:
             self.findings.append(
                 error(
@@ -436,7 +437,8 @@ class _Lookup:
             merged = down[0].model_copy(update={"message": "; ".join(f.message for f in down)})
             self.findings = [f for f in self.findings if f.code != "doi.unreachable"] + [merged]
 
-    def _preprint(self, server: str, query: str, path: str, fields: dict[str, Any], exists: bool | None) -> bool | None:
+    def _preprint(self, server: str, path: str, fields: dict[str, Any], exists: bool | None) -> bool | None:
+        """Server, versions and published journal DOI from the bioRxiv API; updates `fields`."""
         base = self.r.settings.biorxiv_url.rstrip("/")
         if server in ("medrxiv", "biorxiv"):
             servers = [server]
@@ -444,7 +446,8 @@ class _Lookup:
             hint = (fields.get("container") or "").lower()
             servers = sorted(("medrxiv", "biorxiv"), key=lambda name: name != hint)
         for name in servers:
-            details = self.answer(f"details/{name}", "biorxiv", f"{base}/details/{name}/{path}", judge_biorxiv, read_details)
+            details_url = f"{base}/details/{name}/{path}"
+            details = self.answer(f"details/{name}", "biorxiv", details_url, judge_biorxiv, read_details)
             if details is None:
                 return exists
             if not details.found:
@@ -545,7 +548,8 @@ def open_resolver(
     Raises `sqlite3.Error` / `OSError` when the cache cannot be opened (a usage/I-O error).
     """
     cache = DoiCache(cache_path or default_cache_path(None))
-    resolver = Resolver(settings or ResolverSettings.from_env(mailto=mailto), cache=cache, offline=offline, refresh=refresh)
+    settings = settings or ResolverSettings.from_env(mailto=mailto)
+    resolver = Resolver(settings, cache=cache, offline=offline, refresh=refresh)
     try:
         yield resolver
     finally:
@@ -599,7 +603,13 @@ def _located(f: Finding, ref: DoiRef, others: Sequence[DoiRef]) -> Finding:
     more = f" (same DOI also in rows {', '.join(map(str, rows))})" if rows else ""
     derived = " (derived from the file name)" if ref.derived else ""
     return f.model_copy(
-        update={"file": ref.file, "row": ref.row, "column": ref.column, "value": ref.doi, "message": f.message + derived + more}
+        update={
+            "file": ref.file,
+            "row": ref.row,
+            "column": ref.column,
+            "value": ref.doi,
+            "message": f.message + derived + more,
+        }
     )
 
 
@@ -716,7 +726,14 @@ def read_sheet_dois(metadata_dir: Path) -> tuple[list[DoiRef], list[Finding]]:
                 refs.append(DoiRef(doi=parsed.doi, file=path.name, row=row, column=DOI_COLUMN))
             else:
                 findings.append(
-                    error("doi.malformed", "not a DOI (expected 10.NNNN/suffix)", file=path.name, row=row, column=DOI_COLUMN, value=text)
+                    error(
+                        "doi.malformed",
+                        "not a DOI (expected 10.NNNN/suffix)",
+                        file=path.name,
+                        row=row,
+                        column=DOI_COLUMN,
+                        value=text,
+                    )
                 )
         elif isinstance(name, str) and (pre := preprint_from_filename(name)):
             refs.append(DoiRef(doi=pre.doi, file=path.name, row=row, column=DOI_COLUMN, derived=True))

@@ -507,3 +507,15 @@ def test_online_sheet_findings_on_the_real_sheet(registry, repo_metadata):
     ]
     assert findings[0].row == 347 and "(same DOI also in rows 348, 349, 350)" in findings[0].message
     assert registry.count("handle") == 58
+
+
+def test_open_resolver_uses_the_default_cache(registry, tmp_path, monkeypatch):
+    from ctcurate.doi_resolve import open_resolver
+
+    monkeypatch.setenv("CTCURATE_CACHE", str(tmp_path / "default" / "cache.sqlite"))
+    with open_resolver(mailto="lead@example.org") as r:
+        assert r.resolve(BMJ).source == "network"
+    assert (tmp_path / "default" / "cache.sqlite").is_file()
+    with open_resolver(offline=True) as r:
+        assert r.resolve(BMJ).source == "cache"
+    assert registry.user_agents == {ResolverSettings.from_env(mailto="lead@example.org").user_agent}

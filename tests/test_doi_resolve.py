@@ -339,7 +339,7 @@ def test_offline_uses_only_the_cache_and_names_what_it_could_not_check(registry,
 
 def test_crossref_concurrency_is_limited():
     dois = [f"10.5555/paper.{i}" for i in range(30)]
-    with FakeRegistry(delay=0.03) as reg:
+    with FakeRegistry(delay=0.08) as reg:
         settings = ResolverSettings(
             doi_url=f"{reg.base}/doi", crossref_url=f"{reg.base}/crossref", biorxiv_url=f"{reg.base}/biorxiv",
             workers=16, backoff_base=0.01, concurrency={**DEFAULT_CONCURRENCY, "doi": 12},

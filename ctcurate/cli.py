@@ -111,7 +111,7 @@ def _resolution_row(res: object) -> dict[str, object]:
 
 @doi.command("resolve")
 @click.argument("dois", nargs=-1)
-@click.option("--metadata", "metadata_dir", type=click.Path(file_okay=False),
+@click.option("--metadata", "metadata_dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Resolve every DOI of DIR/COVID-CT-MetaInfo.xlsx (empty cells: from the file name).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
 @click.option("--offline", is_flag=True, help="Answer only from the cache; say which DOIs could not be checked.")

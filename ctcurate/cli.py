@@ -64,6 +64,8 @@ def benchmark() -> None:
 
 # --- doi ------------------------------------------------------------------------------------
 
+from typing import TYPE_CHECKING  # noqa: E402  (kept in this section so that merges stay clean)
+
 
 @main.group()
 def doi() -> None:
@@ -92,16 +94,16 @@ def doi_normalize(dois: tuple[str, ...]) -> None:
     sys.exit(EXIT_FOUND if failed else EXIT_OK)
 
 
+if TYPE_CHECKING:
+    from .doi_resolve import Resolution
+
 _CSV_FIELDS = (
     "doi", "exists", "title", "container", "issued", "type", "preprint_server", "versions",
     "published_doi", "published_container", "preprint_dois", "source", "checked_at", "findings",
 )
 
 
-def _resolution_row(res: object) -> dict[str, object]:
-    from .doi_resolve import Resolution
-
-    assert isinstance(res, Resolution)
+def _resolution_row(res: Resolution) -> dict[str, object]:
     row = res.model_dump(mode="json")
     row["exists"] = {True: "yes", False: "no", None: "unknown"}[res.exists]
     row["preprint_dois"] = " ".join(res.preprint_dois)
@@ -164,11 +166,11 @@ def doi_resolve(
             if metadata_dir is not None:
                 findings += dr.online_doi_findings(refs, resolver)
             else:
-                findings += [f for res in {id(r): r for r in resolved.values()}.values() for f in res.findings]
+                findings += [f for res in {r.doi: r for r in resolved.values()}.values() for f in res.findings]
     except (sqlite3.Error, OSError) as exc:
         click.echo(f"error: {dr.cache_error_message(path, exc)}", err=True)
         sys.exit(EXIT_USAGE)
-    results = list({id(r): r for r in resolved.values()}.values())
+    results = list({r.doi: r for r in resolved.values()}.values())  # `v2` forms share one answer
     counts = {
         "dois": len(results),
         "exist": sum(r.exists is True for r in results),

@@ -233,3 +233,11 @@ def test_resolve_metadata_reports_rows(registry, tmp_path):
         "(doi.org: handle not found) (same DOI also in rows 3) ['10.1136/bmj.m9999']"
     ) in result.output
     assert result.output.splitlines()[-1] == "2 DOI(s): 1 exist, 1 not found, 0 unknown"
+
+
+def test_resolve_versions_of_one_preprint_are_one_doi(registry):
+    result = run("resolve", f"{PREPRINT}v1", f"{PREPRINT}v2", PREPRINT.upper())
+    assert result.exit_code == 0
+    assert result.output.splitlines()[0].startswith(f"{PREPRINT}: exists")
+    assert result.output.splitlines()[-1] == "1 DOI(s): 1 exist, 0 not found, 0 unknown"
+    assert registry.count("handle") == 1

@@ -7,6 +7,8 @@ code (0 clean, 1 problems found, 2 usage or I/O error). Library code never print
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -30,9 +32,114 @@ def main() -> None:
 
 
 @main.command()
-def validate() -> None:
-    """Check the metadata sheet, split lists and images; report every problem at once."""
-    _not_yet("validate")
+@click.option(
+    "--metadata", "metadata", type=click.Path(path_type=Path), default=None,
+    help="Metadata folder (COVID-CT-MetaInfo.xlsx, NonCOVID-CT-MetaInfo.csv, Data-split/) or one sheet. "
+    "Default: the repository's metadata/.",
+)
+@click.option(
+    "--images", "images", type=click.Path(path_type=Path), default=None,
+    help="Folder holding Images-processed/ (default: $CTCURATE_DATA; without either, images are not checked).",
+)
+@click.option(
+    "--splits", type=click.Path(path_type=Path), default=None,
+    help="Split-list folder (default: Data-split/ beside the sheets)",
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "html"]), default="text", show_default=True)
+@click.option(
+    "--output", type=click.Path(path_type=Path), default=None, help="Write the report to this file instead of stdout."
+)
+@click.option(
+    "--fix", "fix_out", type=click.Path(path_type=Path), default=None,
+    help="Write a normalized copy of the metadata here (a folder for a folder, a file for a file); "
+    "the input is never changed.",
+)
+def validate(
+    metadata: Path | None, images: Path | None, splits: Path | None, fmt: str, output: Path | None, fix_out: Path | None
+) -> None:
+    """Check the metadata sheet, split lists and images; report every problem at once.
+
+    Exit status: 0 no errors (warnings allowed), 1 errors found, 2 usage or unreadable input.
+    """
+    from . import findings as findings_lib
+    from .atomic import atomic_write
+    from .fix import FixError, write_fixed
+    from .htmlpage import findings_page
+    from .validate import FINDING_CODES, InputError
+    from .validate import validate as run_validate
+
+    try:
+        result = run_validate(metadata, images, splits, plan_fixes=fix_out is not None)
+    except InputError as exc:
+        _exit_with_error(str(exc))
+    not_checked = None if result.images_checked else (
+        "images not checked: pass --images ROOT or set CTCURATE_DATA to the folder holding Images-processed/"
+    )
+    if fmt == "json":
+        extra = {k: v for k, v in result.summary.items() if k not in ("errors", "warnings", "by_code")}
+        report = findings_lib.to_json(result.findings, **extra) + "\n"
+    elif fmt == "html":
+        title = "ctcurate validate" + (f": {metadata}" if metadata else "")
+        report = findings_page(result.findings, title, result.summary, FINDING_CODES)
+    else:
+        report = findings_lib.to_text(result.findings) + "\n" + (f"{not_checked}\n" if not_checked else "")
+    if output is not None:
+        try:
+            with atomic_write(output) as fh:
+                fh.write(report)
+        except OSError as exc:
+            _exit_with_error(f"{output}: cannot write ({exc.strerror})")
+        s = result.summary
+        click.echo(f"wrote {output}: {s['errors']} error(s), {s['warnings']} warning(s)", err=True)
+    else:
+        click.echo(report, nl=False)
+    if not_checked and fmt != "text":
+        click.echo(not_checked, err=True)
+    if fix_out is not None:
+        try:
+            fixed = write_fixed(result, fix_out)
+        except (FixError, OSError) as exc:
+            _exit_with_error(str(exc) if isinstance(exc, FixError) else f"{fix_out}: cannot write ({exc})")
+        for path, count in fixed.written.items():
+            click.echo(f"fixed copy: {path} ({count} change(s))", err=True)
+    sys.exit(EXIT_FOUND if findings_lib.has_errors(result.findings) else EXIT_OK)
+
+
+def _exit_with_error(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+# --- schema ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--output", type=click.Path(path_type=Path), default=Path("schemas"), show_default=True,
+    help="Folder for the *.schema.json files.",
+)
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 when a file in the folder is missing or stale.")
+def schema(output: Path, check: bool) -> None:
+    """Write the JSON Schema of every metadata model (sheet rows, split entries, findings)."""
+    from .atomic import atomic_write
+    from .schemas import json_schemas
+
+    stale = []
+    for name, text in json_schemas().items():
+        target = output / name
+        current = target.read_text(encoding="utf-8") if target.is_file() else None
+        if current == text:
+            continue
+        stale.append(target)
+        if not check:
+            try:
+                with atomic_write(target) as fh:
+                    fh.write(text)
+            except OSError as exc:
+                _exit_with_error(f"{target}: cannot write ({exc.strerror})")
+    for target in stale:
+        click.echo(f"{'stale' if check else 'wrote'} {target}")
+    sys.exit(EXIT_FOUND if check and stale else EXIT_OK)
 
 
 # --- add-contribution -----------------------------------------------------------------------

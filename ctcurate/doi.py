@@ -6,6 +6,7 @@ Owns what a DOI *looks like*; whether it exists is `doi_resolve`'s job. Imports 
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import date
@@ -29,6 +30,7 @@ _LOOKALIKES = str.maketrans(
 _PREFIX = re.compile(r"^(?:urn:)?doi:\s*|^(?:https?://)?(?:dx\.|www\.)?doi\.org/", re.IGNORECASE)
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 _WS = re.compile(r"\s+")
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _VALID = re.compile(r"^10\.\d{4,9}/\S+$")
 
 # File names such as 2020.02.25.20021568-p23-108%3.png (medRxiv) or 2020.01.24.919183-p27-132.png
@@ -75,7 +77,9 @@ def _clean_once(text: str, repairs: set[str]) -> str:
     squeezed = _WS.sub("", out)
     if squeezed != out:
         repairs.add("doi.inner-whitespace")
-    return squeezed.lower()
+    # The DOI Handbook folds case for ASCII letters only; `str.lower` would also merge
+    # non-ASCII letters that may belong to different DOIs.
+    return squeezed.translate(_ASCII_LOWER)
 
 
 def parse(raw: object) -> NormalizedDoi:
@@ -92,7 +96,7 @@ def parse(raw: object) -> NormalizedDoi:
 
 
 def normalize(raw: object) -> str:
-    """The canonical DOI text: no prefix, no whitespace, decoded, lower case. Idempotent."""
+    """The canonical DOI text: no prefix, no whitespace, decoded, ASCII lower case. Idempotent."""
     return parse(raw).doi
 
 

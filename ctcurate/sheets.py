@@ -1,0 +1,635 @@
+"""Reading metadata sheets (.xlsx, .csv) and split lists exactly as a curator sees them.
+
+Owns turning a file into rows of cell values plus the findings only the file format can show:
+formulas, error cells (`#VALUE!`), Excel-made dates, merged cells, hidden rows and columns, extra
+sheets, text encodings. Nothing is silently turned into NaN. A file that cannot be read at all
+raises `SheetError` with a one-line message naming it. Knows nothing about what the columns mean.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+from xml.etree.ElementTree import ParseError, iterparse
+
+from openpyxl.reader.excel import ExcelReader
+from openpyxl.styles.stylesheet import apply_stylesheet
+from openpyxl.utils import column_index_from_string, get_column_letter, range_boundaries
+from openpyxl.utils.datetime import from_excel, from_ISO8601
+from openpyxl.utils.exceptions import InvalidFileException
+
+from .findings import Finding, error, warning
+
+CellValue = str | int | float | bool | None
+
+XLSX_SUFFIXES = (".xlsx", ".xlsm")
+CSV_SUFFIXES = (".csv",)
+
+
+class SheetError(Exception):
+    """The file cannot be read as a sheet at all; the message is one line and names the file."""
+
+
+@dataclass(frozen=True)
+class SheetRow:
+    """One data row: its number as Excel shows it (header = 1) and its cells in header order."""
+
+    number: int
+    values: tuple[CellValue, ...]
+
+
+@dataclass(frozen=True)
+class Sheet:
+    """A sheet read in full: header cells, data rows, and what the file format itself revealed."""
+
+    path: Path
+    name: str | None  # worksheet title for .xlsx, None for .csv
+    header: tuple[str, ...]
+    rows: list[SheetRow]
+    findings: list[Finding] = field(default_factory=list)
+    encoding: str | None = None  # .csv only
+
+    def records(self, columns: dict[str, str]) -> Iterator[tuple[int, dict[str, CellValue]]]:
+        """Rows as `(number, {canonical column: value})`; `columns` maps canonical -> header cell."""
+        index = {canon: self.header.index(head) for canon, head in columns.items()}
+        for row in self.rows:
+            vals = row.values
+            yield row.number, {canon: (vals[i] if i < len(vals) else None) for canon, i in index.items()}
+
+
+def _label(path: Path) -> str:
+    return path.name
+
+
+def read_sheet(path: Path, header_only: bool = False) -> Sheet:
+    """Read a .xlsx or .csv metadata sheet; raise `SheetError` when it cannot be read at all.
+
+    `header_only` stops an .xlsx after its header row (to tell which kind of sheet it is).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SheetError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in XLSX_SUFFIXES:
+        return _read_xlsx(path, header_only)
+    if suffix in CSV_SUFFIXES:
+        return _read_csv(path)
+    raise SheetError(f"{path}: not a sheet (expected .xlsx or .csv)")
+
+
+def find_columns(sheet: Sheet, wanted: dict[str, str]) -> tuple[dict[str, str], list[Finding]]:
+    """Map each canonical column to its header cell, matching case and whitespace loosely.
+
+    `wanted` maps canonical names to the header text expected. Raises `SheetError` naming every
+    missing column; a header spelled differently (case, spaces) is a `sheet.header` warning.
+    """
+    by_key: dict[str, str] = {}
+    for head in sheet.header:
+        by_key.setdefault(_header_key(head), head)
+    found: dict[str, str] = {}
+    findings: list[Finding] = []
+    missing: list[str] = []
+    for canon, expected in wanted.items():
+        found_head = by_key.get(_header_key(expected))
+        if found_head is None:
+            missing.append(expected)
+            continue
+        head = found_head
+        found[canon] = head
+        if head != expected:
+            col = get_column_letter(sheet.header.index(head) + 1)
+            findings.append(
+                warning(
+                    "sheet.header",
+                    f"column header {head!r} is spelled differently from {expected!r}",
+                    file=_label(sheet.path),
+                    row=1,
+                    column=col,
+                    value=head,
+                    hint=f"rename it to {expected!r}",
+                )
+            )
+    if missing:
+        names = ", ".join(repr(m) for m in missing)
+        where = f" (sheet {sheet.name!r})" if sheet.name else ""
+        raise SheetError(f"{sheet.path}{where}: missing column(s) {names}")
+    return found, findings
+
+
+def _header_key(text: str) -> str:
+    return " ".join(text.replace("\u00a0", " ").split()).casefold()
+
+
+# --- .xlsx ---------------------------------------------------------------------------------
+
+_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_ROW, _C, _V, _F, _IS, _T, _R = (f"{_NS}{t}" for t in ("row", "c", "v", "f", "is", "t", "r"))
+_COL, _MERGE = f"{_NS}col", f"{_NS}mergeCell"
+
+
+class _WorkbookReader(ExcelReader):
+    """openpyxl's workbook reader stopped before it builds sheet objects.
+
+    openpyxl's read-only sheet objects parse the whole sheet once just to learn its size when
+    the file has no `<dimension>` (files written by openpyxl or pandas); we stream each sheet
+    exactly once ourselves, seeing formulas with their cached values, error cells and dates.
+    """
+
+    def open(self) -> list[tuple[str, str, str]]:
+        self.read_manifest()
+        self.read_strings()
+        self.read_workbook()
+        apply_stylesheet(self.archive, self.wb)
+        return [
+            (sheet.name, sheet.state or "visible", rel.target)
+            for sheet, rel in self.parser.find_sheets()
+            if rel.target in self.valid_files and "chartsheet" not in rel.Type
+        ]
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:160]
+
+
+def _read_xlsx(path: Path, header_only: bool = False) -> Sheet:
+    reader: _WorkbookReader | None = None
+    try:
+        reader = _WorkbookReader(str(path), read_only=True)
+        sheets = reader.open()
+        if not sheets:
+            raise SheetError(f"{path}: workbook has no worksheet")
+        return _read_workbook(path, reader, sheets, header_only)
+    except SheetError:
+        raise
+    except (
+        zipfile.BadZipFile,
+        InvalidFileException,
+        KeyError,
+        OSError,
+        ValueError,
+        TypeError,
+        IndexError,
+        AttributeError,
+        EOFError,
+        SyntaxError,
+        ParseError,
+        zlib.error,
+    ) as exc:
+        # openpyxl and zipfile raise many types for a damaged or truncated workbook.
+        raise SheetError(f"{path}: not a readable .xlsx workbook ({_reason(exc)})") from exc
+    finally:
+        if reader is not None and getattr(reader, "archive", None) is not None:
+            reader.archive.close()
+
+
+def _read_workbook(
+    path: Path, reader: _WorkbookReader, sheets: list[tuple[str, str, str]], header_only: bool = False
+) -> Sheet:
+    label = _label(path)
+    findings: list[Finding] = []
+    visible = [s for s in sheets if s[1] == "visible"]
+    title, _, target = (visible or sheets)[0]
+    for name, state, _t in sheets:
+        if name == title:
+            continue
+        extra = "" if state == "visible" else f" ({state})"
+        findings.append(
+            warning(
+                "sheet.extra-sheet",
+                f"workbook has another sheet {name!r}{extra}; only {title!r} is read",
+                file=label,
+                value=name,
+                hint="move its rows into the data sheet or delete it",
+            )
+        )
+    wb = reader.wb
+    stream = _SheetStream(reader.shared_strings, wb._date_formats, wb._timedelta_formats, wb.epoch, label, findings)
+    with reader.archive.open(target) as src:
+        header, rows = stream.read(src, header_only)
+    if header is None:
+        raise SheetError(f"{path}: sheet {title!r} is empty (no header row)")
+    _hidden(stream.hidden_rows, stream.hidden_cols, label, findings)
+    rows = _merged(stream.merges, rows, label, findings)
+    _unnamed(header, rows, len(header), label, findings)
+    return Sheet(path=path, name=title, header=header, rows=rows, findings=_named(findings, header))
+
+
+def _named(findings: list[Finding], header: tuple[str, ...]) -> list[Finding]:
+    """Findings located by column letter, renamed to the column's header where it has one."""
+    names = {get_column_letter(i + 1): h.strip() for i, h in enumerate(header) if h.strip()}
+    return [f.model_copy(update={"column": names[f.column]}) if f.column in names else f for f in findings]
+
+
+class _SheetStream:
+    """One pass over a worksheet's XML: rows of plain values, plus what Excel hides in them."""
+
+    def __init__(
+        self,
+        shared: list[Any],
+        date_styles: set[int],
+        timedelta_styles: set[int],
+        epoch: Any,
+        label: str,
+        findings: list[Finding],
+    ) -> None:
+        self.shared = shared
+        self.date_styles = date_styles
+        self.timedelta_styles = timedelta_styles
+        self.epoch = epoch
+        self.label = label
+        self.findings = findings
+        self.hidden_rows: list[int] = []
+        self.hidden_cols: list[tuple[int, int]] = []
+        self.merges: list[str] = []
+
+    def read(self, src: Any, header_only: bool = False) -> tuple[tuple[str, ...] | None, list[SheetRow]]:
+        header: tuple[str, ...] | None = None
+        rows: list[SheetRow] = []
+        number = 0
+        for _event, el in iterparse(src, events=("end",)):
+            tag = el.tag
+            if tag == _ROW:
+                r = el.get("r")
+                number = int(float(r)) if r else number + 1
+                if el.get("hidden") in ("1", "true"):
+                    self.hidden_rows.append(number)
+                values = self._row(el, number)
+                el.clear()
+                if header is None:
+                    if not values:
+                        continue
+                    if number != 1:
+                        self.findings.append(
+                            warning(
+                                "sheet.header-row",
+                                f"the header is on row {number}, not row 1",
+                                file=self.label,
+                                row=number,
+                                hint="delete the rows above the header",
+                            )
+                        )
+                    header = tuple("" if v is None else str(v) for v in values)
+                    if header_only:
+                        break
+                    continue
+                rows.append(SheetRow(number, tuple(values)))
+            elif tag == _COL:
+                if el.get("hidden") in ("1", "true"):
+                    self.hidden_cols.append((int(el.get("min", "1")), int(el.get("max", el.get("min", "1")))))
+            elif tag == _MERGE:
+                ref = el.get("ref")
+                if ref:
+                    self.merges.append(ref)
+        return header, rows
+
+    def _row(self, el: Any, number: int) -> list[CellValue]:
+        values: list[CellValue] = []
+        col = 0
+        for c in el:
+            if c.tag != _C:
+                continue
+            ref = c.get("r")
+            col = _column_of(ref) if ref else col + 1
+            value = self._cell(c, number, col)
+            if value is None:
+                continue
+            while len(values) < col - 1:
+                values.append(None)
+            values.append(value)
+        return values
+
+    def _cell(self, c: Any, number: int, col: int) -> CellValue:
+        kind = c.get("t", "n")
+        formula = c.find(_F)
+        if formula is not None:
+            return self._formula(c, formula, kind, number, col)
+        if kind == "s":
+            v = c.findtext(_V)
+            return str(self.shared[int(v)]) if v else None
+        if kind == "inlineStr":
+            node = c.find(_IS)
+            return None if node is None else _inline_text(node)
+        v = c.findtext(_V)
+        if not v:
+            return None
+        if kind == "n":
+            style = int(c.get("s", "0"))
+            try:
+                num = _number(v)
+            except ValueError:
+                return self._error(f"a number {v!r} that is not a number", v, number, col)
+            if style in self.date_styles:
+                try:
+                    return self._date(
+                        from_excel(num, self.epoch, timedelta=style in self.timedelta_styles), number, col
+                    )
+                except (OverflowError, ValueError):
+                    return self._error(f"a date serial number {v} outside the calendar", v, number, col)
+            return num
+        if kind == "str":
+            return v
+        if kind == "b":
+            return v.strip() in ("1", "true")
+        if kind == "e":
+            return self._error(f"the Excel error {v}", v, number, col)
+        if kind == "d":
+            try:
+                return self._date(from_ISO8601(v), number, col)
+            except ValueError:
+                return self._error(f"a date {v!r} that is not a date", v, number, col)
+        return v
+
+    def _formula(self, c: Any, formula: Any, kind: str, number: int, col: int) -> CellValue:
+        text = "=" + (formula.text or "")
+        if formula.get("t") == "shared" and not formula.text:
+            text = f"=(shared formula {formula.get('si')})"
+        cached = c.findtext(_V) or None
+        letter = get_column_letter(col)
+        if kind == "e":
+            self.findings.append(
+                error(
+                    "cell.error",
+                    f"formula {text} evaluates to the error {cached}",
+                    file=self.label,
+                    row=number,
+                    column=letter,
+                    value=text,
+                    hint="type the value instead of a formula",
+                )
+            )
+            return None
+        value: CellValue = cached
+        if cached is not None and kind == "n":
+            value = _number(cached)
+        elif cached is not None and kind == "b":
+            value = cached.strip() in ("1", "true")
+        self.findings.append(
+            warning(
+                "cell.formula",
+                f"cell holds the formula {text}; its last computed value {value!r} is used",
+                file=self.label,
+                row=number,
+                column=letter,
+                value=text,
+                hint="replace the formula by its value",
+            )
+        )
+        return value
+
+    def _error(self, what: str, value: str, number: int, col: int) -> CellValue:
+        """Report an error cell; its value is None (never a string that looks like data)."""
+        self.findings.append(
+            error(
+                "cell.error",
+                f"cell holds {what}",
+                file=self.label,
+                row=number,
+                column=get_column_letter(col),
+                value=value,
+                hint="type the intended value",
+            )
+        )
+        return None
+
+    def _date(self, value: Any, number: int, col: int) -> str:
+        text = _iso(value)
+        self.findings.append(
+            warning(
+                "cell.date",
+                f"Excel stored this cell as a date/time ({text}); was it typed as something else?",
+                file=self.label,
+                row=number,
+                column=get_column_letter(col),
+                value=text,
+                hint="format the cell as text and retype the value",
+            )
+        )
+        return text
+
+
+_COLUMNS: dict[str, int] = {}
+
+
+def _column_of(ref: str) -> int:
+    letters = ref.rstrip("0123456789")
+    col = _COLUMNS.get(letters)
+    if col is None:
+        col = _COLUMNS[letters] = column_index_from_string(letters)
+    return col
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        num = float(text)
+        return int(num) if num.is_integer() and abs(num) < 2**53 else num
+
+
+def _inline_text(node: Any) -> str:
+    """Text of an inline string: plain `<t>` or rich-text runs `<r><t>`, phonetic runs skipped."""
+    parts = []
+    for child in node:
+        if child.tag == _T:
+            parts.append(child.text or "")
+        elif child.tag == _R:
+            parts.append(child.findtext(_T) or "")
+    return "".join(parts)
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime) and value.time() == time(0):
+        return value.date().isoformat()
+    if isinstance(value, (date, datetime, time)):
+        return value.isoformat()
+    return str(value)
+
+
+def _hidden(hidden_rows: list[int], hidden_cols: list[tuple[int, int]], label: str, findings: list[Finding]) -> None:
+    for number in hidden_rows:
+        findings.append(
+            warning(
+                "sheet.hidden-row",
+                f"row {number} is hidden in Excel (it is still validated)",
+                file=label,
+                row=number,
+                hint="unhide it so curators see what is checked",
+            )
+        )
+    for first, last in hidden_cols:
+        span = get_column_letter(first) + ("" if last == first else f":{get_column_letter(last)}")
+        findings.append(
+            warning(
+                "sheet.hidden-column",
+                f"column {span} is hidden in Excel (it is still validated)",
+                file=label,
+                column=get_column_letter(first),
+                hint="unhide it so curators see what is checked",
+            )
+        )
+
+
+def _merged(ranges: list[str], rows: list[SheetRow], label: str, findings: list[Finding]) -> list[SheetRow]:
+    """Report merged ranges and give every covered cell the value Excel shows across the range."""
+    if not ranges:
+        return rows
+    by_number = {r.number: i for i, r in enumerate(rows)}
+    grid = {r.number: list(r.values) for r in rows}
+    for ref in ranges:
+        min_col, min_row, max_col, max_row = range_boundaries(str(ref))
+        top = grid.get(min_row, [])
+        value = top[min_col - 1] if len(top) >= min_col else None
+        findings.append(
+            warning(
+                "sheet.merged-cells",
+                f"cells {ref} are merged; each covered cell is read as {value!r}",
+                file=label,
+                row=min_row,
+                column=get_column_letter(min_col),
+                value=str(ref),
+                hint="unmerge the cells and fill each one",
+            )
+        )
+        for rnum in range(min_row, max_row + 1):
+            if rnum not in grid or rnum == 1:
+                continue
+            vals = grid[rnum]
+            while len(vals) < max_col:
+                vals.append(None)
+            for c in range(min_col, max_col + 1):
+                if (rnum, c) != (min_row, min_col):
+                    vals[c - 1] = value
+    return [SheetRow(r.number, tuple(grid[r.number])) if r.number in by_number else r for r in rows]
+
+
+def _unnamed(header: tuple[str, ...], rows: list[SheetRow], width: int, label: str, findings: list[Finding]) -> None:
+    """Values in columns that have no header cell are reported once per column."""
+    seen: dict[int, int] = {}
+    for row in rows:
+        for i, v in enumerate(row.values):
+            if v is not None and (i >= width or not header[i].strip()) and i not in seen:
+                seen[i] = row.number
+    for i, rnum in sorted(seen.items()):
+        findings.append(
+            warning(
+                "sheet.unnamed-column",
+                f"column {get_column_letter(i + 1)} has values but no header; it is ignored",
+                file=label,
+                row=rnum,
+                column=get_column_letter(i + 1),
+                hint="give it a header or move the values into a named column",
+            )
+        )
+
+
+# --- .csv -----------------------------------------------------------------------------------
+
+
+def decode_text(path: Path, data: bytes) -> tuple[str, str]:
+    """Decode `data` as UTF-8 (with or without BOM), else Latin-1; refuse binary content."""
+    head = data[:8192]
+    if b"\x00" in head or _looks_binary(head):
+        raise SheetError(f"{path}: binary content, not a text file")
+    if data.startswith(b"\xef\xbb\xbf"):
+        try:
+            return data[3:].decode("utf-8"), "utf-8-sig"
+        except UnicodeDecodeError as exc:
+            raise SheetError(f"{path}: starts with a UTF-8 mark but is not UTF-8 (byte {exc.start})") from exc
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16"), "utf-16"
+        except UnicodeDecodeError as exc:
+            raise SheetError(f"{path}: not readable as UTF-16 text") from exc
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), "latin-1"
+
+
+def _looks_binary(head: bytes) -> bool:
+    if not head:
+        return False
+    controls = sum(1 for b in head if b < 9 or 13 < b < 32 or b == 127)
+    return controls / len(head) > 0.05
+
+
+def _read_csv(path: Path) -> Sheet:
+    label = _label(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SheetError(f"{path}: cannot read ({_reason(exc)})") from exc
+    text, encoding = decode_text(path, data)
+    findings: list[Finding] = []
+    if encoding == "latin-1":
+        findings.append(
+            warning(
+                "sheet.encoding",
+                "file is not UTF-8; it was read as Latin-1",
+                file=label,
+                hint="save it as UTF-8",
+            )
+        )
+    try:
+        records = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise SheetError(f"{path}: not a readable CSV ({_reason(exc)})") from exc
+    header: tuple[str, ...] | None = None
+    rows: list[SheetRow] = []
+    width = 0
+    for number, record in enumerate(records, start=1):
+        values: list[CellValue] = [v if v != "" else None for v in record]
+        while values and values[-1] is None:
+            values.pop()
+        if header is None:
+            if not values:
+                continue
+            if number != 1:
+                findings.append(
+                    warning(
+                        "sheet.header-row",
+                        f"the header is on row {number}, not row 1",
+                        file=label,
+                        row=number,
+                        hint="delete the rows above the header",
+                    )
+                )
+            header = tuple(record)
+            width = len(header)
+            continue
+        rows.append(SheetRow(number, tuple(values)))
+    if header is None:
+        raise SheetError(f"{path}: empty sheet (no header row)")
+    if header and not header[0].strip() and _is_pandas_index(rows):
+        # pandas' `to_csv` leaves its unnamed 0..n-1 index as the first column: harmless, not data.
+        header = ("#index",) + header[1:]
+    _unnamed(header, rows, width, label, findings)
+    return Sheet(path=path, name=None, header=header, rows=rows, findings=findings, encoding=encoding)
+
+
+def _is_pandas_index(rows: list[SheetRow]) -> bool:
+    for i, row in enumerate(rows):
+        if not row.values or str(row.values[0]).strip() != str(i):
+            return False
+    return True
+
+
+# --- split lists ----------------------------------------------------------------------------
+
+
+def read_lines(path: Path) -> list[tuple[int, str]]:
+    """A split list's non-empty lines as `(line number, text)`, text exactly as written."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SheetError(f"{path}: cannot read ({_reason(exc)})") from exc
+    text, _ = decode_text(path, data)
+    return [(i, line) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]

@@ -1,0 +1,667 @@
+"""`ctcurate validate`: the metadata sheets, split lists and images checked against each other.
+
+Owns the cross-file checks (rows vs files on disk, split lists vs images, patients across splits,
+image decoding and content type) and the plan of cell fixes that `--fix` writes. Row-level checks
+live in `schemas`, file reading in `sheets`, writing in `fix`. Lazy: one pass reports everything.
+Never prints, never exits.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import doi as doi_lib
+from . import layout
+from .findings import Finding, error, summarize, warning
+from .images import UnreadableImage, format_of_suffix, open_image, sniff_format
+from .schemas import (
+    COVID_COLUMNS,
+    NONCOVID_COLUMNS,
+    SAME_AS_ABOVE,
+    CellValue,
+    CovidRow,
+    NonCovidRow,
+    SplitEntry,
+    check_covid_rows,
+    check_noncovid_rows,
+    clean_text,
+    parse_captions,
+)
+from .sheets import Sheet, SheetError, find_columns, read_lines, read_sheet
+
+COVID_CLASS = "CT_COVID"
+NONCOVID_CLASS = "CT_NonCOVID"
+
+
+# Every code `validate` can report, with one line on what it means (README lists the same).
+FINDING_CODES: dict[str, str] = {
+    "sheet.extra-sheet": "the workbook has more sheets than the data sheet; they are not read",
+    "sheet.header": "a column header is spelled differently (case, spaces) from the expected one",
+    "sheet.header-row": "the header is not on row 1",
+    "sheet.hidden-row": "a row is hidden in Excel (it is still validated)",
+    "sheet.hidden-column": "a column is hidden in Excel (it is still validated)",
+    "sheet.merged-cells": "merged cells; each covered cell is read as the merged value",
+    "sheet.unnamed-column": "a column has values but no header; it is ignored",
+    "sheet.encoding": "a CSV is not UTF-8 and was read as Latin-1",
+    "cell.formula": "a cell holds a formula; its last computed value is used",
+    "cell.error": "a cell holds an Excel error such as #VALUE! or #REF!",
+    "cell.date": "Excel stored the cell as a date/time (often a value it mistook for a date)",
+    "cell.whitespace": "leading/trailing spaces, non-breaking or invisible characters around a value",
+    "cell.same-as-above": "'same as above' in a cell, resolved from the row above (error if nothing is above)",
+    "row.empty": "an empty row between data rows",
+    "row.stray": "a row with values but no file name and no patient ID (a note or leftover)",
+    "row.duplicate": "a row that repeats an earlier row exactly",
+    "file.duplicate": "two rows describe the same file name",
+    "field.required": "the file name or patient ID is empty",
+    "field.invalid": "a cell cannot be read as its column's type",
+    "age.not-numeric": "an age that is not a whole number of years (e.g. '40+', 'Young Child'), kept as text",
+    "age.out-of-range": "an age outside 0-120",
+    "gender.invalid": "a gender other than M or F",
+    "gender.nonstandard": "a gender in lower case or written out ('f', 'male'), read as M/F",
+    "captions.malformed": "a captions cell that looks like a Python list but does not parse",
+    "doi.whitespace": "a DOI with leading or trailing whitespace",
+    "doi.inner-whitespace": "a DOI with whitespace inside it (e.g. '10.1016/ S0140-...')",
+    "doi.prefix": "a DOI written with a doi: or https://doi.org/ prefix",
+    "doi.url-encoded": "a DOI with URL-encoded characters (%2F)",
+    "doi.zero-width": "a DOI with invisible zero-width characters",
+    "doi.lookalike": "a DOI with look-alike Unicode characters (a dash or slash that is not ASCII)",
+    "doi.derivable": "the DOI is empty but the file name is a bioRxiv/medRxiv preprint ID that gives it",
+    "doi.mismatch": "the DOI disagrees with the preprint ID in the file name",
+    "doi.malformed": "not a DOI (expected 10.NNNN/suffix)",
+    "patient.conflict": "one patient ID with conflicting ages or genders across its rows",
+    "file.missing": "a row names a file that is not on disk (the hint names the near match)",
+    "file.no-row": "an image on disk that no row describes",
+    "file.not-image": "a file in an image folder whose extension is not an image's (it is neither checked nor used)",
+    "split.whitespace": "a split-list line with whitespace around the file name",
+    "split.duplicate": "a split list names the same file twice",
+    "split.missing-file": "a split list names a file that is not on disk",
+    "split.unassigned": "an image that is in no split list",
+    "split.multiple": "an image that is in more than one split",
+    "split.patient-leak": "one patient's images are in more than one split",
+    "image.unreadable": "an image that does not decode completely",
+    "image.format-mismatch": "an image whose content type disagrees with its extension (a .png holding JPEG)",
+}
+
+
+class InputError(Exception):
+    """The inputs cannot be validated at all (missing path, unreadable sheet); one-line message."""
+
+
+@dataclass(frozen=True)
+class CellFix:
+    """One cell `--fix` rewrites: where, from what, to what, and the finding code it answers."""
+
+    path: Path
+    row: int
+    column: str  # header text
+    old: CellValue
+    new: CellValue
+    code: str
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What one validation run looks at; None means that part is not checked."""
+
+    covid_sheet: Path | None
+    noncovid_sheet: Path | None
+    splits_dir: Path | None
+    data_root: Path | None
+    metadata_is_file: bool = False
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Every finding, their summary, the parsed rows, and the fixes `--fix` would write."""
+
+    inputs: Inputs
+    findings: list[Finding]
+    summary: dict[str, object]
+    covid_rows: list[CovidRow] = field(default_factory=list)
+    noncovid_rows: list[NonCovidRow] = field(default_factory=list)
+    split_entries: list[SplitEntry] = field(default_factory=list)
+    fixes: list[CellFix] = field(default_factory=list)
+
+    @property
+    def images_checked(self) -> bool:
+        return self.inputs.data_root is not None
+
+
+def resolve_inputs(metadata: Path | None = None, images: Path | None = None, splits: Path | None = None) -> Inputs:
+    """Find the sheets, split lists and image root; raise `InputError` when a given path is unusable.
+
+    No `metadata`: the repository's embedded `metadata/`. No `images`: $CTCURATE_DATA, else images
+    are not checked. No `splits`: `<metadata dir>/Data-split` when it exists.
+    """
+    meta = Path(metadata) if metadata is not None else layout.default_metadata_dir()
+    covid = noncovid = None
+    is_file = False
+    if meta.is_file():
+        is_file = True
+        kind = sheet_kind(meta)
+        covid, noncovid = (meta, None) if kind == "covid" else (None, meta)
+        meta_dir = meta.parent
+    elif meta.is_dir():
+        meta_dir = meta
+        covid = _first_existing(meta, layout.COVID_SHEET)
+        noncovid = _first_existing(meta, layout.NONCOVID_SHEET)
+        if covid is None and noncovid is None:
+            raise InputError(f"{meta}: no {layout.COVID_SHEET} or {layout.NONCOVID_SHEET} there")
+    else:
+        raise InputError(f"{meta}: no such file or folder")
+    splits_dir: Path | None = None
+    if splits is not None:
+        splits_dir = Path(splits)
+        if not splits_dir.is_dir():
+            raise InputError(f"{splits_dir}: no such folder")
+    else:
+        candidate = meta_dir / layout.SPLITS_DIR
+        splits_dir = candidate if candidate.is_dir() else None
+    data_root = None
+    if images is not None or os.environ.get(layout.DATA_ENV):
+        try:
+            data_root = layout.resolve_data_root(images)
+        except layout.DataRootNotFound as exc:
+            raise InputError(str(exc)) from exc
+    return Inputs(covid, noncovid, splits_dir, data_root, is_file)
+
+
+def _first_existing(folder: Path, name: str) -> Path | None:
+    path = folder / name
+    return path if path.is_file() else None
+
+
+def sheet_kind(path: Path) -> str:
+    """`covid` or `noncovid`, from the header; raises `InputError` when it is neither."""
+    try:
+        sheet = read_sheet(path, header_only=True)
+    except SheetError as exc:
+        raise InputError(str(exc)) from exc
+    keys = {" ".join(h.split()).casefold() for h in sheet.header}
+    if "file name" in keys:
+        return "covid"
+    if "image name" in keys:
+        return "noncovid"
+    raise InputError(f"{path}: missing column(s) 'File name' (COVID sheet) or 'image name' (NonCOVID sheet)")
+
+
+def validate(
+    metadata: Path | None = None,
+    images: Path | None = None,
+    splits: Path | None = None,
+    check_images: bool = True,
+    plan_fixes: bool = False,
+) -> ValidationResult:
+    """Validate everything the inputs name; raise `InputError` only when something cannot be read.
+
+    `plan_fixes` also works out the cell fixes `--fix` writes (`ValidationResult.fixes`).
+    """
+    inputs = resolve_inputs(metadata, images, splits)
+    findings: list[Finding] = []
+    fixes: list[CellFix] = []
+    covid_rows: list[CovidRow] = []
+    noncovid_rows: list[NonCovidRow] = []
+    sheets: dict[str, tuple[Sheet, dict[str, str]]] = {}
+    try:
+        if inputs.covid_sheet is not None:
+            sheet = read_sheet(inputs.covid_sheet)
+            cols, header_findings = find_columns(sheet, COVID_COLUMNS)
+            covid_rows, row_findings = check_covid_rows(sheet.records(cols), file=sheet.path.name)
+            findings += sheet.findings + header_findings + row_findings
+            sheets[COVID_CLASS] = (sheet, cols)
+        if inputs.noncovid_sheet is not None:
+            sheet = read_sheet(inputs.noncovid_sheet)
+            cols, header_findings = find_columns(sheet, NONCOVID_COLUMNS)
+            noncovid_rows, row_findings = check_noncovid_rows(sheet.records(cols), file=sheet.path.name)
+            findings += sheet.findings + header_findings + row_findings
+            sheets[NONCOVID_CLASS] = (sheet, cols)
+        entries, split_findings = read_splits(inputs.splits_dir) if inputs.splits_dir else ([], [])
+    except SheetError as exc:
+        raise InputError(str(exc)) from exc
+    findings += split_findings
+
+    on_disk = layout.list_images(inputs.data_root) if inputs.data_root else {}
+    # Names each row/entry is checked against: the files on disk, else the split lists.
+    universe: dict[str, set[str]] = defaultdict(set)
+    if inputs.data_root:
+        for class_dir, paths in on_disk.items():
+            universe[class_dir] = {p.name for p in paths}
+    else:
+        for e in entries:
+            universe[e.class_dir].add(e.file_name)
+
+    row_names: dict[str, dict[int, str | None]] = {}
+    near_match = _NearMatcher()
+    sheet_rows: dict[str, list[tuple[int, str, str]]] = {
+        COVID_CLASS: [(r.row, r.file_name, r.patient_id) for r in covid_rows],
+        NONCOVID_CLASS: [(r.row, r.image_name, r.patient_id) for r in noncovid_rows],
+    }
+    for class_dir, (sheet, cols) in sheets.items():
+        name_col = cols["file_name" if class_dir == COVID_CLASS else "image_name"]
+        resolved, file_findings, name_fixes = _match_rows(
+            sheet,
+            name_col,
+            sheet_rows[class_dir],
+            universe.get(class_dir, set()),
+            check_disk=inputs.data_root is not None,
+            class_dir=class_dir,
+            near_match=near_match,
+        )
+        row_names[class_dir] = resolved
+        findings += file_findings
+        fixes += name_fixes
+
+    if inputs.data_root:
+        findings += _unexpected_files(inputs.data_root, on_disk)
+        findings += _check_disk_vs_splits(on_disk, entries, inputs.splits_dir is not None, near_match)
+        if check_images:
+            findings += check_image_files(inputs.data_root, [p for ps in on_disk.values() for p in ps])
+    findings += _patient_leaks(sheets, sheet_rows, row_names, entries)
+
+    if plan_fixes:
+        for class_dir, (sheet, cols) in sheets.items():
+            fixes += _cell_fixes(sheet, cols, covid_rows if class_dir == COVID_CLASS else None)
+
+    findings = _by_file_and_row(findings)
+    summary = summarize(findings) | {
+        "images_checked": inputs.data_root is not None and check_images,
+        "rows": {s.path.name: len(sheet_rows[c]) for c, (s, _) in sheets.items()},
+        "images": sum(len(ps) for ps in on_disk.values()),
+        "split_entries": len(entries),
+    }
+    return ValidationResult(
+        inputs=inputs,
+        findings=findings,
+        summary=summary,
+        covid_rows=covid_rows,
+        noncovid_rows=noncovid_rows,
+        split_entries=entries,
+        fixes=_dedupe(fixes) if plan_fixes else [],
+    )
+
+
+def _by_file_and_row(findings: list[Finding]) -> list[Finding]:
+    """Group findings by file (in order of first appearance), rows ascending within a file."""
+    rank: dict[str | None, int] = {}
+    for f in findings:
+        rank.setdefault(f.file, len(rank))
+    return sorted(findings, key=lambda f: (rank[f.file], f.row or 0))
+
+
+# --- splits ---------------------------------------------------------------------------------
+
+
+def read_splits(splits_dir: Path) -> tuple[list[SplitEntry], list[Finding]]:
+    """Every split-list line as a `SplitEntry`, with whitespace and duplicate-line findings."""
+    entries: list[SplitEntry] = []
+    findings: list[Finding] = []
+    class_dirs = list(layout.CLASS_LABELS)
+    for sf in layout.split_files(splits_dir, class_dirs):
+        rel = f"{splits_dir.name}/{sf.path.relative_to(splits_dir).as_posix()}"
+        seen: dict[str, int] = {}
+        for line_no, text in read_lines(sf.path):
+            name = clean_text(text) or ""
+            if name != text:
+                findings.append(
+                    warning(
+                        "split.whitespace",
+                        "stray whitespace around the file name",
+                        file=rel,
+                        row=line_no,
+                        value=text,
+                        hint=f"write it as {name!r}",
+                    )
+                )
+            if name in seen:
+                findings.append(
+                    warning(
+                        "split.duplicate",
+                        f"listed again (first on line {seen[name]})",
+                        file=rel,
+                        row=line_no,
+                        value=name,
+                        hint="delete the repeated line",
+                    )
+                )
+                continue
+            seen[name] = line_no
+            entries.append(
+                SplitEntry.model_validate(
+                    {"file_name": name, "split": sf.split, "class_dir": sf.class_dir, "list_file": rel, "line": line_no}
+                )
+            )
+    return entries, findings
+
+
+def _check_disk_vs_splits(
+    on_disk: dict[str, list[Path]], entries: list[SplitEntry], have_splits: bool, near_match: _NearMatcher
+) -> list[Finding]:
+    findings: list[Finding] = []
+    names = {c: {p.name for p in ps} for c, ps in on_disk.items()}
+    where: dict[tuple[str, str], list[SplitEntry]] = defaultdict(list)
+    for e in entries:
+        where[(e.class_dir, e.file_name)].append(e)
+        if e.file_name not in names.get(e.class_dir, set()):
+            near = near_match(e.file_name, names.setdefault(e.class_dir, set()))
+            findings.append(
+                error(
+                    "split.missing-file",
+                    f"lists a file that is not in {layout.IMAGES_DIR}/{e.class_dir}/",
+                    file=e.list_file,
+                    row=e.line,
+                    value=e.file_name,
+                    hint=f"did you mean {near!r}?" if near else "remove the line or add the image",
+                )
+            )
+    if not have_splits:
+        return findings
+    for class_dir, paths in on_disk.items():
+        for p in paths:
+            rel = f"{layout.IMAGES_DIR}/{class_dir}/{p.name}"
+            hits = where.get((class_dir, p.name), [])
+            if not hits:
+                findings.append(
+                    error(
+                        "split.unassigned",
+                        "image is in no split list",
+                        file=rel,
+                        value=p.name,
+                        hint="add it to exactly one of train, val, test",
+                    )
+                )
+            elif len({e.split for e in hits}) > 1:
+                lists = ", ".join(f"{e.list_file}:{e.line}" for e in hits)
+                findings.append(
+                    error(
+                        "split.multiple",
+                        f"image is in more than one split ({lists})",
+                        file=rel,
+                        value=p.name,
+                        hint="keep it in exactly one split",
+                    )
+                )
+    return findings
+
+
+def _unexpected_files(data_root: Path, on_disk: dict[str, list[Path]]) -> list[Finding]:
+    """Files in a class folder that are not images by their extension: they would silently drop out."""
+    findings = []
+    for class_dir in on_disk:
+        folder = data_root / layout.IMAGES_DIR / class_dir
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and not path.name.startswith(".") and path.suffix.lower() not in layout.IMAGE_SUFFIXES:
+                findings.append(
+                    warning(
+                        "file.not-image",
+                        f"not an image by its extension ({path.suffix or 'none'}); it is not checked or used",
+                        file=f"{layout.IMAGES_DIR}/{class_dir}/{path.name}",
+                        value=path.name,
+                        hint=f"convert it to one of {', '.join(layout.IMAGE_SUFFIXES)} "
+                        "or move it out of the image folder",
+                    )
+                )
+    return findings
+
+
+# --- rows vs files --------------------------------------------------------------------------
+
+
+def _fold(name: str) -> str:
+    """Case- and Unicode-form-insensitive key (a macOS disk may hold NFD names, a sheet NFC)."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _candidates(name: str, universe: set[str], lower: dict[str, list[str]]) -> list[str]:
+    """Files a misspelled row name most likely means: extension added, case or Unicode form differing."""
+    hits = [name + suffix for suffix in layout.IMAGE_SUFFIXES if name + suffix in universe]
+    if not hits:
+        hits = lower.get(_fold(name), [])
+    if not hits:
+        hits = [n for s in layout.IMAGE_SUFFIXES for n in lower.get(_fold(name + s), [])]
+    return sorted(set(hits))
+
+
+class _NearMatcher:
+    """difflib suggestions for misspelled names, with a budget: a sheet of 100,000 wrong names
+    must not cost 100,000 fuzzy searches (past the budget a finding just has no suggestion)."""
+
+    def __init__(self, budget: int = 1000) -> None:
+        self.left = budget
+        self._lists: dict[int, list[str]] = {}
+
+    def __call__(self, name: str, universe: set[str]) -> str | None:
+        if self.left <= 0 or not universe or len(universe) >= 20000:
+            return None
+        self.left -= 1
+        names = self._lists.setdefault(id(universe), sorted(universe))
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.85)
+        return close[0] if close else None
+
+
+def _match_rows(
+    sheet: Sheet,
+    name_col: str,
+    rows: list[tuple[int, str, str]],
+    universe: set[str],
+    check_disk: bool,
+    class_dir: str,
+    near_match: _NearMatcher,
+) -> tuple[dict[int, str | None], list[Finding], list[CellFix]]:
+    """Which file each row describes; `file.missing` / `file.no-row` when checking the disk."""
+    lower: dict[str, list[str]] = defaultdict(list)
+    for n in universe:
+        lower[_fold(n)].append(n)
+    resolved: dict[int, str | None] = {}
+    findings: list[Finding] = []
+    fixes: list[CellFix] = []
+    label = sheet.path.name
+    raw_by_row = {r.number: r.values for r in sheet.rows}
+    name_index = sheet.header.index(name_col)
+    for number, name, _patient in rows:
+        if name in universe:
+            resolved[number] = name
+            continue
+        hits = _candidates(name, universe, lower) if universe else []
+        resolved[number] = hits[0] if len(hits) == 1 else None
+        if len(hits) == 1:
+            vals = raw_by_row.get(number, ())
+            old = vals[name_index] if name_index < len(vals) else None
+            fixes.append(CellFix(sheet.path, number, name_col, old, hits[0], "file.missing"))
+        if not check_disk:
+            continue
+        if len(hits) == 1:
+            hint = f"the file is {hits[0]!r}: write the full name (ctcurate validate --fix does)"
+        elif hits:
+            hint = f"several files match: {', '.join(hits)}"
+        else:
+            near = near_match(name, universe)
+            hint = (
+                f"did you mean {near!r}?"
+                if near
+                else f"add the image to {layout.IMAGES_DIR}/{class_dir}/ or fix the name"
+            )
+        findings.append(
+            error(
+                "file.missing",
+                f"no file {name!r} in {layout.IMAGES_DIR}/{class_dir}/",
+                file=label,
+                row=number,
+                column=name_col,
+                value=name,
+                hint=hint,
+            )
+        )
+    if check_disk:
+        claimed = {n for n in resolved.values() if n}
+        for n in sorted(universe - claimed):
+            findings.append(
+                error(
+                    "file.no-row",
+                    f"image has no row in {label}",
+                    file=f"{layout.IMAGES_DIR}/{class_dir}/{n}",
+                    value=n,
+                    hint=f"add a row for it to {label}",
+                )
+            )
+    return resolved, findings, fixes
+
+
+# --- patients across splits -----------------------------------------------------------------
+
+
+def _patient_leaks(
+    sheets: dict[str, tuple[Sheet, dict[str, str]]],
+    sheet_rows: dict[str, list[tuple[int, str, str]]],
+    row_names: dict[str, dict[int, str | None]],
+    entries: list[SplitEntry],
+) -> list[Finding]:
+    split_of: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for e in entries:
+        split_of[(e.class_dir, e.file_name)].add(e.split)
+    findings = []
+    for class_dir, (sheet, cols) in sheets.items():
+        by_patient: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        first_row: dict[str, int] = {}
+        for number, name, patient in sheet_rows[class_dir]:
+            file_name = row_names.get(class_dir, {}).get(number) or name
+            first_row.setdefault(patient, number)
+            for split in split_of.get((class_dir, file_name), ()):
+                by_patient[patient][split].append(file_name)
+        for patient, splits in by_patient.items():
+            if len(splits) < 2:
+                continue
+            parts = "; ".join(
+                f"{s}: {', '.join(sorted(files)[:3])}{' ...' if len(files) > 3 else ''}"
+                for s, files in sorted(splits.items(), key=lambda kv: layout.SPLIT_NAMES.index(kv[0]))
+            )
+            findings.append(
+                error(
+                    "split.patient-leak",
+                    f"{patient} has images in {len(splits)} splits ({parts})",
+                    file=sheet.path.name,
+                    row=first_row[patient],
+                    column=cols["patient_id"],
+                    value=patient,
+                    hint="move all of this patient's images into one split",
+                )
+            )
+    return findings
+
+
+# --- images ---------------------------------------------------------------------------------
+
+
+def check_image_files(data_root: Path, paths: Iterable[Path]) -> list[Finding]:
+    """Full decode of every image and its content type against its extension."""
+    findings = []
+    for path in paths:
+        try:
+            rel = path.relative_to(data_root).as_posix()
+        except ValueError:
+            rel = str(path)
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(16)
+        except OSError as exc:
+            findings.append(error("image.unreadable", f"cannot read: {exc.strerror}", file=rel, value=path.name))
+            continue
+        content = sniff_format(head)
+        try:
+            open_image(path)
+        except UnreadableImage as exc:
+            findings.append(
+                error(
+                    "image.unreadable",
+                    exc.reason,
+                    file=rel,
+                    value=path.name,
+                    hint="re-export the image from its source figure",
+                )
+            )
+            continue
+        expected = format_of_suffix(path)
+        if content and expected and content != expected:
+            proper = {"jpeg": ".jpg", "png": ".png", "gif": ".gif", "bmp": ".bmp", "tiff": ".tif"}[content]
+            findings.append(
+                warning(
+                    "image.format-mismatch",
+                    f"a {path.suffix} file holding {content.upper()} data",
+                    file=rel,
+                    value=path.name,
+                    hint=f"convert it to {expected.upper()} or rename it to {path.stem}{proper} "
+                    "(and update the sheet and split lists)",
+                )
+            )
+    return findings
+
+
+# --- fixes ----------------------------------------------------------------------------------
+
+
+def _cell_fixes(sheet: Sheet, cols: dict[str, str], covid_rows: list[CovidRow] | None) -> list[CellFix]:
+    """Whitespace, `same as above`, DOIs and broken caption lists: what `--fix` rewrites."""
+    fixes: list[CellFix] = []
+    index = {canon: sheet.header.index(head) for canon, head in cols.items()}
+    above: dict[str, CellValue] = {}
+    by_row = {r.row: r for r in covid_rows or []}
+    for row in sheet.rows:
+        cells = {canon: row.values[i] if i < len(row.values) else None for canon, i in index.items()}
+
+        def cell(canon: str, cells: dict[str, CellValue] = cells) -> CellValue:
+            return cells[canon]
+
+        current: dict[str, CellValue] = {}
+        for canon, head in cols.items():
+            old = cell(canon)
+            new: CellValue = old
+            code = ""
+            if isinstance(old, str) and old.strip().casefold() in SAME_AS_ABOVE and above.get(canon) is not None:
+                new, code = above[canon], "cell.same-as-above"
+            elif isinstance(old, str) and canon not in ("doi", "captions"):
+                new, code = clean_text(old), "cell.whitespace"
+                if canon == "gender" and new and new.upper() in ("M", "F"):
+                    new = new.upper()
+                if canon == "age" and new and new.isascii() and new.isdigit():
+                    new = int(new)
+            current[canon] = new
+            if code and new != old:
+                fixes.append(CellFix(sheet.path, row.number, head, old, new, code))
+        if any(v is not None for v in current.values()):
+            above = current
+        if covid_rows is None:
+            continue
+        model = by_row.get(row.number)
+        raw_doi = cell("doi")
+        if model is not None:
+            parsed = doi_lib.parse(raw_doi)
+            derived = doi_lib.preprint_from_filename(model.file_name)
+            if raw_doi is None or not str(raw_doi).strip():
+                if derived:
+                    fixes.append(CellFix(sheet.path, row.number, cols["doi"], raw_doi, derived.doi, "doi.derivable"))
+            elif parsed.valid and parsed.repairs:  # a case difference alone is no defect: left as written
+                fixes.append(CellFix(sheet.path, row.number, cols["doi"], raw_doi, parsed.doi, "doi.whitespace"))
+            raw_captions = cell("captions")
+            captions, malformed = parse_captions(raw_captions)
+            if malformed:
+                fixes.append(
+                    CellFix(
+                        sheet.path, row.number, cols["captions"], raw_captions, repr(captions), "captions.malformed"
+                    )
+                )
+    return fixes
+
+
+def _dedupe(fixes: list[CellFix]) -> list[CellFix]:
+    """One fix per cell; a file-name completion wins over a whitespace strip of the same cell."""
+    out: dict[tuple[Path, int, str], CellFix] = {}
+    for f in fixes:
+        key = (f.path, f.row, f.column)
+        if key not in out or f.code == "file.missing":
+            out[key] = f
+    return sorted(out.values(), key=lambda f: (str(f.path), f.row, f.column))

@@ -1,0 +1,290 @@
+"""`ctcurate validate` through the command line: exit codes, exact messages, formats, --fix."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from openpyxl import load_workbook
+from openpyxl.styles import Font
+from sheetfactory import REPO, covid_row, write_xlsx
+
+from ctcurate.cli import main
+
+
+def run(*args: str, env: dict[str, str] | None = None):
+    return CliRunner().invoke(main, ["validate", *args], env=env)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture()
+def no_data_env(monkeypatch):
+    monkeypatch.delenv("CTCURATE_DATA", raising=False)
+
+
+# --- inputs that cannot be read: exit 2, one line naming the file --------------------------------
+
+
+def _one_line_error(result, path: Path) -> str:
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: ") and str(path) in lines[0]
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_truncated_xlsx(tmp_path, repo_metadata, no_data_env):
+    bad = tmp_path / "COVID-CT-MetaInfo.xlsx"
+    data = (repo_metadata / "COVID-CT-MetaInfo.xlsx").read_bytes()
+    bad.write_bytes(data[:5000])
+    line = _one_line_error(run("--metadata", str(bad)), bad)
+    assert line.startswith(f"error: {bad}: not a readable .xlsx workbook (")
+
+
+def test_binary_file_named_csv(tmp_path, no_data_env):
+    bad = tmp_path / "NonCOVID-CT-MetaInfo.csv"
+    bad.write_bytes(bytes(range(256)) * 4)
+    line = _one_line_error(run("--metadata", str(tmp_path)), bad)
+    assert line == f"error: {bad}: binary content, not a text file"
+
+
+def test_missing_columns(tmp_path, no_data_env):
+    bad = write_xlsx(
+        tmp_path / "COVID-CT-MetaInfo.xlsx", [["a.png", "Patient 1", 41]], header=["File name", "Patient ID", "Age"]
+    )
+    line = _one_line_error(run("--metadata", str(tmp_path)), bad)
+    assert line == (
+        f"error: {bad} (sheet 'positive_captions'): missing column(s) 'Gender', 'Location', "
+        "'Medical history', 'Time', 'Severity', 'Other diseases', 'DOI', 'Captions'"
+    )
+
+
+def test_empty_sheet(tmp_path, no_data_env):
+    bad = tmp_path / "NonCOVID-CT-MetaInfo.csv"
+    bad.write_text("")
+    line = _one_line_error(run("--metadata", str(bad)), bad)
+    assert line == f"error: {bad}: empty sheet (no header row)"
+
+
+def test_missing_paths(tmp_path, no_data_env):
+    line = _one_line_error(run("--metadata", str(tmp_path / "none")), tmp_path / "none")
+    assert line == f"error: {tmp_path / 'none'}: no such file or folder"
+    line = _one_line_error(run("--images", str(tmp_path)), tmp_path)
+    assert line == f"error: {tmp_path}: no Images-processed/ folder there"
+
+
+def test_bad_format_is_a_usage_error():
+    assert run("--format", "xml").exit_code == 2
+
+
+# --- the embedded metadata and the real images -------------------------------------------------
+
+
+def test_no_arguments_validates_embedded_metadata_without_images(no_data_env):
+    result = run()
+    assert result.exit_code == 1  # patient 143 has conflicting age and gender
+    lines = result.output.splitlines()
+    assert (
+        lines[-1]
+        == "images not checked: pass --images ROOT or set CTCURATE_DATA to the folder holding Images-processed/"
+    )
+    assert lines[-2] == "2 error(s), 384 warning(s)"
+    assert (
+        "warning: COVID-CT-MetaInfo.xlsx, row 330, column 'DOI': doi.inner-whitespace: "
+        "DOI has whitespace inside the DOI ['10.1016/ S0140-6736(20)30154-9 ']"
+    ) in lines
+
+
+def test_text_report_on_real_data(real_data):
+    result = run("--images", str(real_data))
+    assert result.exit_code == 1
+    assert (
+        "error: COVID-CT-MetaInfo.xlsx, row 266, column 'File name': file.missing: "
+        "no file '2020.03.25.20043166-p17-78' in Images-processed/CT_COVID/ ['2020.03.25.20043166-p17-78']"
+    ) in result.output
+    assert (
+        "    hint: the file is '2020.03.25.20043166-p17-78.png': write the full name (ctcurate validate --fix does)"
+        in result.output
+    )
+    assert result.output.splitlines()[-1] == "85 error(s), 418 warning(s)"
+
+
+def test_json_has_exactly_findings_and_summary(real_data):
+    result = run("--images", str(real_data), "--format", "json")
+    assert result.exit_code == 1
+    doc = json.loads(result.output)
+    assert list(doc) == ["findings", "summary"]
+    assert set(doc["findings"][0]) == {"code", "severity", "file", "row", "column", "value", "message", "hint"}
+    assert doc["summary"]["errors"] == 85 and doc["summary"]["images_checked"] is True
+    assert doc["summary"]["by_code"]["image.format-mismatch"] == 34
+
+
+def test_env_var_finds_the_images(real_data):
+    result = run("--format", "json", env={"CTCURATE_DATA": str(real_data)})
+    assert json.loads(result.output)["summary"]["images_checked"] is True
+
+
+def test_html_report_is_self_contained_and_escaped(tmp_path, no_data_env):
+    meta = tmp_path / "m"
+    meta.mkdir()
+    write_xlsx(
+        meta / "COVID-CT-MetaInfo.xlsx",
+        [covid_row("a.png", gender="<b>X</b>"), covid_row("b.png", gender="<script>alert(1)</script>")],
+    )
+    out = tmp_path / "report.html"
+    result = run("--metadata", str(meta), "--format", "html", "--output", str(out))
+    assert result.exit_code == 1
+    page = out.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script" not in page and "<b>X</b>" not in page
+    assert "&lt;b&gt;X&lt;/b&gt;" in page
+    assert "http" not in page.replace("http-equiv", "")  # nothing loaded from elsewhere
+    assert "gender.invalid" in page and "a gender other than M or F" in page
+    assert result.output.splitlines()[0] == f"wrote {out}: 2 error(s), 0 warning(s)"
+
+
+def test_clean_metadata_exits_0_and_warnings_alone_exit_0(tmp_path, no_data_env):
+    meta = tmp_path / "m"
+    meta.mkdir()
+    write_xlsx(meta / "COVID-CT-MetaInfo.xlsx", [covid_row("a.png", age=41, gender="F", doi="10.1136/bmj.m606")])
+    assert run("--metadata", str(meta)).exit_code == 0
+    write_xlsx(meta / "COVID-CT-MetaInfo.xlsx", [covid_row("a.png", age="40+", gender="F ")])
+    result = run("--metadata", str(meta))
+    assert result.exit_code == 0 and "0 error(s), 2 warning(s)" in result.output
+
+
+# --- --fix ------------------------------------------------------------------------------------
+
+
+def test_fix_writes_a_normalized_copy_and_leaves_the_input_alone(tmp_path, real_data):
+    meta = tmp_path / "metadata"
+    shutil.copytree(REPO / "metadata", meta)
+    before = {p: digest(p) for p in meta.rglob("*") if p.is_file()}
+    out = tmp_path / "fixed"
+    result = run("--metadata", str(meta), "--images", str(real_data), "--format", "json", "--fix", str(out))
+    assert result.exit_code == 1
+    assert {p: digest(p) for p in meta.rglob("*") if p.is_file()} == before
+    original = json.loads(result.output.split("\nfixed copy:")[0])
+    assert f"fixed copy: {out / 'COVID-CT-MetaInfo.xlsx'} (448 change(s))" in result.output
+
+    again = run("--metadata", str(out), "--images", str(real_data), "--format", "json")
+    fixed = json.loads(again.output)
+    assert len(fixed["findings"]) < len(original["findings"])
+    assert fixed["summary"]["by_code"] == {
+        "age.not-numeric": 12,
+        "image.format-mismatch": 34,
+        "patient.conflict": 2,
+        "row.stray": 1,
+    }
+    ws = load_workbook(out / "COVID-CT-MetaInfo.xlsx").active
+    assert ws.title == "positive_captions"
+    assert ws["A266"].value == "2020.03.25.20043166-p17-78.png"
+    assert ws["J330"].value == "10.1016/s0140-6736(20)30154-9"
+    assert ws["J2"].value == "10.1101/2020.01.24.919183"
+    assert ws["D288"].value == "F"
+    assert ws["C238"].value == "40+"  # needs a human: left alone
+    assert ws["H3"].value == ws["H2"].value
+    assert ws["A351"].value is None and ws["K351"].value == "NTM, nontuberculous mycobacterium. "
+
+
+def test_fix_keeps_other_sheets_and_styles(tmp_path, no_data_env):
+    path = write_xlsx(tmp_path / "in.xlsx", [covid_row("a.png", gender="F ", doi="doi: 10.1136/BMJ.m606")])
+    wb = load_workbook(path)
+    wb.active["D2"].font = Font(bold=True)
+    wb.create_sheet("notes")["A1"] = "keep me"
+    wb.save(path)
+    before = digest(path)
+    out = tmp_path / "out.xlsx"
+    result = run("--metadata", str(path), "--fix", str(out))
+    assert result.exit_code == 0, result.output
+    assert digest(path) == before
+    fixed = load_workbook(out)
+    assert fixed.sheetnames == ["positive_captions", "notes"] and fixed["notes"]["A1"].value == "keep me"
+    ws = fixed["positive_captions"]
+    assert ws["D2"].value == "F" and ws["D2"].font.bold
+    assert ws["J2"].value == "10.1136/bmj.m606"
+
+
+def test_fix_csv_keeps_encoding_and_format(tmp_path, no_data_env):
+    path = tmp_path / "NonCOVID-CT-MetaInfo.csv"
+    path.write_bytes(",image name,patient id\r\n0,S\xe3o.jpg ,p 1\r\n1,b.jpg,p 2\r\n".encode("latin-1"))
+    out = tmp_path / "fixed.csv"
+    result = run("--metadata", str(path), "--fix", str(out))
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == ",image name,patient id\r\n0,S\xe3o.jpg,p 1\r\n1,b.jpg,p 2\r\n".encode("latin-1")
+
+
+def test_fix_refuses_to_overwrite_the_input(tmp_path, no_data_env):
+    path = write_xlsx(tmp_path / "in.xlsx", [covid_row("a.png")])
+    before = digest(path)
+    result = run("--metadata", str(path), "--fix", str(path))
+    assert result.exit_code == 2
+    assert (
+        result.output.strip().splitlines()[-1]
+        == f"error: {path}: would overwrite the input; choose another --fix target"
+    )
+    assert digest(path) == before
+    wrong = run("--metadata", str(path), "--fix", str(tmp_path / "out.csv"))
+    assert wrong.exit_code == 2 and "the copy must keep the input's format (.xlsx)" in wrong.output
+
+
+def test_reports_and_fixed_copies_get_ordinary_permissions(tmp_path, no_data_env):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        path = write_xlsx(tmp_path / "in.xlsx", [covid_row("a.png", gender="F ")])
+        report, fixed = tmp_path / "r.json", tmp_path / "out.xlsx"
+        assert (
+            run("--metadata", str(path), "--format", "json", "--output", str(report), "--fix", str(fixed)).exit_code
+            == 0
+        )
+        assert (report.stat().st_mode & 0o777, fixed.stat().st_mode & 0o777) == (0o644, 0o644)
+    finally:
+        os.umask(mask)
+
+
+def test_fix_leaves_merged_ranges_intact(tmp_path, no_data_env):
+    path = write_xlsx(
+        tmp_path / "in.xlsx",
+        [covid_row("a.png", "Patient 7 ", gender="F"), covid_row("b.png", None, gender="F ")],
+    )
+    wb = load_workbook(path)
+    wb.active.merge_cells("B2:B3")
+    wb.save(path)
+    out = tmp_path / "out.xlsx"
+    result = run("--metadata", str(path), "--fix", str(out))
+    assert result.exit_code == 0, result.output
+    ws = load_workbook(out).active
+    assert [str(r) for r in ws.merged_cells.ranges] == ["B2:B3"]
+    assert (ws["B2"].value, ws["D3"].value) == ("Patient 7", "F")
+
+
+def test_fix_cleans_split_lists(tmp_path, no_data_env):
+    meta = tmp_path / "m"
+    shutil.copytree(REPO / "metadata", meta)
+    train = meta / "Data-split" / "COVID" / "trainCT_COVID.txt"
+    original = train.read_text()
+    first = original.splitlines()[0]
+    train.write_text(f" {first}\n\n{original}")
+    out = tmp_path / "fixed"
+    result = run("--metadata", str(meta), "--fix", str(out))
+    assert result.exit_code == 1  # patient 143
+    assert f"fixed copy: {out / 'Data-split/COVID/trainCT_COVID.txt'} (3 change(s))" in result.output
+    assert (out / "Data-split/COVID/trainCT_COVID.txt").read_text() == original
+    again = run("--metadata", str(out), "--format", "json")
+    assert not [
+        f
+        for f in json.loads(again.output.split("\nimages not checked")[0])["findings"]
+        if f["code"].startswith("split.")
+    ]

@@ -1,0 +1,347 @@
+"""`validate`: the real dataset's known defects are found exactly, and each cross-file check fires."""
+
+from __future__ import annotations
+
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from sheetfactory import REPO, covid_row, write_noncovid_csv, write_xlsx
+
+from ctcurate.findings import Finding
+from ctcurate.validate import FINDING_CODES, InputError, validate
+
+
+@pytest.fixture(scope="module")
+def real(real_data):
+    return validate(metadata=REPO / "metadata", images=real_data)
+
+
+def at(findings: list[Finding], code: str) -> dict[int | str | None, Finding]:
+    return {(f.row if f.row is not None else f.file): f for f in findings if f.code == code}
+
+
+# --- the real COVID-CT data -------------------------------------------------------------------
+
+
+def test_real_summary(real):
+    s = real.summary
+    assert s["rows"] == {"COVID-CT-MetaInfo.xlsx": 349, "NonCOVID-CT-MetaInfo.csv": 397}
+    assert s["images"] == 746 and s["split_entries"] == 746 and s["images_checked"] is True
+    assert set(s["by_code"]) == {
+        "age.not-numeric",
+        "captions.malformed",
+        "cell.same-as-above",
+        "cell.whitespace",
+        "doi.derivable",
+        "doi.inner-whitespace",
+        "doi.whitespace",
+        "file.missing",
+        "image.format-mismatch",
+        "patient.conflict",
+        "row.stray",
+    }
+
+
+def test_real_file_names_without_png(real):
+    missing = at(real.findings, "file.missing")
+    assert len(missing) == 83
+    f = missing[266]
+    assert (f.file, f.column, f.value, f.severity.value) == (
+        "COVID-CT-MetaInfo.xlsx",
+        "File name",
+        "2020.03.25.20043166-p17-78",
+        "error",
+    )
+    assert f.hint == "the file is '2020.03.25.20043166-p17-78.png': write the full name (ctcurate validate --fix does)"
+    assert all(f.hint.startswith("the file is '" + f.value + ".png'") for f in missing.values())
+    # The image the misspelled row means is not reported again as having no row.
+    assert "file.no-row" not in real.summary["by_code"]
+
+
+def test_real_dois_with_inner_spaces(real):
+    inner = at(real.findings, "doi.inner-whitespace")
+    assert sorted(inner) == [330, 331, 332, 333, 334, 335, 336, 337, 338, 339, 340, 341, 342, 343, 344]
+    assert inner[330].value == "10.1016/ S0140-6736(20)30154-9 "
+    assert inner[330].hint == "write it as 10.1016/s0140-6736(20)30154-9"
+
+
+def test_real_genders_with_trailing_space(real):
+    genders = {f.row: f.value for f in real.findings if f.code == "cell.whitespace" and f.column == "Gender"}
+    assert len(genders) == 23
+    assert genders[288] == "F " and genders[291] == "M "
+    assert "gender.invalid" not in real.summary["by_code"]
+
+
+def test_real_non_numeric_ages(real):
+    ages = {f.row: f.value for f in real.findings if f.code == "age.not-numeric"}
+    assert ages == {**{r: "Young Child" for r in range(176, 182)}, **{r: "40+" for r in range(238, 244)}}
+
+
+def test_real_same_as_above(real):
+    same = at(real.findings, "cell.same-as-above")
+    assert sorted(same) == [3, 4, 5]
+    assert all(f.column == "Severity" and f.severity.value == "warning" for f in same.values())
+    assert real.covid_rows[1].severity.startswith("Chest tightness, unproductive cough")
+    # The copied value's trailing space is reported once, on row 2 where it is written.
+    assert [f.row for f in real.findings if f.code == "cell.whitespace" and f.column == "Severity" and f.row < 6] == [2]
+
+
+def test_real_png_files_holding_jpeg(real, real_data):
+    mismatch = at(real.findings, "image.format-mismatch")
+    expected = set()
+    for path in (real_data / "Images-processed").rglob("*"):
+        if path.is_file() and path.read_bytes()[:3] == b"\xff\xd8\xff" and path.suffix == ".png":
+            expected.add(path.relative_to(real_data).as_posix())
+    assert set(mismatch) == expected and len(expected) == 34
+    f = mismatch["Images-processed/CT_COVID/2020.03.22.20034041-p16-66.png"]
+    assert f.message == "a .png file holding JPEG data"
+
+
+@pytest.mark.skipif(subprocess.run(["which", "file"], capture_output=True).returncode != 0, reason="no file(1)")
+def test_real_format_mismatch_agrees_with_file_command(real, real_data):
+    folder = real_data / "Images-processed" / "CT_COVID"
+    out = subprocess.run(
+        ["file", "--brief", "--mime-type", *sorted(p.name for p in folder.iterdir())],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    jpeg_pngs = {
+        n
+        for n, mime in zip(sorted(p.name for p in folder.iterdir()), out, strict=True)
+        if n.endswith(".png") and mime == "image/jpeg"
+    }
+    assert {Path(f).name for f in at(real.findings, "image.format-mismatch")} == jpeg_pngs
+
+
+def test_real_derivable_dois(real):
+    derivable = at(real.findings, "doi.derivable")
+    assert len(derivable) == 146
+    assert derivable[2].hint == "set the DOI to 10.1101/2020.01.24.919183"
+    assert derivable[266].hint == "set the DOI to 10.1101/2020.03.25.20043166"
+    assert all(f.severity.value == "warning" for f in derivable.values())
+
+
+def test_real_patient_143_is_three_people(real):
+    conflicts = [f for f in real.findings if f.code == "patient.conflict"]
+    assert [f.column for f in conflicts] == ["Age", "Gender"]
+    assert (
+        conflicts[0].message
+        == "Patient 143 has conflicting age values: 73 (rows 210, 211); 70 (rows 212); 76 (rows 213)"
+    )
+
+
+def test_real_splits_are_consistent(real):
+    assert not [f for f in real.findings if f.code.startswith("split.")]
+
+
+def test_real_errors_are_exactly_the_known_defects(real):
+    errors = Counter(f.code for f in real.findings if f.severity.value == "error")
+    assert errors == {"file.missing": 83, "patient.conflict": 2}
+
+
+def test_every_code_is_documented_in_the_readme():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for code in FINDING_CODES:
+        assert f"| `{code}` |" in readme, f"{code} missing from the README's table of finding codes"
+
+
+def test_every_code_emitted_is_registered(real):
+    assert set(real.summary["by_code"]) <= set(FINDING_CODES)
+
+
+def test_every_code_in_the_source_is_registered():
+    """A new finding code cannot ship undocumented: scan the modules that emit them."""
+    import re
+
+    source = "".join(
+        (REPO / "ctcurate" / name).read_text() for name in ("sheets.py", "schemas.py", "validate.py", "doi.py")
+    )
+    emitted = set(re.findall(r'(?:error|warning|Note|PydanticCustomError)\(\s*"([a-z]+\.[a-z-]+)"', source))
+    emitted |= {"doi." + k for k in re.findall(r'"doi\.([a-z-]+)": "', source)}
+    assert emitted and emitted <= set(FINDING_CODES), sorted(emitted - set(FINDING_CODES))
+
+
+def test_without_images_only_metadata_and_splits_are_checked(monkeypatch):
+    monkeypatch.delenv("CTCURATE_DATA", raising=False)
+    result = validate(plan_fixes=True)
+    assert result.images_checked is False
+    assert result.inputs.covid_sheet == REPO / "metadata" / "COVID-CT-MetaInfo.xlsx"
+    codes = set(result.summary["by_code"])
+    assert not codes & {"file.missing", "file.no-row", "image.format-mismatch", "split.unassigned"}
+    assert "doi.inner-whitespace" in codes
+    # The row names are still matched against the split lists, so fixes complete the extensions.
+    assert sum(1 for fx in result.fixes if fx.code == "file.missing") == 83
+
+
+# --- a small synthetic dataset ------------------------------------------------------------------
+
+
+def _png(path: Path, color: int = 0, size: int = 8) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("L", (size, size), color).save(path, format="PNG")
+
+
+def _jpeg(path: Path, color: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (color, color, color)).save(path, format="JPEG")
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    """Two COVID patients, two NonCOVID images, valid splits: validates clean."""
+    root = tmp_path / "data"
+    covid = root / "Images-processed" / "CT_COVID"
+    noncovid = root / "Images-processed" / "CT_NonCOVID"
+    for i, name in enumerate(["p1-a.png", "p1-b.png", "p2-a.png"]):
+        _png(covid / name, i * 40)
+    for i, name in enumerate(["0.jpg", "1.jpg"]):
+        _jpeg(noncovid / name, i * 40)
+    meta = tmp_path / "metadata"
+    meta.mkdir()
+    write_xlsx(
+        meta / "COVID-CT-MetaInfo.xlsx",
+        [
+            covid_row("p1-a.png", "Patient 1", age=41, gender="M", doi="10.1136/bmj.m606"),
+            covid_row("p1-b.png", "Patient 1", age=41, gender="M", doi="10.1136/bmj.m606"),
+            covid_row("p2-a.png", "Patient 2", age=50, gender="F", doi="10.1136/bmj.m606"),
+        ],
+    )
+    write_noncovid_csv(meta / "NonCOVID-CT-MetaInfo.csv", [("0.jpg", "np0"), ("1.jpg", "np1")])
+    splits = meta / "Data-split"
+    (splits / "COVID").mkdir(parents=True)
+    (splits / "NonCOVID").mkdir(parents=True)
+    (splits / "COVID" / "trainCT_COVID.txt").write_text("p1-a.png\np1-b.png\n")
+    (splits / "COVID" / "testCT_COVID.txt").write_text("p2-a.png\n")
+    (splits / "NonCOVID" / "trainCT_NonCOVID.txt").write_text("0.jpg\n")
+    (splits / "NonCOVID" / "valCT_NonCOVID.txt").write_text("1.jpg\n")
+    return root, meta
+
+
+def codes_of(result) -> list[tuple[str, str | None, int | None]]:
+    return [(f.code, f.file, f.row) for f in result.findings]
+
+
+def test_tiny_dataset_is_clean(tiny):
+    root, meta = tiny
+    result = validate(metadata=meta, images=root)
+    assert result.findings == []
+    assert result.summary["images"] == 5
+
+
+def test_patient_in_two_splits_is_a_leak(tiny):
+    root, meta = tiny
+    (meta / "Data-split/COVID/trainCT_COVID.txt").write_text("p1-a.png\n")
+    (meta / "Data-split/COVID/testCT_COVID.txt").write_text("p2-a.png\np1-b.png\n")
+    result = validate(metadata=meta, images=root)
+    assert codes_of(result) == [("split.patient-leak", "COVID-CT-MetaInfo.xlsx", 2)]
+    f = result.findings[0]
+    assert f.message == "Patient 1 has images in 2 splits (train: p1-a.png; test: p1-b.png)"
+    assert (f.column, f.value) == ("Patient ID", "Patient 1")
+
+
+def test_split_membership_checks(tiny):
+    root, meta = tiny
+    (meta / "Data-split/COVID/trainCT_COVID.txt").write_text("p1-a.png\n p1-a.png\np1-a.pn\n")
+    (meta / "Data-split/COVID/valCT_COVID.txt").write_text("p2-a.png\n")
+    result = validate(metadata=meta, images=root)
+    assert codes_of(result) == [
+        ("split.whitespace", "Data-split/COVID/trainCT_COVID.txt", 2),
+        ("split.duplicate", "Data-split/COVID/trainCT_COVID.txt", 2),
+        ("split.missing-file", "Data-split/COVID/trainCT_COVID.txt", 3),
+        ("split.unassigned", "Images-processed/CT_COVID/p1-b.png", None),
+        ("split.multiple", "Images-processed/CT_COVID/p2-a.png", None),
+        ("split.patient-leak", "COVID-CT-MetaInfo.xlsx", 4),  # p2-a.png in val and test
+    ]
+    assert result.findings[2].hint == "did you mean 'p1-a.png'?"
+
+
+def test_rows_and_files_must_match(tiny):
+    root, meta = tiny
+    _png(root / "Images-processed/CT_COVID/extra.png")
+    (meta / "Data-split/COVID/testCT_COVID.txt").write_text("p2-a.png\nextra.png\n")
+    write_xlsx(
+        meta / "COVID-CT-MetaInfo.xlsx",
+        [
+            covid_row("p1-a", "Patient 1"),
+            covid_row("P1-B.PNG", "Patient 1"),
+            covid_row("p2-x.png", "Patient 2"),
+        ],
+    )
+    result = validate(metadata=meta, images=root)
+    found = {(f.code, f.row, f.file): f for f in result.findings}
+    assert sorted(found) == [
+        ("file.missing", 2, "COVID-CT-MetaInfo.xlsx"),
+        ("file.missing", 3, "COVID-CT-MetaInfo.xlsx"),
+        ("file.missing", 4, "COVID-CT-MetaInfo.xlsx"),
+        ("file.no-row", None, "Images-processed/CT_COVID/extra.png"),
+        ("file.no-row", None, "Images-processed/CT_COVID/p2-a.png"),
+    ]
+    assert found[("file.missing", 3, "COVID-CT-MetaInfo.xlsx")].hint.startswith("the file is 'p1-b.png'")
+    assert found[("file.missing", 4, "COVID-CT-MetaInfo.xlsx")].hint == "did you mean 'p2-a.png'?"
+
+
+def test_unicode_form_of_a_name_is_a_near_match(tiny):
+    root, meta = tiny
+    nfd = "Sa\u0303o.png"  # as a macOS disk stores it
+    _png(root / "Images-processed/CT_COVID" / nfd)
+    (meta / "Data-split/COVID/testCT_COVID.txt").write_text(f"p2-a.png\n{nfd}\n")
+    write_xlsx(
+        meta / "COVID-CT-MetaInfo.xlsx",
+        [
+            covid_row("p1-a.png"),
+            covid_row("p1-b.png"),
+            covid_row("p2-a.png", "Patient 2"),
+            covid_row("S\u00e3o.png", "Patient 3"),
+        ],
+    )
+    result = validate(metadata=meta, images=root, plan_fixes=True)
+    assert [(f.code, f.row) for f in result.findings] == [("file.missing", 5)]
+    assert [fx.new for fx in result.fixes if fx.code == "file.missing"] == [nfd]
+
+
+def test_non_image_files_in_an_image_folder_are_reported(tiny):
+    root, meta = tiny
+    (root / "Images-processed/CT_COVID/scan.webp").write_bytes(b"RIFF")
+    (root / "Images-processed/CT_COVID/.DS_Store").write_bytes(b"\0")
+    result = validate(metadata=meta, images=root)
+    assert [(f.code, f.file) for f in result.findings] == [("file.not-image", "Images-processed/CT_COVID/scan.webp")]
+
+
+def test_broken_and_mislabelled_images(tiny):
+    root, meta = tiny
+    covid = root / "Images-processed/CT_COVID"
+    Image.frombytes("L", (256, 256), bytes(range(256)) * 256).rotate(33).save(covid / "p1-a.png")
+    data = (covid / "p1-a.png").read_bytes()
+    (covid / "p1-a.png").write_bytes(data[: len(data) // 2])  # header intact, pixels cut
+    _jpeg(covid / "p1-b.png")
+    result = validate(metadata=meta, images=root)
+    assert [(f.code, f.file, f.severity.value) for f in result.findings] == [
+        ("image.unreadable", "Images-processed/CT_COVID/p1-a.png", "error"),
+        ("image.format-mismatch", "Images-processed/CT_COVID/p1-b.png", "warning"),
+    ]
+    assert result.findings[1].hint.startswith("convert it to PNG or rename it to p1-b.jpg")
+
+
+def test_a_single_sheet_can_be_validated(tiny):
+    root, meta = tiny
+    result = validate(metadata=meta / "NonCOVID-CT-MetaInfo.csv", images=root)
+    assert result.findings == [] and result.inputs.covid_sheet is None
+    assert result.summary["rows"] == {"NonCOVID-CT-MetaInfo.csv": 2}
+
+
+def test_inputs_that_cannot_be_validated(tmp_path):
+    with pytest.raises(InputError, match=r"nowhere: no such file or folder$"):
+        validate(metadata=tmp_path / "nowhere")
+    with pytest.raises(InputError, match=r": no COVID-CT-MetaInfo.xlsx or NonCOVID-CT-MetaInfo.csv there$"):
+        validate(metadata=tmp_path)
+    odd = tmp_path / "odd.csv"
+    odd.write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match=r"odd.csv: missing column\(s\) 'File name' \(COVID sheet\) or 'image name'"):
+        validate(metadata=odd)
+    with pytest.raises(InputError, match="no Images-processed/ folder there"):
+        validate(metadata=REPO / "metadata", images=tmp_path)

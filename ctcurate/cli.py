@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -54,13 +54,29 @@ def main() -> None:
     help="Write a normalized copy of the metadata here (a folder for a folder, a file for a file); "
     "the input is never changed.",
 )
+@click.option(
+    "--online", is_flag=True,
+    help="Also ask doi.org, Crossref and bioRxiv/medRxiv about every DOI (cached; see `ctcurate doi resolve`).",
+)
+@click.option("--offline", is_flag=True, help="With --online: answer only from the DOI cache.")
+@click.option("--mailto", metavar="ADDR", help="With --online: contact address for the registries (or $CTCURATE_MAILTO).")
 def validate(
-    metadata: Path | None, images: Path | None, splits: Path | None, fmt: str, output: Path | None, fix_out: Path | None
+    metadata: Path | None,
+    images: Path | None,
+    splits: Path | None,
+    fmt: str,
+    output: Path | None,
+    fix_out: Path | None,
+    online: bool = False,
+    offline: bool = False,
+    mailto: str | None = None,
 ) -> None:
     """Check the metadata sheet, split lists and images; report every problem at once.
 
     Exit status: 0 no errors (warnings allowed), 1 errors found, 2 usage or unreadable input.
     """
+    import json
+
     from . import findings as findings_lib
     from .atomic import atomic_write
     from .fix import FixError, write_fixed
@@ -68,8 +84,13 @@ def validate(
     from .validate import FINDING_CODES, InputError
     from .validate import validate as run_validate
 
+    if (offline or mailto) and not online:
+        raise click.UsageError("--offline and --mailto go with --online")
     try:
-        result = run_validate(metadata, images, splits, plan_fixes=fix_out is not None)
+        if online:
+            result = _validate_online(metadata, images, splits, fix_out is not None, offline, mailto)
+        else:
+            result = run_validate(metadata, images, splits, plan_fixes=fix_out is not None)
     except InputError as exc:
         _exit_with_error(str(exc))
     not_checked = None if result.images_checked else (
@@ -83,6 +104,13 @@ def validate(
         report = findings_page(result.findings, title, result.summary, FINDING_CODES)
     else:
         report = findings_lib.to_text(result.findings) + "\n" + (f"{not_checked}\n" if not_checked else "")
+        if online:
+            papers = {r.doi: r for r in result.dois.values()}.values()
+            report += "\nDOIs:\n" + "".join(f"  {r.describe()}\n" for r in papers)
+    if online and fmt == "json":
+        body = json.loads(report)
+        body["dois"] = [r.model_dump(mode="json") for r in {r.doi: r for r in result.dois.values()}.values()]
+        report = json.dumps(body, indent=2, ensure_ascii=False) + "\n"
     if output is not None:
         try:
             with atomic_write(output) as fh:
@@ -103,6 +131,28 @@ def validate(
         for path, count in fixed.written.items():
             click.echo(f"fixed copy: {path} ({count} change(s))", err=True)
     sys.exit(EXIT_FOUND if findings_lib.has_errors(result.findings) else EXIT_OK)
+
+
+if TYPE_CHECKING:
+    from .validate import ValidationResult
+
+
+def _validate_online(
+    metadata: Path | None, images: Path | None, splits: Path | None, plan_fixes: bool, offline: bool, mailto: str | None
+) -> ValidationResult:
+    """`validate --online`: the same run, with a DOI resolver over the user's DOI cache."""
+    import sqlite3
+
+    from .doi_resolve import cache_error_message, open_resolver
+    from .store import default_cache_path
+    from .validate import validate as run_validate
+
+    path = default_cache_path(None)
+    try:
+        with open_resolver(path, offline=offline, mailto=mailto) as resolver:
+            return run_validate(metadata, images, splits, plan_fixes=plan_fixes, resolver=resolver)
+    except (sqlite3.Error, OSError) as exc:
+        _exit_with_error(cache_error_message(path, exc))
 
 
 def _exit_with_error(message: str) -> NoReturn:
@@ -170,8 +220,6 @@ def benchmark() -> None:
 
 
 # --- doi ------------------------------------------------------------------------------------
-
-from typing import TYPE_CHECKING  # noqa: E402  (kept in this section so that merges stay clean)
 
 
 @main.group()

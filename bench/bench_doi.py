@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from fake_registry import FakeRegistry  # noqa: E402
+from fake_registry import FakeRegistry
 
-from ctcurate.doi_resolve import DoiCache, Resolver, ResolverSettings  # noqa: E402
+from ctcurate.doi_resolve import DoiCache, Resolver, ResolverSettings
 
 N = 1000
 TARGET_S = 30.0

@@ -33,13 +33,14 @@ the check could not be made, nothing is claimed about the DOI).
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -70,7 +71,7 @@ FILE_COLUMN, DOI_COLUMN = "File name", "DOI"
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -719,7 +720,7 @@ def read_sheet_dois(metadata_dir: Path) -> tuple[list[DoiRef], list[Finding]]:
     findings: list[Finding] = []
     for index, (name, cell) in enumerate(zip(frame[FILE_COLUMN], frame[DOI_COLUMN])):
         row = index + 2  # Excel numbering: header is row 1
-        text = "" if cell is None or (isinstance(cell, float) and cell != cell) else str(cell)
+        text = "" if cell is None or (isinstance(cell, float) and math.isnan(cell)) else str(cell)
         if text.strip():
             parsed = parse(text)
             if parsed.valid:

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import requests
@@ -86,8 +86,8 @@ def parse_retry_after(text: str | None, now: Callable[[], datetime] | None = Non
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    current = now() if now else datetime.now(timezone.utc)
+        when = when.replace(tzinfo=UTC)
+    current = now() if now else datetime.now(UTC)
     return max(0.0, (when - current).total_seconds())
 
 

@@ -42,7 +42,9 @@ def _generic(kind: str, doi: str, server: str | None) -> tuple[int, dict[str, ob
         return 200, {
             "responseCode": 1,
             "handle": doi,
-            "values": [{"index": 1, "type": "URL", "data": {"format": "string", "value": f"https://example.org/{doi}"}}],
+            "values": [
+                {"index": 1, "type": "URL", "data": {"format": "string", "value": f"https://example.org/{doi}"}}
+            ],
         }
     preprint = doi.startswith(("10.1101/", "10.64898/"))
     if kind == "works":
@@ -120,7 +122,9 @@ class FakeRegistry:
 
     def count(self, kind: str | None = None, doi: str | None = None) -> int:
         with self.lock:
-            return sum(n for (k, d), n in self.hits.items() if (kind is None or k == kind) and (doi is None or d == doi))
+            return sum(
+                n for (k, d), n in self.hits.items() if (kind is None or k == kind) and (doi is None or d == doi)
+            )
 
     def __enter__(self) -> FakeRegistry:
         self.thread.start()

@@ -55,9 +55,7 @@ def test_normalize_reports_each_failure_in_place_and_exits_1():
     result = run("normalize", "10.1136/bmj.m606", "see the paper", "  ")
     assert result.exit_code == 1
     assert result.output == (
-        "10.1136/bmj.m606\n"
-        "error: 'see the paper' is not a DOI (expected 10.NNNN/suffix)\n"
-        "error: empty\n"
+        "10.1136/bmj.m606\nerror: 'see the paper' is not a DOI (expected 10.NNNN/suffix)\nerror: empty\n"
     )
 
 
@@ -105,7 +103,13 @@ def test_resolve_json(registry):
     assert data["resolutions"][0]["container"] == "BMJ"
     assert [f["code"] for f in data["findings"]] == ["doi.not-found"]
     assert data["summary"] | {"by_code": None} == {
-        "errors": 1, "warnings": 0, "by_code": None, "dois": 2, "exist": 1, "not_found": 1, "unknown": 0,
+        "errors": 1,
+        "warnings": 0,
+        "by_code": None,
+        "dois": 2,
+        "exist": 1,
+        "not_found": 1,
+        "unknown": 0,
     }
 
 

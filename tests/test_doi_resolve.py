@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fake_registry import RECORDED, FakeRegistry, Reply
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ctcurate.doi_resolve import (
     DEFAULT_CONCURRENCY,
@@ -17,6 +19,7 @@ from ctcurate.doi_resolve import (
     Resolver,
     ResolverSettings,
     _BadAnswer,
+    _check_readable,
     aliases,
     judge_biorxiv,
     judge_crossref,
@@ -53,7 +56,7 @@ def registry(monkeypatch: pytest.MonkeyPatch):
 
 class Clock:
     def __init__(self) -> None:
-        self.now = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+        self.now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -341,8 +344,12 @@ def test_crossref_concurrency_is_limited():
     dois = [f"10.5555/paper.{i}" for i in range(30)]
     with FakeRegistry(delay=0.08) as reg:
         settings = ResolverSettings(
-            doi_url=f"{reg.base}/doi", crossref_url=f"{reg.base}/crossref", biorxiv_url=f"{reg.base}/biorxiv",
-            workers=16, backoff_base=0.01, concurrency={**DEFAULT_CONCURRENCY, "doi": 12},
+            doi_url=f"{reg.base}/doi",
+            crossref_url=f"{reg.base}/crossref",
+            biorxiv_url=f"{reg.base}/biorxiv",
+            workers=16,
+            backoff_base=0.01,
+            concurrency={**DEFAULT_CONCURRENCY, "doi": 12},
         )
         with Resolver(settings) as r:
             found = r.resolve_many(dois)
@@ -372,9 +379,19 @@ def test_same_paper_findings_reject_a_preprint_whose_journal_version_is_in_the_s
         reverse = same_paper_findings([JOURNAL], [DoiRef(PREPRINT, row=7)], r)
     assert len(findings) == 1
     f = findings[0]
-    assert (f.code, f.severity.value, f.file, f.row, f.column) == ("doi.same-paper", "error", "contribution.xlsx", 2, "DOI")
-    assert f.message.startswith(f"{PREPRINT} is the preprint of {JOURNAL} (row 40); one paper: 'Deep learning-based model")
-    assert [x.message.split(";")[0] for x in reverse] == [f"{JOURNAL} is the journal version of the preprint {PREPRINT} (row 7)"]
+    assert (f.code, f.severity.value, f.file, f.row, f.column) == (
+        "doi.same-paper",
+        "error",
+        "contribution.xlsx",
+        2,
+        "DOI",
+    )
+    assert f.message.startswith(
+        f"{PREPRINT} is the preprint of {JOURNAL} (row 40); one paper: 'Deep learning-based model"
+    )
+    assert [x.message.split(";")[0] for x in reverse] == [
+        f"{JOURNAL} is the journal version of the preprint {PREPRINT} (row 7)"
+    ]
 
 
 def test_same_paper_findings_leave_identical_dois_to_the_caller(registry):
@@ -447,17 +464,33 @@ def test_resolution_json_round_trip(registry):
 
 # --- whatever a service answers, it is a bool or a bad answer, never a traceback -------------
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from ctcurate.doi_resolve import _check_readable  # noqa: E402
-
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-        st.sampled_from(["message", "collection", "title", "issued", "date-parts", "relation", "has-preprint",
-                         "id", "id-type", "version", "published", "published_doi", "responseCode", "institution"]),
-        inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "message",
+                    "collection",
+                    "title",
+                    "issued",
+                    "date-parts",
+                    "relation",
+                    "has-preprint",
+                    "id",
+                    "id-type",
+                    "version",
+                    "published",
+                    "published_doi",
+                    "responseCode",
+                    "institution",
+                ]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),
     max_leaves=12,
 )
 _READERS = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
@@ -58,7 +58,7 @@ def test_parse_retry_after_seconds_and_http_date():
     assert parse_retry_after("0.1") == pytest.approx(0.1)
     assert parse_retry_after("120") == 120.0
     assert parse_retry_after("-5") == 0.0
-    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
     later = format_datetime(now + timedelta(seconds=30), usegmt=True)
     assert parse_retry_after(later, now=lambda: now) == pytest.approx(30.0)
     assert parse_retry_after("whenever") is None

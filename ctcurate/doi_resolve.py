@@ -314,6 +314,12 @@ def read_pubs(text: str) -> dict[str, Any]:
     return {"published_doi": doi or None, "published_container": _first(entry.get("published_journal"))}
 
 
+def url_path(doi: str) -> str:
+    """The DOI as a URL path: `?`, `#`, `%` escaped, and `.`/`..` segments too, so that no DOI can
+    make the client ask about a different one (`10.1/../../10.1136/bmj.m606`)."""
+    return "/".join(seg.replace(".", "%2E") if seg in (".", "..") else quote(seg, safe="()") for seg in doi.split("/"))
+
+
 def _check_readable(reader: Callable[[str], object], text: str) -> None:
     """A found answer must also be one the reader understands, before it is trusted or cached."""
     try:
@@ -388,7 +394,7 @@ class _Lookup:
 
     def run(self) -> Resolution:
         s = self.r.settings
-        path = quote(self.doi, safe="/")
+        path = url_path(self.doi)
         fields: dict[str, Any] = {}
         handle_url = f"{s.doi_url.rstrip('/')}/api/handles/{path}"
         handle = self.answer("handle", "doi", handle_url, judge_handle, json.loads)

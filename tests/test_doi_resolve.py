@@ -116,6 +116,21 @@ def test_read_details_takes_latest_version_and_pubs():
     assert pubs == {"published_doi": JOURNAL, "published_container": "Scientific Reports"}
 
 
+def test_url_path_cannot_point_at_another_doi():
+    from ctcurate.doi_resolve import url_path
+
+    assert url_path(LANCET) == "10.1016/s0140-6736(20)30154-9"
+    assert url_path("10.1/a?b#c%d e") == "10.1/a%3Fb%23c%25d%20e"
+    assert url_path("10.1234/../../10.1136/bmj.m606") == "10.1234/%2E%2E/%2E%2E/10.1136/bmj.m606"
+
+
+def test_dot_segments_do_not_resolve_another_doi(registry):
+    with make() as r:
+        res = r.resolve("10.1234/../10.1136/bmj.m606")  # else asks /api/handles/10.1136/bmj.m606
+    assert registry.count("handle", BMJ) == 0
+    assert res.doi == "10.1234/../10.1136/bmj.m606" and res.title is None
+
+
 # --- settings -------------------------------------------------------------------------------
 
 

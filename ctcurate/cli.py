@@ -213,10 +213,139 @@ def check_leakage() -> None:
 # --- benchmark ------------------------------------------------------------------------------
 
 
+def _progress_printer(quiet: bool):  # type: ignore[no-untyped-def]
+    """A callback drawing a one-line bar per epoch on stderr, then the epoch's figures."""
+
+    live = sys.stderr.isatty()  # redraw per batch on a terminal; one line per epoch in a log
+
+    def show(p) -> None:  # type: ignore[no-untyped-def]
+        if quiet or (p.stats is None and not live):
+            return
+        width = 24
+        filled = int(width * p.batch / max(p.batches, 1))
+        bar = "#" * filled + "." * (width - filled)
+        if p.stats is None:
+            click.echo(f"\repoch {p.epoch}/{p.epochs} [{bar}] {p.batch}/{p.batches} loss {p.loss:.4f}", err=True, nl=False)
+            return
+        s = p.stats
+        click.echo(
+            ("\r" if live else "") + f"epoch {p.epoch}/{p.epochs} [{bar}] loss {s.train_loss:.4f}  val loss {s.val_loss:.4f}  "
+            f"val acc {s.val_accuracy:.3f}  val AUC {s.val_auc:.3f}  {s.seconds:.1f} s, data wait {100 * s.data_share:.0f}%",
+            err=True,
+        )
+
+    return show
+
+
 @main.command()
-def benchmark() -> None:
+@click.option("--data", "data_root", type=click.Path(file_okay=False), help="Folder holding Images-processed/ (default: $CTCURATE_DATA).")
+@click.option("--splits", type=click.Path(file_okay=False), help="Data-split folder (default: the repository's metadata/Data-split).")
+@click.option("--model", default=None, help="densenet169 (default), densenet121, resnet18, resnet50, or tiny.")
+@click.option("--weights", default="none", show_default=True, help="imagenet (torchvision's, needs network once), none, or a state-dict file.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (default 30; smoke 8).")
+@click.option("--image-size", type=click.IntRange(min=16), default=None, help="Crop size in pixels (default 224; smoke 96).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (default 16).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam learning rate (default 1e-4; smoke 1e-3).")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present, else CPU), cuda[:N] or cpu.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw; same seed, same device, same numbers.")
+@click.option("--with-contribution", "with_contribution", type=click.Path(file_okay=False), help="Also train with this contribution's images added to train and compare.")
+@click.option("--score", "score_dir", type=click.Path(file_okay=False), help="Flag contributed images whose prediction confidently contradicts their label.")
+@click.option("--score-threshold", type=click.FloatRange(0.5, 1.0), default=0.9, show_default=True, help="Probability of the other class that flags an image.")
+@click.option("--dedupe-test", is_flag=True, help="Also report test metrics without the test images duplicated in train.")
+@click.option("--leakage-report", type=click.Path(dir_okay=False), help="A `check-leakage --format json` file giving the duplicates for --dedupe-test.")
+@click.option("--smoke", is_flag=True, help="Tiny CNN, 96 px, 8 epochs, on a subset: a check that everything runs (seconds on a CPU).")
+@click.option("--output", type=click.Path(file_okay=False), default="benchmark-results", show_default=True, help="Folder for results.json, roc.png, confusion.png.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Where the decoded-image tensor cache lives (default: <data>/.ctcurate/benchmark).")
+@click.option("--bootstrap", type=click.IntRange(min=100), default=1000, show_default=True, help="Bootstrap resamples for the 95% intervals.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def benchmark(
+    data_root: str | None,
+    splits: str | None,
+    model: str | None,
+    weights: str,
+    epochs: int | None,
+    image_size: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    device: str,
+    seed: int,
+    with_contribution: str | None,
+    score_dir: str | None,
+    score_threshold: float,
+    dedupe_test: bool,
+    leakage_report: str | None,
+    smoke: bool,
+    output: str,
+    cache_dir: str | None,
+    bootstrap: int,
+    quiet: bool,
+) -> None:
     """Train and evaluate the DenseNet-169 baseline (GPU when present) to verify contributions."""
-    _not_yet("benchmark")
+    from .benchmark import MissingExtra, require_extra
+    from .findings import Severity
+    from .findings import to_text as findings_text
+    from .layout import SPLITS_DIR, DataRootNotFound, default_metadata_dir, resolve_data_root
+
+    try:
+        require_extra()
+    except MissingExtra as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    from .benchmark.model import WeightsError
+    from .benchmark.report import text_table, write_outputs
+    from .benchmark.run import BenchmarkOptions, run_benchmark, with_smoke_defaults
+    from .benchmark.train import DeviceError, TrainConfig
+
+    try:
+        root = resolve_data_root(data_root)
+    except DataRootNotFound as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    splits_dir = Path(splits) if splits else default_metadata_dir() / SPLITS_DIR
+    if not splits_dir.is_dir():
+        click.echo(f"error: {splits_dir}: no such split folder", err=True)
+        sys.exit(EXIT_USAGE)
+    if leakage_report and not dedupe_test:
+        click.echo("error: --leakage-report only makes sense with --dedupe-test", err=True)
+        sys.exit(EXIT_USAGE)
+    explicit = {k: v for k, v in (("model", model), ("epochs", epochs), ("image_size", image_size), ("batch_size", batch_size), ("lr", lr)) if v is not None}
+    cfg = TrainConfig(weights=weights, device=device, seed=seed, **explicit)  # type: ignore[arg-type]
+    if smoke:
+        cfg = with_smoke_defaults(cfg, explicit)
+    opts = BenchmarkOptions(
+        data_root=root,
+        splits_dir=splits_dir,
+        config=cfg,
+        smoke=smoke,
+        with_contribution=Path(with_contribution) if with_contribution else None,
+        score=Path(score_dir) if score_dir else None,
+        score_threshold=score_threshold,
+        dedupe_test=dedupe_test,
+        leakage_report=Path(leakage_report) if leakage_report else None,
+        cache_dir=Path(cache_dir) if cache_dir else None,
+        bootstrap=bootstrap,
+    )
+    stage = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    try:
+        result = run_benchmark(opts, on_progress=_progress_printer(quiet), on_stage=stage)
+    except (WeightsError, DeviceError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    if result.fatal:
+        click.echo(findings_text(result.findings), err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        paths = write_outputs(result, Path(output))
+    except OSError as exc:
+        click.echo(f"error: cannot write results to {output}: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    click.echo(text_table(result))
+    problems = [f for f in result.findings if f.code in ("benchmark.label-suspect", "benchmark.contribution-hurts")]
+    others = [f for f in result.findings if f not in problems]
+    if others:
+        click.echo(findings_text(others), err=True)
+    click.echo(f"results: {', '.join(str(p) for p in paths)}", err=True)
+    sys.exit(EXIT_FOUND if problems or any(f.severity is Severity.ERROR for f in result.findings) else EXIT_OK)
 
 
 # --- doi ------------------------------------------------------------------------------------

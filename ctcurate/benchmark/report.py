@@ -1,0 +1,86 @@
+"""Rendering a benchmark result: the text table for stdout and the files in --output.
+
+Owns `results.json`, `roc.png` and `confusion.png` (each written atomically) and the table; the
+numbers come from `run`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..atomic import atomic_write
+from . import plots
+from .run import BenchmarkResult
+
+LABELS = {
+    "accuracy": "accuracy",
+    "precision": "precision",
+    "recall": "recall (sensitivity)",
+    "specificity": "specificity",
+    "f1": "F1 (COVID positive)",
+    "f1_reference": "F1 (reference: NonCOVID positive)",
+    "auc": "ROC AUC",
+}
+
+
+def _fmt(v: object) -> str:
+    return "n/a" if v is None else f"{float(v):.3f}"  # type: ignore[arg-type]
+
+
+def _metric_rows(m: dict[str, dict[str, float | None]]) -> list[str]:
+    return [f"  {LABELS[k]:<36}{_fmt(v['value']):>7}   [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]" for k, v in m.items()]
+
+
+def text_table(result: BenchmarkResult) -> str:
+    r = result.results
+    p, t, tr, d = r["protocol"], r["test"], r["training"], r["data"]
+    counts = d["counts"]
+    lines = [
+        f"model {p['model']}, weights {tr['weights']}, {p['epochs']} epochs at {p['image_size']} px, "
+        f"seed {p['seed']}, on {tr['device']}" + (f" ({tr['mixed_precision']} mixed precision)" if tr["mixed_precision"] else "")
+        + (" [smoke run: small model on a subset]" if p["smoke"] else ""),
+        "images: " + ", ".join(f"{s} {c['COVID']} COVID + {c['NonCOVID']} NonCOVID" for s, c in counts.items()),
+        f"best epoch {tr['best_epoch']} of {p['epochs']} (by val AUC); epoch time {tr['epoch_seconds_mean']:.2f} s, "
+        f"{100 * tr['data_wait_share']:.0f}% of it waiting for data",
+        "",
+        f"test ({t['n']} images)                      value   95% CI (bootstrap)",
+        *_metric_rows(t["metrics"]),
+        f"  confusion: TP {t['confusion']['tp']}  FN {t['confusion']['fn']}  FP {t['confusion']['fp']}  TN {t['confusion']['tn']}  (COVID positive)",
+    ]
+    if "contribution" in r:
+        c = r["contribution"]
+        lines += ["", f"with the contribution ({c['images']} images added to train), same seed, same test split:"]
+        lines.append(f"  {'metric':<36}{'with':>7}   {'change':>7}   95% CI of change      significant")
+        for k, v in c["difference"].items():
+            w = c["test"]["metrics"][k]["value"]
+            lines.append(
+                f"  {LABELS[k]:<36}{_fmt(w):>7}   {(v['value'] or 0):+7.3f}   [{(v['ci_low'] or 0):+.3f}, {(v['ci_high'] or 0):+.3f}]"
+                f"      {'yes' if v['significant'] else 'no'}"
+            )
+    if "score" in r:
+        s = r["score"]
+        lines += ["", f"scored {s['images']} contributed images: {len(s['flagged'])} likely label error(s) (p >= {s['threshold']})"]
+        for f in s["flagged"]:
+            lines.append(f"  {f['image']}: declared {f['declared']}, predicted {f['predicted']} (p = {f['probability']:.3f})")
+    if "dedupe_test" in r:
+        dd = r["dedupe_test"]
+        if "note" in dd:
+            lines += ["", f"--dedupe-test: {dd['note']}"]
+        else:
+            lines += ["", f"test without its {len(dd['removed'])} image(s) duplicated in train ({dd['n']} images):", *_metric_rows(dd["metrics"])]
+    return "\n".join(lines)
+
+
+def write_outputs(result: BenchmarkResult, output: Path) -> list[Path]:
+    """results.json, roc.png and confusion.png in `output`; returns the paths written."""
+    output.mkdir(parents=True, exist_ok=True)
+    paths = [output / "results.json", output / "roc.png", output / "confusion.png"]
+    with atomic_write(paths[0]) as fh:
+        json.dump(result.results, fh, indent=2, ensure_ascii=False)
+        fh.write("\n")
+    p = result.results["protocol"]
+    title = f"{p['model']}, test split"
+    plots.roc_png(paths[1], result.curves, f"ROC: {title}")
+    plots.confusion_png(paths[2], result.confusion, f"Confusion: {title}")
+    return paths

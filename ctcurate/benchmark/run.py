@@ -1,0 +1,368 @@
+"""One benchmark run from options to results: the orchestration the `benchmark` command calls.
+
+Owns the order of the steps (samples, cached pixels, training, test metrics, contribution
+comparison, contribution scoring, test de-duplication) and the findings that decide the exit code.
+Writes nothing itself: `report` renders and saves the result.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+
+from .. import __version__
+from ..findings import Finding, error, has_errors, warning
+from . import metrics
+from .data import COVID, CacheInfo, ImageSet, Sample, contribution_samples, load_images, official_samples, smoke_subset, tensor_cache_dir
+from .model import build_model
+from .train import Progress, TrainConfig, Trained, predict, resolve_device, train
+
+# --smoke: images per class and split, and the settings the CLI defaults to.
+SMOKE_SUBSET = {"train": 96, "val": 24, "test": 48}
+SMOKE_DEFAULTS: dict[str, Any] = {"model": "tiny", "image_size": 96, "epochs": 8, "batch_size": 16, "lr": 1e-3}
+DEFAULT_SCORE_THRESHOLD = 0.9
+
+
+@dataclass(frozen=True)
+class BenchmarkOptions:
+    data_root: Path
+    splits_dir: Path
+    config: TrainConfig
+    smoke: bool = False
+    with_contribution: Path | None = None
+    score: Path | None = None
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD
+    dedupe_test: bool = False
+    leakage_report: Path | None = None
+    cache_dir: Path | None = None
+    bootstrap: int = metrics.DEFAULT_RESAMPLES
+
+
+@dataclass
+class BenchmarkResult:
+    """What a run found: the JSON-ready results, the test scores for the figures, and findings.
+
+    `fatal` means the input was unusable and nothing was trained (exit code 2).
+    """
+
+    results: dict[str, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    curves: dict[str, tuple[np.ndarray, np.ndarray, float]] = field(default_factory=dict)
+    confusion: dict[str, int] = field(default_factory=dict)
+    fatal: bool = False
+
+
+Stage = Callable[[str], None]
+
+
+def _estimates(est: dict[str, metrics.Estimate]) -> dict[str, dict[str, float | None]]:
+    return {k: v.as_dict() for k, v in est.items()}
+
+
+def _counts(samples: Sequence[Sample]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for s in samples:
+        d = out.setdefault(s.split, {"COVID": 0, "NonCOVID": 0})
+        d["COVID" if s.label == COVID else "NonCOVID"] += 1
+    return out
+
+
+def _cache_json(info: CacheInfo) -> dict[str, object]:
+    return {"path": str(info.path), "hit": info.hit, "seconds": round(info.seconds, 3), "decoded": info.decoded}
+
+
+def _training_json(t: Trained) -> dict[str, object]:
+    # Epoch 1 carries one-off start-up costs (allocator, kernel selection); later epochs are steady.
+    steady = t.history[1:] or t.history
+    secs = sum(e.seconds for e in steady)
+    return {
+        "device": str(t.device),
+        "mixed_precision": str(t.amp_dtype).removeprefix("torch.") if t.amp_dtype else None,
+        "weights": t.weights,
+        "best_epoch": t.best_epoch,
+        "selected_by": "val AUC, then val loss",
+        "epoch_seconds_mean": round(secs / len(steady), 4) if steady else None,
+        "data_wait_share": round(sum(e.data_seconds for e in steady) / secs, 4) if secs else None,
+        "history": [
+            {
+                "epoch": e.epoch,
+                "train_loss": round(e.train_loss, 6),
+                "val_loss": round(e.val_loss, 6),
+                "val_accuracy": round(e.val_accuracy, 6),
+                "val_auc": round(e.val_auc, 6),
+                "lr": e.lr,
+                "seconds": round(e.seconds, 4),
+                "data_seconds": round(e.data_seconds, 4),
+            }
+            for e in t.history
+        ],
+    }
+
+
+def _split(images: ImageSet, samples: Sequence[Sample], split: str) -> ImageSet:
+    return images.subset([i for i, s in enumerate(samples) if s.split == split])
+
+
+def _test_train(pairs: Iterable[tuple[str, str]], test_names: set[str], train_names: set[str]) -> list[tuple[str, str]]:
+    """Keep the pairs with one image in test and the other in train, as (test, train)."""
+    out: list[tuple[str, str]] = []
+    for a, b in pairs:
+        if a in test_names and b in train_names:
+            out.append((a, b))
+        elif b in test_names and a in train_names:
+            out.append((b, a))
+    return out
+
+
+def pairs_from_leakage_report(report: Path, test_names: set[str], train_names: set[str]) -> list[tuple[str, str]]:
+    """(test image, train image) pairs from a `check-leakage --format json` file.
+
+    Reads its documented `pairs` list (`a`, `b` relative to `Images-processed/`); any reported pair
+    with one image in test and the other in train counts, whatever its kind.
+    """
+    data = json.loads(report.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("pairs"), list):
+        raise ValueError("no 'pairs' list (expected the output of check-leakage --format json)")
+    return _test_train(((str(p.get("a", "")), str(p.get("b", ""))) for p in data["pairs"]), test_names, train_names)
+
+
+def find_test_train_duplicates(
+    data_root: Path, splits_dir: Path, test_names: set[str], train_names: set[str]
+) -> tuple[list[tuple[str, str]] | None, str | None]:
+    """(test, train) duplicate pairs from the check-leakage library; None and a note where it is absent."""
+    try:
+        from ..leakage import check_leakage  # type: ignore[import-not-found,unused-ignore]  # lands with `check-leakage`
+    except ImportError:
+        return None, (
+            "check-leakage is not part of this build: run `ctcurate check-leakage --format json --output leaks.json` "
+            "where it is, and pass --leakage-report leaks.json"
+        )
+    # Its hash cache sits beside our tensor cache (the data root's .ctcurate/, unless read-only).
+    report = check_leakage(data_root, splits_dir=splits_dir, cache_path=tensor_cache_dir(data_root).parent / "cache.sqlite")
+    return _test_train(((p.a, p.b) for p in report.pairs), test_names, train_names), None
+
+
+def dedupe_test_metrics(
+    names: Sequence[str], y: np.ndarray, prob: np.ndarray, pairs: Sequence[tuple[str, str]], resamples: int, seed: int
+) -> dict[str, object]:
+    """Test metrics with the test images that duplicate a train image removed (the seam for check-leakage)."""
+    removed = sorted({t for t, _ in pairs} & set(names))
+    keep = np.array([n not in set(removed) for n in names], dtype=bool)
+    est = metrics.bootstrap_metrics(y[keep], prob[keep], resamples=resamples, seed=seed)
+    return {"removed": removed, "n": int(keep.sum()), "metrics": _estimates(est), "pairs": [list(p) for p in pairs]}
+
+
+def score_contribution(names: Sequence[str], labels: np.ndarray, prob: np.ndarray, threshold: float) -> list[dict[str, object]]:
+    """Images whose prediction disagrees with their declared label with probability >= threshold."""
+    flagged = []
+    for name, label, p in zip(names, labels.tolist(), prob.tolist()):
+        p_other = 1.0 - p if label == COVID else p
+        if p_other >= threshold:
+            flagged.append(
+                {
+                    "image": name,
+                    "declared": "COVID" if label == COVID else "NonCOVID",
+                    "predicted": "NonCOVID" if label == COVID else "COVID",
+                    "probability": round(p_other, 4),
+                }
+            )
+    return flagged
+
+
+def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None] | None = None, on_stage: Stage | None = None) -> BenchmarkResult:
+    """Train, evaluate and (as asked) compare, score and de-duplicate; input problems end it early."""
+    stage = on_stage or (lambda _msg: None)
+    cfg = opts.config
+    out = BenchmarkResult()
+    started = time.perf_counter()
+
+    # Model, weights and device fail here, in a second, not after minutes of decoding.
+    resolve_device(cfg.device)
+    build_model(cfg.model, cfg.weights)
+
+    samples, findings = official_samples(opts.data_root, opts.splits_dir)
+    out.findings += findings
+    if has_errors(findings):
+        out.fatal = True
+        return out
+    if opts.smoke:
+        samples = smoke_subset(samples, SMOKE_SUBSET, cfg.seed)
+    cache_dir = opts.cache_dir or tensor_cache_dir(opts.data_root)
+
+    # Contributed images are listed (and their labels checked) before any slow step.
+    listed: dict[Path, list[Sample]] = {}
+    for folder in dict.fromkeys(p for p in (opts.with_contribution, opts.score) if p is not None):
+        listed[folder], cfind = contribution_samples(folder)
+        out.findings += cfind
+    if has_errors(out.findings):
+        out.fatal = True
+        return out
+
+    stage(f"loading {len(samples)} images ({cfg.image_size} px) through the tensor cache in {cache_dir}")
+    images, info = load_images(samples, cfg.image_size, cache_dir)
+    out.findings += info.findings
+    if images is None:
+        out.fatal = True
+        return out
+    train_set, val_set, test_set = (_split(images, samples, s) for s in ("train", "val", "test"))
+    build = lambda: build_model(cfg.model, cfg.weights)  # noqa: E731
+
+    stage(f"training {cfg.model} on {len(train_set)} images, selecting on {len(val_set)} val images")
+    base = train(cfg, train_set, val_set, build, on_progress)
+    y_test = test_set.labels.numpy()
+    prob, test_loss = predict(base.model, test_set, base.device, base.amp_dtype)
+    est = metrics.bootstrap_metrics(y_test, prob, resamples=opts.bootstrap, seed=cfg.seed)
+    fpr, tpr, _ = metrics.roc_curve(y_test, prob)
+    out.curves["official train"] = (fpr, tpr, est["auc"].value)
+    out.confusion = metrics.confusion(y_test, prob)
+
+    results: dict[str, Any] = {
+        "ctcurate_version": __version__,
+        "protocol": {
+            "model": cfg.model,
+            "weights": base.weights,
+            "pretrained": cfg.weights != "none",
+            "epochs": cfg.epochs,
+            "image_size": cfg.image_size,
+            "batch_size": cfg.batch_size,
+            "optimizer": f"Adam lr {cfg.lr:g}, cosine schedule over {cfg.epochs} epochs",
+            "seed": cfg.seed,
+            "smoke": opts.smoke,
+            "positive_class": "COVID (f1_reference: NonCOVID positive, as the reference script labels COVID 0)",
+            "threshold": metrics.DEFAULT_THRESHOLD,
+            "bootstrap_resamples": opts.bootstrap,
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "python": platform.python_version(),
+        },
+        "data": {
+            "root": str(opts.data_root),
+            "splits": str(opts.splits_dir),
+            "counts": _counts(samples),
+            "cache": _cache_json(info),
+        },
+        "training": _training_json(base),
+        "test": {
+            "n": len(test_set),
+            "loss": round(test_loss, 6),
+            "metrics": _estimates(est),
+            "confusion": out.confusion,
+        },
+    }
+
+    if opts.with_contribution is not None:
+        contrib = listed[opts.with_contribution]
+        stage(f"loading {len(contrib)} contributed images")
+        cimages, cinfo = load_images(contrib, cfg.image_size, cache_dir)
+        out.findings += cinfo.findings
+        if cimages is None:
+            out.fatal = True
+            return out
+        stage(f"training again with the same seed on {len(train_set)} + {len(cimages)} contributed images")
+        plus = train(cfg, ImageSet.concat(train_set, cimages), val_set, build, on_progress)
+        prob_plus, _ = predict(plus.model, test_set, plus.device, plus.amp_dtype)
+        est_plus = metrics.bootstrap_metrics(y_test, prob_plus, resamples=opts.bootstrap, seed=cfg.seed)
+        diff = metrics.paired_difference(y_test, prob, prob_plus, resamples=opts.bootstrap, seed=cfg.seed)
+        fpr2, tpr2, _ = metrics.roc_curve(y_test, prob_plus)
+        out.curves["official train + contribution"] = (fpr2, tpr2, est_plus["auc"].value)
+        comparison = {}
+        for k in metrics.METRIC_NAMES:
+            d = diff[k]
+            base_est = est[k]
+            comparison[k] = d.as_dict() | {
+                # The paired interval of the difference excludes 0: a real change, not noise.
+                "significant": bool(not np.isnan(d.low) and (d.low > 0 or d.high < 0)),
+                # The new point estimate falls outside the baseline's own interval.
+                "outside_baseline_ci": bool(not np.isnan(base_est.low) and not (base_est.low <= est_plus[k].value <= base_est.high)),
+            }
+        results["contribution"] = {
+            "folder": str(opts.with_contribution),
+            "images": len(cimages),
+            "counts": _counts(contrib),
+            "cache": _cache_json(cinfo),
+            "training": _training_json(plus),
+            "test": {"metrics": _estimates(est_plus), "confusion": metrics.confusion(y_test, prob_plus)},
+            "difference": comparison,
+        }
+        for k in ("auc", "accuracy", "f1"):
+            if comparison[k]["significant"] and diff[k].value < 0:
+                out.findings.append(
+                    warning(
+                        "benchmark.contribution-hurts",
+                        f"adding the contribution lowers test {k} by {-diff[k].value:.3f} (95% CI of the change "
+                        f"{diff[k].low:+.3f} to {diff[k].high:+.3f})",
+                        file=str(opts.with_contribution),
+                        column=k,
+                    )
+                )
+
+    if opts.score is not None:
+        scored = listed[opts.score]
+        stage(f"scoring {len(scored)} contributed images with the baseline")
+        simages, sinfo = load_images(scored, cfg.image_size, cache_dir)
+        out.findings += sinfo.findings
+        if simages is None:
+            out.fatal = True
+            return out
+        sprob, _ = predict(base.model, simages, base.device, base.amp_dtype)
+        flagged = score_contribution(simages.names, simages.labels.numpy(), sprob, opts.score_threshold)
+        results["score"] = {
+            "folder": str(opts.score),
+            "threshold": opts.score_threshold,
+            "images": len(simages),
+            "flagged": flagged,
+            "all": [
+                {"image": n, "declared": "COVID" if lab == COVID else "NonCOVID", "p_covid": round(float(p), 4)}
+                for n, lab, p in zip(simages.names, simages.labels.tolist(), sprob.tolist())
+            ],
+        }
+        for f in flagged:
+            out.findings.append(
+                warning(
+                    "benchmark.label-suspect",
+                    f"declared {f['declared']} but the baseline says {f['predicted']} with probability {f['probability']:.3f}",
+                    file=str(f["image"]),
+                    column="Label",
+                    value=str(f["declared"]),
+                    hint="check the label; the baseline is not a radiologist, so look before relabelling",
+                )
+            )
+
+    if opts.dedupe_test:
+        test_names = set(test_set.names)
+        train_names = set(train_set.names)
+        note = None
+        if opts.leakage_report is not None:
+            try:
+                pairs: list[tuple[str, str]] | None = pairs_from_leakage_report(opts.leakage_report, test_names, train_names)
+            except (OSError, ValueError) as exc:
+                out.findings.append(error("benchmark.leakage-report", f"cannot read the check-leakage report: {exc}", file=str(opts.leakage_report)))
+                out.fatal = True
+                return out
+        else:
+            pairs, note = find_test_train_duplicates(opts.data_root, opts.splits_dir, test_names, train_names)
+        if pairs is None:
+            results["dedupe_test"] = {"note": note}
+            out.findings.append(warning("benchmark.dedupe-unavailable", str(note)))
+        else:
+            results["dedupe_test"] = dedupe_test_metrics(test_set.names, y_test, prob, pairs, opts.bootstrap, cfg.seed)
+
+    results["seconds"] = round(time.perf_counter() - started, 2)
+    results["findings"] = [f.model_dump(mode="json") for f in out.findings]
+    out.results = results
+    return out
+
+
+def with_smoke_defaults(cfg: TrainConfig, explicit: Mapping[str, object]) -> TrainConfig:
+    """The smoke settings for every option the user did not set."""
+    unset: dict[str, Any] = {k: v for k, v in SMOKE_DEFAULTS.items() if k not in explicit}
+    return replace(cfg, **unset)

@@ -1,0 +1,235 @@
+"""The benchmark's building blocks: augmentation fidelity, weight loading, contributions, the tensor cache."""
+
+from __future__ import annotations
+
+import shutil
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torchvision.transforms import RandomResizedCrop
+from torchvision.transforms.v2 import functional as TF
+
+from ctcurate.benchmark import augment
+from ctcurate.benchmark.data import COVID, NONCOVID, Sample, cache_key, contribution_samples, decode, load_images
+from ctcurate.benchmark.model import WeightsError, build_model
+from ctcurate.benchmark.run import dedupe_test_metrics, score_contribution, pairs_from_leakage_report
+
+
+# pytest -n 2 already runs two workers on a 2-core machine: more torch threads per worker only
+# oversubscribe the cores (OpenMP spin-waits made runs 20x slower under load).
+torch.set_num_threads(1)
+
+@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("shape", [(256, 256), (256, 341), (400, 256)])
+def test_crop_params_draw_as_torchvision(seed: int, shape: tuple[int, int]) -> None:
+    torch.manual_seed(seed)
+    expected = RandomResizedCrop.get_params(torch.zeros(1, *shape), scale=[0.5, 1.0], ratio=[3 / 4, 4 / 3])
+    assert augment.crop_params(*shape, torch.Generator().manual_seed(seed)) == tuple(expected)
+
+
+def test_tensor_crop_resize_matches_torchvision() -> None:
+    img = torch.randint(0, 256, (3, 256, 300), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(5)
+    state = gen.get_state()
+    top, left, h, w = augment.crop_params(256, 300, gen)
+    flip = float(torch.rand(1, generator=gen)) < 0.5
+    gen.set_state(state)
+    got = augment.train_batch([img], 224, gen)
+    ref = TF.resized_crop(img, top, left, h, w, [224, 224], antialias=True)
+    if flip:
+        ref = ref.flip(-1)
+    # uint8 kernels may round differently by one grey level.
+    one_level = 1.0 / 255.0 / min(augment.IMAGENET_STD) + 1e-6
+    torch.testing.assert_close(got[0], augment.normalize(ref.unsqueeze(0))[0], atol=one_level, rtol=0)
+    assert got.shape == (1, 3, 224, 224) and got.dtype == torch.float32
+
+
+def test_decode_follows_the_reference_resizes(tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "wide.png"
+    Image.new("L", (400, 200), 128).save(path)
+    train, ev = decode(path, 224)
+    assert train.shape == (3, 256, 512) and ev.shape == (3, 224, 224)
+    assert train.dtype == ev.dtype == torch.uint8
+
+
+def test_resnet_imagenet_checkpoint_loads_all_but_the_head(tmp_path: Path) -> None:
+    ref = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18-imagenet.pth"
+    torch.save(ref.state_dict(), path)
+    model, _ = build_model("resnet18", str(path))
+    got = model.state_dict()
+    assert torch.equal(got["net.conv1.weight"], ref.state_dict()["conv1.weight"])
+    assert got["net.fc.weight"].shape == (2, 512)
+
+
+def test_old_style_densenet_checkpoint_keys_are_renamed(tmp_path: Path) -> None:
+    ref = torchvision.models.densenet121(weights=None).state_dict()
+    # As torchvision's published file: `norm.1`-style names and no BatchNorm batch counters.
+    old = {k.replace("norm1.", "norm.1.").replace("conv2.", "conv.2."): v for k, v in ref.items() if not k.endswith("num_batches_tracked")}
+    assert old.keys() != ref.keys()
+    path = tmp_path / "densenet121-old.pth"
+    torch.save(old, path)
+    model, _ = build_model("densenet121", str(path))
+    got = model.state_dict()
+    key = "features.denseblock1.denselayer1.norm1.weight"
+    assert torch.equal(got[f"net.{key}"], ref[key])
+
+
+def test_mismatched_checkpoint_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    with pytest.raises(WeightsError, match=r"does not fit this model: \d+ missing, \d+ unexpected tensors"):
+        build_model("densenet121", str(path))
+    wide = torchvision.models.resnet50(weights=None).state_dict()
+    torch.save({"layer1.0.conv1.weight": wide["layer1.0.conv1.weight"]}, path)
+    with pytest.raises(WeightsError, match=r"1 tensors of another shape \(first: layer1.0.conv1.weight \(64, 64, 1, 1\) vs \(64, 64, 3, 3\)\)"):
+        build_model("resnet18", str(path))
+
+
+def test_imagenet_offline_says_how_to_pass_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def offline(url: str, *_a: object, **_k: object) -> None:
+        print(f'Downloading: "{url}" to /root/.cache/torch/hub/checkpoints/x.pth')  # as torch.hub does
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
+    with pytest.raises(WeightsError) as info:
+        build_model("densenet169", "imagenet")
+    url = torchvision.models.DenseNet169_Weights.IMAGENET1K_V1.url
+    assert str(info.value) == (
+        f"cannot fetch the ImageNet weights of densenet169 from {url} ([Errno -3] Temporary failure in name resolution); "
+        "download that file where there is network and pass it with --weights PATH"
+    )
+    with pytest.raises(WeightsError, match="no ImageNet weights exist for model 'tiny'"):
+        build_model("tiny", "imagenet")
+    # Through the CLI: one line on stderr, nothing on stdout, exit 2, before any image is read.
+    from click.testing import CliRunner
+
+    from ctcurate.cli import main
+
+    (tmp_path / "Images-processed").mkdir()
+    result = CliRunner().invoke(main, ["benchmark", "--weights", "imagenet", "--data", str(tmp_path), "--output", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == f"error: {info.value}\n"
+
+
+def test_contribution_labels_from_a_sheet(real_data: Path, tmp_path: Path) -> None:
+    covid = sorted((real_data / "Images-processed" / "CT_COVID").iterdir())[:2]
+    for p in covid:
+        shutil.copy(p, tmp_path / p.name)
+    (tmp_path / "sheet.csv").write_text(
+        f"File name,Label,DOI\n{covid[0].name},COVID,x\n{covid[1].name},Non-COVID,x\nmissing.png,COVID,x\nother.png,maybe,x\n"
+    )
+    samples, findings = contribution_samples(tmp_path)
+    assert [(s.name, s.label) for s in samples] == [(covid[0].name, COVID), (covid[1].name, NONCOVID)]
+    assert [(f.code, f.row, f.value) for f in findings] == [
+        ("benchmark.image-missing", 4, "missing.png"),
+        ("benchmark.label-invalid", 5, "maybe"),
+    ]
+
+
+def test_contribution_without_labels_is_an_error(tmp_path: Path) -> None:
+    samples, findings = contribution_samples(tmp_path)
+    assert samples == [] and [f.code for f in findings] == ["benchmark.contribution-empty"]
+
+
+def test_cache_key_follows_content_and_size(tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "a.png"
+    Image.new("L", (40, 30), 10).save(path)
+    s = [Sample(path, "CT_COVID/a.png", COVID, "train")]
+    k1 = cache_key(s, 64)
+    assert cache_key(s, 64) == k1 and cache_key(s, 96) != k1
+    Image.new("L", (40, 30), 11).save(path)
+    assert cache_key(s, 64) != k1
+    images, info = load_images(s, 64, tmp_path / "cache")
+    assert images is not None and not info.hit
+    again, info2 = load_images(s, 64, tmp_path / "cache")
+    assert info2.hit and again is not None and torch.equal(again.eval, images.eval)
+    assert [torch.equal(a, b) for a, b in zip(again.train, images.train)] == [True]
+
+
+def test_score_and_dedupe_helpers(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    flagged = score_contribution(["a", "b", "c"], np.array([1, 0, 1]), np.array([0.05, 0.95, 0.5]), 0.9)
+    assert flagged == [
+        {"image": "a", "declared": "COVID", "predicted": "NonCOVID", "probability": 0.95},
+        {"image": "b", "declared": "NonCOVID", "predicted": "COVID", "probability": 0.95},
+    ]
+    report = tmp_path / "leaks.json"
+    report.write_text(json.dumps({"pairs": [{"a": "t1", "b": "r1"}, {"a": "r2", "b": "t2"}, {"a": "t1", "b": "t2"}, {"a": "v", "b": "r1"}]}))
+    pairs = pairs_from_leakage_report(report, {"t1", "t2", "t3"}, {"r1", "r2"})
+    assert pairs == [("t1", "r1"), ("t2", "r2")]
+    y, p = np.array([1, 0, 1, 0]), np.array([0.9, 0.2, 0.6, 0.4])
+    dd = dedupe_test_metrics(["t1", "t2", "t3", "t4"], y, p, pairs, resamples=100, seed=0)
+    assert dd["removed"] == ["t1", "t2"] and dd["n"] == 2
+
+
+def test_tensor_cache_stays_out_of_a_read_only_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ctcurate.benchmark.data import tensor_cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("CTCURATE_CACHE", raising=False)
+    root = tmp_path / "data"
+    root.mkdir()
+    assert tensor_cache_dir(root) == root / ".ctcurate" / "benchmark"
+    root.chmod(0o555)
+    try:
+        assert tensor_cache_dir(root) == tmp_path / "xdg" / "ctcurate" / "benchmark"
+    finally:
+        root.chmod(0o755)
+
+
+@pytest.mark.parametrize("name, head", [("densenet121", "classifier"), ("resnet18", "fc")])
+def test_mean_pooled_forward_equals_torchvision(name: str, head: str) -> None:
+    model, _ = build_model(name)
+    ref = getattr(torchvision.models, name)(weights=None)
+    setattr(ref, head, torch.nn.Linear(getattr(ref, head).in_features, 2))
+    ref.load_state_dict({k.removeprefix("net."): v for k, v in model.state_dict().items()})
+    model.eval()
+    ref.eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x), atol=1e-5, rtol=1e-5)
+
+
+def test_dedupe_seam_without_check_leakage(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from ctcurate.benchmark.run import find_test_train_duplicates
+
+    monkeypatch.setitem(__import__("sys").modules, "ctcurate.leakage", None)
+    pairs, note = find_test_train_duplicates(tmp_path, tmp_path, {"t"}, {"r"})
+    assert pairs is None
+    assert note == (
+        "check-leakage is not part of this build: run `ctcurate check-leakage --format json --output leaks.json` "
+        "where it is, and pass --leakage-report leaks.json"
+    )
+
+
+def test_dedupe_seam_calls_check_leakage(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+    import types
+
+    from ctcurate.benchmark.run import find_test_train_duplicates
+
+    calls = []
+
+    def check_leakage(data_root: Path, splits_dir: Path | None = None, cache_path: Path | None = None) -> object:
+        calls.append((data_root, splits_dir, cache_path))
+        pair = lambda a, b: types.SimpleNamespace(a=a, b=b)  # noqa: E731
+        return types.SimpleNamespace(pairs=[pair("CT_COVID/t.png", "CT_NonCOVID/r.jpg"), pair("CT_COVID/v.png", "CT_COVID/t.png")])
+
+    fake = types.ModuleType("ctcurate.leakage")
+    fake.check_leakage = check_leakage  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ctcurate.leakage", fake)
+    pairs, note = find_test_train_duplicates(tmp_path, tmp_path / "splits", {"CT_COVID/t.png"}, {"CT_NonCOVID/r.jpg"})
+    assert note is None and pairs == [("CT_COVID/t.png", "CT_NonCOVID/r.jpg")]
+    assert calls == [(tmp_path, tmp_path / "splits", tmp_path / ".ctcurate" / "cache.sqlite")]

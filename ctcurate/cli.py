@@ -6,7 +6,9 @@ code (0 clean, 1 problems found, 2 usage or I/O error). Library code never print
 
 from __future__ import annotations
 
+import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -195,19 +197,183 @@ def schema(output: Path, check: bool) -> None:
 # --- add-contribution -----------------------------------------------------------------------
 
 
+def _cache_override() -> Path | None:
+    """$CTCURATE_CACHE, when set, names the hash cache instead of `<data root>/.ctcurate/`."""
+    from .store import CACHE_ENV
+
+    raw = os.environ.get(CACHE_ENV)
+    return Path(raw).expanduser() if raw else None
+
+
 @main.command("add-contribution")
-def add_contribution() -> None:
-    """Check a contributed folder or zip against the dataset and apply it all-or-nothing."""
-    _not_yet("add-contribution")
+@click.argument("contribution", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--data", "data", type=click.Path(path_type=Path), default=None,
+              help="Folder holding Images-processed/ (default: $CTCURATE_DATA).")
+@click.option("--metadata", "metadata", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder holding the MetaInfo sheets and Data-split/ (default: the repository's metadata/).")
+@click.option("--dry-run", is_flag=True, help="Check and print the full plan; write nothing.")
+@click.option("--split", "split_mode", type=click.Choice(["auto", "none", "train", "val", "test"]), default="auto",
+              show_default=True, help="Where new patients go: auto keeps class ratios, patients and figures whole.")
+@click.option("--contributor", default="", help="Who sent the contribution (recorded in contributions.jsonl).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--partial", is_flag=True, help="Apply the accepted files even when others are rejected.")
+@click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write an empty contribution sheet (.xlsx or .csv) to this file and stop.")
+@click.option("--cache", "cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Hash cache shared with check-leakage (default $CTCURATE_CACHE, else <data>/.ctcurate/cache.sqlite).")
+def add_contribution(contribution: Path | None, data: Path | None, metadata: Path | None, dry_run: bool,
+                     split_mode: str, contributor: str, fmt: str, partial: bool, template: Path | None,
+                     cache: Path | None) -> None:
+    """Check a contributed folder or zip against the dataset and apply it all-or-nothing.
+
+    Exit 0: everything accepted (and applied unless --dry-run); 1: something rejected (nothing
+    applied unless --partial); 2: usage or I/O error, or another run holds the dataset.
+    """
+    from . import contribute
+    from .contribution import write_template
+    from .layout import DataRootNotFound, default_metadata_dir, resolve_data_root
+    from .lock import LockHeld
+    from .store import default_cache_path
+
+    if template is not None:
+        if template.suffix.lower() not in (".xlsx", ".csv"):
+            raise click.UsageError(f"{template}: the template must end in .xlsx or .csv")
+        try:
+            write_template(template)
+        except OSError as exc:
+            click.echo(f"error: {template}: {exc.strerror or exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        click.echo(f"wrote the contribution template {template}")
+        sys.exit(EXIT_OK)
+    if contribution is None:
+        raise click.UsageError("missing argument CONTRIBUTION (a folder or .zip), or give --template FILE")
+    try:
+        data_root = resolve_data_root(data)
+    except DataRootNotFound as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    meta = metadata if metadata is not None else default_metadata_dir()
+    if not meta.is_dir():
+        click.echo(f"error: {meta}: no such metadata folder", err=True)
+        sys.exit(EXIT_USAGE)
+    cache_path = cache or _cache_override() or default_cache_path(data_root)
+    try:
+        # A dry run works on a scratch copy of the hash cache: it writes nothing anywhere.
+        with contribute.scratch_cache(cache_path) if dry_run else nullcontext(cache_path) as use_cache:
+            outcome = contribute.add_contribution(
+                contribution, data_root, meta,
+                check_rows=contribute.default_row_checker(),
+                find_duplicates=contribute.default_duplicate_finder(use_cache),
+                split_mode=split_mode, contributor=contributor, dry_run=dry_run, partial=partial,
+            )
+    except LockHeld as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except contribute.ContributionIOError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    click.echo(contribute.render_json(outcome) if fmt == "json" else contribute.render_text(outcome))
+    sys.exit(outcome.exit_code)
 
 
 # --- check-leakage --------------------------------------------------------------------------
 
 
 @main.command("check-leakage")
-def check_leakage() -> None:
+@click.option("--data", "data", type=click.Path(file_okay=False), help="Folder holding Images-processed/ (default $CTCURATE_DATA).")
+@click.option("--splits", type=click.Path(file_okay=False), help="Data-split folder (default <metadata>/Data-split).")
+@click.option("--metadata", type=click.Path(file_okay=False), help="Folder with the metadata sheets (default: the repository's metadata/).")
+@click.option("--against", type=click.Path(file_okay=False), help="Compare this second image set (a contribution) with the dataset.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv", "html"]), default="text", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False), help="Write the report here (atomically) instead of stdout.")
+@click.option("--fix-splits", "fix_splits", type=click.Path(file_okay=False), help="Write corrected split lists into this folder.")
+@click.option("--jobs", type=click.IntRange(min=1), help="Hashing processes (default: CPU count).")
+@click.option("--threshold", type=click.IntRange(0, 32), default=10, show_default=True, help="Candidate pHash distance (direct or mirrored) before pixel verification.")
+@click.option("--cache", "cache", type=click.Path(dir_okay=False), help="SQLite cache file (default <data>/.ctcurate/cache.sqlite).")
+def check_leakage(
+    data: str | None, splits: str | None, metadata: str | None, against: str | None, fmt: str,
+    output: str | None, fix_splits: str | None, jobs: int | None, threshold: int, cache: str | None,
+) -> None:
     """Find duplicate images and leaks across splits, labels, patients and source figures."""
-    _not_yet("check-leakage")
+    import sqlite3
+    from pathlib import Path
+
+    from . import report as report_lib
+    from .atomic import atomic_write
+    from .layout import IMAGES_DIR, DataRootNotFound, default_metadata_dir, resolve_data_root
+    from .leakage import check_leakage as run_check
+
+    try:
+        root = resolve_data_root(data)
+    except DataRootNotFound as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    meta_dir = Path(metadata) if metadata else default_metadata_dir()
+    for name, value in (("--metadata", metadata), ("--splits", splits), ("--against", against)):
+        if value and not Path(value).is_dir():
+            click.echo(f"error: {name} {value}: no such folder", err=True)
+            sys.exit(EXIT_USAGE)
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc="hashing", unit="img", file=sys.stderr, leave=False, disable=None)
+        bar.n = done
+        bar.refresh()
+
+    try:
+        result = run_check(
+            root,
+            splits_dir=Path(splits) if splits else None,
+            metadata_dir=meta_dir if meta_dir.is_dir() else None,
+            against=Path(against) if against else None,
+            cache_path=Path(cache) if cache else None,
+            jobs=jobs,
+            threshold=threshold,
+            progress=progress,
+        )
+    except OSError as exc:
+        click.echo(f"error: {getattr(exc, 'filename', None) or root}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except sqlite3.Error as exc:
+        click.echo(f"error: {cache or 'cache'}: cannot use the cache file: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    def resolve(rel: str) -> Path | None:
+        if rel.startswith("new:") and against:
+            base = Path(against)
+            cand = base / IMAGES_DIR / rel[4:]
+            return cand if cand.is_file() else base / rel[4:]
+        return root / IMAGES_DIR / rel
+
+    renderers = {
+        "text": lambda r: report_lib.to_text(r),
+        "json": lambda r: report_lib.to_json(r),
+        "csv": lambda r: report_lib.to_csv(r),
+        "html": lambda r: report_lib.to_html(r, resolve),
+    }
+    text = renderers[fmt](result)
+    try:
+        if output:
+            with atomic_write(output) as fh:
+                fh.write(text if text.endswith("\n") else text + "\n")
+        else:
+            click.echo(text)
+        if fix_splits:
+            from .fixsplits import fix_splits as run_fix
+
+            fixed = run_fix(result, Path(splits) if splits else meta_dir / "Data-split", Path(fix_splits))
+            click.echo(fixed.describe(), err=True)
+    except OSError as exc:
+        click.echo(f"error: {getattr(exc, 'filename', None) or output}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    sys.exit(EXIT_FOUND if result.has_problems else EXIT_OK)
 
 
 # --- benchmark ------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from . import doi as doi_lib
+from .contribution import ContributionRow
 from .findings import Finding, Severity, error, warning
 
 CellValue = str | int | float | bool | None
@@ -438,6 +439,7 @@ class SplitEntry(BaseModel):
 
 # Every model whose JSON Schema `ctcurate schema` writes: file stem -> model. Other commands add theirs.
 SCHEMA_MODELS: dict[str, type[BaseModel]] = {
+    "contribution-row": ContributionRow,  # the add-contribution sheet (owned by `contribution`)
     "covid-row": CovidRow,
     "noncovid-row": NonCovidRow,
     "split-entry": SplitEntry,

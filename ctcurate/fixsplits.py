@@ -1,0 +1,131 @@
+"""Corrected split lists: every duplicate cluster, patient and source figure wholly in one split.
+
+Owns the re-assignment and writing the new lists (never touching the originals). Groups are the
+connected components of "same picture / same patient / same source figure"; each group moves to
+the split that already holds most of it (ties: train, val, test), then whole groups are moved,
+smallest first, to bring each split's class ratio back within `MAX_RATIO_DRIFT` of the original.
+Deterministic: everything is ordered by name. Imports `leakage`, `layout`, `atomic`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from .atomic import atomic_write
+from .layout import SPLIT_NAMES, label_of_class, split_files
+from .leakage import LeakageReport, _components
+
+MAX_RATIO_DRIFT = 0.02
+
+
+@dataclass(frozen=True)
+class FixResult:
+    moved: dict[str, tuple[str, str]]  # image -> (old split, new split)
+    ratios_before: dict[str, float]
+    ratios_after: dict[str, float]
+    written: list[Path]
+
+    def describe(self) -> str:
+        drift = ", ".join(
+            f"{s} {self.ratios_before[s]:.3f}->{self.ratios_after.get(s, 0):.3f}" for s in sorted(self.ratios_before)
+        )
+        return f"fix-splits: moved {len(self.moved)} image(s); first-class share per split {drift}; wrote {len(self.written)} list(s)"
+
+
+def _ratios(assign: dict[str, str], first_class: str) -> dict[str, float]:
+    total: Counter[str] = Counter()
+    first: Counter[str] = Counter()
+    for img, split in assign.items():
+        total[split] += 1
+        if img.split("/", 1)[0] == first_class:
+            first[split] += 1
+    return {s: first[s] / total[s] for s in total if total[s]}
+
+
+def plan(report: LeakageReport, current: dict[str, str]) -> dict[str, str]:
+    """The new split of every listed image (pure)."""
+    names = sorted(current)
+    index = {n: k for k, n in enumerate(names)}
+    edges: list[tuple[int, int]] = []
+    for c in report.clusters:
+        members = [m for m in c.members if m in index]
+        edges += [(index[members[0]], index[m]) for m in members[1:]]
+    for p in report.pairs:
+        if p.a in index and p.b in index:
+            edges.append((index[p.a], index[p.b]))
+    groups = [[names[k] for k in comp] for comp in _components(len(names), edges)]
+    assign = dict(current)
+    for g in sorted(groups):
+        counts = Counter(current[m] for m in g)
+        target = max(SPLIT_NAMES, key=lambda s: (counts.get(s, 0), -SPLIT_NAMES.index(s)))
+        for m in g:
+            assign[m] = target
+    classes = sorted({n.split("/", 1)[0] for n in names})
+    if len(classes) < 2:
+        return assign
+    first = classes[0]
+    before = _ratios(current, first)
+    grouped = {m for g in groups for m in g}
+    units = sorted(groups, key=lambda g: (len(g), g)) + [[n] for n in names if n not in grouped]
+    for _ in range(len(units)):
+        after = _ratios(assign, first)
+        worst = max(before, key=lambda s: abs(after.get(s, 0) - before[s]))
+        drift = after.get(worst, 0) - before[worst]
+        if abs(drift) <= MAX_RATIO_DRIFT:
+            break
+        # too many first-class images in `worst` (drift > 0): move a first-class unit out, else a second-class one
+        want_first = drift > 0
+        moved = False
+        for unit in units:
+            if assign[unit[0]] != worst or any(assign[m] != worst for m in unit):
+                continue
+            if all((m.split("/", 1)[0] == first) == want_first for m in unit):
+                dest = min((s for s in before if s != worst), key=lambda s: (after.get(s, 0) - before[s]) * (1 if want_first else -1))
+                for m in unit:
+                    assign[m] = dest
+                moved = True
+                break
+        if not moved:
+            break
+    return assign
+
+
+def fix_splits(report: LeakageReport, splits_dir: Path, out_dir: Path) -> FixResult:
+    """Write corrected `Data-split`-style lists under `out_dir`; the originals are only read."""
+    files = split_files(splits_dir)
+    current: dict[str, str] = {}
+    order: dict[str, int] = {}
+    for sf in files:
+        for line in sf.path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rel = f"{sf.class_dir}/{line.strip()}"
+                current[rel] = sf.split
+                order.setdefault(rel, len(order))
+    assign = plan(report, current)
+    classes = sorted({n.split("/", 1)[0] for n in current})
+    first = classes[0] if classes else ""
+    written = []
+    for class_dir in classes:
+        for split in SPLIT_NAMES:
+            names = [n.split("/", 1)[1] for n in sorted(assign, key=lambda n: order[n]) if n.startswith(class_dir + "/") and assign[n] == split]
+            target = out_dir / label_of_class(class_dir) / f"{split}{class_dir}.txt"
+            with atomic_write(target) as fh:
+                fh.write("".join(f"{n}\n" for n in names))
+            written.append(target)
+    moved = {n: (current[n], assign[n]) for n in sorted(current) if current[n] != assign[n]}
+    return FixResult(moved, _ratios(current, first), _ratios(assign, first), written)
+
+
+def group_violations(report: LeakageReport, assign: dict[str, str]) -> list[str]:
+    """Groups still spread over several splits under `assign` (for tests and the bench)."""
+    bad = []
+    for c in report.clusters:
+        if len({assign[m] for m in c.members if m in assign}) > 1:
+            bad.append(c.key)
+    by: dict[str, set[str]] = defaultdict(set)
+    for p in report.pairs:
+        if p.a in assign and p.b in assign and assign[p.a] != assign[p.b]:
+            bad.append(f"{p.a}|{p.b}")
+    return bad + [k for k, v in by.items() if len(v) > 1]

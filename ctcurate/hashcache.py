@@ -1,0 +1,257 @@
+"""Fingerprints and pair verdicts, cached in the shared SQLite file so a second run re-hashes nothing.
+
+Owns the two leakage tables in `store.open_cache`'s file: fingerprints keyed by the file's content
+sha256 and `hashing.HASH_VERSION` (a renamed file is not re-hashed, a changed one is), and verdicts
+keyed by the two content hashes and `VERIFY_VERSION`. Also owns hashing a list of files in
+parallel processes. Imports `hashing`, `images`, `store`; never prints (progress is a callback).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from .hashing import HASH_VERSION, Fingerprint, file_sha256, fingerprint_image
+from .images import UnreadableImage, open_image
+from .store import open_cache
+
+VERIFY_VERSION = "4"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS leakage_fingerprint (
+    sha256 TEXT NOT NULL, version TEXT NOT NULL, meta TEXT NOT NULL, thumb BLOB NOT NULL,
+    PRIMARY KEY (sha256, version));
+CREATE TABLE IF NOT EXISTS leakage_verdict (
+    pair TEXT NOT NULL PRIMARY KEY, verdict TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leakage_stat (
+    path TEXT NOT NULL PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL);
+"""
+HASH_FIELDS = ("phash", "dhash", "whash", "phash_m", "dhash_m", "whash_m")
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class HashOutcome:
+    """One file's fingerprint, or why it could not be made (`error`), and its content hash."""
+
+    path: Path
+    sha256: str
+    fingerprint: Fingerprint | None
+    error: str | None = None
+    cached: bool = False
+
+
+def _to_row(fp: Fingerprint) -> tuple[str, bytes]:
+    meta = {
+        "width": fp.width,
+        "height": fp.height,
+        "box": list(fp.box),
+        **{k: format(getattr(fp, k), "016x") for k in HASH_FIELDS},
+    }
+    return json.dumps(meta), fp.thumb
+
+
+def _from_row(meta_text: str, thumb: bytes) -> Fingerprint:
+    meta = json.loads(meta_text)
+    return Fingerprint(
+        width=meta["width"],
+        height=meta["height"],
+        box=tuple(meta["box"]),
+        thumb=bytes(thumb),
+        **{k: int(meta[k], 16) for k in HASH_FIELDS},
+    )
+
+
+class HashCache:
+    """The leakage tables of one cache file. Use as a context manager."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn: sqlite3.Connection = open_cache(path)
+        self.conn.executescript(_SCHEMA)
+
+    def __enter__(self) -> HashCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.conn.commit()
+        self.conn.close()
+
+    def get_many(self, shas: Sequence[str]) -> dict[str, Fingerprint]:
+        out: dict[str, Fingerprint] = {}
+        unique = sorted(set(shas))
+        for start in range(0, len(unique), 500):
+            part = unique[start : start + 500]
+            marks = ",".join("?" * len(part))
+            rows = self.conn.execute(
+                f"SELECT sha256, meta, thumb FROM leakage_fingerprint WHERE version = ? AND sha256 IN ({marks})",
+                [HASH_VERSION, *part],
+            )
+            for sha, meta, thumb in rows:
+                out[sha] = _from_row(meta, thumb)
+        return out
+
+    def put_many(self, items: Sequence[tuple[str, Fingerprint]]) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO leakage_fingerprint (sha256, version, meta, thumb) VALUES (?, ?, ?, ?)",
+            [(sha, HASH_VERSION, *_to_row(fp)) for sha, fp in items],
+        )
+        self.conn.commit()
+
+    def known_shas(self, paths: Sequence[Path]) -> dict[Path, str]:
+        """Content hashes remembered for files whose size and mtime are unchanged (like git's index)."""
+        out: dict[Path, str] = {}
+        by_name = {str(p.resolve()): p for p in paths}
+        names = sorted(by_name)
+        for start in range(0, len(names), 500):
+            part = names[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for name, size, mtime, sha in self.conn.execute(
+                f"SELECT path, size, mtime_ns, sha256 FROM leakage_stat WHERE path IN ({marks})", part
+            ):
+                try:
+                    st = os.stat(name)
+                except OSError:
+                    continue
+                if st.st_size == size and st.st_mtime_ns == mtime:
+                    out[by_name[name]] = sha
+        return out
+
+    def remember_shas(self, items: Sequence[tuple[Path, int, int, str]]) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO leakage_stat (path, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)",
+            [(str(p.resolve()), size, mtime, sha) for p, size, mtime, sha in items],
+        )
+        self.conn.commit()
+
+    @staticmethod
+    def pair_key(sha_a: str, sha_b: str) -> str:
+        lo, hi = sorted((sha_a, sha_b))
+        return f"{lo}:{hi}:{HASH_VERSION}:{VERIFY_VERSION}"
+
+    def get_verdicts(self, keys: Sequence[str]) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        unique = sorted(set(keys))
+        for start in range(0, len(unique), 500):
+            part = unique[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for key, text in self.conn.execute(
+                f"SELECT pair, verdict FROM leakage_verdict WHERE pair IN ({marks})", part
+            ):
+                out[key] = json.loads(text)
+        return out
+
+    def put_verdicts(self, items: Sequence[tuple[str, dict]]) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO leakage_verdict (pair, verdict) VALUES (?, ?)",
+            [(k, json.dumps(v)) for k, v in items],
+        )
+        self.conn.commit()
+
+
+def _hash_one(path: Path) -> tuple[Fingerprint | None, str | None]:
+    try:
+        return fingerprint_image(open_image(path)), None
+    except UnreadableImage as exc:
+        return None, exc.reason
+    except OSError as exc:
+        return None, f"cannot read: {exc.strerror or exc}"
+
+
+def default_jobs() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def hash_files(
+    paths: Sequence[Path],
+    cache: HashCache | None,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> list[HashOutcome]:
+    """Fingerprint every file, taking what the cache holds and hashing the rest in `jobs` processes.
+
+    Order follows `paths`. An unreadable file is an outcome with `error`, never an exception.
+    """
+    shas: list[str | None] = []
+    errors: dict[int, str] = {}
+    remembered = cache.known_shas(paths) if cache else {}
+    new_stats: list[tuple[Path, int, int, str]] = []
+    for k, p in enumerate(paths):
+        if p in remembered:
+            shas.append(remembered[p])
+            continue
+        try:
+            st = os.stat(p)
+            sha = file_sha256(p)
+        except OSError as exc:
+            shas.append(None)
+            errors[k] = f"cannot read: {exc.strerror or exc}"
+            continue
+        shas.append(sha)
+        new_stats.append((p, st.st_size, st.st_mtime_ns, sha))
+    if cache and new_stats:
+        cache.remember_shas(new_stats)
+    known = cache.get_many([s for s in shas if s]) if cache else {}
+    todo = [k for k, s in enumerate(shas) if s is not None and s not in known]
+    # identical files are hashed once
+    first_of: dict[str, int] = {}
+    unique_todo = []
+    for k in todo:
+        key = shas[k]
+        assert key is not None
+        if key not in first_of:
+            first_of[key] = k
+            unique_todo.append(k)
+    done = len(paths) - len(unique_todo)
+    total = len(paths)
+    if progress:
+        progress(done, total)
+    fresh: dict[str, Fingerprint] = {}
+    jobs = jobs or default_jobs()
+    if unique_todo:
+        todo_paths = [paths[k] for k in unique_todo]
+        results: Iterator[tuple[Fingerprint | None, str | None]]
+        pool: ProcessPoolExecutor | None = None
+        if jobs <= 1 or len(unique_todo) < 16:
+            results = map(_hash_one, todo_paths)
+        else:
+            pool = ProcessPoolExecutor(max_workers=jobs)
+            results = pool.map(_hash_one, todo_paths, chunksize=max(1, min(32, len(todo_paths) // (jobs * 4))))
+        try:
+            for k, (fp, err) in zip(unique_todo, results):
+                content = shas[k]
+                assert content is not None
+                if fp is None:
+                    errors[k] = err or "cannot decode"
+                else:
+                    fresh[content] = fp
+                done += 1
+                if progress:
+                    progress(done, total)
+        finally:
+            if pool is not None:
+                pool.shutdown()
+        if cache and fresh:
+            cache.put_many(list(fresh.items()))
+    out = []
+    for k, p in enumerate(paths):
+        digest = shas[k]
+        if k in errors or digest is None:
+            out.append(HashOutcome(p, digest or "", None, errors.get(k, "cannot read")))
+        elif digest in known:
+            out.append(HashOutcome(p, digest, known[digest], cached=True))
+        elif digest in fresh:
+            out.append(HashOutcome(p, digest, fresh[digest]))
+        else:  # a duplicate of a file that failed to decode
+            first = first_of.get(digest)
+            out.append(HashOutcome(p, digest, None, errors.get(first, "cannot decode") if first is not None else "cannot decode"))
+    return out

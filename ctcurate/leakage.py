@@ -1,0 +1,567 @@
+"""Duplicate and split-leakage detection: which images are one picture, and what that breaks.
+
+Owns the pipeline (hash with cache -> multi-index search -> pixel verification -> classification)
+and its typed result. Kinds of a reported pair: `duplicate` (same split), `leak-train-val`,
+`leak-train-test`, `leak-val-test`, `unsplit` (one side in no split list), `label-conflict` (one
+picture under two classes), `exact-bytes` / `exact-pixels` (no verification needed). Clusters:
+connected duplicate pairs (`duplicate`), and metadata groups found in more than one split:
+`patient-leak` (same patient ID) and `source-leak` (same DOI and same page/figure file-name stem).
+
+Library API for other commands (add-contribution calls this):
+
+    find_duplicates_of(new_images, data_root, cache_path=None, jobs=None) -> ContributionCheck
+        For each new image, the dataset images it duplicates (`matches[path]`: list of `Match`
+        with the dataset path relative to Images-processed, score and evidence); duplicates among
+        the new images themselves (`within`: list of `Pair`, paths as given); and findings for
+        unreadable files (`findings`, code `image.unreadable`).
+
+    check_leakage(data_root, splits_dir=None, metadata_dir=None, against=None, ...) -> LeakageReport
+
+Never prints, never exits: progress is a callback, problems are findings.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from . import doi as doi_lib
+from .findings import Finding, error
+from .hashcache import HashCache, HashOutcome, Progress, default_jobs, hash_files
+from .hashing import Fingerprint
+from .images import UnreadableImage, open_image
+from .layout import (
+    COVID_SHEET,
+    IMAGES_DIR,
+    NONCOVID_SHEET,
+    SPLIT_NAMES,
+    SPLITS_DIR,
+    label_of_class,
+    list_images,
+    split_files,
+)
+from .search import pairs_within_any
+from .store import default_cache_path
+from .verify import QUICK_MIN, Verdict, quick_scores, verify_pair
+
+
+# Candidate pairs: pHash distance of the trimmed views, direct or mirrored. On COVID-CT no pair at
+# 11..16 verifies as a duplicate; copies cropped up to ~5% per side into the picture stay within 10.
+DEFAULT_THRESHOLD = 10
+
+LEAK_KINDS = ("leak-train-val", "leak-train-test", "leak-val-test")
+
+
+class Pair(BaseModel):
+    """One reported pair of images that are the same picture."""
+
+    model_config = ConfigDict(frozen=True)
+
+    a: str
+    b: str
+    kind: list[str]
+    score: float
+    evidence: dict[str, float | int | bool | str]
+
+
+class Cluster(BaseModel):
+    """Images that belong together: one picture (`duplicate`), one patient or one source figure."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: str  # duplicate | patient | source
+    key: str
+    kind: list[str]
+    members: list[str]
+    splits: dict[str, list[str]]
+
+
+class ImageInfo(BaseModel):
+    """What the report shows beside a picture."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    label: str
+    split: str | None = None
+    patient: str | None = None
+    doi: str | None = None
+    source: str | None = None
+
+
+class LeakageReport(BaseModel):
+    """The typed result of `check_leakage`."""
+
+    pairs: list[Pair]
+    clusters: list[Cluster]
+    images: dict[str, ImageInfo]
+    findings: list[Finding]
+    stats: dict[str, int | float]
+
+    @property
+    def has_problems(self) -> bool:
+        return bool(self.pairs or self.findings or any(c.type != "duplicate" for c in self.clusters))
+
+    def kind_counts(self) -> dict[str, int]:
+        """Pairs per kind, plus patient and source groups per kind."""
+        kinds: dict[str, int] = defaultdict(int)
+        for p in self.pairs:
+            for k in p.kind:
+                kinds[k] += 1
+        for c in self.clusters:
+            if c.type != "duplicate":
+                for k in c.kind:
+                    kinds[k] += 1
+        return dict(sorted(kinds.items()))
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "images": self.stats.get("images", 0),
+            "pairs": len(self.pairs),
+            "duplicate_clusters": sum(c.type == "duplicate" for c in self.clusters),
+            "by_kind": self.kind_counts(),
+            "unreadable": len(self.findings),
+            **{k: v for k, v in self.stats.items() if k != "images"},
+            "findings": [f.model_dump(mode="json") for f in self.findings],
+        }
+
+
+@dataclass(frozen=True)
+class Match:
+    """A dataset image that a new image duplicates."""
+
+    dataset_path: str
+    score: float
+    evidence: dict[str, float | int | bool | str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContributionCheck:
+    matches: dict[Path, list[Match]]
+    within: list[Pair]
+    findings: list[Finding]
+
+
+# --- metadata (small reader; the validating one is `validate`'s) ---------------------------------
+
+_FIGURE = re.compile(r"^(?P<stem>.+?)(?:%\d+)?(?:\.[A-Za-z]{3,4})?$")
+
+
+def source_figure(file_name: str) -> str:
+    """The page/figure part of a file name: `2020.02.25.20021568-p23-108%3.png` -> `...-p23-108`."""
+    name = Path(file_name).name
+    if "%" in name:
+        return name.split("%", 1)[0]
+    return Path(name).stem
+
+
+def read_metadata(metadata_dir: Path) -> dict[str, tuple[str | None, str | None]]:
+    """`CT_COVID/x.png` -> (patient id, normalized DOI) from the two sheets; missing sheets -> {}.
+
+    Deliberately small (first sheet; `File name`, `Patient ID`, `DOI`; `image name`, `patient id`):
+    `validate` owns the checking reader. Names without an extension get `.png`, as upstream meant.
+    """
+    out: dict[str, tuple[str | None, str | None]] = {}
+
+    def text(v: object) -> str | None:
+        s = "" if v is None else str(v).strip()
+        return s or None
+
+    sheet = metadata_dir / COVID_SHEET
+    if sheet.is_file():
+        import openpyxl
+
+        wb = openpyxl.load_workbook(sheet, read_only=True, data_only=True)
+        try:
+            rows = wb.worksheets[0].iter_rows(values_only=True)
+            header = [str(h).strip().lower() if h is not None else "" for h in next(rows, ())]
+            col = {name: header.index(name) for name in ("file name", "patient id", "doi") if name in header}
+            if "file name" in col:
+                for row in rows:
+                    values = {k: text(row[i]) if i < len(row) else None for k, i in col.items()}
+                    name = values["file name"]
+                    if not name:
+                        continue
+                    if not Path(name).suffix:
+                        name += ".png"
+                    patient, d = values.get("patient id"), values.get("doi")
+                    out[f"CT_COVID/{name}"] = (f"COVID:{patient}" if patient else None, doi_lib.normalize(d) if d else None)
+        finally:
+            wb.close()
+    table = metadata_dir / NONCOVID_SHEET
+    if table.is_file():
+        import csv
+
+        with open(table, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = [h.strip().lower() for h in next(reader, [])]
+            if "image name" in header and "patient id" in header:
+                ni, pi = header.index("image name"), header.index("patient id")
+                for row in reader:
+                    if len(row) > max(ni, pi) and (name := text(row[ni])):
+                        patient = text(row[pi])
+                        out[f"CT_NonCOVID/{name}"] = (f"NonCOVID:{patient}" if patient else None, None)
+    return out
+
+
+def read_splits(splits_dir: Path | None, class_dirs: list[str]) -> dict[str, str]:
+    """`CT_COVID/x.png` -> split name, from the split lists."""
+    out: dict[str, str] = {}
+    if splits_dir is None or not splits_dir.is_dir():
+        return out
+    for sf in split_files(splits_dir, class_dirs):
+        for line in sf.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            name = line.strip()
+            if name:
+                out[f"{sf.class_dir}/{name}"] = sf.split
+    return out
+
+
+# --- classification (pure) ------------------------------------------------------------------
+
+
+def classify(a: ImageInfo, b: ImageInfo, exact: str | None = None) -> list[str]:
+    kinds: list[str] = []
+    if exact:
+        kinds.append(exact)
+    if a.split and b.split:
+        if a.split == b.split:
+            kinds.append("duplicate")
+        else:
+            x, y = sorted((a.split, b.split), key=SPLIT_NAMES.index)
+            kinds.append(f"leak-{x}-{y}")
+    else:
+        kinds.append("unsplit" if (a.split or b.split) else "duplicate")
+    if a.label != b.label:
+        kinds.append("label-conflict")
+    return kinds
+
+
+def _components(n: int, edges: Sequence[tuple[int, int]]) -> list[list[int]]:
+    parent = list(range(n))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for i, j in edges:
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i in {v for e in edges for v in e}:
+        groups[find(i)].append(i)
+    return [sorted(g) for g in groups.values() if len(g) > 1]
+
+
+def _group_clusters(images: dict[str, ImageInfo], attr: str, kind: str, ctype: str) -> list[Cluster]:
+    groups: dict[str, list[str]] = defaultdict(list)
+    for rel, info in images.items():
+        key = getattr(info, attr)
+        if key and info.split:
+            groups[key].append(rel)
+    out = []
+    for key, members in sorted(groups.items()):
+        splits: dict[str, list[str]] = defaultdict(list)
+        for m in sorted(members):
+            splits[images[m].split or ""].append(m)
+        if len(splits) > 1:
+            out.append(Cluster(type=ctype, key=key, kind=[kind], members=sorted(members), splits=dict(splits)))
+    return out
+
+
+# --- the pipeline ---------------------------------------------------------------------------
+
+
+def _verify_task(args: tuple[Fingerprint, Fingerprint, str, str, tuple[float, bool]]) -> Verdict:
+    fa, fb, pa, pb, quick = args
+    return verify_pair(fa, fb, lambda: open_image(Path(pa)), lambda: open_image(Path(pb)), quick)
+
+
+def _fp(f: Fingerprint | None) -> Fingerprint:
+    assert f is not None  # pairs are only formed between images that were fingerprinted
+    return f
+
+
+def _same_picture_fingerprint(a: Fingerprint, b: Fingerprint) -> bool:
+    """Necessary for an exact pixel copy: same size, same hashes, same thumbnail."""
+    return (a.width, a.height, a.box, a.thumb) == (b.width, b.height, b.box, b.thumb) and a.phash_m == b.phash_m
+
+
+def _same_pixels(a: Path, b: Path) -> bool:
+    """Confirm a checksum match on the decoded pixels themselves (rare: only exact copies get here)."""
+    try:
+        ia, ib = open_image(a), open_image(b)
+    except UnreadableImage:
+        return False
+    return ia.mode == ib.mode and ia.size == ib.size and ia.tobytes() == ib.tobytes()
+
+
+def _find_pairs(
+    left: list[HashOutcome],
+    right: list[HashOutcome] | None,
+    cache: HashCache | None,
+    threshold: int,
+    jobs: int,
+) -> list[tuple[int, int, Verdict | None, str | None, int]]:
+    """(i, j, verdict, exact kind, hash distance) for every verified pair; j indexes `right` if given."""
+    lfp = [o.fingerprint for o in left]
+    rfp = lfp if right is None else [o.fingerprint for o in right]
+    lidx = [k for k, f in enumerate(lfp) if f is not None]
+    ridx = lidx if right is None else [k for k, f in enumerate(rfp) if f is not None]
+    if not lidx or not ridx:
+        return []
+    lh = np.array([lfp[k].phash for k in lidx], dtype=np.uint64)  # type: ignore[union-attr]
+    lm = np.array([lfp[k].phash_m for k in lidx], dtype=np.uint64)  # type: ignore[union-attr]
+    rh = None if right is None else np.array([rfp[k].phash for k in ridx], dtype=np.uint64)  # type: ignore[union-attr]
+    ci, cj, cd = pairs_within_any(lh, lm, threshold, rh)
+    cands: dict[tuple[int, int], int] = {(lidx[i], ridx[j]): int(d) for i, j, d in zip(ci, cj, cd)}
+    rout = left if right is None else right
+    out: list[tuple[int, int, Verdict | None, str | None, int]] = []
+    to_verify: list[tuple[int, int, int]] = []
+    for (i, j), d in sorted(cands.items()):
+        if left[i].sha256 == rout[j].sha256:
+            out.append((i, j, None, "exact-bytes", d))
+        elif d == 0 and _same_picture_fingerprint(lfp[i], rfp[j]) and _same_pixels(left[i].path, rout[j].path):  # type: ignore[arg-type]
+            out.append((i, j, None, "exact-pixels", d))
+        else:
+            to_verify.append((i, j, d))
+    keys = [HashCache.pair_key(left[i].sha256, rout[j].sha256) for i, j, _ in to_verify]
+    known = cache.get_verdicts(keys) if cache else {}
+    pending = [(t, k) for t, k in zip(to_verify, keys) if k not in known]
+    fresh: list[tuple[str, dict]] = []
+    if pending:
+        # most hash neighbours are other scans: drop them on the thumbnails before any pixel work
+        pi = np.array([i for (i, _, _), _ in pending])
+        pj = np.array([j for (_, j, _), _ in pending])
+        quick, flipped = quick_scores(lfp, rfp, pi, pj)  # type: ignore[arg-type]
+        survivors = []
+        for (t, key), q, m in zip(pending, quick, flipped):
+            if q < QUICK_MIN:
+                known[key] = {"duplicate": False, "score": round(float(q), 4), "mirrored": bool(m), "evidence": {"thumb_ncc": round(float(q), 4)}}
+                fresh.append((key, known[key]))
+            else:
+                survivors.append((t, key, (float(q), bool(m))))
+        tasks = [(_fp(lfp[i]), _fp(rfp[j]), str(left[i].path), str(rout[j].path), q) for (i, j, _), _, q in survivors]
+        if jobs > 1 and len(tasks) >= 8:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                verdicts = list(pool.map(_verify_task, tasks, chunksize=2))
+        else:
+            verdicts = [_verify_task(t) for t in tasks]
+        for (_, key, _), v in zip(survivors, verdicts):
+            known[key] = {"duplicate": v.duplicate, "score": v.score, "mirrored": v.mirrored, "evidence": v.evidence}
+            fresh.append((key, known[key]))
+    if cache and fresh:
+        cache.put_verdicts(fresh)
+    for (i, j, d), key in zip(to_verify, keys):
+        stored = known[key]
+        if stored["duplicate"]:
+            out.append((i, j, Verdict(True, stored["score"], stored["mirrored"], stored["evidence"]), None, d))
+    return out
+
+
+def _unreadable(outcomes: Sequence[HashOutcome], rel: Callable[[Path], str]) -> list[Finding]:
+    return [
+        error("image.unreadable", f"cannot hash image: {o.error}", file=rel(o.path), hint="re-export or remove the file")
+        for o in outcomes
+        if o.fingerprint is None
+    ]
+
+
+def _pair_model(a: str, b: str, kinds: list[str], verdict: Verdict | None, exact: str | None, distance: int) -> Pair:
+    if exact:
+        evidence: dict[str, float | int | bool | str] = {"match": exact, "phash_distance": distance}
+        score = 1.0
+    else:
+        assert verdict is not None
+        evidence = {"match": "verified", "phash_distance": distance, **verdict.evidence}
+        score = verdict.score
+    x, y = sorted((a, b))
+    return Pair(a=x, b=y, kind=kinds, score=score, evidence=evidence)
+
+
+def _image_infos(data_root: Path, splits_dir: Path | None, metadata_dir: Path | None) -> tuple[dict[str, Path], dict[str, ImageInfo]]:
+    by_class = list_images(data_root)
+    splits = read_splits(splits_dir, list(by_class))
+    meta = read_metadata(metadata_dir) if metadata_dir is not None and metadata_dir.is_dir() else {}
+    paths: dict[str, Path] = {}
+    infos: dict[str, ImageInfo] = {}
+    for class_dir, files in by_class.items():
+        for p in files:
+            rel = f"{class_dir}/{p.name}"
+            patient, d = meta.get(rel, (None, None))
+            if d is None:
+                pre = doi_lib.preprint_from_filename(p.name)
+                d = pre.doi if pre else None
+            fig = source_figure(p.name)
+            paths[rel] = p
+            infos[rel] = ImageInfo(
+                path=rel,
+                label=label_of_class(class_dir),
+                split=splits.get(rel),
+                patient=patient,
+                doi=d,
+                source=f"{d or class_dir}|{fig}",
+            )
+    return paths, infos
+
+
+def open_hash_cache(cache_path: Path | None, data_root: Path) -> HashCache:
+    """The given cache file; by default `<data root>/.ctcurate/cache.sqlite`, or the user's cache
+    folder when the data root is read-only (a shared copy of the dataset)."""
+    if cache_path is not None:
+        return HashCache(cache_path)
+    try:
+        return HashCache(default_cache_path(data_root))
+    except (OSError, sqlite3.Error):
+        return HashCache(default_cache_path(None))
+
+
+def check_leakage(
+    data_root: Path,
+    splits_dir: Path | None = None,
+    metadata_dir: Path | None = None,
+    against: Path | None = None,
+    cache_path: Path | None = None,
+    jobs: int | None = None,
+    threshold: int = DEFAULT_THRESHOLD,
+    progress: Progress | None = None,
+) -> LeakageReport:
+    """Find every duplicate pair in the dataset (or between `against` and the dataset) and classify it."""
+    jobs = jobs or default_jobs()
+    if splits_dir is None and metadata_dir is not None and (metadata_dir / SPLITS_DIR).is_dir():
+        splits_dir = metadata_dir / SPLITS_DIR
+    if splits_dir is None and (data_root / SPLITS_DIR).is_dir():
+        splits_dir = data_root / SPLITS_DIR
+    paths, infos = _image_infos(data_root, splits_dir, metadata_dir)
+    rels = sorted(paths)
+    cache = open_hash_cache(cache_path, data_root)
+    try:
+        if against is None:
+            outcomes = hash_files([paths[r] for r in rels], cache, jobs, progress)
+            found = _find_pairs(outcomes, None, cache, threshold, jobs)
+            findings = _unreadable(outcomes, lambda p: str(p.relative_to(data_root / IMAGES_DIR)))
+            pairs = []
+            for i, j, v, exact, d in found:
+                a, b = infos[rels[i]], infos[rels[j]]
+                pairs.append(_pair_model(a.path, b.path, classify(a, b, exact), v, exact, d))
+            n_images = len(rels)
+            all_infos = infos
+        else:
+            new_paths, new_infos = _image_infos(against, None, None) if (against / IMAGES_DIR).is_dir() else _loose(against)
+            new_rels = sorted(new_paths)
+            all_outcomes = hash_files([new_paths[r] for r in new_rels] + [paths[r] for r in rels], cache, jobs, progress)
+            new_out, old_out = all_outcomes[: len(new_rels)], all_outcomes[len(new_rels) :]
+            findings = _unreadable(new_out, lambda p: "new:" + _rel_in(p, against)) + _unreadable(
+                old_out, lambda p: str(p.relative_to(data_root / IMAGES_DIR))
+            )
+            pairs = []
+            for i, j, v, exact, d in _find_pairs(new_out, old_out, cache, threshold, jobs):
+                a = new_infos[new_rels[i]].model_copy(update={"path": "new:" + new_rels[i]})
+                b = infos[rels[j]]
+                kinds = [k for k in classify(a, b, exact) if k not in ("unsplit", "duplicate")]
+                pairs.append(_pair_model(a.path, b.path, ["contribution-duplicate", *kinds], v, exact, d))
+            for i, j, v, exact, d in _find_pairs(new_out, None, cache, threshold, jobs):
+                a = new_infos[new_rels[i]].model_copy(update={"path": "new:" + new_rels[i]})
+                b = new_infos[new_rels[j]].model_copy(update={"path": "new:" + new_rels[j]})
+                pairs.append(_pair_model(a.path, b.path, ["duplicate", *([exact] if exact else [])] + (["label-conflict"] if a.label != b.label else []), v, exact, d))
+            n_images = len(rels) + len(new_rels)
+            all_infos = {**infos, **{"new:" + r: i.model_copy(update={"path": "new:" + r}) for r, i in new_infos.items()}}
+    finally:
+        cache.close()
+    pairs.sort(key=lambda p: (p.a, p.b))
+    clusters = _duplicate_clusters(pairs, all_infos)
+    if against is None:
+        clusters += _group_clusters(infos, "patient", "patient-leak", "patient")
+        clusters += _group_clusters(infos, "source", "source-leak", "source")
+    shown = {p.a for p in pairs} | {p.b for p in pairs} | {m for c in clusters for m in c.members}
+    return LeakageReport(
+        pairs=pairs,
+        clusters=clusters,
+        images={k: all_infos[k] for k in sorted(shown) if k in all_infos},
+        findings=findings,
+        stats={"images": n_images, "phash_threshold": threshold},
+    )
+
+
+def _rel_in(p: Path, root: Path) -> str:
+    try:
+        return str(p.relative_to(root))
+    except ValueError:
+        return str(p)
+
+
+def _loose(folder: Path) -> tuple[dict[str, Path], dict[str, ImageInfo]]:
+    """A contribution that is a plain folder of images (sub-folders are class folders if present)."""
+    from .layout import IMAGE_SUFFIXES
+
+    paths: dict[str, Path] = {}
+    infos: dict[str, ImageInfo] = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(folder).parts):
+            rel = str(p.relative_to(folder))
+            cls = p.parent.name if p.parent != folder else "?"
+            paths[rel] = p
+            infos[rel] = ImageInfo(path=rel, label=label_of_class(cls))
+    return paths, infos
+
+
+def _duplicate_clusters(pairs: list[Pair], infos: dict[str, ImageInfo]) -> list[Cluster]:
+    names = sorted({p.a for p in pairs} | {p.b for p in pairs})
+    index = {n: k for k, n in enumerate(names)}
+    out = []
+    for comp in _components(len(names), [(index[p.a], index[p.b]) for p in pairs]):
+        members = [names[k] for k in comp]
+        splits: dict[str, list[str]] = defaultdict(list)
+        for m in members:
+            splits[(infos[m].split if m in infos else None) or "none"].append(m)
+        kinds = {"duplicate"}
+        real = [s for s in splits if s != "none"]
+        for x in range(len(real)):
+            for y in range(x + 1, len(real)):
+                a, b = sorted((real[x], real[y]), key=SPLIT_NAMES.index)
+                kinds.add(f"leak-{a}-{b}")
+        if len({infos[m].label for m in members if m in infos}) > 1:
+            kinds.add("label-conflict")
+        out.append(Cluster(type="duplicate", key=members[0], kind=sorted(kinds), members=members, splits=dict(splits)))
+    return out
+
+
+def find_duplicates_of(
+    new_images: Sequence[Path],
+    data_root: Path,
+    cache_path: Path | None = None,
+    jobs: int | None = None,
+    threshold: int = DEFAULT_THRESHOLD,
+) -> ContributionCheck:
+    """For each new image, the dataset images it duplicates; and duplicates among the new images."""
+    jobs = jobs or default_jobs()
+    by_class = list_images(data_root)
+    rels = [f"{c}/{p.name}" for c, files in sorted(by_class.items()) for p in files]
+    old_paths = [data_root / IMAGES_DIR / r for r in rels]
+    new_list = [Path(p) for p in new_images]
+    cache = open_hash_cache(cache_path, data_root)
+    try:
+        outcomes = hash_files(new_list + old_paths, cache, jobs)
+        new_out, old_out = outcomes[: len(new_list)], outcomes[len(new_list) :]
+        matches: dict[Path, list[Match]] = {p: [] for p in new_list}
+        for i, j, v, exact, d in _find_pairs(new_out, old_out, cache, threshold, jobs):
+            pair = _pair_model(str(new_list[i]), rels[j], [], v, exact, d)
+            matches[new_list[i]].append(Match(rels[j], pair.score, pair.evidence))
+        within = []
+        for i, j, v, exact, d in _find_pairs(new_out, None, cache, threshold, jobs):
+            within.append(_pair_model(str(new_list[i]), str(new_list[j]), ["duplicate", *([exact] if exact else [])], v, exact, d))
+    finally:
+        cache.close()
+    findings = _unreadable(new_out, str) + _unreadable(old_out, lambda p: str(p.relative_to(data_root / IMAGES_DIR)))
+    return ContributionCheck(matches=matches, within=within, findings=findings)

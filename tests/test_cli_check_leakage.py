@@ -1,0 +1,148 @@
+"""`ctcurate check-leakage` end to end: exit codes, formats, messages, --fix-splits."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ctcurate.cli import main
+from ctcurate.layout import IMAGES_DIR
+
+from leakage_dataset import EXPECTED_PAIRS, build
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, real_data) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("cli_small")
+    return root, build(root, real_data)
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, ["check-leakage", *args])
+
+
+def _args(root: Path, meta: Path, *extra: str) -> list[str]:
+    return ["--data", str(root), "--metadata", str(meta), "--cache", str(root / "cache.sqlite"), "--jobs", "1", *extra]
+
+
+def test_json_output_and_exit_code_1(small):
+    root, meta = small
+    result = run(*_args(root, meta, "--format", "json"))
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.stdout)
+    assert set(data) == {"pairs", "clusters", "summary"}
+    assert {(p["a"], p["b"]): p["kind"] for p in data["pairs"]} == EXPECTED_PAIRS
+    for p in data["pairs"]:
+        assert set(p) == {"a", "b", "kind", "score", "evidence"}
+    assert data["summary"]["by_kind"]["patient-leak"] == 1
+    assert data["summary"]["unreadable"] == 1
+
+
+def test_text_output(small):
+    root, meta = small
+    result = run(*_args(root, meta))
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert "leak-train-test, label-conflict: CT_COVID/c.png <-> CT_NonCOVID/c_copy.png" in result.stdout
+    assert "patient-leak: patient 'COVID:P9' spans splits (test: 1; train: 1)" in lines
+    assert any(line.startswith("error: CT_NonCOVID/broken.png: image.unreadable: cannot hash image") for line in lines)
+    assert lines[-1].startswith("15 images, 4 duplicate pair(s) in 4 cluster(s), 1 unreadable; by kind: ")
+
+
+def test_csv_output_to_file(small, tmp_path):
+    root, meta = small
+    out = tmp_path / "r.csv"
+    result = run(*_args(root, meta, "--format", "csv", "--output", str(out)))
+    assert result.exit_code == 1
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [(r["a"], r["b"], r["kind"]) for r in rows] == [(a, b, ";".join(k)) for (a, b), k in sorted(EXPECTED_PAIRS.items())]
+
+
+def test_clean_dataset_exits_0(tmp_path, real_data):
+    root = tmp_path / "clean"
+    for rel in ("CT_COVID/kjr-21-e24-p5-29.png", "CT_NonCOVID/25.png", "CT_NonCOVID/1099.png"):
+        (root / IMAGES_DIR / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(real_data / IMAGES_DIR / rel, root / IMAGES_DIR / rel)
+    empty_meta = tmp_path / "meta"
+    empty_meta.mkdir()
+    result = run("--data", str(root), "--metadata", str(empty_meta), "--cache", str(tmp_path / "c.sqlite"))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "3 images, 0 duplicate pair(s) in 0 cluster(s), 0 unreadable; by kind: none"
+
+
+def test_usage_errors_exit_2(tmp_path, monkeypatch):
+    monkeypatch.delenv("CTCURATE_DATA", raising=False)
+    result = run()
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: no image root given: pass --images/--data ROOT or set CTCURATE_DATA to the folder that holds Images-processed/"
+    result = run("--data", str(tmp_path))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {tmp_path}: no Images-processed/ folder there"
+    (tmp_path / IMAGES_DIR).mkdir()
+    result = run("--data", str(tmp_path), "--against", str(tmp_path / "nope"))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: --against {tmp_path / 'nope'}: no such folder"
+    assert run("--data", str(tmp_path), "--format", "xml").exit_code == 2
+    assert run("--data", str(tmp_path), "--threshold", "99").exit_code == 2
+
+
+def test_unwritable_output_exits_2(small, tmp_path):
+    root, meta = small
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run(*_args(root, meta, "--output", str(blocker / "sub" / "r.txt")))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {blocker / 'sub'}: Not a directory"
+    assert "Traceback" not in result.output
+    result = run("--data", str(root), "--cache", str(blocker / "cache.sqlite"))
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith(f"error: {blocker}")
+
+
+def test_fix_splits_writes_new_lists_and_keeps_originals(small, tmp_path):
+    root, meta = small
+    before = {p: p.read_bytes() for p in (meta / "Data-split").rglob("*.txt")}
+    out = tmp_path / "fixed"
+    result = run(*_args(root, meta, "--fix-splits", str(out)))
+    assert result.exit_code == 1
+    assert {p: p.read_bytes() for p in (meta / "Data-split").rglob("*.txt")} == before
+    assign = {}
+    for path in out.rglob("*.txt"):
+        class_dir = path.stem[len(next(s for s in ("train", "val", "test") if path.stem.startswith(s))):]
+        split = path.stem[: len(path.stem) - len(class_dir)]
+        for name in path.read_text().split():
+            assign[f"{class_dir}/{name}"] = split
+    # every listed image is still listed exactly once, and each group now sits in one split
+    assert len(assign) == sum(len(b.split()) for b in before.values())
+    for a, b in EXPECTED_PAIRS:
+        assert assign[a] == assign[b]
+    assert assign["CT_COVID/e.png"] == assign["CT_COVID/f.png"]
+    assert assign["CT_COVID/2020.02.25.20021568-p23-108%0.png"] == assign["CT_COVID/2020.02.25.20021568-p23-108%1.png"]
+    assert "fix-splits: moved" in result.stderr
+
+
+def test_against_reports_contribution_duplicates(small, real_data, tmp_path):
+    root, meta = small
+    from leakage_helpers import TRANSFORMS, real_image
+
+    contrib = tmp_path / "contrib" / "CT_COVID"
+    contrib.mkdir(parents=True)
+    TRANSFORMS["jpeg-q35"](real_image(real_data, "CT_NonCOVID/25.png")).save(contrib / "new.jpg")
+    real_image(real_data, "CT_NonCOVID/63%0.jpg").save(contrib / "fresh.png")
+    result = run(*_args(root, meta, "--against", str(tmp_path / "contrib"), "--format", "json"))
+    assert result.exit_code == 1
+    pairs = {(p["a"], p["b"]): p["kind"] for p in json.loads(result.stdout)["pairs"]}
+    assert pairs == {
+        ("CT_COVID/d.png", "new:CT_COVID/new.jpg"): ["contribution-duplicate"],
+        ("CT_COVID/d_copy.png", "new:CT_COVID/new.jpg"): ["contribution-duplicate"],
+    }
+    html = run(*_args(root, meta, "--against", str(tmp_path / "contrib"), "--format", "html", "--output", str(tmp_path / "r.html")))
+    assert html.exit_code == 1
+    page = (tmp_path / "r.html").read_text()
+    assert page.count("data:image/jpeg;base64,") == 4  # both sides of both pairs have a preview

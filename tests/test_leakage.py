@@ -1,0 +1,121 @@
+"""Classification of every leakage kind, on a small dataset made from real CT images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ctcurate.leakage import ImageInfo, check_leakage, classify, find_duplicates_of, source_figure
+
+from leakage_dataset import EXPECTED_PAIRS, build
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, real_data) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("small")
+    meta = build(root, real_data)
+    return root, meta
+
+
+@pytest.fixture(scope="module")
+def small_report(small):
+    root, meta = small
+    return check_leakage(root, metadata_dir=meta, cache_path=root / "cache.sqlite", jobs=1)
+
+
+def test_every_pair_kind_is_classified(small_report):
+    got = {(p.a, p.b): p.kind for p in small_report.pairs}
+    assert got == EXPECTED_PAIRS
+    for p in small_report.pairs:
+        assert p.evidence["match"] == "verified"
+        assert p.score >= 0.93
+
+
+def test_patient_and_source_leaks(small_report):
+    groups = {(c.type, c.key): c for c in small_report.clusters if c.type != "duplicate"}
+    patient = groups[("patient", "COVID:P9")]
+    assert patient.kind == ["patient-leak"]
+    assert patient.splits == {"train": ["CT_COVID/e.png"], "test": ["CT_COVID/f.png"]}
+    source = groups[("source", "10.1101/2020.02.25.20021568|2020.02.25.20021568-p23-108")]
+    assert source.kind == ["source-leak"]
+    assert set(groups) == {("patient", "COVID:P9"), ("source", "10.1101/2020.02.25.20021568|2020.02.25.20021568-p23-108")}
+
+
+def test_duplicate_clusters_carry_the_pair_kinds(small_report):
+    clusters = {c.key: c for c in small_report.clusters if c.type == "duplicate"}
+    assert clusters["CT_COVID/c.png"].kind == ["duplicate", "label-conflict", "leak-train-test"]
+    assert clusters["CT_COVID/a.png"].kind == ["duplicate"]
+    assert len(clusters) == 4
+
+
+def test_broken_image_is_a_finding(small_report):
+    assert [(f.code, f.file) for f in small_report.findings] == [("image.unreadable", "CT_NonCOVID/broken.png")]
+    assert small_report.summary()["unreadable"] == 1
+
+
+def test_classify_unit():
+    a = ImageInfo(path="x", label="COVID", split="train")
+    assert classify(a, a.model_copy(update={"split": "val"})) == ["leak-train-val"]
+    assert classify(a.model_copy(update={"split": "test"}), a.model_copy(update={"split": "val"})) == ["leak-val-test"]
+    assert classify(a, a.model_copy(update={"label": "NonCOVID"}), "exact-bytes") == ["exact-bytes", "duplicate", "label-conflict"]
+    assert classify(a, a.model_copy(update={"split": None})) == ["unsplit"]
+
+
+def test_source_figure_names():
+    assert source_figure("2020.02.25.20021568-p23-108%3.png") == "2020.02.25.20021568-p23-108"
+    assert source_figure("76%0.jpg") == "76"
+    assert source_figure("kjr-21-e24-p5-29.png") == "kjr-21-e24-p5-29"
+
+
+def test_exact_copies_are_reported_as_such(small, tmp_path):
+    root, meta = small
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "same_bytes.png").write_bytes((root / "Images-processed/CT_COVID/a.png").read_bytes())
+    from PIL import Image
+
+    with Image.open(root / "Images-processed/CT_COVID/b.png") as im:
+        im.save(new / "same_pixels.png", optimize=True, compress_level=1)
+    result = find_duplicates_of(sorted(new.iterdir()), root, cache_path=tmp_path / "c.sqlite", jobs=1)
+    matches = {p.name: [(m.dataset_path, m.evidence["match"]) for m in ms] for p, ms in result.matches.items()}
+    assert ("CT_COVID/a.png", "exact-bytes") in matches["same_bytes.png"]
+    assert ("CT_COVID/b.png", "exact-pixels") in matches["same_pixels.png"]
+
+
+def test_find_duplicates_of_for_contributions(small, real_data, tmp_path):
+    root, _ = small
+    from leakage_helpers import TRANSFORMS, real_image
+
+    new = tmp_path / "contrib"
+    new.mkdir()
+    TRANSFORMS["crop"](real_image(real_data, "CT_NonCOVID/1330.png")).save(new / "x1.png")
+    TRANSFORMS["brighter"](real_image(real_data, "CT_NonCOVID/1330.png")).save(new / "x2.png")
+    real_image(real_data, "CT_NonCOVID/63%0.jpg").save(new / "fresh.png")
+    (new / "bad.png").write_bytes(b"nope")
+    paths = sorted(new.iterdir())
+    result = find_duplicates_of(paths, root, cache_path=tmp_path / "c.sqlite", jobs=1)
+    found = {p.name: sorted(m.dataset_path for m in ms) for p, ms in result.matches.items()}
+    assert found == {
+        "bad.png": [],
+        "fresh.png": [],
+        "x1.png": ["CT_COVID/c.png", "CT_NonCOVID/c_copy.png"],
+        "x2.png": ["CT_COVID/c.png", "CT_NonCOVID/c_copy.png"],
+    }
+    assert [(Path(p.a).name, Path(p.b).name) for p in result.within] == [("x1.png", "x2.png")]
+    assert {(f.code, Path(f.file).name) for f in result.findings} == {("image.unreadable", "bad.png"), ("image.unreadable", "broken.png")}
+
+
+def test_against_compares_a_contribution(small, real_data, tmp_path):
+    root, meta = small
+    from leakage_helpers import TRANSFORMS, real_image
+
+    contrib = tmp_path / "contrib"
+    (contrib / "Images-processed" / "CT_NonCOVID").mkdir(parents=True)
+    TRANSFORMS["pad-white"](real_image(real_data, "CT_COVID/2020.01.24.919183-p27-132.png")).save(contrib / "Images-processed/CT_NonCOVID/z.png")
+    report = check_leakage(root, metadata_dir=meta, against=contrib, cache_path=tmp_path / "c.sqlite", jobs=1)
+    got = {(p.a, p.b): p.kind for p in report.pairs}
+    assert got == {
+        ("CT_COVID/a.png", "new:CT_NonCOVID/z.png"): ["contribution-duplicate", "label-conflict"],
+        ("CT_COVID/a_copy.png", "new:CT_NonCOVID/z.png"): ["contribution-duplicate", "label-conflict"],
+    }

@@ -1,0 +1,66 @@
+"""The finer comparison: copies of real CT images are found, look-alike scans are not."""
+
+from __future__ import annotations
+
+import pytest
+
+from ctcurate.hashing import fingerprint_image
+from ctcurate.search import hamming
+from ctcurate.verify import verify_images, verify_pair
+
+from leakage_helpers import TRANSFORMS, real_image
+
+import numpy as np
+
+ORIGINALS = ["CT_NonCOVID/1330.png", "CT_COVID/2020.01.24.919183-p27-133.png", "CT_COVID/kjr-21-e24-p5-29.png"]
+
+# Real pairs that are close in pHash but are NOT the same picture: neighbouring slices of one
+# patient (660/662, 6%0/6%1, p27-133/134 come from one scan each) and different patients.
+LOOKALIKES = [
+    ("CT_NonCOVID/660.png", "CT_NonCOVID/662.png"),
+    ("CT_NonCOVID/660.png", "CT_NonCOVID/661.png"),
+    ("CT_NonCOVID/1215.png", "CT_NonCOVID/1216.png"),
+    ("CT_NonCOVID/6%0.jpg", "CT_NonCOVID/6%1.jpg"),
+    ("CT_COVID/2020.01.24.919183-p27-133.png", "CT_COVID/2020.01.24.919183-p27-134.png"),
+    ("CT_NonCOVID/25.png", "CT_NonCOVID/26.png"),
+    ("CT_COVID/2020.03.04.20031047-p13-84%3.png", "CT_NonCOVID/1099.png"),
+    # same patient and level, another scan (the lesion differs): the hardest look-alike in COVID-CT
+    ("CT_COVID/2020.03.22.20040782-p24-1533-6.png", "CT_COVID/2020.03.22.20040782-p25-1543.png"),
+]
+
+
+def _phash_distance(a, b) -> int:
+    fa, fb = fingerprint_image(a), fingerprint_image(b)
+    h = np.array([fa.phash], dtype=np.uint64)
+    return int(min(hamming(h, np.array([fb.phash], dtype=np.uint64))[0], hamming(h, np.array([fb.phash_m], dtype=np.uint64))[0]))
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMS))
+@pytest.mark.parametrize("original", ORIGINALS)
+def test_transformed_copy_is_found(real_data, original, name):
+    im = real_image(real_data, original)
+    copy = TRANSFORMS[name](im)
+    fa, fb = fingerprint_image(im), fingerprint_image(copy)
+    # it must pass the search (candidate threshold 10) and then the verification
+    assert _phash_distance(im, copy) <= 10
+    verdict = verify_pair(fa, fb, lambda: im, lambda: copy)
+    assert verdict.duplicate, (name, verdict)
+    assert verdict.mirrored == name.startswith("mirrored")
+
+
+@pytest.mark.parametrize("a,b", LOOKALIKES)
+def test_lookalike_scans_are_not_duplicates(real_data, a, b):
+    ia, ib = real_image(real_data, a), real_image(real_data, b)
+    assert _phash_distance(ia, ib) <= 16  # they are hash neighbours: the hash alone would report them
+    verdict = verify_pair(fingerprint_image(ia), fingerprint_image(ib), lambda: ia, lambda: ib)
+    assert not verdict.duplicate, verdict
+    # and the full pixel comparison, skipping the cheap gates, says the same
+    assert not verify_images(ia, ib).duplicate
+
+
+def test_known_leak_pair_verifies(real_data):
+    a = real_image(real_data, "CT_COVID/kjr-21-e24-p5-29.png")
+    b = real_image(real_data, "CT_NonCOVID/71%0.jpg")
+    verdict = verify_images(a, b)
+    assert verdict.duplicate
+    assert verdict.score >= 0.95

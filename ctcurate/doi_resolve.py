@@ -20,6 +20,7 @@ For the other commands (validate --online, add-contribution):
         findings = online_doi_findings(refs, resolver)      # refs: DoiRef (row-located) or str
         findings = online_sheet_findings(metadata_dir, resolver)   # the same for a whole sheet
         clash = same_paper_findings(new_refs, sheet_refs, resolver)
+        check_rows = online_row_checker(resolver, state.dois)   # add-contribution's RowChecker seam
         same_paper("10.1101/2020.02.25.20021568", "10.1038/s41598-020-76282-0", resolver)
         known_aliases(doi, resolver)                        # {doi, its journal DOI, its preprints}
         resolver.resolve(doi).title                         # the title shown beside a DOI
@@ -42,7 +43,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
@@ -620,10 +621,11 @@ def _located(f: Finding, ref: DoiRef, others: Sequence[DoiRef]) -> Finding:
     )
 
 
-def online_doi_findings(refs: Iterable[DoiRef | str], resolver: Resolver) -> list[Finding]:
+def online_doi_findings(refs: Iterable[DoiRef | str], resolver: Resolver, *, every_row: bool = False) -> list[Finding]:
     """Findings for DOIs read from a sheet: not registered, unchecked, or one paper under two DOIs.
 
-    Each distinct DOI is asked once; its findings are placed at its first row and name the others.
+    Each distinct DOI is asked once; its findings are placed at its first row and name the others,
+    or, with `every_row` (a verdict per row, as add-contribution needs), repeated at each row.
     """
     all_refs = _as_refs(refs)
     groups: dict[str, list[DoiRef]] = {}
@@ -632,7 +634,8 @@ def online_doi_findings(refs: Iterable[DoiRef | str], resolver: Resolver) -> lis
     found = resolver.resolve_many(groups)
     out: list[Finding] = []
     for doi, group in groups.items():
-        out.extend(_located(f, group[0], group) for f in found[doi].findings)
+        for ref in group if every_row else group[:1]:
+            out.extend(_located(f, ref, [] if every_row else group) for f in found[doi].findings)
     seen: set[frozenset[str]] = set()
     dois = [d for d in groups if found[d].exists]
     for i, a in enumerate(dois):
@@ -659,7 +662,7 @@ def _relation(a: Resolution, b: Resolution) -> str:
 def _same_paper_finding(
     ref: DoiRef, other: DoiRef, res: Resolution, other_res: Resolution, make: Callable[..., Finding]
 ) -> Finding:
-    where = f" (row {other.row})" if other.row is not None else ""
+    where = f" (row {other.row})" if other.row is not None else (f" (cited by {other.file})" if other.file else "")
     title = res.title or other_res.title
     titled = f": {title!r}" if title else ""
     return make(
@@ -688,16 +691,52 @@ def same_paper_findings(
         for name in aliases(found[ref.norm]):
             by_alias.setdefault(name, ref)
     out: list[Finding] = []
-    reported: set[tuple[str, str]] = set()
+    reported: set[tuple[int | None, str, str]] = set()
     for ref in new_refs:
         res = found[ref.norm]
         for name in sorted(aliases(res)):
             old = by_alias.get(name)
-            if old is None or old.norm == ref.norm or (ref.norm, old.norm) in reported:
+            if old is None or old.norm == ref.norm or (ref.row, ref.norm, old.norm) in reported:
                 continue
-            reported.add((ref.norm, old.norm))
+            reported.add((ref.row, ref.norm, old.norm))  # one error per row: each row gets its verdict
             out.append(_same_paper_finding(ref, old, res, found[old.norm], error))
     return out
+
+
+class _SheetRowLike(Protocol):
+    """What `online_row_checker` needs of a row (add-contribution's `SheetRow` has it)."""
+
+    row: int
+
+    def text(self, column: str) -> str: ...
+
+
+def online_row_checker(
+    resolver: Resolver, dataset_dois: Mapping[str, str | None] | Iterable[str]
+) -> Callable[[Sequence[_SheetRowLike], str], list[Finding]]:
+    """add-contribution's `RowChecker` for the online DOI rules, row by row.
+
+    Each row's DOI (or the preprint DOI its file name gives) must be registered (`doi.not-found`,
+    error), and must not be the other DOI of a paper the dataset has (`doi.same-paper`, error:
+    a preprint whose journal version is in the dataset, or the reverse). `dataset_dois`: the
+    dataset's DOIs, optionally mapped to a file that cites each (shown in the message).
+    """
+    cited = dict(dataset_dois) if isinstance(dataset_dois, Mapping) else dict.fromkeys(dataset_dois)
+    existing = [DoiRef(doi=d, file=example or None) for d, example in cited.items()]
+
+    def check(rows: Sequence[_SheetRowLike], sheet_name: str) -> list[Finding]:
+        refs: list[DoiRef] = []
+        for r in rows:
+            raw, name = r.text(DOI_COLUMN).strip(), r.text(FILE_COLUMN).strip()
+            if raw:
+                if (parsed := parse(raw)).valid:  # malformed ones are the offline checks' to report
+                    refs.append(DoiRef(doi=parsed.doi, file=sheet_name, row=r.row, column=DOI_COLUMN))
+            elif pre := preprint_from_filename(name):
+                refs.append(DoiRef(doi=pre.doi, file=sheet_name, row=r.row, column=DOI_COLUMN, derived=True))
+        findings = online_doi_findings(refs, resolver, every_row=True)
+        return findings + same_paper_findings(refs, existing, resolver)
+
+    return check
 
 
 # --- the sheet (one small reader, to be swapped for the validating one) ---------------------
@@ -773,6 +812,7 @@ __all__ = [
     "aliases",
     "known_aliases",
     "online_doi_findings",
+    "online_row_checker",
     "online_sheet_findings",
     "open_resolver",
     "read_sheet_dois",

@@ -568,3 +568,78 @@ def test_open_resolver_uses_the_default_cache(registry, tmp_path, monkeypatch):
     with open_resolver(offline=True) as r:
         assert r.resolve(BMJ).source == "cache"
     assert registry.user_agents == {ResolverSettings.from_env(mailto="lead@example.org").user_agent}
+
+
+def test_online_row_checker_gives_every_contribution_row_its_verdict(registry):
+    from ctcurate.contribution import SheetRow
+    from ctcurate.doi_resolve import online_row_checker
+
+    rows = [
+        SheetRow(2, {"File name": "a.png", "DOI": f"https://doi.org/{PREPRINT}"}),
+        SheetRow(3, {"File name": "b.png", "DOI": MISSING}),
+        SheetRow(4, {"File name": "c.png", "DOI": MISSING}),
+        SheetRow(5, {"File name": "2020.02.25.20021568-p1-1.png", "DOI": None}),
+        SheetRow(6, {"File name": "d.png", "DOI": "see the paper"}),
+        SheetRow(7, {"File name": "e.png", "DOI": BMJ}),
+    ]
+    with make() as r:
+        check = online_row_checker(r, {JOURNAL: "x.png", LANCET: "y.png"})
+        findings = check(rows, "contribution.xlsx")
+    got = sorted((f.row, f.code, f.severity.value) for f in findings)
+    assert got == [
+        (2, "doi.same-paper", "error"),
+        (3, "doi.not-found", "error"),
+        (4, "doi.not-found", "error"),
+        (5, "doi.same-paper", "error"),
+    ]
+    same = next(f for f in findings if f.row == 2)
+    assert same.file == "contribution.xlsx" and same.column == "DOI"
+    assert same.message.startswith(f"{PREPRINT} is the preprint of {JOURNAL} (cited by x.png); one paper")
+    assert registry.count("handle", PREPRINT) == 1 and registry.count("handle", MISSING) == 1
+
+
+def test_online_row_checker_rejects_a_journal_version_of_a_dataset_preprint(registry, tmp_path):
+    """End to end through add-contribution's library: the journal DOI of a preprint already in the
+    dataset is rejected as the same paper (the seam the CLI's --online would use)."""
+    from contribution_helpers import make_synthetic_dataset, noise_png, write_contribution_sheet
+
+    from ctcurate import contribute
+    from ctcurate.dataset_state import read_state
+    from ctcurate.doi_resolve import online_row_checker
+    from ctcurate.intake import combine_checkers
+
+    root = make_synthetic_dataset(tmp_path / "ds")
+    journal = "10.5555/journal.2020.1"
+    linked = {
+        "message": {
+            "title": ["J"],
+            "type": "journal-article",
+            "relation": {"has-preprint": [{"id-type": "doi", "id": "10.1101/2020.02.10.20021580"}]},
+        }
+    }
+    registry.script("works", journal, Reply(body=json.dumps(linked)))
+    contrib = tmp_path / "contrib"
+    noise_png(contrib / "new-p1-1.png", 777)
+    noise_png(contrib / "other-p2-1.png", 778)
+    write_contribution_sheet(
+        contrib / "contribution.xlsx",
+        [
+            {"File name": "new-p1-1.png", "Label": "COVID", "Patient ID": "P1", "DOI": journal, "Captions": "Fig. 1"},
+            {"File name": "other-p2-1.png", "Label": "COVID", "Patient ID": "P2", "DOI": BMJ, "Captions": "Fig. 2"},
+        ],
+    )
+    with make() as r:
+        checker = online_row_checker(r, read_state(root, root / "metadata").dois)
+        outcome = contribute.add_contribution(
+            contrib,
+            root,
+            root / "metadata",
+            check_rows=combine_checkers(contribute.default_row_checker(), checker),
+            find_duplicates=contribute.default_duplicate_finder(tmp_path / "hash.sqlite"),
+            dry_run=True,
+        )
+    verdict = {d.source: d for d in outcome.plan.decisions}
+    assert verdict["new-p1-1.png"].accepted is False
+    assert verdict["new-p1-1.png"].reasons == ("doi.same-paper",)
+    assert verdict["other-p2-1.png"].accepted is True
+    assert outcome.exit_code == 1

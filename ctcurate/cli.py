@@ -221,9 +221,12 @@ def _cache_override() -> Path | None:
               help="Write an empty contribution sheet (.xlsx or .csv) to this file and stop.")
 @click.option("--cache", "cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Hash cache shared with check-leakage (default $CTCURATE_CACHE, else <data>/.ctcurate/cache.sqlite).")
+@click.option("--online", is_flag=True,
+              help="Also check each DOI with the registries (it exists; it is not another DOI of a paper in the dataset).")
+@click.option("--mailto", metavar="ADDR", help="With --online: contact address for the registries (or $CTCURATE_MAILTO).")
 def add_contribution(contribution: Path | None, data: Path | None, metadata: Path | None, dry_run: bool,
                      split_mode: str, contributor: str, fmt: str, partial: bool, template: Path | None,
-                     cache: Path | None) -> None:
+                     cache: Path | None, online: bool, mailto: str | None) -> None:
     """Check a contributed folder or zip against the dataset and apply it all-or-nothing.
 
     Exit 0: everything accepted (and applied unless --dry-run); 1: something rejected (nothing
@@ -259,10 +262,20 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
     cache_path = cache or _cache_override() or default_cache_path(data_root)
     try:
         # A dry run works on a scratch copy of the hash cache: it writes nothing anywhere.
-        with contribute.scratch_cache(cache_path) if dry_run else nullcontext(cache_path) as use_cache:
+        with (
+            contribute.scratch_cache(cache_path) if dry_run else nullcontext(cache_path) as use_cache,
+            _doi_resolver(mailto) if online else nullcontext() as resolver,
+        ):
+            check_rows = contribute.default_row_checker()
+            if resolver is not None:
+                from .dataset_state import read_state
+                from .doi_resolve import online_row_checker
+                from .intake import combine_checkers
+
+                check_rows = combine_checkers(check_rows, online_row_checker(resolver, read_state(data_root, meta).dois))
             outcome = contribute.add_contribution(
                 contribution, data_root, meta,
-                check_rows=contribute.default_row_checker(),
+                check_rows=check_rows,
                 find_duplicates=contribute.default_duplicate_finder(use_cache),
                 split_mode=split_mode, contributor=contributor, dry_run=dry_run, partial=partial,
             )
@@ -274,6 +287,13 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
         sys.exit(EXIT_USAGE)
     click.echo(contribute.render_json(outcome) if fmt == "json" else contribute.render_text(outcome))
     sys.exit(outcome.exit_code)
+
+
+def _doi_resolver(mailto: str | None):  # type: ignore[no-untyped-def]
+    """The DOI resolver over the user's DOI cache (the one `ctcurate doi resolve` uses)."""
+    from .doi_resolve import open_resolver
+
+    return open_resolver(mailto=mailto)
 
 
 # --- check-leakage --------------------------------------------------------------------------

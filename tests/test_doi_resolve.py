@@ -643,3 +643,37 @@ def test_online_row_checker_rejects_a_journal_version_of_a_dataset_preprint(regi
     assert verdict["new-p1-1.png"].reasons == ("doi.same-paper",)
     assert verdict["other-p2-1.png"].accepted is True
     assert outcome.exit_code == 1
+
+
+def test_cli_add_contribution_online_rejects_the_journal_version_of_a_dataset_preprint(registry, tmp_path, monkeypatch):
+    """The same rule through `ctcurate add-contribution --online` (dry run, so nothing is written)."""
+    from click.testing import CliRunner
+    from contribution_helpers import make_synthetic_dataset, noise_png, write_contribution_sheet
+
+    from ctcurate.cli import main
+
+    root = make_synthetic_dataset(tmp_path / "ds")
+    journal = "10.5555/journal.2020.2"
+    linked = {
+        "message": {
+            "title": ["J"],
+            "type": "journal-article",
+            "relation": {"has-preprint": [{"id-type": "doi", "id": "10.1101/2020.02.10.20021580"}]},
+        }
+    }
+    registry.script("works", journal, Reply(body=json.dumps(linked)))
+    contrib = tmp_path / "contrib"
+    noise_png(contrib / "new-p1-1.png", 779)
+    write_contribution_sheet(
+        contrib / "contribution.xlsx",
+        [{"File name": "new-p1-1.png", "Label": "COVID", "Patient ID": "P1", "DOI": journal, "Captions": "Fig. 1"}],
+    )
+    args = ["add-contribution", str(contrib), "--data", str(root), "--metadata", str(root / "metadata"),
+            "--cache", str(tmp_path / "hash.sqlite"), "--dry-run"]
+    offline = CliRunner().invoke(main, args)
+    assert offline.exit_code == 0, offline.output  # without --online the registries are not asked
+    assert registry.count("works", journal) == 0
+    online = CliRunner().invoke(main, [*args, "--online"])
+    assert online.exit_code == 1, online.output
+    assert "rejected  new-p1-1.png: doi.same-paper" in online.output
+    assert registry.count("works", journal) >= 1

@@ -706,7 +706,8 @@ def same_paper_findings(
 class _SheetRowLike(Protocol):
     """What `online_row_checker` needs of a row (add-contribution's `SheetRow` has it)."""
 
-    row: int
+    @property
+    def row(self) -> int: ...
 
     def text(self, column: str) -> str: ...
 

@@ -111,7 +111,9 @@ def validate(
             report += "\nDOIs:\n" + "".join(f"  {r.describe()}\n" for r in papers)
     if online and fmt == "json":
         body = json.loads(report)
-        body["dois"] = [r.model_dump(mode="json") for r in {r.doi: r for r in result.dois.values()}.values()]
+        # The document keeps exactly its two keys: the answers go with the online summary.
+        papers = {r.doi: r for r in result.dois.values()}.values()
+        body["summary"]["dois_online"]["papers"] = [r.model_dump(mode="json") for r in papers]
         report = json.dumps(body, indent=2, ensure_ascii=False) + "\n"
     if output is not None:
         try:

@@ -86,7 +86,8 @@ def test_cli_validate_online_text_lists_each_doi_with_its_title(registry, small_
 def test_cli_validate_online_json_and_offline(registry, small_sheet):
     first = CliRunner().invoke(main, ["validate", "--metadata", str(small_sheet), "--online", "--format", "json"])
     data = json.loads(first.stdout)
-    assert [d["doi"] for d in data["dois"]][:2] == ["10.1136/bmj.m606", MISSING]
+    assert set(data) == {"findings", "summary"}
+    assert [d["doi"] for d in data["summary"]["dois_online"]["papers"]][:2] == ["10.1136/bmj.m606", MISSING]
     assert data["summary"]["dois_online"]["not_found"] == 1
     asked = registry.count()
     again = CliRunner().invoke(main, ["validate", "--metadata", str(small_sheet), "--online", "--offline"])

@@ -10,7 +10,7 @@ import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -56,13 +56,29 @@ def main() -> None:
     help="Write a normalized copy of the metadata here (a folder for a folder, a file for a file); "
     "the input is never changed.",
 )
+@click.option(
+    "--online", is_flag=True,
+    help="Also ask doi.org, Crossref and bioRxiv/medRxiv about every DOI (cached; see `ctcurate doi resolve`).",
+)
+@click.option("--offline", is_flag=True, help="With --online: answer only from the DOI cache.")
+@click.option("--mailto", metavar="ADDR", help="With --online: contact address for the registries (or $CTCURATE_MAILTO).")
 def validate(
-    metadata: Path | None, images: Path | None, splits: Path | None, fmt: str, output: Path | None, fix_out: Path | None
+    metadata: Path | None,
+    images: Path | None,
+    splits: Path | None,
+    fmt: str,
+    output: Path | None,
+    fix_out: Path | None,
+    online: bool = False,
+    offline: bool = False,
+    mailto: str | None = None,
 ) -> None:
     """Check the metadata sheet, split lists and images; report every problem at once.
 
     Exit status: 0 no errors (warnings allowed), 1 errors found, 2 usage or unreadable input.
     """
+    import json
+
     from . import findings as findings_lib
     from .atomic import atomic_write
     from .fix import FixError, write_fixed
@@ -70,8 +86,13 @@ def validate(
     from .validate import FINDING_CODES, InputError
     from .validate import validate as run_validate
 
+    if (offline or mailto) and not online:
+        raise click.UsageError("--offline and --mailto go with --online")
     try:
-        result = run_validate(metadata, images, splits, plan_fixes=fix_out is not None)
+        if online:
+            result = _validate_online(metadata, images, splits, fix_out is not None, offline, mailto)
+        else:
+            result = run_validate(metadata, images, splits, plan_fixes=fix_out is not None)
     except InputError as exc:
         _exit_with_error(str(exc))
     not_checked = None if result.images_checked else (
@@ -85,6 +106,15 @@ def validate(
         report = findings_page(result.findings, title, result.summary, FINDING_CODES)
     else:
         report = findings_lib.to_text(result.findings) + "\n" + (f"{not_checked}\n" if not_checked else "")
+        if online:
+            papers = {r.doi: r for r in result.dois.values()}.values()
+            report += "\nDOIs:\n" + "".join(f"  {r.describe()}\n" for r in papers)
+    if online and fmt == "json":
+        body = json.loads(report)
+        # The document keeps exactly its two keys: the answers go with the online summary.
+        papers = {r.doi: r for r in result.dois.values()}.values()
+        body["summary"]["dois_online"]["papers"] = [r.model_dump(mode="json") for r in papers]
+        report = json.dumps(body, indent=2, ensure_ascii=False) + "\n"
     if output is not None:
         try:
             with atomic_write(output) as fh:
@@ -105,6 +135,28 @@ def validate(
         for path, count in fixed.written.items():
             click.echo(f"fixed copy: {path} ({count} change(s))", err=True)
     sys.exit(EXIT_FOUND if findings_lib.has_errors(result.findings) else EXIT_OK)
+
+
+if TYPE_CHECKING:
+    from .validate import ValidationResult
+
+
+def _validate_online(
+    metadata: Path | None, images: Path | None, splits: Path | None, plan_fixes: bool, offline: bool, mailto: str | None
+) -> ValidationResult:
+    """`validate --online`: the same run, with a DOI resolver over the user's DOI cache."""
+    import sqlite3
+
+    from .doi_resolve import cache_error_message, open_resolver
+    from .store import default_cache_path
+    from .validate import validate as run_validate
+
+    path = default_cache_path(None)
+    try:
+        with open_resolver(path, offline=offline, mailto=mailto) as resolver:
+            return run_validate(metadata, images, splits, plan_fixes=plan_fixes, resolver=resolver)
+    except (sqlite3.Error, OSError) as exc:
+        _exit_with_error(cache_error_message(path, exc))
 
 
 def _exit_with_error(message: str) -> NoReturn:
@@ -171,9 +223,12 @@ def _cache_override() -> Path | None:
               help="Write an empty contribution sheet (.xlsx or .csv) to this file and stop.")
 @click.option("--cache", "cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Hash cache shared with check-leakage (default $CTCURATE_CACHE, else <data>/.ctcurate/cache.sqlite).")
+@click.option("--online", is_flag=True,
+              help="Also check each DOI with the registries (it exists; it is not another DOI of a paper in the dataset).")
+@click.option("--mailto", metavar="ADDR", help="With --online: contact address for the registries (or $CTCURATE_MAILTO).")
 def add_contribution(contribution: Path | None, data: Path | None, metadata: Path | None, dry_run: bool,
                      split_mode: str, contributor: str, fmt: str, partial: bool, template: Path | None,
-                     cache: Path | None) -> None:
+                     cache: Path | None, online: bool, mailto: str | None) -> None:
     """Check a contributed folder or zip against the dataset and apply it all-or-nothing.
 
     Exit 0: everything accepted (and applied unless --dry-run); 1: something rejected (nothing
@@ -209,10 +264,20 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
     cache_path = cache or _cache_override() or default_cache_path(data_root)
     try:
         # A dry run works on a scratch copy of the hash cache: it writes nothing anywhere.
-        with contribute.scratch_cache(cache_path) if dry_run else nullcontext(cache_path) as use_cache:
+        with (
+            contribute.scratch_cache(cache_path) if dry_run else nullcontext(cache_path) as use_cache,
+            _doi_resolver(mailto) if online else nullcontext() as resolver,
+        ):
+            check_rows = contribute.default_row_checker()
+            if resolver is not None:
+                from .dataset_state import read_state
+                from .doi_resolve import online_row_checker
+                from .intake import combine_checkers
+
+                check_rows = combine_checkers(check_rows, online_row_checker(resolver, read_state(data_root, meta).dois))
             outcome = contribute.add_contribution(
                 contribution, data_root, meta,
-                check_rows=contribute.default_row_checker(),
+                check_rows=check_rows,
                 find_duplicates=contribute.default_duplicate_finder(use_cache),
                 split_mode=split_mode, contributor=contributor, dry_run=dry_run, partial=partial,
             )
@@ -224,6 +289,13 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
         sys.exit(EXIT_USAGE)
     click.echo(contribute.render_json(outcome) if fmt == "json" else contribute.render_text(outcome))
     sys.exit(outcome.exit_code)
+
+
+def _doi_resolver(mailto: str | None):  # type: ignore[no-untyped-def]
+    """The DOI resolver over the user's DOI cache (the one `ctcurate doi resolve` uses)."""
+    from .doi_resolve import open_resolver
+
+    return open_resolver(mailto=mailto)
 
 
 # --- check-leakage --------------------------------------------------------------------------
@@ -475,7 +547,10 @@ def doi() -> None:
 @doi.command("normalize")
 @click.argument("dois", nargs=-1, required=True)
 def doi_normalize(dois: tuple[str, ...]) -> None:
-    """Print one canonical DOI per argument (lower case, no prefix, no whitespace)."""
+    """Print one canonical DOI per argument (lower case, no prefix, no whitespace).
+
+    An argument that is not a DOI prints `error: <reason>` in its place; the exit code is then 1.
+    """
     from . import doi as doi_lib
 
     failed = False
@@ -485,7 +560,116 @@ def doi_normalize(dois: tuple[str, ...]) -> None:
             click.echo(parsed.doi)
         else:
             failed = True
-            click.echo(f"error: {raw!r} is not a DOI (expected 10.NNNN/suffix)")
+            shown = raw.strip()
+            reason = "empty" if not parsed.doi else f"{shown!r} is not a DOI (expected 10.NNNN/suffix)"
+            click.echo(f"error: {reason}")
+    sys.exit(EXIT_FOUND if failed else EXIT_OK)
+
+
+if TYPE_CHECKING:
+    from .doi_resolve import Resolution
+
+_CSV_FIELDS = (
+    "doi", "exists", "title", "container", "issued", "type", "preprint_server", "versions",
+    "published_doi", "published_container", "preprint_dois", "source", "checked_at", "findings",
+)
+
+
+def _resolution_row(res: Resolution) -> dict[str, object]:
+    row = res.model_dump(mode="json")
+    row["exists"] = {True: "yes", False: "no", None: "unknown"}[res.exists]
+    row["preprint_dois"] = " ".join(res.preprint_dois)
+    row["findings"] = " ".join(sorted({f.code for f in res.findings}))
+    return {k: ("" if row[k] is None else row[k]) for k in _CSV_FIELDS}
+
+
+@doi.command("resolve")
+@click.argument("dois", nargs=-1)
+@click.option("--metadata", "metadata_dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Resolve every DOI of DIR/COVID-CT-MetaInfo.xlsx (empty cells: from the file name).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
+@click.option("--offline", is_flag=True, help="Answer only from the cache; say which DOIs could not be checked.")
+@click.option("--refresh", is_flag=True, help="Ask the registries again even where the cache has an answer.")
+@click.option("--mailto", metavar="ADDR", help="Contact address for the User-Agent (default: $CTCURATE_MAILTO).")
+@click.option("--cache", "cache_file", type=click.Path(dir_okay=False),
+              help="SQLite cache file (default: $CTCURATE_CACHE, else ~/.cache/ctcurate/cache.sqlite).")
+def doi_resolve(
+    dois: tuple[str, ...],
+    metadata_dir: str | None,
+    fmt: str,
+    offline: bool,
+    refresh: bool,
+    mailto: str | None,
+    cache_file: str | None,
+) -> None:
+    """Check that DOIs exist (doi.org) and show their paper (Crossref, bioRxiv/medRxiv).
+
+    Exit 0 when every DOI exists; 1 when one does not, is malformed or could not be checked.
+    """
+    import csv
+    import io
+    import json
+    import sqlite3
+    from pathlib import Path
+
+    from . import doi_resolve as dr
+    from .findings import Finding, has_errors, to_json, to_text
+    from .store import default_cache_path
+
+    if offline and refresh:
+        raise click.UsageError("--offline and --refresh contradict each other")
+    if bool(dois) == bool(metadata_dir):
+        raise click.UsageError("give DOIs or --metadata DIR (one of the two)")
+    findings: list[Finding] = []
+    if metadata_dir is not None:
+        try:
+            refs, findings = dr.read_sheet_dois(Path(metadata_dir))
+        except dr.SheetError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+    else:
+        refs = [dr.DoiRef(doi=d) for d in dois]
+    path = Path(cache_file) if cache_file else default_cache_path(None)
+    try:
+        cache = dr.DoiCache(path)
+        settings = dr.ResolverSettings.from_env(mailto=mailto)
+        with dr.Resolver(settings, cache=cache, offline=offline, refresh=refresh) as resolver:
+            resolved = resolver.resolve_many(r.norm for r in refs)
+            if metadata_dir is not None:
+                findings += dr.online_doi_findings(refs, resolver)
+            else:
+                findings += [f for res in {r.doi: r for r in resolved.values()}.values() for f in res.findings]
+    except (sqlite3.Error, OSError) as exc:
+        click.echo(f"error: {dr.cache_error_message(path, exc)}", err=True)
+        sys.exit(EXIT_USAGE)
+    results = list({r.doi: r for r in resolved.values()}.values())  # `v2` forms share one answer
+    counts = {
+        "dois": len(results),
+        "exist": sum(r.exists is True for r in results),
+        "not_found": sum(r.exists is False for r in results),
+        "unknown": sum(r.exists is None for r in results),
+    }
+    if fmt == "json":
+        body = json.loads(to_json(findings, **counts))
+        resolutions = [r.model_dump(mode="json") for r in results]
+        click.echo(json.dumps({"resolutions": resolutions, **body}, indent=2, ensure_ascii=False))
+    elif fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=_CSV_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(_resolution_row(r) for r in results)
+        click.echo(buffer.getvalue(), nl=False)
+    else:
+        for res in results:
+            click.echo(res.describe())
+        if findings:
+            click.echo("")
+            click.echo(to_text(findings))
+        click.echo(
+            f"{counts['dois']} DOI(s): {counts['exist']} exist, {counts['not_found']} not found, "
+            f"{counts['unknown']} unknown"
+        )
+    failed = counts["not_found"] or counts["unknown"] or has_errors(findings)
     sys.exit(EXIT_FOUND if failed else EXIT_OK)
 
 

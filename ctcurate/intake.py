@@ -9,7 +9,6 @@ Writes nothing. Row checks and duplicate search come in through two seams (`RowC
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +21,7 @@ from . import doi as doi_lib
 from .contribution import Contribution, ContributionRow, Label, SheetRow
 from .dataset_state import DatasetState, figure_key, paper_key
 from .findings import Finding, Severity, error, has_errors, warning
+from .hashing import file_sha256
 from .images import sniff_format
 from .split_assign import Item, assign
 
@@ -147,13 +147,6 @@ def patient_key(raw: str) -> str:
     """How contributed patient IDs are compared: `Patient 1`, `patient 1 ` and `PATIENT  1` are one patient."""
     return re.sub(r"\s+", " ", raw.strip()).casefold()
 
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _match_images(contribution: Contribution) -> tuple[dict[int, str], list[Finding]]:
@@ -290,7 +283,7 @@ def plan_intake(
                 proper_suffix[key] = _SUFFIX_OF.get(content or "", path.suffix)
                 f = f.model_copy(update={"hint": f"it is stored under the {proper_suffix[key]} extension"})
             findings[key].append(f)
-        shas[key] = _file_sha256(path)
+        shas[key] = file_sha256(path)
         decodable.append(key)
 
     # DOI: new to the dataset (compared normalized).

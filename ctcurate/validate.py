@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import doi as doi_lib
 from . import layout
@@ -34,6 +35,9 @@ from .schemas import (
     parse_captions,
 )
 from .sheets import Sheet, SheetError, find_columns, read_lines, read_sheet
+
+if TYPE_CHECKING:  # doi_resolve (and requests) are imported only when validating online
+    from .doi_resolve import Resolution, Resolver
 
 COVID_CLASS = "CT_COVID"
 NONCOVID_CLASS = "CT_NonCOVID"
@@ -74,6 +78,11 @@ FINDING_CODES: dict[str, str] = {
     "doi.derivable": "the DOI is empty but the file name is a bioRxiv/medRxiv preprint ID that gives it",
     "doi.mismatch": "the DOI disagrees with the preprint ID in the file name",
     "doi.malformed": "not a DOI (expected 10.NNNN/suffix)",
+    "doi.not-found": "--online: doi.org says the DOI is not registered",
+    "doi.same-paper": "--online: two DOIs of the sheet name one paper (a preprint and its journal version)",
+    "doi.unreachable": "--online: a registry could not be reached; the DOI was not checked (nothing is claimed)",
+    "doi.bad-answer": "--online: a registry answered something unreadable; the DOI was not checked",
+    "doi.not-cached": "--online offline: no cached answer for the DOI, so it was not checked",
     "patient.conflict": "one patient ID with conflicting ages or genders across its rows",
     "file.missing": "a row names a file that is not on disk (the hint names the near match)",
     "file.no-row": "an image on disk that no row describes",
@@ -127,6 +136,7 @@ class ValidationResult:
     noncovid_rows: list[NonCovidRow] = field(default_factory=list)
     split_entries: list[SplitEntry] = field(default_factory=list)
     fixes: list[CellFix] = field(default_factory=list)
+    dois: dict[str, Resolution] = field(default_factory=dict)  # --online: each distinct DOI's answer
 
     @property
     def images_checked(self) -> bool:
@@ -197,10 +207,12 @@ def validate(
     splits: Path | None = None,
     check_images: bool = True,
     plan_fixes: bool = False,
+    resolver: Resolver | None = None,
 ) -> ValidationResult:
     """Validate everything the inputs name; raise `InputError` only when something cannot be read.
 
     `plan_fixes` also works out the cell fixes `--fix` writes (`ValidationResult.fixes`).
+    `resolver` (online checks) also asks the registries about every DOI of the COVID sheet.
     """
     inputs = resolve_inputs(metadata, images, splits)
     findings: list[Finding] = []
@@ -263,6 +275,10 @@ def validate(
         if check_images:
             findings += check_image_files(inputs.data_root, [p for ps in on_disk.values() for p in ps])
     findings += _patient_leaks(sheets, sheet_rows, row_names, entries)
+    dois: dict[str, Resolution] = {}
+    if resolver is not None and COVID_CLASS in sheets:
+        online, dois = _online_doi_checks(covid_rows, sheets[COVID_CLASS][0].path.name, resolver)
+        findings += online
 
     if plan_fixes:
         for class_dir, (sheet, cols) in sheets.items():
@@ -275,6 +291,14 @@ def validate(
         "images": sum(len(ps) for ps in on_disk.values()),
         "split_entries": len(entries),
     }
+    if resolver is not None:
+        answers = list({r.doi: r for r in dois.values()}.values())
+        summary["dois_online"] = {
+            "dois": len(answers),
+            "exist": sum(r.exists is True for r in answers),
+            "not_found": sum(r.exists is False for r in answers),
+            "unknown": sum(r.exists is None for r in answers),
+        }
     return ValidationResult(
         inputs=inputs,
         findings=findings,
@@ -283,7 +307,24 @@ def validate(
         noncovid_rows=noncovid_rows,
         split_entries=entries,
         fixes=_dedupe(fixes) if plan_fixes else [],
+        dois=dois,
     )
+
+
+def _online_doi_checks(
+    rows: list[CovidRow], file: str, resolver: Resolver
+) -> tuple[list[Finding], dict[str, Resolution]]:
+    """Every row's DOI (or the preprint DOI its file name gives) asked once of the registries."""
+    from .doi_resolve import DoiRef, online_doi_findings
+
+    refs = []
+    for r in rows:
+        if r.doi and doi_lib.is_valid(r.doi):  # malformed ones are already reported
+            refs.append(DoiRef(doi=r.doi, file=file, row=r.row, column="DOI"))
+        elif not r.doi and (derived := doi_lib.preprint_from_filename(r.file_name)):
+            refs.append(DoiRef(doi=derived.doi, file=file, row=r.row, column="DOI", derived=True))
+    findings = online_doi_findings(refs, resolver)
+    return findings, resolver.resolve_many(ref.norm for ref in refs)
 
 
 def _by_file_and_row(findings: list[Finding]) -> list[Finding]:

@@ -45,3 +45,16 @@ def dataset_copy(real_data: Path, repo_metadata: Path, tmp_path: Path) -> Path:
     shutil.copytree(real_data / IMAGES_DIR, root / IMAGES_DIR)
     shutil.copytree(repo_metadata, root / "metadata")
     return root
+
+
+# No test may reach the real registries: unless a test points them at its own local server, the
+# DOI services are a closed local port (connection refused at once).
+_OFFLINE_URL = "http://127.0.0.1:9"
+
+
+@pytest.fixture(autouse=True)
+def _no_internet_for_doi_services(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    for name in ("CTCURATE_DOI_URL", "CTCURATE_CROSSREF_URL", "CTCURATE_BIORXIV_URL"):
+        monkeypatch.setenv(name, _OFFLINE_URL)
+    monkeypatch.setenv("CTCURATE_CACHE", str(tmp_path_factory.mktemp("doi-cache") / "cache.sqlite"))
+    monkeypatch.delenv("CTCURATE_MAILTO", raising=False)

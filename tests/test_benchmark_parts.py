@@ -202,34 +202,17 @@ def test_mean_pooled_forward_equals_torchvision(name: str, head: str) -> None:
         torch.testing.assert_close(model(x), ref(x), atol=1e-5, rtol=1e-5)
 
 
-def test_dedupe_seam_without_check_leakage(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_dedupe_pairs_from_check_leakage_on_real_data(real_data: Path, tmp_path: Path) -> None:
+    """The library path of --dedupe-test: check-leakage's real test/train leak comes back as (test, train)."""
     from ctcurate.benchmark.run import find_test_train_duplicates
+    from ctcurate.layout import default_metadata_dir, split_files
 
-    monkeypatch.setitem(__import__("sys").modules, "ctcurate.leakage", None)
-    pairs, note = find_test_train_duplicates(tmp_path, tmp_path, {"t"}, {"r"})
-    assert pairs is None
-    assert note == (
-        "check-leakage is not part of this build: run `ctcurate check-leakage --format json --output leaks.json` "
-        "where it is, and pass --leakage-report leaks.json"
+    names: dict[str, set[str]] = {"train": set(), "val": set(), "test": set()}
+    for sf in split_files(default_metadata_dir() / "Data-split"):
+        names[sf.split] |= {f"{sf.class_dir}/{line.strip()}" for line in sf.path.read_text().splitlines() if line.strip()}
+    pairs = find_test_train_duplicates(
+        real_data, default_metadata_dir() / "Data-split", names["test"], names["train"], tmp_path / "cache.sqlite"
     )
-
-
-def test_dedupe_seam_calls_check_leakage(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import sys
-    import types
-
-    from ctcurate.benchmark.run import find_test_train_duplicates
-
-    calls = []
-
-    def check_leakage(data_root: Path, splits_dir: Path | None = None, cache_path: Path | None = None) -> object:
-        calls.append((data_root, splits_dir, cache_path))
-        pair = lambda a, b: types.SimpleNamespace(a=a, b=b)  # noqa: E731
-        return types.SimpleNamespace(pairs=[pair("CT_COVID/t.png", "CT_NonCOVID/r.jpg"), pair("CT_COVID/v.png", "CT_COVID/t.png")])
-
-    fake = types.ModuleType("ctcurate.leakage")
-    fake.check_leakage = check_leakage  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "ctcurate.leakage", fake)
-    pairs, note = find_test_train_duplicates(tmp_path, tmp_path / "splits", {"CT_COVID/t.png"}, {"CT_NonCOVID/r.jpg"})
-    assert note is None and pairs == [("CT_COVID/t.png", "CT_NonCOVID/r.jpg")]
-    assert calls == [(tmp_path, tmp_path / "splits", tmp_path / ".ctcurate" / "cache.sqlite")]
+    assert ("CT_COVID/kjr-21-e24-p5-29.png", "CT_NonCOVID/71%0.jpg") in pairs
+    assert ("CT_COVID/kjr-21-e24-p5-31.png", "CT_NonCOVID/71%1.jpg") in pairs
+    assert all(t in names["test"] and r in names["train"] for t, r in pairs)

@@ -6,13 +6,11 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner, Result
 from PIL import Image
 
-from ctcurate.benchmark import metrics
 from ctcurate.benchmark.data import official_samples, smoke_subset
 from ctcurate.benchmark.run import SMOKE_SUBSET
 from ctcurate.cli import main

@@ -23,6 +23,7 @@ from PIL import Image
 
 from ..atomic import atomic_path
 from ..findings import Finding, error, warning
+from ..hashing import file_sha256
 from ..images import UnreadableImage, open_image
 from ..layout import IMAGE_SUFFIXES, IMAGES_DIR, SPLIT_NAMES, label_of_class, split_files
 from ..store import CACHE_DIR, default_cache_path
@@ -230,19 +231,12 @@ def _writable(folder: Path) -> bool:
         return False
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def cache_key(samples: Sequence[Sample], image_size: int) -> str:
     """Content hashes of every file, with its name and label, the sizes and the cache format."""
     h = hashlib.sha256(f"v{CACHE_VERSION}|{image_size}|{train_resize(image_size)}".encode())
     with ThreadPoolExecutor(max_workers=4) as pool:
-        for s, digest in zip(samples, pool.map(_file_digest, [s.path for s in samples])):
+        for s, digest in zip(samples, pool.map(file_sha256, [s.path for s in samples])):
             h.update(f"|{s.name}|{s.label}|{digest}".encode())
     return h.hexdigest()
 

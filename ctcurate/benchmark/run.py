@@ -136,19 +136,13 @@ def pairs_from_leakage_report(report: Path, test_names: set[str], train_names: s
 
 
 def find_test_train_duplicates(
-    data_root: Path, splits_dir: Path, test_names: set[str], train_names: set[str]
-) -> tuple[list[tuple[str, str]] | None, str | None]:
-    """(test, train) duplicate pairs from the check-leakage library; None and a note where it is absent."""
-    try:
-        from ..leakage import check_leakage  # type: ignore[import-not-found,unused-ignore]  # lands with `check-leakage`
-    except ImportError:
-        return None, (
-            "check-leakage is not part of this build: run `ctcurate check-leakage --format json --output leaks.json` "
-            "where it is, and pass --leakage-report leaks.json"
-        )
-    # Its hash cache sits beside our tensor cache (the data root's .ctcurate/, unless read-only).
-    report = check_leakage(data_root, splits_dir=splits_dir, cache_path=tensor_cache_dir(data_root).parent / "cache.sqlite")
-    return _test_train(((p.a, p.b) for p in report.pairs), test_names, train_names), None
+    data_root: Path, splits_dir: Path, test_names: set[str], train_names: set[str], cache_path: Path
+) -> list[tuple[str, str]]:
+    """(test, train) duplicate pairs found by check-leakage (its hash cache makes a second call cheap)."""
+    from ..leakage import check_leakage
+
+    report = check_leakage(data_root, splits_dir=splits_dir, cache_path=cache_path)
+    return _test_train(((p.a, p.b) for p in report.pairs), test_names, train_names)
 
 
 def dedupe_test_metrics(
@@ -340,21 +334,18 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
     if opts.dedupe_test:
         test_names = set(test_set.names)
         train_names = set(train_set.names)
-        note = None
         if opts.leakage_report is not None:
             try:
-                pairs: list[tuple[str, str]] | None = pairs_from_leakage_report(opts.leakage_report, test_names, train_names)
+                pairs = pairs_from_leakage_report(opts.leakage_report, test_names, train_names)
             except (OSError, ValueError) as exc:
                 out.findings.append(error("benchmark.leakage-report", f"cannot read the check-leakage report: {exc}", file=str(opts.leakage_report)))
                 out.fatal = True
                 return out
         else:
-            pairs, note = find_test_train_duplicates(opts.data_root, opts.splits_dir, test_names, train_names)
-        if pairs is None:
-            results["dedupe_test"] = {"note": note}
-            out.findings.append(warning("benchmark.dedupe-unavailable", str(note)))
-        else:
-            results["dedupe_test"] = dedupe_test_metrics(test_set.names, y_test, prob, pairs, opts.bootstrap, cfg.seed)
+            # The hash cache lives beside the tensor cache (the data root's .ctcurate/, unless read-only).
+            hash_cache = (opts.cache_dir or tensor_cache_dir(opts.data_root).parent) / "cache.sqlite"
+            pairs = find_test_train_duplicates(opts.data_root, opts.splits_dir, test_names, train_names, hash_cache)
+        results["dedupe_test"] = dedupe_test_metrics(test_set.names, y_test, prob, pairs, opts.bootstrap, cfg.seed)
 
     results["seconds"] = round(time.perf_counter() - started, 2)
     results["findings"] = [f.model_dump(mode="json") for f in out.findings]

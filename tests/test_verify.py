@@ -64,3 +64,43 @@ def test_known_leak_pair_verifies(real_data):
     verdict = verify_images(a, b)
     assert verdict.duplicate
     assert verdict.score >= 0.95
+
+
+def _synthetic_fingerprints(n: int, seed: int):
+    """Fingerprints of smooth random pictures, some of them mirrored or shifted copies of others."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    base = [rng.normal(size=(12, 12)) for _ in range(n // 2)]
+    pictures = []
+    for k in range(n):
+        a = base[k % len(base)]
+        if k >= len(base):
+            a = a[:, ::-1] if k % 2 else np.roll(a, 1, axis=0)
+        img = Image.fromarray(np.uint8(np.clip(128 + 40 * a, 0, 255))).resize((96, 96), Image.Resampling.BICUBIC)
+        pictures.append(fingerprint_image(img))
+    return pictures
+
+
+def test_quick_scores_do_not_depend_on_batching():
+    """Scores are made per pair: one shared list, two lists and any block size give the same bits."""
+    from ctcurate.verify import _variants_many, quick_score, quick_scores
+
+    fps = _synthetic_fingerprints(24, seed=5)
+    i, j = np.triu_indices(len(fps), k=1)
+    shared = quick_scores(fps, fps, i, j)
+    apart = quick_scores(fps, list(fps), i, j)
+    small = quick_scores(fps, fps, i, j, chunk=7)
+    for other in (apart, small):
+        assert np.array_equal(shared[0], other[0]) and np.array_equal(shared[1], other[1])
+    k = 5
+    one = quick_score(fps[i[k]], fps[j[k]])
+    assert one == (float(shared[0][k]), bool(shared[1][k]))
+    # a mirrored copy scores high and is recognised as mirrored
+    mirrored = [(a, b) for a, b in zip(i, j) if b == a + 12 and b % 2]
+    assert mirrored
+    for a, b in mirrored:
+        s, m = quick_score(fps[a], fps[b])
+        assert s > 0.95 and m
+    thumbs = np.stack([f.thumb_array() for f in fps]).astype(np.float32)
+    assert np.array_equal(_variants_many(thumbs, block=1), _variants_many(thumbs, block=len(thumbs)))

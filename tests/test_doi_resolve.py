@@ -598,6 +598,19 @@ def test_online_row_checker_gives_every_contribution_row_its_verdict(registry):
     assert registry.count("handle", PREPRINT) == 1 and registry.count("handle", MISSING) == 1
 
 
+def _journal_of_dataset_preprint(registry: FakeRegistry, journal: str) -> str:
+    """Script Crossref to say `journal` is the published version of the synthetic dataset's preprint."""
+    linked = {
+        "message": {
+            "title": ["J"],
+            "type": "journal-article",
+            "relation": {"has-preprint": [{"id-type": "doi", "id": "10.1101/2020.02.10.20021580"}]},
+        }
+    }
+    registry.script("works", journal, Reply(body=json.dumps(linked)))
+    return journal
+
+
 def test_online_row_checker_rejects_a_journal_version_of_a_dataset_preprint(registry, tmp_path):
     """End to end through add-contribution's library: the journal DOI of a preprint already in the
     dataset is rejected as the same paper (the seam the CLI's --online would use)."""
@@ -609,15 +622,7 @@ def test_online_row_checker_rejects_a_journal_version_of_a_dataset_preprint(regi
     from ctcurate.intake import combine_checkers
 
     root = make_synthetic_dataset(tmp_path / "ds")
-    journal = "10.5555/journal.2020.1"
-    linked = {
-        "message": {
-            "title": ["J"],
-            "type": "journal-article",
-            "relation": {"has-preprint": [{"id-type": "doi", "id": "10.1101/2020.02.10.20021580"}]},
-        }
-    }
-    registry.script("works", journal, Reply(body=json.dumps(linked)))
+    journal = _journal_of_dataset_preprint(registry, "10.5555/journal.2020.1")
     contrib = tmp_path / "contrib"
     noise_png(contrib / "new-p1-1.png", 777)
     noise_png(contrib / "other-p2-1.png", 778)
@@ -653,15 +658,7 @@ def test_cli_add_contribution_online_rejects_the_journal_version_of_a_dataset_pr
     from ctcurate.cli import main
 
     root = make_synthetic_dataset(tmp_path / "ds")
-    journal = "10.5555/journal.2020.2"
-    linked = {
-        "message": {
-            "title": ["J"],
-            "type": "journal-article",
-            "relation": {"has-preprint": [{"id-type": "doi", "id": "10.1101/2020.02.10.20021580"}]},
-        }
-    }
-    registry.script("works", journal, Reply(body=json.dumps(linked)))
+    journal = _journal_of_dataset_preprint(registry, "10.5555/journal.2020.2")
     contrib = tmp_path / "contrib"
     noise_png(contrib / "new-p1-1.png", 779)
     write_contribution_sheet(

@@ -19,7 +19,7 @@ from .images import open_image
 
 # Bump when anything below changes what a fingerprint holds: cached fingerprints of another
 # version are recomputed.
-HASH_VERSION = "5"
+HASH_VERSION = "6"
 
 THUMB = 64  # side of the verification thumbnail (the trimmed view, stretched to a square)
 _VIEW = 64  # the hashes are computed on the trimmed view brought to this square first
@@ -29,6 +29,16 @@ _TRIM_ROUNDS = 3  # padding around a black background: trim the padding, then th
 _FRAME_NOISE = 0.2  # a border is uniform when at most this share of its pixels stand out
 
 HASH_KINDS = ("phash", "dhash", "whash")
+
+# Sub-windows of the trimmed view (left, top, right, bottom, as fractions) whose pHashes are kept
+# too: a copy cropped into the picture by more than ~5% per side hashes like one of these windows of
+# the original, not like its whole view. Crops are often uneven (the original's view was already
+# trimmed of a border on some sides only), so widths and heights combine freely: whole, centred 84%
+# and 70%, and 84% strips flush with either edge (one side cut).
+_SPANS = ((0.0, 1.0), (0.08, 0.92), (0.15, 0.85), (0.0, 0.84), (0.16, 1.0))
+SUBVIEWS: tuple[tuple[float, float, float, float], ...] = tuple(
+    (x0, y0, x1, y1) for y0, y1 in _SPANS for x0, x1 in _SPANS if (x0, x1, y0, y1) != (0.0, 1.0, 0.0, 1.0)
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class Fingerprint:
     dhash_m: int
     whash_m: int
     thumb: bytes  # THUMB*THUMB uint8 grayscale of the trimmed view
+    sub_phash: tuple[int, ...] = ()  # pHash of each of `SUBVIEWS` (unmirrored)
 
     def thumb_array(self) -> np.ndarray:
         return np.frombuffer(self.thumb, dtype=np.uint8).reshape(THUMB, THUMB)
@@ -173,6 +184,24 @@ def _hashes(view: Image.Image) -> tuple[int, int, int]:
     return _as_int(imagehash.phash(view)), _as_int(imagehash.dhash(view)), _whash(view)
 
 
+def _dct_rows(n: int = 32, keep: int = 8) -> np.ndarray:
+    k = np.arange(keep)[:, None]
+    x = np.arange(n)[None, :]
+    return np.cos(np.pi * k * (2 * x + 1) / (2 * n))
+
+
+_DCT8 = _dct_rows()
+
+
+def _phash(view: Image.Image) -> int:
+    """imagehash.phash (32 px DCT-II, low 8x8 band against its median) as two small matrix
+    products: the sub-window hashes are 24 per image, and imagehash's overhead is most of its cost."""
+    px = np.asarray(view.resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
+    low = _DCT8 @ px @ _DCT8.T
+    bits = (low > np.median(low)).flatten()
+    return int(np.packbits(bits.astype(np.uint8)).view(">u8")[0])
+
+
 def _as_int(h: object) -> int:
     bits = h.hash.flatten()  # type: ignore[attr-defined]
     return int(np.packbits(bits.astype(np.uint8)).view(">u8")[0])
@@ -185,6 +214,11 @@ def fingerprint_image(im: Image.Image) -> Fingerprint:
     mirror = ImageOps.mirror(view)
     direct = _hashes(view)
     mirrored = _hashes(mirror)
+    w, h = cropped.size
+    subs = tuple(
+        _phash(cropped.crop((round(x0 * w), round(y0 * h), round(x1 * w), round(y1 * h))).resize((_VIEW, _VIEW), Image.Resampling.LANCZOS))
+        for x0, y0, x1, y1 in SUBVIEWS
+    )
     thumb = view if THUMB == _VIEW else cropped.resize((THUMB, THUMB), Image.Resampling.LANCZOS)
     return Fingerprint(
         width=im.width,
@@ -197,6 +231,7 @@ def fingerprint_image(im: Image.Image) -> Fingerprint:
         dhash_m=mirrored[1],
         whash_m=mirrored[2],
         thumb=np.asarray(thumb, dtype=np.uint8).tobytes(),
+        sub_phash=subs,
     )
 
 

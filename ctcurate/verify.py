@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image
@@ -137,6 +138,40 @@ def quick_scores(
         score[s : s + chunk] = np.maximum(direct, flipped)
         mirrored[s : s + chunk] = flipped > direct
     return score, mirrored
+
+
+Window = tuple[float, float, float, float]  # (left, top, right, bottom) of a view, as fractions
+
+
+def mirror_window(w: Window) -> Window:
+    """The same window on the mirrored view."""
+    x0, y0, x1, y1 = w
+    return (1.0 - x1, y0, 1.0 - x0, y1)
+
+
+_JITTER = [(f, dx, dy) for f in (0.96, 1.0, 1.04) for dx in (-0.03, 0.0, 0.03) for dy in (-0.03, 0.0, 0.03)]
+
+
+@lru_cache(maxsize=256)
+def _window_mats(window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Row and (transposed) column resampling matrices of every `_JITTER` variant of `window`."""
+    x0, y0, x1, y1 = window
+    sx, sy, cx, cy = x1 - x0, y1 - y0, (x0 + x1) / 2 - 0.5, (y0 + y1) / 2 - 0.5
+    ry = np.stack([_interp_matrix(sy * f, cy + dy) for f, _, dy in _JITTER])
+    rx = np.stack([_interp_matrix(sx * f, cx + dx).T for f, dx, _ in _JITTER])
+    return ry, rx
+
+
+def window_score(crop: Fingerprint, full: Fingerprint, window: Window, mirrored: bool) -> float:
+    """Thumbnail correlation of `crop` with `window` of `full`'s view (of its mirror image if
+    `mirrored`; the window is on that mirrored view), a little zoomed and shifted around it."""
+    tb = full.thumb_array().astype(np.float32)
+    if mirrored:
+        tb = np.ascontiguousarray(tb[:, ::-1])
+    ry, rx = _window_mats(window)
+    vb = _normalize_rows(ry @ tb @ rx)
+    va = _normalize_rows(crop.thumb_array().astype(np.float32)[None])
+    return float((vb @ va[0]).max())
 
 
 def quick_score(a: Fingerprint, b: Fingerprint) -> tuple[float, bool]:
@@ -303,15 +338,25 @@ def _fine_scores(ba: np.ndarray, fb: np.ndarray, p: np.ndarray) -> tuple[float, 
     return median, q25, blocks, _ncc(ba[valid], bb[valid]), w, valid
 
 
-def prescreen(a: Fingerprint, b: Fingerprint, mirrored: bool | None = None) -> tuple[float, bool, np.ndarray]:
-    """Aligned detail correlation of the cached 64 px thumbnails: cheap, rejects most look-alikes."""
+def prescreen(
+    a: Fingerprint, b: Fingerprint, mirrored: bool | None = None, window: Window | None = None
+) -> tuple[float, bool, np.ndarray]:
+    """Aligned detail correlation of the cached 64 px thumbnails: cheap, rejects most look-alikes.
+
+    With `window` (a's view is about that window of b's, possibly mirrored, view) the scale search
+    is centred on the window's size instead of on 1.
+    """
     if mirrored is None:
         _, mirrored = quick_score(a, b)
     ta = a.thumb_array().astype(np.float32)
     tb = b.thumb_array().astype(np.float32)
     if mirrored:
         tb = tb[:, ::-1].copy()
-    _, p = _coarse_align(ta, tb)
+    if window is None:
+        _, p = _coarse_align(ta, tb)
+    else:
+        sx, sy = window[2] - window[0], window[3] - window[1]
+        _, p = _coarse_align(ta, tb, tuple(sx * f for f in (0.96, 1.0, 1.04)), tuple(sy * f for f in (0.96, 1.0, 1.04)))
     score, p = _refine(ta, tb, p, (0.7, 2.0), 80)
     return score, mirrored, p
 
@@ -328,11 +373,16 @@ def verify_pair(
     load_a: Callable[[], Image.Image],
     load_b: Callable[[], Image.Image],
     quick: tuple[float, bool] | None = None,
+    window: Window | None = None,
 ) -> Verdict:
     """Judge a hash-close pair: cheap checks on the fingerprints first, pixels only when they hold.
 
-    `quick` is `quick_score(a, b)` when the caller already has it (from `quick_scores`).
+    `quick` is `quick_score(a, b)` when the caller already has it (from `quick_scores`). With
+    `window`, `a` is taken for a crop of `b`: its view is about that window of b's view (of b's
+    mirror image when `quick` says mirrored), which seeds the alignment's scale.
     """
+    if window is not None:
+        return _verify_crop(a, b, load_a, load_b, quick, window)
     thumb_ncc, mirrored = quick if quick is not None else quick_score(a, b)
     evidence: dict[str, float | bool | str] = {"thumb_ncc": round(thumb_ncc, 4), "mirrored": mirrored}
     if thumb_ncc < QUICK_MIN:
@@ -356,6 +406,30 @@ def verify_pair(
         if other.duplicate or other.score > verdict.score:
             verdict = other
     return verdict
+
+
+def _verify_crop(
+    a: Fingerprint,
+    b: Fingerprint,
+    load_a: Callable[[], Image.Image],
+    load_b: Callable[[], Image.Image],
+    quick: tuple[float, bool] | None,
+    window: Window,
+) -> Verdict:
+    """`verify_pair` of a crop `a` of `b`: the same gates, the alignment started at the window."""
+    thumb_ncc, mirrored = quick if quick is not None else (window_score(a, b, window, False), False)
+    evidence: dict[str, float | bool | str] = {
+        "thumb_ncc": round(thumb_ncc, 4),
+        "mirrored": mirrored,
+        "window": ",".join(f"{v:g}" for v in window),
+    }
+    if thumb_ncc < QUICK_MIN:
+        return Verdict(False, round(thumb_ncc, 4), mirrored, evidence)
+    pre, mirrored, p = prescreen(a, b, mirrored, window)
+    evidence["thumb_detail"] = round(pre, 4)
+    if pre < PRESCREEN_MIN:
+        return Verdict(False, round(pre, 4), mirrored, evidence)
+    return verify_images(load_a(), load_b(), mirrored, p, evidence)
 
 
 def verify_images(

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict
 from . import doi as doi_lib
 from .findings import Finding, error
 from .hashcache import HashCache, HashOutcome, Progress, Workers, default_jobs, hash_files
-from .hashing import SUBVIEWS, Fingerprint
+from .hashing import SUBVIEWS, THUMB, Fingerprint
 from .images import UnreadableImage, open_image
 from .layout import (
     COVID_SHEET,
@@ -49,7 +49,7 @@ from .layout import (
 )
 from .search import pairs_within, pairs_within_any
 from .store import default_cache_path
-from .verify import QUICK_MIN, Verdict, Window, mirror_window, quick_scores, verify_pair, window_score
+from .verify import QUICK_MIN, Verdict, Window, mirror_window, quick_scores, verify_pair, window_scores
 
 
 # Candidate pairs: pHash distance of the trimmed views, direct or mirrored. On COVID-CT no pair at
@@ -327,15 +327,34 @@ def _crop_candidates(
     return out
 
 
-def _best_crop_option(a: Fingerprint, b: Fingerprint, options: list[_CropOption]) -> tuple[float, bool, bool, Window, int]:
-    """The option whose window correlates best with the crop: (score, crop is a, mirrored, window, distance)."""
-    best = (-2.0, True, False, SUBVIEWS[0], 0)
-    for crop_left, mirrored, w, d in options:
-        crop, full = (a, b) if crop_left else (b, a)
-        window = mirror_window(SUBVIEWS[w]) if mirrored else SUBVIEWS[w]
-        score = window_score(crop, full, window, mirrored)
-        if score > best[0]:
-            best = (score, crop_left, mirrored, window, d)
+def _best_crop_options(
+    pairs: list[tuple[Fingerprint, Fingerprint]], options: list[list[_CropOption]]
+) -> list[tuple[float, bool, bool, Window]]:
+    """Per pair, the option whose window correlates best with the crop: (score, crop is the first
+    image, mirrored, window on the possibly mirrored full view)."""
+    crops, fulls, windows, flips, owner, sides = [], [], [], [], [], []
+    for n, ((a, b), opts) in enumerate(zip(pairs, options)):
+        for crop_left, mirrored, w, _ in opts:
+            sides.append(crop_left)
+            crops.append(a if crop_left else b)
+            fulls.append(b if crop_left else a)
+            windows.append(mirror_window(SUBVIEWS[w]) if mirrored else SUBVIEWS[w])
+            flips.append(mirrored)
+            owner.append(n)
+    # a looser check on halved thumbnails first; the few options that pass it are scored in full
+    scores = window_scores(crops, fulls, windows, flips, THUMB // 2)
+    near = np.nonzero(scores >= QUICK_MIN)[0]
+    if len(near):
+        pick = near.tolist()
+        full_size = window_scores([crops[k] for k in pick], [fulls[k] for k in pick], [windows[k] for k in pick], [flips[k] for k in pick])
+        scores = np.minimum(scores, -1.0)
+        scores[near] = full_size
+    else:
+        scores = np.minimum(scores, -1.0)
+    best: list[tuple[float, bool, bool, Window]] = [(-2.0, True, False, SUBVIEWS[0])] * len(pairs)
+    for k, n in enumerate(owner):
+        if scores[k] > best[n][0]:
+            best[n] = (float(scores[k]), sides[k], flips[k], windows[k])
     return best
 
 
@@ -447,11 +466,10 @@ def _find_crops(
     known = cache.get_verdicts(keys) if cache else {}
     fresh: list[tuple[str, dict]] = []
     tasks, task_keys = [], []
-    for (i, j), key in zip(order, keys):
-        if key in known:
-            continue
+    todo = [(i, j, key) for (i, j), key in zip(order, keys) if key not in known]
+    best = _best_crop_options([(_fp(lfp[i]), _fp(rfp[j])) for i, j, _ in todo], [cands[(i, j)] for i, j, _ in todo])
+    for (i, j, key), (q, crop_left, mirrored, window) in zip(todo, best):
         a, b = _fp(lfp[i]), _fp(rfp[j])
-        q, crop_left, mirrored, window, _ = _best_crop_option(a, b, cands[(i, j)])
         if q < QUICK_MIN:
             known[key] = {"duplicate": False, "score": round(q, 4), "mirrored": mirrored, "evidence": {"thumb_ncc": round(q, 4)}}
             fresh.append((key, known[key]))

@@ -73,18 +73,18 @@ def _normalize_rows(t: np.ndarray) -> np.ndarray:
     return t
 
 
-def _interp_matrix(scale: float, shift: float) -> np.ndarray:
-    """THUMB x THUMB bilinear resampling matrix for the 1-D window (centre + shift, width scale)."""
-    w = THUMB * scale
-    x0 = (THUMB - w) / 2 + shift * THUMB
-    src = x0 + (np.arange(THUMB) + 0.5) * (w / THUMB) - 0.5
-    src = np.clip(src, 0, THUMB - 1)
+def _interp_matrix(scale: float, shift: float, n: int = THUMB) -> np.ndarray:
+    """n x n bilinear resampling matrix for the 1-D window (centre + shift, width scale)."""
+    w = n * scale
+    x0 = (n - w) / 2 + shift * n
+    src = x0 + (np.arange(n) + 0.5) * (w / n) - 0.5
+    src = np.clip(src, 0, n - 1)
     lo = np.floor(src).astype(int)
-    hi = np.minimum(lo + 1, THUMB - 1)
+    hi = np.minimum(lo + 1, n - 1)
     frac = (src - lo).astype(np.float32)
-    m = np.zeros((THUMB, THUMB), dtype=np.float32)
-    m[np.arange(THUMB), lo] += 1 - frac
-    m[np.arange(THUMB), hi] += frac
+    m = np.zeros((n, n), dtype=np.float32)
+    m[np.arange(n), lo] += 1 - frac
+    m[np.arange(n), hi] += frac
     return m
 
 
@@ -153,25 +153,50 @@ _JITTER = [(f, dx, dy) for f in (0.96, 1.0, 1.04) for dx in (-0.03, 0.0, 0.03) f
 
 
 @lru_cache(maxsize=256)
-def _window_mats(window: Window) -> tuple[np.ndarray, np.ndarray]:
+def _window_mats(window: Window, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Row and (transposed) column resampling matrices of every `_JITTER` variant of `window`."""
     x0, y0, x1, y1 = window
     sx, sy, cx, cy = x1 - x0, y1 - y0, (x0 + x1) / 2 - 0.5, (y0 + y1) / 2 - 0.5
-    ry = np.stack([_interp_matrix(sy * f, cy + dy) for f, _, dy in _JITTER])
-    rx = np.stack([_interp_matrix(sx * f, cx + dx).T for f, dx, _ in _JITTER])
+    ry = np.stack([_interp_matrix(sy * f, cy + dy, n) for f, _, dy in _JITTER])
+    rx = np.stack([_interp_matrix(sx * f, cx + dx, n).T for f, dx, _ in _JITTER])
     return ry, rx
 
 
+def _thumb(fp: Fingerprint, n: int) -> np.ndarray:
+    """The thumbnail as float32, box-reduced to n px."""
+    t = fp.thumb_array().astype(np.float32)
+    k = THUMB // n
+    return t if k == 1 else t.reshape(n, k, n, k).mean(axis=(1, 3))
+
+
+def window_scores(
+    crops: list[Fingerprint], fulls: list[Fingerprint], windows: list[Window], mirrored: list[bool], size: int = THUMB
+) -> np.ndarray:
+    """Thumbnail correlation of each `crops[k]` with `windows[k]` of `fulls[k]`'s view (of its mirror
+    image if `mirrored[k]`; the window is on that mirrored view), a little zoomed and shifted around
+    the window (`_JITTER`). Batched per window. With `size` THUMB // 2 the thumbnails are halved
+    first: 8x less work, a looser score (a gate before the full-size one)."""
+    out = np.empty(len(crops), dtype=np.float32)
+    groups: dict[tuple[Window, bool], list[int]] = {}
+    for k, key in enumerate(zip(windows, mirrored)):
+        groups.setdefault(key, []).append(k)
+    for (window, flip), ks in groups.items():
+        ry, rx = _window_mats(window, size)
+        for s in range(0, len(ks), 64):
+            part = ks[s : s + 64]
+            tb = np.stack([_thumb(fulls[k], size) for k in part])
+            if flip:
+                tb = np.ascontiguousarray(tb[:, :, ::-1])
+            vb = ry[:, None] @ tb[None] @ rx[:, None]  # (jitter, n, size, size)
+            vb = _normalize_rows(vb.reshape(-1, size * size)).reshape(len(_JITTER), len(part), -1)
+            va = _normalize_rows(np.stack([_thumb(crops[k], size) for k in part]))
+            out[part] = np.einsum("jnd,nd->jn", vb, va).max(axis=0)
+    return out
+
+
 def window_score(crop: Fingerprint, full: Fingerprint, window: Window, mirrored: bool) -> float:
-    """Thumbnail correlation of `crop` with `window` of `full`'s view (of its mirror image if
-    `mirrored`; the window is on that mirrored view), a little zoomed and shifted around it."""
-    tb = full.thumb_array().astype(np.float32)
-    if mirrored:
-        tb = np.ascontiguousarray(tb[:, ::-1])
-    ry, rx = _window_mats(window)
-    vb = _normalize_rows(ry @ tb @ rx)
-    va = _normalize_rows(crop.thumb_array().astype(np.float32)[None])
-    return float((vb @ va[0]).max())
+    """`window_scores` of one pair."""
+    return float(window_scores([crop], [full], [window], [mirrored])[0])
 
 
 def quick_score(a: Fingerprint, b: Fingerprint) -> tuple[float, bool]:

@@ -184,7 +184,7 @@ def _hashes(view: Image.Image) -> tuple[int, int, int]:
     return _as_int(imagehash.phash(view)), _as_int(imagehash.dhash(view)), _whash(view)
 
 
-_SUB_BASE = 128  # the trimmed view is brought to this square once; every window is cut from it
+_SUB_BASE = _VIEW  # every window is cut from the 64 px view (the pHash grid is 32 px anyway)
 
 
 def _area_matrix(lo: float, hi: float, n_out: int = 32, n_in: int = _SUB_BASE) -> np.ndarray:
@@ -210,11 +210,12 @@ def _sub_matrices() -> tuple[np.ndarray, np.ndarray]:
 _SUB_ROWS, _SUB_COLS = _sub_matrices()
 
 
-def sub_phashes(cropped: Image.Image) -> tuple[int, ...]:
-    """pHash of every `SUBVIEWS` window of the trimmed picture, as imagehash.phash computes it (32 px
+def sub_phashes(view: Image.Image) -> tuple[int, ...]:
+    """pHash of every `SUBVIEWS` window of the 64 px view, as imagehash.phash computes it (32 px
     grid, low 8x8 DCT-II band against its median), but all windows in one batched matrix product
-    from one 128 px copy: 24 PIL resizes and imagehash calls would double the hashing time."""
-    base = np.asarray(cropped.resize((_SUB_BASE, _SUB_BASE), Image.Resampling.LANCZOS), dtype=np.float64)
+    (area averaging instead of a resize): 24 PIL resizes and imagehash calls would double the
+    hashing time."""
+    base = np.asarray(view, dtype=np.float64)
     low = _SUB_ROWS @ base @ _SUB_COLS  # (windows, 8, 8)
     flat = low.reshape(len(SUBVIEWS), 64)
     bits = flat > np.median(flat, axis=1, keepdims=True)
@@ -233,7 +234,7 @@ def fingerprint_image(im: Image.Image) -> Fingerprint:
     mirror = ImageOps.mirror(view)
     direct = _hashes(view)
     mirrored = _hashes(mirror)
-    subs = sub_phashes(cropped)
+    subs = sub_phashes(view)
     thumb = view if THUMB == _VIEW else cropped.resize((THUMB, THUMB), Image.Resampling.LANCZOS)
     return Fingerprint(
         width=im.width,

@@ -343,14 +343,12 @@ def _best_crop_options(
             owner.append(n)
     # a looser check on halved thumbnails first; the few options that pass it are scored in full
     scores = window_scores(crops, fulls, windows, flips, THUMB // 2)
+    # (an option that fails it keeps its loose score: below QUICK_MIN, it cannot be chosen over
+    # one that passes both)
     near = np.nonzero(scores >= QUICK_MIN)[0]
     if len(near):
         pick = near.tolist()
-        full_size = window_scores([crops[k] for k in pick], [fulls[k] for k in pick], [windows[k] for k in pick], [flips[k] for k in pick])
-        scores = np.minimum(scores, -1.0)
-        scores[near] = full_size
-    else:
-        scores = np.minimum(scores, -1.0)
+        scores[near] = window_scores([crops[k] for k in pick], [fulls[k] for k in pick], [windows[k] for k in pick], [flips[k] for k in pick])
     best: list[tuple[float, bool, bool, Window]] = [(-2.0, True, False, SUBVIEWS[0])] * len(pairs)
     for k, n in enumerate(owner):
         if scores[k] > best[n][0]:

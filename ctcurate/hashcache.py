@@ -91,6 +91,7 @@ def _to_row(fp: Fingerprint) -> tuple[str, bytes]:
         "height": fp.height,
         "box": list(fp.box),
         **{k: format(getattr(fp, k), "016x") for k in HASH_FIELDS},
+        "sub_phash": [format(h, "016x") for h in fp.sub_phash],
     }
     return json.dumps(meta), fp.thumb
 
@@ -103,6 +104,7 @@ def _from_row(meta_text: str, thumb: bytes) -> Fingerprint:
         box=tuple(meta["box"]),
         thumb=bytes(thumb),
         **{k: int(meta[k], 16) for k in HASH_FIELDS},
+        sub_phash=tuple(int(h, 16) for h in meta.get("sub_phash", ())),
     )
 
 

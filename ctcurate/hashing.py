@@ -19,7 +19,7 @@ from .images import open_image
 
 # Bump when anything below changes what a fingerprint holds: cached fingerprints of another
 # version are recomputed.
-HASH_VERSION = "5"
+HASH_VERSION = "6"
 
 THUMB = 64  # side of the verification thumbnail (the trimmed view, stretched to a square)
 _VIEW = 64  # the hashes are computed on the trimmed view brought to this square first
@@ -29,6 +29,16 @@ _TRIM_ROUNDS = 3  # padding around a black background: trim the padding, then th
 _FRAME_NOISE = 0.2  # a border is uniform when at most this share of its pixels stand out
 
 HASH_KINDS = ("phash", "dhash", "whash")
+
+# Sub-windows of the trimmed view (left, top, right, bottom, as fractions) whose pHashes are kept
+# too: a copy cropped into the picture by more than ~5% per side hashes like one of these windows of
+# the original, not like its whole view. Crops are often uneven (the original's view was already
+# trimmed of a border on some sides only), so widths and heights combine freely: whole, centred 84%
+# and 70%, and 84% strips flush with either edge (one side cut).
+_SPANS = ((0.0, 1.0), (0.08, 0.92), (0.15, 0.85), (0.0, 0.84), (0.16, 1.0))
+SUBVIEWS: tuple[tuple[float, float, float, float], ...] = tuple(
+    (x0, y0, x1, y1) for y0, y1 in _SPANS for x0, x1 in _SPANS if (x0, x1, y0, y1) != (0.0, 1.0, 0.0, 1.0)
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class Fingerprint:
     dhash_m: int
     whash_m: int
     thumb: bytes  # THUMB*THUMB uint8 grayscale of the trimmed view
+    sub_phash: tuple[int, ...] = ()  # pHash of each of `SUBVIEWS` (unmirrored)
 
     def thumb_array(self) -> np.ndarray:
         return np.frombuffer(self.thumb, dtype=np.uint8).reshape(THUMB, THUMB)
@@ -173,6 +184,44 @@ def _hashes(view: Image.Image) -> tuple[int, int, int]:
     return _as_int(imagehash.phash(view)), _as_int(imagehash.dhash(view)), _whash(view)
 
 
+_SUB_BASE = _VIEW  # every window is cut from the 64 px view (the pHash grid is 32 px anyway)
+
+
+def _area_matrix(lo: float, hi: float, n_out: int = 32, n_in: int = _SUB_BASE) -> np.ndarray:
+    """n_out x n_in matrix averaging the span [lo, hi) (fractions of n_in) into n_out equal cells."""
+    edges = np.linspace(lo * n_in, hi * n_in, n_out + 1)
+    px = np.arange(n_in)
+    left = np.maximum(edges[:-1, None], px[None, :])
+    right = np.minimum(edges[1:, None], px[None, :] + 1)
+    m = np.clip(right - left, 0.0, None)
+    return m / m.sum(axis=1, keepdims=True)
+
+
+def _sub_matrices() -> tuple[np.ndarray, np.ndarray]:
+    """Per window: the 8 lowest DCT-II rows of the 32 px pHash grid, composed with the averaging."""
+    k = np.arange(8)[:, None]
+    x = np.arange(32)[None, :]
+    dct = np.cos(np.pi * k * (2 * x + 1) / 64)
+    rows = np.stack([dct @ _area_matrix(y0, y1) for _, y0, _, y1 in SUBVIEWS])
+    cols = np.stack([(dct @ _area_matrix(x0, x1)).T for x0, _, x1, _ in SUBVIEWS])
+    return rows, cols
+
+
+_SUB_ROWS, _SUB_COLS = _sub_matrices()
+
+
+def sub_phashes(view: Image.Image) -> tuple[int, ...]:
+    """pHash of every `SUBVIEWS` window of the 64 px view, as imagehash.phash computes it (32 px
+    grid, low 8x8 DCT-II band against its median), but all windows in one batched matrix product
+    (area averaging instead of a resize): 24 PIL resizes and imagehash calls would double the
+    hashing time."""
+    base = np.asarray(view, dtype=np.float64)
+    low = _SUB_ROWS @ base @ _SUB_COLS  # (windows, 8, 8)
+    flat = low.reshape(len(SUBVIEWS), 64)
+    bits = flat > np.median(flat, axis=1, keepdims=True)
+    return tuple(int(v) for v in np.packbits(bits.astype(np.uint8), axis=1).view(">u8")[:, 0])
+
+
 def _as_int(h: object) -> int:
     bits = h.hash.flatten()  # type: ignore[attr-defined]
     return int(np.packbits(bits.astype(np.uint8)).view(">u8")[0])
@@ -185,6 +234,7 @@ def fingerprint_image(im: Image.Image) -> Fingerprint:
     mirror = ImageOps.mirror(view)
     direct = _hashes(view)
     mirrored = _hashes(mirror)
+    subs = sub_phashes(view)
     thumb = view if THUMB == _VIEW else cropped.resize((THUMB, THUMB), Image.Resampling.LANCZOS)
     return Fingerprint(
         width=im.width,
@@ -197,6 +247,7 @@ def fingerprint_image(im: Image.Image) -> Fingerprint:
         dhash_m=mirrored[1],
         whash_m=mirrored[2],
         thumb=np.asarray(thumb, dtype=np.uint8).tobytes(),
+        sub_phash=subs,
     )
 
 

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict
 from . import doi as doi_lib
 from .findings import Finding, error
 from .hashcache import HashCache, HashOutcome, Progress, Workers, default_jobs, hash_files
-from .hashing import Fingerprint
+from .hashing import SUBVIEWS, THUMB, Fingerprint
 from .images import UnreadableImage, open_image
 from .layout import (
     COVID_SHEET,
@@ -47,9 +47,9 @@ from .layout import (
     list_images,
     split_files,
 )
-from .search import pairs_within_any
+from .search import pairs_within, pairs_within_any
 from .store import default_cache_path
-from .verify import QUICK_MIN, Verdict, quick_scores, verify_pair
+from .verify import QUICK_MIN, Verdict, Window, mirror_window, quick_scores, verify_pair, window_scores
 
 
 # Candidate pairs: pHash distance of the trimmed views, direct or mirrored. On COVID-CT no pair at
@@ -282,9 +282,78 @@ def _group_clusters(images: dict[str, ImageInfo], attr: str, kind: str, ctype: s
 # --- the pipeline ---------------------------------------------------------------------------
 
 
-def _verify_task(args: tuple[Fingerprint, Fingerprint, str, str, tuple[float, bool]]) -> Verdict:
-    fa, fb, pa, pb, quick = args
-    return verify_pair(fa, fb, lambda: open_image(Path(pa)), lambda: open_image(Path(pb)), quick)
+def _verify_task(args: tuple[Fingerprint, Fingerprint, str, str, tuple[float, bool]] | tuple[Fingerprint, Fingerprint, str, str, tuple[float, bool], Window]) -> Verdict:
+    fa, fb, pa, pb, quick = args[:5]
+    window = args[5] if len(args) > 5 else None  # type: ignore[misc]
+    return verify_pair(fa, fb, lambda: open_image(Path(pa)), lambda: open_image(Path(pb)), quick, window)
+
+
+# A crop's whole view against the sub-windows of the other side's view (`hashing.SUBVIEWS`): the
+# candidates that the whole-view search misses once a copy is cropped by more than ~5% per side.
+_CropOption = tuple[bool, bool, int, int]  # (crop is the left image, mirrored, window index, distance)
+
+
+def _crop_candidates(
+    lfp: list[Fingerprint | None], lidx: list[int], rfp: list[Fingerprint | None], ridx: list[int], self_join: bool, threshold: int
+) -> dict[tuple[int, int], list[_CropOption]]:
+    """(left index, right index) -> every (orientation, mirror, window) whose pHashes are close."""
+    k = len(SUBVIEWS)
+
+    def arrays(fps: list[Fingerprint | None], idx: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        full = np.array([fps[n].phash for n in idx], dtype=np.uint64)  # type: ignore[union-attr]
+        mirr = np.array([fps[n].phash_m for n in idx], dtype=np.uint64)  # type: ignore[union-attr]
+        subs = np.array([fps[n].sub_phash for n in idx], dtype=np.uint64).reshape(len(idx) * k)  # type: ignore[union-attr]
+        return full, mirr, subs
+
+    lf, lm, ls = arrays(lfp, lidx)
+    rf, rm, rs = (lf, lm, ls) if self_join else arrays(rfp, ridx)
+    out: dict[tuple[int, int], list[_CropOption]] = defaultdict(list)
+    sides = [(True, lf, lm, rs)] if self_join else [(True, lf, lm, rs), (False, rf, rm, ls)]
+    for crop_left, full, mirr, subs in sides:
+        for mirrored, q in ((False, full), (True, mirr)):
+            qi, dj, dist = pairs_within(q, threshold, subs)
+            for c, s, d in zip(qi.tolist(), dj.tolist(), dist.tolist()):
+                other, w = divmod(s, k)
+                if crop_left:
+                    i, j = lidx[c], (lidx if self_join else ridx)[other]
+                else:
+                    i, j = lidx[other], ridx[c]
+                if self_join and i == j:
+                    continue
+                crop_is_left = crop_left
+                if self_join and i > j:
+                    i, j, crop_is_left = j, i, False
+                out[(i, j)].append((crop_is_left, mirrored, w, int(d)))
+    return out
+
+
+def _best_crop_options(
+    pairs: list[tuple[Fingerprint, Fingerprint]], options: list[list[_CropOption]]
+) -> list[tuple[float, bool, bool, Window]]:
+    """Per pair, the option whose window correlates best with the crop: (score, crop is the first
+    image, mirrored, window on the possibly mirrored full view)."""
+    crops, fulls, windows, flips, owner, sides = [], [], [], [], [], []
+    for n, ((a, b), opts) in enumerate(zip(pairs, options)):
+        for crop_left, mirrored, w, _ in opts:
+            sides.append(crop_left)
+            crops.append(a if crop_left else b)
+            fulls.append(b if crop_left else a)
+            windows.append(mirror_window(SUBVIEWS[w]) if mirrored else SUBVIEWS[w])
+            flips.append(mirrored)
+            owner.append(n)
+    # a looser check on halved thumbnails first; the few options that pass it are scored in full
+    scores = window_scores(crops, fulls, windows, flips, THUMB // 2)
+    # (an option that fails it keeps its loose score: below QUICK_MIN, it cannot be chosen over
+    # one that passes both)
+    near = np.nonzero(scores >= QUICK_MIN)[0]
+    if len(near):
+        pick = near.tolist()
+        scores[near] = window_scores([crops[k] for k in pick], [fulls[k] for k in pick], [windows[k] for k in pick], [flips[k] for k in pick])
+    best: list[tuple[float, bool, bool, Window]] = [(-2.0, True, False, SUBVIEWS[0])] * len(pairs)
+    for k, n in enumerate(owner):
+        if scores[k] > best[n][0]:
+            best[n] = (float(scores[k]), sides[k], flips[k], windows[k])
+    return best
 
 
 def _fp(f: Fingerprint | None) -> Fingerprint:
@@ -368,6 +437,58 @@ def _find_pairs(
     for (i, j, d), key in zip(to_verify, keys):
         stored = known[key]
         if stored["duplicate"]:
+            out.append((i, j, Verdict(True, stored["score"], stored["mirrored"], stored["evidence"]), None, d))
+    out += _find_crops(left, rout, lfp, lidx, rfp, ridx, right is None, {(i, j) for i, j, *_ in out}, cache, threshold, workers)
+    return sorted(out, key=lambda t: (t[0], t[1]))
+
+
+def _find_crops(
+    left: list[HashOutcome],
+    rout: list[HashOutcome],
+    lfp: list[Fingerprint | None],
+    lidx: list[int],
+    rfp: list[Fingerprint | None],
+    ridx: list[int],
+    self_join: bool,
+    found: set[tuple[int, int]],
+    cache: HashCache | None,
+    threshold: int,
+    workers: Workers,
+) -> list[tuple[int, int, Verdict | None, str | None, int]]:
+    """The pairs where one image is a crop of the other, verified with the alignment seeded at the window."""
+    cands = {ij: opts for ij, opts in _crop_candidates(lfp, lidx, rfp, ridx, self_join, threshold).items() if ij not in found}
+    if not cands:
+        return []
+    order = sorted(cands)
+    keys = [HashCache.pair_key(left[i].sha256, rout[j].sha256) + ":crop" for i, j in order]
+    known = cache.get_verdicts(keys) if cache else {}
+    fresh: list[tuple[str, dict]] = []
+    tasks, task_keys = [], []
+    todo = [(i, j, key) for (i, j), key in zip(order, keys) if key not in known]
+    best = _best_crop_options([(_fp(lfp[i]), _fp(rfp[j])) for i, j, _ in todo], [cands[(i, j)] for i, j, _ in todo])
+    for (i, j, key), (q, crop_left, mirrored, window) in zip(todo, best):
+        a, b = _fp(lfp[i]), _fp(rfp[j])
+        if q < QUICK_MIN:
+            known[key] = {"duplicate": False, "score": round(q, 4), "mirrored": mirrored, "evidence": {"thumb_ncc": round(q, 4)}}
+            fresh.append((key, known[key]))
+            continue
+        pa, pb = str(left[i].path), str(rout[j].path)
+        tasks.append((a, b, pa, pb, (q, mirrored), window) if crop_left else (b, a, pb, pa, (q, mirrored), window))
+        task_keys.append(key)
+    if workers.jobs > 1 and len(tasks) >= 8:
+        verdicts = list(workers.get().map(_verify_task, tasks))
+    else:
+        verdicts = [_verify_task(t) for t in tasks]
+    for key, v in zip(task_keys, verdicts):
+        known[key] = {"duplicate": v.duplicate, "score": v.score, "mirrored": v.mirrored, "evidence": v.evidence}
+        fresh.append((key, known[key]))
+    if cache and fresh:
+        cache.put_verdicts(fresh)
+    out: list[tuple[int, int, Verdict | None, str | None, int]] = []
+    for (i, j), key in zip(order, keys):
+        stored = known[key]
+        if stored["duplicate"]:
+            d = min(o[3] for o in cands[(i, j)])
             out.append((i, j, Verdict(True, stored["score"], stored["mirrored"], stored["evidence"]), None, d))
     return out
 

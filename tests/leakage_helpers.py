@@ -51,3 +51,19 @@ TRANSFORMS = {
     "mirrored": ImageOps.mirror,
     "mirrored-resized-jpeg": lambda im: _jpeg(ImageOps.mirror(im).resize((im.width * 3 // 4, im.height * 3 // 4)), 60),
 }
+
+
+def _cut(im: Image.Image, left: float, top: float, right: float, bottom: float) -> Image.Image:
+    w, h = im.size
+    return im.crop((int(w * left), int(h * top), w - int(w * right), h - int(h * bottom)))
+
+
+# Copies cut deeper into the picture than `TRANSFORMS["crop"]`: the whole-view hashes of these are
+# far from the original's; they are found through the sub-window hashes (`hashing.SUBVIEWS`).
+CROPS = {
+    "crop10": lambda im: _cut(im, 0.10, 0.10, 0.10, 0.10),
+    "crop15": lambda im: _cut(im, 0.15, 0.15, 0.15, 0.15),
+    "strip15-bottom": lambda im: _cut(im, 0.0, 0.0, 0.0, 0.15),
+    "strip15-left": lambda im: _cut(im, 0.15, 0.0, 0.0, 0.0),
+    "crop12-mirrored": lambda im: ImageOps.mirror(_cut(im, 0.12, 0.12, 0.12, 0.12)),
+}

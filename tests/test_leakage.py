@@ -119,3 +119,23 @@ def test_against_compares_a_contribution(small, real_data, tmp_path):
         ("CT_COVID/a.png", "new:CT_NonCOVID/z.png"): ["contribution-duplicate", "label-conflict"],
         ("CT_COVID/a_copy.png", "new:CT_NonCOVID/z.png"): ["contribution-duplicate", "label-conflict"],
     }
+
+
+def test_find_duplicates_of_finds_deep_crops(small, real_data, tmp_path):
+    """Copies cut 15% per side, or by a 15% strip on one side, are found through the sub-window
+    search, and the report says which window of the original matched."""
+    root, _ = small
+    from leakage_helpers import CROPS, real_image
+
+    new = tmp_path / "contrib"
+    new.mkdir()
+    CROPS["crop15"](real_image(real_data, "CT_NonCOVID/25.png")).save(new / "d15.png")
+    CROPS["strip15-bottom"](real_image(real_data, "CT_COVID/kjr-21-e24-p5-29.png")).save(new / "b_strip.png")
+    paths = sorted(new.iterdir())
+    result = find_duplicates_of(paths, root, cache_path=tmp_path / "c.sqlite", jobs=1)
+    found = {p.name: sorted(m.dataset_path for m in ms) for p, ms in result.matches.items()}
+    # d_copy is d mirrored: the crop of d is a mirrored crop of it
+    assert found == {"b_strip.png": ["CT_COVID/b.png", "CT_COVID/b_copy.jpg"], "d15.png": ["CT_COVID/d.png", "CT_COVID/d_copy.png"]}
+    windows = {m.evidence.get("window") for m in result.matches[new / "d15.png"]}
+    assert windows == {"0.15,0.15,0.85,0.85"}
+    assert result.within == []

@@ -252,6 +252,9 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
         sys.exit(EXIT_OK)
     if contribution is None:
         raise click.UsageError("missing argument CONTRIBUTION (a folder or .zip), or give --template FILE")
+    if not contribution.is_dir() and contribution.suffix.lower() != ".zip":
+        click.echo(f"error: {contribution}: a contribution is a folder or a .zip file", err=True)
+        sys.exit(EXIT_USAGE)
     try:
         data_root = resolve_data_root(data)
     except DataRootNotFound as exc:

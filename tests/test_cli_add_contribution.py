@@ -182,6 +182,11 @@ def test_usage_errors_exit_2(ds, tmp_path):
     assert res.exit_code == 2 and "no Images-processed/ folder there" in res.output
     res = run(ds, tmp_path / "missing")
     assert res.exit_code == 2 and "does not exist" in res.output
+    sheet = tmp_path / "sheet.xlsx"
+    sheet.write_bytes(b"not a folder or a zip")
+    res = run(ds, sheet)
+    assert res.exit_code == 2
+    assert res.output.strip() == f"error: {sheet}: a contribution is a folder or a .zip file"
 
 
 def test_a_row_without_a_file_name_is_reported_and_blocks_the_apply(ds, tmp_path):

@@ -239,7 +239,7 @@ def classify(a: ImageInfo, b: ImageInfo, exact: str | None = None) -> list[str]:
             kinds.append(f"leak-{x}-{y}")
     else:
         kinds.append("unsplit" if (a.split or b.split) else "duplicate")
-    if a.label != b.label:
+    if a.label and b.label and a.label != b.label:
         kinds.append("label-conflict")
     return kinds
 
@@ -635,9 +635,9 @@ def _loose(folder: Path) -> tuple[dict[str, Path], dict[str, ImageInfo]]:
     for p in sorted(folder.rglob("*")):
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(folder).parts):
             rel = str(p.relative_to(folder))
-            cls = p.parent.name if p.parent != folder else "?"
             paths[rel] = p
-            infos[rel] = ImageInfo(path=rel, label=label_of_class(cls))
+            # A loose image has no class folder, hence no label to conflict with.
+            infos[rel] = ImageInfo(path=rel, label=label_of_class(p.parent.name) if p.parent != folder else "")
     return paths, infos
 
 

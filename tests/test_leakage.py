@@ -60,6 +60,22 @@ def test_classify_unit():
     assert classify(a.model_copy(update={"split": "test"}), a.model_copy(update={"split": "val"})) == ["leak-val-test"]
     assert classify(a, a.model_copy(update={"label": "NonCOVID"}), "exact-bytes") == ["exact-bytes", "duplicate", "label-conflict"]
     assert classify(a, a.model_copy(update={"split": None})) == ["unsplit"]
+    unlabelled = ImageInfo(path="loose.png", label="")  # a loose contribution image has no class
+    assert classify(a, unlabelled) == ["unsplit"]
+
+
+def test_against_a_loose_folder_claims_no_label_conflict(small, real_data, tmp_path):
+    root, meta = small
+    from leakage_helpers import TRANSFORMS, real_image
+
+    contrib = tmp_path / "loose"
+    contrib.mkdir()
+    TRANSFORMS["pad-white"](real_image(real_data, "CT_COVID/2020.01.24.919183-p27-132.png")).save(contrib / "z.png")
+    report = check_leakage(root, metadata_dir=meta, against=contrib, cache_path=tmp_path / "c.sqlite", jobs=1)
+    assert {(p.a, p.b): p.kind for p in report.pairs} == {
+        ("CT_COVID/a.png", "new:z.png"): ["contribution-duplicate"],
+        ("CT_COVID/a_copy.png", "new:z.png"): ["contribution-duplicate"],
+    }
 
 
 def test_source_figure_names():

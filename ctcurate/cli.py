@@ -164,6 +164,16 @@ def _exit_with_error(message: str) -> NoReturn:
     sys.exit(EXIT_USAGE)
 
 
+def _data_root_or_exit(raw: str | os.PathLike[str] | None) -> Path:
+    """The folder holding Images-processed/ (option, else $CTCURATE_DATA), or a one-line exit 2."""
+    from .layout import DataRootNotFound, resolve_data_root
+
+    try:
+        return resolve_data_root(raw)
+    except DataRootNotFound as exc:
+        _exit_with_error(str(exc))
+
+
 # --- schema ---------------------------------------------------------------------------------
 
 
@@ -236,7 +246,7 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
     """
     from . import contribute
     from .contribution import write_template
-    from .layout import DataRootNotFound, default_metadata_dir, resolve_data_root
+    from .layout import default_metadata_dir
     from .lock import LockHeld
     from .store import default_cache_path
 
@@ -246,24 +256,17 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
         try:
             write_template(template)
         except OSError as exc:
-            click.echo(f"error: {template}: {exc.strerror or exc}", err=True)
-            sys.exit(EXIT_USAGE)
+            _exit_with_error(f"{template}: {exc.strerror or exc}")
         click.echo(f"wrote the contribution template {template}")
         sys.exit(EXIT_OK)
     if contribution is None:
         raise click.UsageError("missing argument CONTRIBUTION (a folder or .zip), or give --template FILE")
     if not contribution.is_dir() and contribution.suffix.lower() != ".zip":
-        click.echo(f"error: {contribution}: a contribution is a folder or a .zip file", err=True)
-        sys.exit(EXIT_USAGE)
-    try:
-        data_root = resolve_data_root(data)
-    except DataRootNotFound as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        _exit_with_error(f"{contribution}: a contribution is a folder or a .zip file")
+    data_root = _data_root_or_exit(data)
     meta = metadata if metadata is not None else default_metadata_dir()
     if not meta.is_dir():
-        click.echo(f"error: {meta}: no such metadata folder", err=True)
-        sys.exit(EXIT_USAGE)
+        _exit_with_error(f"{meta}: no such metadata folder")
     cache_path = cache or _cache_override() or default_cache_path(data_root)
     try:
         # A dry run works on a scratch copy of the hash cache: it writes nothing anywhere.
@@ -285,11 +288,9 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
                 split_mode=split_mode, contributor=contributor, dry_run=dry_run, partial=partial,
             )
     except LockHeld as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        _exit_with_error(f"{exc}")
     except contribute.ContributionIOError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        _exit_with_error(f"{exc}")
     click.echo(contribute.render_json(outcome) if fmt == "json" else contribute.render_text(outcome))
     sys.exit(outcome.exit_code)
 
@@ -325,19 +326,14 @@ def check_leakage(
 
     from . import report as report_lib
     from .atomic import atomic_write
-    from .layout import IMAGES_DIR, DataRootNotFound, default_metadata_dir, resolve_data_root
+    from .layout import IMAGES_DIR, default_metadata_dir
     from .leakage import check_leakage as run_check
 
-    try:
-        root = resolve_data_root(data)
-    except DataRootNotFound as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+    root = _data_root_or_exit(data)
     meta_dir = Path(metadata) if metadata else default_metadata_dir()
     for name, value in (("--metadata", metadata), ("--splits", splits), ("--against", against)):
         if value and not Path(value).is_dir():
-            click.echo(f"error: {name} {value}: no such folder", err=True)
-            sys.exit(EXIT_USAGE)
+            _exit_with_error(f"{name} {value}: no such folder")
     bar = None
 
     def progress(done: int, total: int) -> None:
@@ -361,11 +357,9 @@ def check_leakage(
             progress=progress,
         )
     except OSError as exc:
-        click.echo(f"error: {getattr(exc, 'filename', None) or root}: {exc.strerror or exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        _exit_with_error(f"{getattr(exc, 'filename', None) or root}: {exc.strerror or exc}")
     except sqlite3.Error as exc:
-        click.echo(f"error: {cache or 'cache'}: cannot use the cache file: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        _exit_with_error(f"{cache or 'cache'}: cannot use the cache file: {exc}")
     finally:
         if bar is not None:
             bar.close()
@@ -396,8 +390,7 @@ def check_leakage(
             fixed = run_fix(result, Path(splits) if splits else meta_dir / "Data-split", Path(fix_splits))
             click.echo(fixed.describe(), err=True)
     except OSError as exc:
-        click.echo(f"error: {getattr(exc, 'filename', None) or output}: {exc.strerror or exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        _exit_with_error(f"{getattr(exc, 'filename', None) or output}: {exc.strerror or exc}")
     sys.exit(EXIT_FOUND if result.has_problems else EXIT_OK)
 
 
@@ -475,27 +468,21 @@ def benchmark(
     from .benchmark import MissingExtra, require_extra
     from .findings import Severity
     from .findings import to_text as findings_text
-    from .layout import SPLITS_DIR, DataRootNotFound, default_metadata_dir, resolve_data_root
+    from .layout import SPLITS_DIR, default_metadata_dir
 
     try:
         require_extra()
     except MissingExtra as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        _exit_with_error(f"{exc}")
     from .benchmark.model import WeightsError
     from .benchmark.report import text_table, write_outputs
     from .benchmark.run import BenchmarkOptions, run_benchmark, with_smoke_defaults
     from .benchmark.train import DeviceError, TrainConfig
 
-    try:
-        root = resolve_data_root(data_root)
-    except DataRootNotFound as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+    root = _data_root_or_exit(data_root)
     splits_dir = Path(splits) if splits else default_metadata_dir() / SPLITS_DIR
     if not splits_dir.is_dir():
-        click.echo(f"error: {splits_dir}: no such split folder", err=True)
-        sys.exit(EXIT_USAGE)
+        _exit_with_error(f"{splits_dir}: no such split folder")
     if leakage_report and not dedupe_test:
         click.echo("error: --leakage-report only makes sense with --dedupe-test", err=True)
         sys.exit(EXIT_USAGE)
@@ -520,16 +507,14 @@ def benchmark(
     try:
         result = run_benchmark(opts, on_progress=_progress_printer(quiet), on_stage=stage)
     except (WeightsError, DeviceError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        _exit_with_error(f"{exc}")
     if result.fatal:
         click.echo(findings_text(result.findings), err=True)
         sys.exit(EXIT_USAGE)
     try:
         paths = write_outputs(result, Path(output))
     except OSError as exc:
-        click.echo(f"error: cannot write results to {output}: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        _exit_with_error(f"cannot write results to {output}: {exc}")
     click.echo(text_table(result))
     problems = [f for f in result.findings if f.code in ("benchmark.label-suspect", "benchmark.contribution-hurts")]
     others = [f for f in result.findings if f not in problems]
@@ -628,8 +613,7 @@ def doi_resolve(
         try:
             refs, findings = dr.read_sheet_dois(Path(metadata_dir))
         except dr.SheetError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_USAGE)
+            _exit_with_error(f"{exc}")
     else:
         refs = [dr.DoiRef(doi=d) for d in dois]
     path = Path(cache_file) if cache_file else default_cache_path(None)
@@ -643,8 +627,7 @@ def doi_resolve(
             else:
                 findings += [f for res in {r.doi: r for r in resolved.values()}.values() for f in res.findings]
     except (sqlite3.Error, OSError) as exc:
-        click.echo(f"error: {dr.cache_error_message(path, exc)}", err=True)
-        sys.exit(EXIT_USAGE)
+        _exit_with_error(f"{dr.cache_error_message(path, exc)}")
     results = list({r.doi: r for r in resolved.values()}.values())  # `v2` forms share one answer
     counts = {
         "dois": len(results),

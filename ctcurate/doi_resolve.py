@@ -52,7 +52,7 @@ from . import __version__
 from .doi import is_valid, parse, preprint_from_doi, preprint_from_filename, strip_version
 from .findings import Finding, error, warning
 from .polite_http import HttpPolicy, PoliteClient, Unreachable
-from .store import default_cache_path, open_cache
+from .store import default_cache_path, open_cache, select_in
 
 DOI_URL_ENV = "CTCURATE_DOI_URL"
 CROSSREF_URL_ENV = "CTCURATE_CROSSREF_URL"
@@ -191,15 +191,9 @@ class DoiCache:
 
     def load(self, dois: Sequence[str]) -> dict[str, dict[str, StoredAnswer]]:
         out: dict[str, dict[str, StoredAnswer]] = {}
-        unique = list(dict.fromkeys(dois))
-        for start in range(0, len(unique), 500):
-            chunk = unique[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._conn.execute(
-                f"SELECT doi, key, found, body, checked_at FROM doi_answers WHERE doi IN ({marks})", chunk
-            )
-            for doi, key, found, body, checked in rows:
-                out.setdefault(doi, {})[key] = StoredAnswer(key, bool(found), body, datetime.fromisoformat(checked))
+        sql = "SELECT doi, key, found, body, checked_at FROM doi_answers WHERE doi IN ({marks})"
+        for doi, key, found, body, checked in select_in(self._conn, sql, list(dict.fromkeys(dois))):
+            out.setdefault(doi, {})[key] = StoredAnswer(key, bool(found), body, datetime.fromisoformat(checked))
         return out
 
     def save(self, doi: str, answers: Iterable[StoredAnswer]) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .hashing import HASH_VERSION, Fingerprint, file_sha256, fingerprint_image
 from .images import UnreadableImage, open_image
-from .store import open_cache
+from .store import open_cache, select_in
 
 VERIFY_VERSION = "4"
 
@@ -128,16 +128,9 @@ class HashCache:
 
     def get_many(self, shas: Sequence[str]) -> dict[str, Fingerprint]:
         out: dict[str, Fingerprint] = {}
-        unique = sorted(set(shas))
-        for start in range(0, len(unique), 500):
-            part = unique[start : start + 500]
-            marks = ",".join("?" * len(part))
-            rows = self.conn.execute(
-                f"SELECT sha256, meta, thumb FROM leakage_fingerprint WHERE version = ? AND sha256 IN ({marks})",
-                [HASH_VERSION, *part],
-            )
-            for sha, meta, thumb in rows:
-                out[sha] = _from_row(meta, thumb)
+        sql = "SELECT sha256, meta, thumb FROM leakage_fingerprint WHERE version = ? AND sha256 IN ({marks})"
+        for sha, meta, thumb in select_in(self.conn, sql, sorted(set(shas)), HASH_VERSION):
+            out[sha] = _from_row(meta, thumb)
         return out
 
     def put_many(self, items: Sequence[tuple[str, Fingerprint]]) -> None:
@@ -151,19 +144,14 @@ class HashCache:
         """Content hashes remembered for files whose size and mtime are unchanged (like git's index)."""
         out: dict[Path, str] = {}
         by_name = {str(p.resolve()): p for p in paths}
-        names = sorted(by_name)
-        for start in range(0, len(names), 500):
-            part = names[start : start + 500]
-            marks = ",".join("?" * len(part))
-            for name, size, mtime, sha in self.conn.execute(
-                f"SELECT path, size, mtime_ns, sha256 FROM leakage_stat WHERE path IN ({marks})", part
-            ):
-                try:
-                    st = os.stat(name)
-                except OSError:
-                    continue
-                if st.st_size == size and st.st_mtime_ns == mtime:
-                    out[by_name[name]] = sha
+        sql = "SELECT path, size, mtime_ns, sha256 FROM leakage_stat WHERE path IN ({marks})"
+        for name, size, mtime, sha in select_in(self.conn, sql, sorted(by_name)):
+            try:
+                st = os.stat(name)
+            except OSError:
+                continue
+            if st.st_size == size and st.st_mtime_ns == mtime:
+                out[by_name[name]] = sha
         return out
 
     def remember_shas(self, items: Sequence[tuple[Path, int, int, str]]) -> None:
@@ -180,14 +168,9 @@ class HashCache:
 
     def get_verdicts(self, keys: Sequence[str]) -> dict[str, dict]:
         out: dict[str, dict] = {}
-        unique = sorted(set(keys))
-        for start in range(0, len(unique), 500):
-            part = unique[start : start + 500]
-            marks = ",".join("?" * len(part))
-            for key, text in self.conn.execute(
-                f"SELECT pair, verdict FROM leakage_verdict WHERE pair IN ({marks})", part
-            ):
-                out[key] = json.loads(text)
+        sql = "SELECT pair, verdict FROM leakage_verdict WHERE pair IN ({marks})"
+        for key, text in select_in(self.conn, sql, sorted(set(keys))):
+            out[key] = json.loads(text)
         return out
 
     def put_verdicts(self, items: Sequence[tuple[str, dict]]) -> None:

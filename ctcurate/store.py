@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 CACHE_DIR = ".ctcurate"
@@ -31,3 +32,13 @@ def open_cache(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     return conn
+
+
+_IN_BATCH = 500  # well under SQLite's limit on bound parameters
+
+
+def select_in(conn: sqlite3.Connection, sql: str, keys: Sequence[object], *params: object) -> Iterator[tuple]:
+    """Rows of `sql`, whose `IN ({marks})` is filled with `keys` in batches; `params` bind before them."""
+    for start in range(0, len(keys), _IN_BATCH):
+        part = list(keys[start : start + _IN_BATCH])
+        yield from conn.execute(sql.format(marks=",".join("?" * len(part))), [*params, *part])

@@ -23,7 +23,7 @@ import torch
 from ctcurate.benchmark import augment
 from ctcurate.benchmark.data import load_images, official_samples
 from ctcurate.benchmark.model import build_model
-from ctcurate.layout import default_metadata_dir, resolve_data_root
+from ctcurate.core.layout import default_metadata_dir, resolve_data_root
 
 TARGET_RATIO = 3.0
 

@@ -23,9 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ctcurate import doi as doi_lib  # noqa: E402
-from ctcurate.leakage import find_duplicates_of, source_figure  # noqa: E402
-from ctcurate.store import CACHE_ENV  # noqa: E402
+from ctcurate.doi import normalize as doi_lib  # noqa: E402
+from ctcurate.leakage.pipeline import find_duplicates_of, source_figure  # noqa: E402
+from ctcurate.core.store import CACHE_ENV  # noqa: E402
 from tests.contribution_helpers import hold_out  # noqa: E402
 
 TARGET_S = 10.0

@@ -23,7 +23,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from fake_registry import FakeRegistry
 
-from ctcurate.doi_resolve import DoiCache, Resolver, ResolverSettings
+from ctcurate.doi.resolve import DoiCache, Resolver, ResolverSettings
 
 N = 1000
 TARGET_S = 30.0

@@ -102,8 +102,8 @@ def search_run(n: int) -> tuple[float, float, int]:
     """Time and peak memory (MiB) of the default pair search over n synthetic hashes, in its own process."""
     code = f"""
 import numpy as np, resource, time, json
-from ctcurate.search import pairs_within_any
-from ctcurate.leakage import DEFAULT_THRESHOLD
+from ctcurate.leakage.search import pairs_within_any
+from ctcurate.leakage.pipeline import DEFAULT_THRESHOLD
 rng = np.random.default_rng(0)
 n = {n}
 h = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64) ^ (rng.integers(0, 2, n).astype(np.uint64) << np.uint64(63))
@@ -169,8 +169,8 @@ def main() -> int:
         print(f"    warm peak memory {mem2:.0f} MiB")
 
     # (3) fingerprinting vs decoding, one process each, same files
-    from ctcurate.hashcache import hash_files
-    from ctcurate.images import open_image
+    from ctcurate.leakage.hashcache import hash_files
+    from ctcurate.core.images import open_image
 
     paths = sorted(p for p in images_dir.rglob("*") if p.is_file())
     for p in paths:  # warm the OS file cache

@@ -105,7 +105,7 @@ def generate(path: Path, rows: int, seed: int = 2020) -> None:
 CTCURATE_CHILD = """
 import json, resource, sys, time
 t = time.perf_counter()
-from ctcurate.validate import validate
+from ctcurate.validation.checks import validate
 result = validate(metadata=sys.argv[1], images=None, splits=None)
 elapsed = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

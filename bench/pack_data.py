@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from ctcurate.benchmark.data import _resize_short, train_resize
-from ctcurate.images import open_image
-from ctcurate.layout import IMAGE_SUFFIXES, IMAGES_DIR
+from ctcurate.core.images import open_image
+from ctcurate.core.layout import IMAGE_SUFFIXES, IMAGES_DIR
 
 LIMIT_MIB = 64
 

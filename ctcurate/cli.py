@@ -79,12 +79,12 @@ def validate(
     """
     import json
 
-    from . import findings as findings_lib
-    from .atomic import atomic_write
-    from .fix import FixError, write_fixed
-    from .htmlpage import findings_page
-    from .validate import FINDING_CODES, InputError
-    from .validate import validate as run_validate
+    from ctcurate.core import findings as findings_lib
+    from ctcurate.core.atomic import atomic_write
+    from ctcurate.validation.fix import FixError, write_fixed
+    from ctcurate.core.htmlpage import findings_page
+    from ctcurate.validation.checks import FINDING_CODES, InputError
+    from ctcurate.validation.checks import validate as run_validate
 
     if (offline or mailto) and not online:
         raise click.UsageError("--offline and --mailto go with --online")
@@ -138,7 +138,7 @@ def validate(
 
 
 if TYPE_CHECKING:
-    from .validate import ValidationResult
+    from ctcurate.validation.checks import ValidationResult
 
 
 def _validate_online(
@@ -147,9 +147,9 @@ def _validate_online(
     """`validate --online`: the same run, with a DOI resolver over the user's DOI cache."""
     import sqlite3
 
-    from .doi_resolve import cache_error_message, open_resolver
-    from .store import default_cache_path
-    from .validate import validate as run_validate
+    from ctcurate.doi.resolve import cache_error_message, open_resolver
+    from ctcurate.core.store import default_cache_path
+    from ctcurate.validation.checks import validate as run_validate
 
     path = default_cache_path(None)
     try:
@@ -166,7 +166,7 @@ def _exit_with_error(message: str) -> NoReturn:
 
 def _data_root_or_exit(raw: str | os.PathLike[str] | None) -> Path:
     """The folder holding Images-processed/ (option, else $CTCURATE_DATA), or a one-line exit 2."""
-    from .layout import DataRootNotFound, resolve_data_root
+    from ctcurate.core.layout import DataRootNotFound, resolve_data_root
 
     try:
         return resolve_data_root(raw)
@@ -185,8 +185,8 @@ def _data_root_or_exit(raw: str | os.PathLike[str] | None) -> Path:
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 when a file in the folder is missing or stale.")
 def schema(output: Path, check: bool) -> None:
     """Write the JSON Schema of every metadata model (sheet rows, split entries, findings)."""
-    from .atomic import atomic_write
-    from .schemas import json_schemas
+    from ctcurate.core.atomic import atomic_write
+    from ctcurate.validation.schemas import json_schemas
 
     stale = []
     for name, text in json_schemas().items():
@@ -211,7 +211,7 @@ def schema(output: Path, check: bool) -> None:
 
 def _cache_override() -> Path | None:
     """$CTCURATE_CACHE, when set, names the hash cache instead of `<data root>/.ctcurate/`."""
-    from .store import CACHE_ENV
+    from ctcurate.core.store import CACHE_ENV
 
     raw = os.environ.get(CACHE_ENV)
     return Path(raw).expanduser() if raw else None
@@ -244,11 +244,11 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
     Exit 0: everything accepted (and applied unless --dry-run); 1: something rejected (nothing
     applied unless --partial); 2: usage or I/O error, or another run holds the dataset.
     """
-    from . import contribute
-    from .contribution import write_template
-    from .layout import default_metadata_dir
-    from .lock import LockHeld
-    from .store import default_cache_path
+    from ctcurate.contribution import run as contribute
+    from ctcurate.contribution.source import write_template
+    from ctcurate.core.layout import default_metadata_dir
+    from ctcurate.core.lock import LockHeld
+    from ctcurate.core.store import default_cache_path
 
     if template is not None:
         if template.suffix.lower() not in (".xlsx", ".csv"):
@@ -276,9 +276,9 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
         ):
             check_rows = contribute.default_row_checker()
             if resolver is not None:
-                from .dataset_state import read_state
-                from .doi_resolve import online_row_checker
-                from .intake import combine_checkers
+                from ctcurate.contribution.dataset_state import read_state
+                from ctcurate.doi.resolve import online_row_checker
+                from ctcurate.contribution.intake import combine_checkers
 
                 check_rows = combine_checkers(check_rows, online_row_checker(resolver, read_state(data_root, meta).dois))
             outcome = contribute.add_contribution(
@@ -297,7 +297,7 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
 
 def _doi_resolver(mailto: str | None):  # type: ignore[no-untyped-def]
     """The DOI resolver over the user's DOI cache (the one `ctcurate doi resolve` uses)."""
-    from .doi_resolve import open_resolver
+    from ctcurate.doi.resolve import open_resolver
 
     return open_resolver(mailto=mailto)
 
@@ -324,10 +324,10 @@ def check_leakage(
     import sqlite3
     from pathlib import Path
 
-    from . import report as report_lib
-    from .atomic import atomic_write
-    from .layout import IMAGES_DIR, default_metadata_dir
-    from .leakage import check_leakage as run_check
+    from ctcurate.leakage import report as report_lib
+    from ctcurate.core.atomic import atomic_write
+    from ctcurate.core.layout import IMAGES_DIR, default_metadata_dir
+    from ctcurate.leakage.pipeline import check_leakage as run_check
 
     root = _data_root_or_exit(data)
     meta_dir = Path(metadata) if metadata else default_metadata_dir()
@@ -385,7 +385,7 @@ def check_leakage(
         else:
             click.echo(text)
         if fix_splits:
-            from .fixsplits import fix_splits as run_fix
+            from ctcurate.leakage.fixsplits import fix_splits as run_fix
 
             fixed = run_fix(result, Path(splits) if splits else meta_dir / "Data-split", Path(fix_splits))
             click.echo(fixed.describe(), err=True)
@@ -466,9 +466,9 @@ def benchmark(
 ) -> None:
     """Train and evaluate the DenseNet-169 baseline (GPU when present) to verify contributions."""
     from .benchmark import MissingExtra, require_extra
-    from .findings import Severity
-    from .findings import to_text as findings_text
-    from .layout import SPLITS_DIR, default_metadata_dir
+    from ctcurate.core.findings import Severity
+    from ctcurate.core.findings import to_text as findings_text
+    from ctcurate.core.layout import SPLITS_DIR, default_metadata_dir
 
     try:
         require_extra()
@@ -539,7 +539,7 @@ def doi_normalize(dois: tuple[str, ...]) -> None:
 
     An argument that is not a DOI prints `error: <reason>` in its place; the exit code is then 1.
     """
-    from . import doi as doi_lib
+    from ctcurate.doi import normalize as doi_lib
 
     failed = False
     for raw in dois:
@@ -555,7 +555,7 @@ def doi_normalize(dois: tuple[str, ...]) -> None:
 
 
 if TYPE_CHECKING:
-    from .doi_resolve import Resolution
+    from ctcurate.doi.resolve import Resolution
 
 _CSV_FIELDS = (
     "doi", "exists", "title", "container", "issued", "type", "preprint_server", "versions",
@@ -600,9 +600,9 @@ def doi_resolve(
     import sqlite3
     from pathlib import Path
 
-    from . import doi_resolve as dr
-    from .findings import Finding, has_errors, to_json, to_text
-    from .store import default_cache_path
+    from ctcurate.doi import resolve as dr
+    from ctcurate.core.findings import Finding, has_errors, to_json, to_text
+    from ctcurate.core.store import default_cache_path
 
     if offline and refresh:
         raise click.UsageError("--offline and --refresh contradict each other")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ctcurate.layout import DATA_ENV, IMAGES_DIR
+from ctcurate.core.layout import DATA_ENV, IMAGES_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 

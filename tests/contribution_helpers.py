@@ -126,7 +126,7 @@ def hold_out(root: Path, covid: list[str], noncovid: list[str], contrib: Path,
 
     `doi_for(file name, DOI on its sheet row)` gives the DOI to contribute with. Returns the rows.
     """
-    from ctcurate import doi as doi_lib
+    from ctcurate.doi import normalize as doi_lib
 
     meta, img = root / "metadata", root / "Images-processed"
     contrib.mkdir(parents=True, exist_ok=True)

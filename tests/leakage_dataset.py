@@ -6,7 +6,7 @@ from pathlib import Path
 
 import openpyxl
 
-from ctcurate.layout import IMAGES_DIR
+from ctcurate.core.layout import IMAGES_DIR
 
 from leakage_helpers import TRANSFORMS, real_image
 

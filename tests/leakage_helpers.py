@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
-from ctcurate.layout import IMAGES_DIR
+from ctcurate.core.layout import IMAGES_DIR
 
 
 def real_image(root: Path, rel: str) -> Image.Image:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from openpyxl import Workbook
 
-from ctcurate.schemas import COVID_COLUMNS, NONCOVID_COLUMNS
+from ctcurate.validation.schemas import COVID_COLUMNS, NONCOVID_COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
 COVID_HEADER = list(COVID_COLUMNS.values())

@@ -20,15 +20,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 # What the CLI imports lazily is imported here once, so that every forked child starts warm.
-import ctcurate.contribute  # noqa: F401
-import ctcurate.leakage  # noqa: F401
-import ctcurate.schemas  # noqa: F401
-import ctcurate.validate  # noqa: F401
-from ctcurate import apply as apply_lib
-from ctcurate.apply import covid_sheet_bytes, noncovid_sheet_bytes, split_list_bytes
+import ctcurate.contribution.run  # noqa: F401
+import ctcurate.leakage.pipeline  # noqa: F401
+import ctcurate.validation.schemas  # noqa: F401
+import ctcurate.validation.checks  # noqa: F401
+from ctcurate.contribution import apply as apply_lib
+from ctcurate.contribution.apply import covid_sheet_bytes, noncovid_sheet_bytes, split_list_bytes
 from ctcurate.cli import main
-from ctcurate.lock import locked
-from ctcurate.store import CACHE_ENV
+from ctcurate.core.lock import locked
+from ctcurate.core.store import CACHE_ENV
 
 from contribution_helpers import make_synthetic_dataset, noise_png, tree_hashes, write_contribution_sheet
 
@@ -224,7 +224,7 @@ def test_dry_run_writes_nothing(tmp_path):
     ds = make_synthetic_dataset(tmp_path / "ds")
     contrib = _contribution(tmp_path)
     # A warm cache in its default place: the dry run reads it but must not change it either.
-    ctcurate.leakage.find_duplicates_of([], ds)
+    ctcurate.leakage.pipeline.find_duplicates_of([], ds)
     assert (ds / ".ctcurate" / "cache.sqlite").is_file()
     before = tree_hashes(ds, ignore=())
     res = _run_cli([str(contrib), "--data", str(ds), "--metadata", str(ds / "metadata"), "--dry-run"])

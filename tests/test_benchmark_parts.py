@@ -205,7 +205,7 @@ def test_mean_pooled_forward_equals_torchvision(name: str, head: str) -> None:
 def test_dedupe_pairs_from_check_leakage_on_real_data(real_data: Path, tmp_path: Path) -> None:
     """The library path of --dedupe-test: check-leakage's real test/train leak comes back as (test, train)."""
     from ctcurate.benchmark.run import find_test_train_duplicates
-    from ctcurate.layout import default_metadata_dir, split_files
+    from ctcurate.core.layout import default_metadata_dir, split_files
 
     names: dict[str, set[str]] = {"train": set(), "val": set(), "test": set()}
     for sf in split_files(default_metadata_dir() / "Data-split"):

@@ -213,7 +213,7 @@ def test_pixel_bomb_is_rejected_without_decoding_it(ds, tmp_path):
 
 
 def test_io_error_while_staging_leaves_nothing_behind(ds, tmp_path, monkeypatch):
-    import ctcurate.apply
+    import ctcurate.contribution.apply
 
     contrib = make(tmp_path, {"a.png": 1, "b.png": 2}, [row("a.png"), row("b.png")])
     before = tree_hashes(ds)
@@ -226,7 +226,7 @@ def test_io_error_while_staging_leaves_nothing_behind(ds, tmp_path, monkeypatch)
             raise OSError(28, "No space left on device")
         return real_copyfile(src, dst, **kwargs)
 
-    monkeypatch.setattr(ctcurate.apply.shutil, "copyfile", failing_copy)
+    monkeypatch.setattr(ctcurate.contribution.apply.shutil, "copyfile", failing_copy)
     res = run(ds, contrib)
     assert res.exit_code == 2
     assert res.output.startswith("error: cannot stage the new files: [Errno 28] No space left on device")

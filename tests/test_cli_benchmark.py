@@ -14,7 +14,7 @@ from PIL import Image
 from ctcurate.benchmark.data import official_samples, smoke_subset
 from ctcurate.benchmark.run import SMOKE_SUBSET
 from ctcurate.cli import main
-from ctcurate.layout import IMAGES_DIR
+from ctcurate.core.layout import IMAGES_DIR
 
 # pytest -n 2 already runs two workers on a 2-core machine: more torch threads per worker only
 # oversubscribe the cores (OpenMP spin-waits made runs 20x slower under load).

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from ctcurate.cli import main
-from ctcurate.layout import IMAGES_DIR
+from ctcurate.core.layout import IMAGES_DIR
 
 from leakage_dataset import EXPECTED_PAIRS, build
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from fake_registry import FakeRegistry, Reply
 
 from ctcurate.cli import main
-from ctcurate.doi_resolve import ResolverSettings
+from ctcurate.doi.resolve import ResolverSettings
 
 BMJ = "10.1136/bmj.m606"
 PREPRINT = "10.1101/2020.02.25.20021568"

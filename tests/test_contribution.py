@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from contribution_helpers import noise_png, write_contribution_sheet
 from ctcurate.cli import main
-from ctcurate.contribution import ALL_COLUMNS, REQUIRED_COLUMNS, SCHEMA_FILE, open_contribution, read_sheet, schema_json
+from ctcurate.contribution.source import ALL_COLUMNS, REQUIRED_COLUMNS, SCHEMA_FILE, open_contribution, read_sheet, schema_json
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -74,8 +74,8 @@ def test_every_reason_code_is_documented():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("## ctcurate add-contribution"):readme.index("## Exit codes")]
     codes = set()
-    for module in ("zipsafe", "contribution", "intake", "contribute"):
-        text = (REPO / "ctcurate" / f"{module}.py").read_text(encoding="utf-8")
+    for module in ("zipsafe", "source", "intake", "run"):
+        text = (REPO / "ctcurate" / "contribution" / f"{module}.py").read_text(encoding="utf-8")
         codes |= set(re.findall(r'\b(?:error|warning)\(\s*"([a-z][a-z.-]+)"', text, re.S))
     assert len(codes) > 30
     missing = sorted(c for c in codes if f"`{c}`" not in section)

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ctcurate.cli import main
-from ctcurate.leakage import check_leakage
-from ctcurate.store import CACHE_ENV
-from ctcurate.validate import validate
+from ctcurate.leakage.pipeline import check_leakage
+from ctcurate.core.store import CACHE_ENV
+from ctcurate.validation.checks import validate
 
 from contribution_helpers import hold_out, tree_hashes, write_contribution_sheet
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from ctcurate import doi
+from ctcurate.doi import normalize as doi
 
 
 @pytest.mark.parametrize(

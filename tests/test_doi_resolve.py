@@ -11,7 +11,7 @@ from fake_registry import RECORDED, FakeRegistry, Reply
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctcurate.doi_resolve import (
+from ctcurate.doi.resolve import (
     DEFAULT_CONCURRENCY,
     DoiCache,
     DoiRef,
@@ -117,7 +117,7 @@ def test_read_details_takes_latest_version_and_pubs():
 
 
 def test_url_path_cannot_point_at_another_doi():
-    from ctcurate.doi_resolve import url_path
+    from ctcurate.doi.resolve import url_path
 
     assert url_path(LANCET) == "10.1016/s0140-6736(20)30154-9"
     assert url_path("10.1/a?b#c%d e") == "10.1/a%3Fb%23c%25d%20e"
@@ -536,7 +536,7 @@ def test_any_answer_is_judged_or_rejected(status, body):
 def test_read_sheet_dois_missing_column(tmp_path):
     import pandas as pd
 
-    from ctcurate.doi_resolve import SheetError
+    from ctcurate.doi.resolve import SheetError
 
     pd.DataFrame({"File name": ["a.png"], "Doi ": ["10.1136/bmj.m606"]}).to_excel(
         tmp_path / "COVID-CT-MetaInfo.xlsx", index=False
@@ -546,7 +546,7 @@ def test_read_sheet_dois_missing_column(tmp_path):
 
 
 def test_online_sheet_findings_on_the_real_sheet(registry, repo_metadata):
-    from ctcurate.doi_resolve import online_sheet_findings
+    from ctcurate.doi.resolve import online_sheet_findings
 
     registry.not_found.add("10.1016/j.ijid.2020.02.037")
     with make() as r:
@@ -559,7 +559,7 @@ def test_online_sheet_findings_on_the_real_sheet(registry, repo_metadata):
 
 
 def test_open_resolver_uses_the_default_cache(registry, tmp_path, monkeypatch):
-    from ctcurate.doi_resolve import open_resolver
+    from ctcurate.doi.resolve import open_resolver
 
     monkeypatch.setenv("CTCURATE_CACHE", str(tmp_path / "default" / "cache.sqlite"))
     with open_resolver(mailto="lead@example.org") as r:
@@ -571,8 +571,8 @@ def test_open_resolver_uses_the_default_cache(registry, tmp_path, monkeypatch):
 
 
 def test_online_row_checker_gives_every_contribution_row_its_verdict(registry):
-    from ctcurate.contribution import SheetRow
-    from ctcurate.doi_resolve import online_row_checker
+    from ctcurate.contribution.source import SheetRow
+    from ctcurate.doi.resolve import online_row_checker
 
     rows = [
         SheetRow(2, {"File name": "a.png", "DOI": f"https://doi.org/{PREPRINT}"}),
@@ -616,10 +616,10 @@ def test_online_row_checker_rejects_a_journal_version_of_a_dataset_preprint(regi
     dataset is rejected as the same paper (the seam the CLI's --online would use)."""
     from contribution_helpers import make_synthetic_dataset, noise_png, write_contribution_sheet
 
-    from ctcurate import contribute
-    from ctcurate.dataset_state import read_state
-    from ctcurate.doi_resolve import online_row_checker
-    from ctcurate.intake import combine_checkers
+    from ctcurate.contribution import run as contribute
+    from ctcurate.contribution.dataset_state import read_state
+    from ctcurate.doi.resolve import online_row_checker
+    from ctcurate.contribution.intake import combine_checkers
 
     root = make_synthetic_dataset(tmp_path / "ds")
     journal = _journal_of_dataset_preprint(registry, "10.5555/journal.2020.1")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ctcurate import hashcache
-from ctcurate.hashcache import HashCache, hash_files
+from ctcurate.leakage import hashcache
+from ctcurate.leakage.hashcache import HashCache, hash_files
 
 from leakage_helpers import real_image
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
-from ctcurate.hashing import THUMB, fingerprint_image, to_gray, trim_box
+from ctcurate.leakage.hashing import THUMB, fingerprint_image, to_gray, trim_box
 
 
 def _scan(size: int = 200) -> Image.Image:

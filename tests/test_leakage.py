@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ctcurate.leakage import ImageInfo, check_leakage, classify, find_duplicates_of, source_figure
+from ctcurate.leakage.pipeline import ImageInfo, check_leakage, classify, find_duplicates_of, source_figure
 
 from leakage_dataset import EXPECTED_PAIRS, build
 

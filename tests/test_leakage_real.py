@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from ctcurate import hashcache
-from ctcurate.fixsplits import MAX_RATIO_DRIFT, _ratios, group_violations, plan
-from ctcurate.layout import IMAGES_DIR
-from ctcurate.leakage import check_leakage, read_splits
-from ctcurate.report import to_html
+from ctcurate.leakage import hashcache
+from ctcurate.leakage.fixsplits import MAX_RATIO_DRIFT, _ratios, group_violations, plan
+from ctcurate.core.layout import IMAGES_DIR
+from ctcurate.leakage.pipeline import check_leakage, read_splits
+from ctcurate.leakage.report import to_html
 
 # Every pair reported on the real data, each looked at side by side (and aligned, zoomed) by eye:
 # all are one picture (re-exported, re-windowed, blurred, or with arrows added).

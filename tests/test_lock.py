@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from ctcurate.lock import LockHeld, acquire, locked, release
+from ctcurate.core.lock import LockHeld, acquire, locked, release
 
 
 def test_second_acquire_is_refused_and_names_the_holder(tmp_path):
@@ -29,7 +29,7 @@ def test_second_acquire_is_refused_and_names_the_holder(tmp_path):
 
 def test_lock_of_a_killed_process_is_reported_stale_and_taken_over(tmp_path):
     path = tmp_path / "x.lock"
-    code = f"from ctcurate.lock import acquire; from pathlib import Path; acquire(Path({str(path)!r})); print('held', flush=True); import time; time.sleep(60)"
+    code = f"from ctcurate.core.lock import acquire; from pathlib import Path; acquire(Path({str(path)!r})); print('held', flush=True); import time; time.sleep(60)"
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

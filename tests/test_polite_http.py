@@ -11,7 +11,7 @@ from email.utils import format_datetime
 import pytest
 from fake_registry import FakeRegistry, Reply
 
-from ctcurate.polite_http import HttpPolicy, PoliteClient, ServiceGate, Unreachable, parse_interval, parse_retry_after
+from ctcurate.doi.polite_http import HttpPolicy, PoliteClient, ServiceGate, Unreachable, parse_interval, parse_retry_after
 
 DOI = "10.1136/bmj.m606"
 

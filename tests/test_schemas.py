@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sheetfactory import REPO
 
 from ctcurate.cli import main
-from ctcurate.schemas import (
+from ctcurate.validation.schemas import (
     COVID_COLUMNS,
     SCHEMA_MODELS,
     CovidRow,
@@ -23,7 +23,7 @@ from ctcurate.schemas import (
     json_schemas,
     parse_captions,
 )
-from ctcurate.sheets import find_columns, read_sheet
+from ctcurate.core.sheets import find_columns, read_sheet
 
 
 def rec(number, file_name="a.png", patient="Patient 1", **cells):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ctcurate.search import hamming, pairs_within, pairs_within_any
+from ctcurate.leakage.search import hamming, pairs_within, pairs_within_any
 
 
 def _random_hashes(n: int, planted: int, seed: int) -> np.ndarray:
@@ -61,7 +61,7 @@ def test_empty_and_duplicates():
 
 
 def test_wide_block_layout_for_large_sets_matches_brute_force(monkeypatch):
-    from ctcurate import search
+    from ctcurate.leakage import search
 
     monkeypatch.setattr(search, "_LARGE", 100)  # use the three-block layout meant for >= 400,000 hashes
     assert search._block_widths(1000) == (21, 21, 22)

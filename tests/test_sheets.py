@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from openpyxl import Workbook, load_workbook
 from sheetfactory import COVID_HEADER, covid_row, write_xlsx
 
-from ctcurate.schemas import COVID_COLUMNS
-from ctcurate.sheets import SheetError, find_columns, read_lines, read_sheet
+from ctcurate.validation.schemas import COVID_COLUMNS
+from ctcurate.core.sheets import SheetError, find_columns, read_lines, read_sheet
 
 
 def codes(sheet):

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctcurate.split_assign import Item, assign, groups_of
+from ctcurate.contribution.split_assign import Item, assign, groups_of
 
 EXISTING = {"CT_COVID": {"train": 191, "val": 60, "test": 98}, "CT_NonCOVID": {"train": 234, "val": 58, "test": 105}}
 

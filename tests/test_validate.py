@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from sheetfactory import REPO, covid_row, write_noncovid_csv, write_xlsx
 
-from ctcurate.findings import Finding
-from ctcurate.validate import FINDING_CODES, InputError, validate
+from ctcurate.core.findings import Finding
+from ctcurate.validation.checks import FINDING_CODES, InputError, validate
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +164,8 @@ def test_every_code_in_the_source_is_registered():
     import re
 
     source = "".join(
-        (REPO / "ctcurate" / name).read_text() for name in ("sheets.py", "schemas.py", "validate.py", "doi.py")
+        (REPO / "ctcurate" / name).read_text()
+        for name in ("core/sheets.py", "validation/schemas.py", "validation/checks.py", "doi/normalize.py")
     )
     emitted = set(re.findall(r'(?:error|warning|Note|PydanticCustomError)\(\s*"([a-z]+\.[a-z-]+)"', source))
     emitted |= {"doi." + k for k in re.findall(r'"doi\.([a-z-]+)": "', source)}

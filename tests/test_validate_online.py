@@ -11,8 +11,8 @@ from fake_registry import FakeRegistry, Reply
 from sheetfactory import covid_row, write_xlsx
 
 from ctcurate.cli import main
-from ctcurate.doi_resolve import Resolver, ResolverSettings
-from ctcurate.validate import FINDING_CODES, validate
+from ctcurate.doi.resolve import Resolver, ResolverSettings
+from ctcurate.validation.checks import FINDING_CODES, validate
 
 PREPRINT = "10.1101/2020.02.25.20021568"
 JOURNAL = "10.1038/s41598-020-76282-0"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from ctcurate.hashing import fingerprint_image
-from ctcurate.search import hamming
-from ctcurate.verify import verify_images, verify_pair
+from ctcurate.leakage.hashing import fingerprint_image
+from ctcurate.leakage.search import hamming
+from ctcurate.leakage.verify import verify_images, verify_pair
 
-from ctcurate.leakage import _best_crop_options, _crop_candidates
-from ctcurate.verify import QUICK_MIN
+from ctcurate.leakage.pipeline import _best_crop_options, _crop_candidates
+from ctcurate.leakage.verify import QUICK_MIN
 
 from leakage_helpers import CROPS, TRANSFORMS, real_image
 
@@ -123,7 +123,7 @@ def _synthetic_fingerprints(n: int, seed: int):
 
 def test_quick_scores_do_not_depend_on_batching():
     """Scores are made per pair: one shared list, two lists and any block size give the same bits."""
-    from ctcurate.verify import _variants_many, quick_score, quick_scores
+    from ctcurate.leakage.verify import _variants_many, quick_score, quick_scores
 
     fps = _synthetic_fingerprints(24, seed=5)
     i, j = np.triu_indices(len(fps), k=1)

@@ -9,7 +9,7 @@ import openpyxl
 import pytest
 from openpyxl.styles import Font
 
-from ctcurate.xlsx_append import UnsupportedWorkbook, append_rows, column_letter
+from ctcurate.contribution.xlsx_append import UnsupportedWorkbook, append_rows, column_letter
 
 
 def _book(rows, second_sheet=True) -> bytes:

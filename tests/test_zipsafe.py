@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from ctcurate.zipsafe import ZipLimits, check_zip, extract
+from ctcurate.contribution.zipsafe import ZipLimits, check_zip, extract
 
 
 def _zip(path, members):

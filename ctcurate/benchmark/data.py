@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..atomic import atomic_path
-from ..findings import Finding, error, warning
-from ..hashing import file_sha256
-from ..images import UnreadableImage, open_image
-from ..layout import IMAGE_SUFFIXES, IMAGES_DIR, SPLIT_NAMES, label_of_class, split_files
-from ..store import CACHE_DIR, default_cache_path
+from ctcurate.core.atomic import atomic_path
+from ctcurate.core.findings import Finding, error, warning
+from ctcurate.leakage.hashing import file_sha256
+from ctcurate.core.images import UnreadableImage, open_image
+from ctcurate.core.layout import IMAGE_SUFFIXES, IMAGES_DIR, SPLIT_NAMES, label_of_class, split_files
+from ctcurate.core.store import CACHE_DIR, default_cache_path
 
 COVID, NONCOVID = 1, 0
 CLASS_DIRS = {"CT_COVID": COVID, "CT_NonCOVID": NONCOVID}

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..atomic import atomic_path  # noqa: E402
+from ctcurate.core.atomic import atomic_path  # noqa: E402
 
 
 def roc_png(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray, float]], title: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..atomic import atomic_write
+from ctcurate.core.atomic import atomic_write
 from . import plots
 from .run import BenchmarkResult
 

@@ -20,7 +20,7 @@ import torch
 import torchvision
 
 from .. import __version__
-from ..findings import Finding, error, has_errors, warning
+from ctcurate.core.findings import Finding, error, has_errors, warning
 from . import metrics
 from .data import COVID, CacheInfo, ImageSet, Sample, contribution_samples, load_images, official_samples, smoke_subset, tensor_cache_dir
 from .model import build_model
@@ -139,7 +139,7 @@ def find_test_train_duplicates(
     data_root: Path, splits_dir: Path, test_names: set[str], train_names: set[str], cache_path: Path
 ) -> list[tuple[str, str]]:
     """(test, train) duplicate pairs found by check-leakage (its hash cache makes a second call cheap)."""
-    from ..leakage import check_leakage
+    from ctcurate.leakage.pipeline import check_leakage
 
     report = check_leakage(data_root, splits_dir=splits_dir, cache_path=cache_path)
     return _test_train(((p.a, p.b) for p in report.pairs), test_names, train_names)

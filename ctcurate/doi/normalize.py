@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from urllib.parse import unquote
 
-from .findings import Finding, error, warning
+from ctcurate.core.findings import Finding, error, warning
 
 PREPRINT_PREFIX = "10.1101"
 NEW_PREPRINT_PREFIX = "10.64898"  # bioRxiv/medRxiv DOIs minted since December 2025

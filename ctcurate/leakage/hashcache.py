@@ -16,9 +16,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .hashing import HASH_VERSION, Fingerprint, file_sha256, fingerprint_image
-from .images import UnreadableImage, open_image
-from .store import open_cache, select_in
+from ctcurate.leakage.hashing import HASH_VERSION, Fingerprint, file_sha256, fingerprint_image
+from ctcurate.core.images import UnreadableImage, open_image
+from ctcurate.core.store import open_cache, select_in
 
 VERIFY_VERSION = "4"
 

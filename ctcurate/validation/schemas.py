@@ -27,9 +27,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from . import doi as doi_lib
-from .contribution import ContributionRow
-from .findings import Finding, Severity, error, warning
+from ctcurate.doi import normalize as doi_lib
+from ctcurate.contribution.source import ContributionRow
+from ctcurate.core.findings import Finding, Severity, error, warning
 
 CellValue = str | int | float | bool | None
 
@@ -230,7 +230,7 @@ class CovidRow(BaseModel):
     doi: str | None = Field(
         None,
         alias="DOI",
-        description="DOI of the source paper, normalized by `ctcurate.doi.normalize` (no `doi:`/URL "
+        description="DOI of the source paper, normalized by `ctcurate.doi.normalize.normalize` (no `doi:`/URL "
         "prefix, no whitespace, ASCII lower case). Empty is allowed; for a bioRxiv/medRxiv file name the "
         "DOI it implies is reported (`doi.derivable`).",
     )
@@ -339,7 +339,7 @@ class CovidRow(BaseModel):
     @field_validator("doi", mode="before", json_schema_input_type=str | None)
     @classmethod
     def _doi(cls, value: Any) -> str | None:
-        # Whitespace and malformed DOIs are reported by ctcurate.doi.check_doi, not here.
+        # Whitespace and malformed DOIs are reported by ctcurate.doi.normalize.check_doi, not here.
         if value is None or not str(value).strip():
             return None
         return doi_lib.normalize(value)

@@ -16,7 +16,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .findings import Finding, error, has_errors, warning
+from ctcurate.core.findings import Finding, error, has_errors, warning
 
 
 @dataclass(frozen=True)

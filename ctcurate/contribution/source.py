@@ -18,9 +18,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .findings import Finding, error, has_errors, warning
-from .layout import IMAGE_SUFFIXES
-from .zipsafe import ZipLimits, extract
+from ctcurate.core.findings import Finding, error, has_errors, warning
+from ctcurate.core.layout import IMAGE_SUFFIXES
+from ctcurate.contribution.zipsafe import ZipLimits, extract
 
 SHEET_SUFFIXES = (".xlsx", ".csv")
 SCHEMA_FILE = "contribution-row.schema.json"
@@ -221,7 +221,7 @@ def open_contribution(source: Path, limits: ZipLimits = ZipLimits()) -> Iterator
 
 def write_template(target: Path) -> None:
     """Write an empty contribution sheet (.xlsx with a column guide, or .csv) at `target`."""
-    from .atomic import atomic_path, atomic_write
+    from ctcurate.core.atomic import atomic_path, atomic_write
 
     suffix = target.suffix.lower()
     if suffix == ".csv":

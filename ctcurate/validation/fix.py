@@ -16,10 +16,10 @@ from pathlib import Path
 from openpyxl import load_workbook
 from openpyxl.cell import MergedCell
 
-from . import layout
-from .atomic import atomic_path, atomic_write
-from .sheets import XLSX_SUFFIXES, SheetError, decode_text
-from .validate import CellFix, ValidationResult
+from ctcurate.core import layout
+from ctcurate.core.atomic import atomic_path, atomic_write
+from ctcurate.core.sheets import XLSX_SUFFIXES, SheetError, decode_text
+from ctcurate.validation.checks import CellFix, ValidationResult
 
 
 class FixError(Exception):

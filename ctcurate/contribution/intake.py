@@ -17,13 +17,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from . import doi as doi_lib
-from .contribution import Contribution, ContributionRow, Label, SheetRow
-from .dataset_state import DatasetState, figure_key, paper_key
-from .findings import Finding, Severity, error, has_errors, warning
-from .hashing import file_sha256
-from .images import sniff_format
-from .split_assign import Item, assign
+from ctcurate.doi import normalize as doi_lib
+from ctcurate.contribution.source import Contribution, ContributionRow, Label, SheetRow
+from ctcurate.contribution.dataset_state import DatasetState, figure_key, paper_key
+from ctcurate.core.findings import Finding, Severity, error, has_errors, warning
+from ctcurate.leakage.hashing import file_sha256
+from ctcurate.core.images import sniff_format
+from ctcurate.contribution.split_assign import Item, assign
 
 LABEL_CLASS = {Label.COVID.value: "CT_COVID", Label.NonCOVID.value: "CT_NonCOVID"}
 
@@ -114,7 +114,7 @@ def model_row_checker(rows: Sequence[SheetRow], sheet_name: str) -> list[Finding
 
 def metainfo_row_checker(rows: Sequence[SheetRow], sheet_name: str) -> list[Finding]:
     """The dataset sheet's own row checks (`ctcurate validate`'s), run on the contribution's rows."""
-    from .schemas import COVID_COLUMNS, check_covid_rows
+    from ctcurate.validation.schemas import COVID_COLUMNS, check_covid_rows
 
     field_of = {header: name for name, header in COVID_COLUMNS.items()}
     records = [(r.row, {field_of[c]: _cell(v) for c, v in r.values.items() if c in field_of}) for r in rows]
@@ -265,7 +265,7 @@ def plan_intake(
         general.extend(by_row[number])
 
     # Images: validate's own image checks (full decode with bomb limits, content vs extension).
-    from .validate import check_image_files
+    from ctcurate.validation.checks import check_image_files
 
     shas: dict[str, str] = {}
     decodable: list[str] = []

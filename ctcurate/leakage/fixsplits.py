@@ -13,9 +13,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import atomic_write
-from .layout import SPLIT_NAMES, label_of_class, split_files
-from .leakage import LeakageReport, _components
+from ctcurate.core.atomic import atomic_write
+from ctcurate.core.layout import SPLIT_NAMES, label_of_class, split_files
+from ctcurate.leakage.pipeline import LeakageReport, _components
 
 MAX_RATIO_DRIFT = 0.02
 

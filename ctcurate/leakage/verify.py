@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from .hashing import THUMB, Fingerprint, to_gray, trimmed
+from ctcurate.leakage.hashing import THUMB, Fingerprint, to_gray, trimmed
 
 QUICK_MIN = 0.85  # 64 px thumbnail correlation below which a hash-close pair is dropped at once
 PRESCREEN_MIN = 0.90  # aligned detail correlation of the 64 px thumbnails needed to decode the pair
@@ -483,7 +483,7 @@ def verify_images(
     """
     evidence = dict(evidence or {})
     if p_thumb is None:
-        from .hashing import fingerprint_image
+        from ctcurate.leakage.hashing import fingerprint_image
 
         pre, mirrored, p_thumb = prescreen(fingerprint_image(a), fingerprint_image(b), mirrored if evidence else None)
         evidence |= {"thumb_detail": round(pre, 4), "mirrored": mirrored}

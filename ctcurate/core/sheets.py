@@ -25,7 +25,7 @@ from openpyxl.utils import column_index_from_string, get_column_letter, range_bo
 from openpyxl.utils.datetime import from_excel, from_ISO8601
 from openpyxl.utils.exceptions import InvalidFileException
 
-from .findings import Finding, error, warning
+from ctcurate.core.findings import Finding, error, warning
 
 CellValue = str | int | float | bool | None
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import doi as doi_lib
-from . import layout
-from .findings import Finding, error, summarize, warning
-from .images import UnreadableImage, format_of_suffix, open_image, sniff_format
-from .schemas import (
+from ctcurate.doi import normalize as doi_lib
+from ctcurate.core import layout
+from ctcurate.core.findings import Finding, error, summarize, warning
+from ctcurate.core.images import UnreadableImage, format_of_suffix, open_image, sniff_format
+from ctcurate.validation.schemas import (
     COVID_COLUMNS,
     NONCOVID_COLUMNS,
     SAME_AS_ABOVE,
@@ -34,10 +34,10 @@ from .schemas import (
     clean_text,
     parse_captions,
 )
-from .sheets import Sheet, SheetError, find_columns, read_lines, read_sheet
+from ctcurate.core.sheets import Sheet, SheetError, find_columns, read_lines, read_sheet
 
 if TYPE_CHECKING:  # doi_resolve (and requests) are imported only when validating online
-    from .doi_resolve import Resolution, Resolver
+    from ctcurate.doi.resolve import Resolution, Resolver
 
 COVID_CLASS = "CT_COVID"
 NONCOVID_CLASS = "CT_NonCOVID"
@@ -315,7 +315,7 @@ def _online_doi_checks(
     rows: list[CovidRow], file: str, resolver: Resolver
 ) -> tuple[list[Finding], dict[str, Resolution]]:
     """Every row's DOI (or the preprint DOI its file name gives) asked once of the registries."""
-    from .doi_resolve import DoiRef, online_doi_findings
+    from ctcurate.doi.resolve import DoiRef, online_doi_findings
 
     refs = []
     for r in rows:

@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from . import doi as doi_lib
-from .findings import Finding, error
-from .hashcache import HashCache, HashOutcome, Progress, Workers, default_jobs, hash_files
-from .hashing import SUBVIEWS, THUMB, Fingerprint
-from .images import UnreadableImage, open_image
-from .layout import (
+from ctcurate.doi import normalize as doi_lib
+from ctcurate.core.findings import Finding, error
+from ctcurate.leakage.hashcache import HashCache, HashOutcome, Progress, Workers, default_jobs, hash_files
+from ctcurate.leakage.hashing import SUBVIEWS, THUMB, Fingerprint
+from ctcurate.core.images import UnreadableImage, open_image
+from ctcurate.core.layout import (
     COVID_SHEET,
     IMAGES_DIR,
     NONCOVID_SHEET,
@@ -47,9 +47,9 @@ from .layout import (
     list_images,
     split_files,
 )
-from .search import pairs_within, pairs_within_any
-from .store import default_cache_path
-from .verify import QUICK_MIN, Verdict, Window, mirror_window, quick_scores, verify_pair, window_scores
+from ctcurate.leakage.search import pairs_within, pairs_within_any
+from ctcurate.core.store import default_cache_path
+from ctcurate.leakage.verify import QUICK_MIN, Verdict, Window, mirror_window, quick_scores, verify_pair, window_scores
 
 
 # Candidate pairs: pHash distance of the trimmed views, direct or mirrored. On COVID-CT no pair at
@@ -628,7 +628,7 @@ def _rel_in(p: Path, root: Path) -> str:
 
 def _loose(folder: Path) -> tuple[dict[str, Path], dict[str, ImageInfo]]:
     """A contribution that is a plain folder of images (sub-folders are class folders if present)."""
-    from .layout import IMAGE_SUFFIXES
+    from ctcurate.core.layout import IMAGE_SUFFIXES
 
     paths: dict[str, Path] = {}
     infos: dict[str, ImageInfo] = {}

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-from .images import UnreadableImage, open_image
-from .leakage import LeakageReport
+from ctcurate.core.images import UnreadableImage, open_image
+from ctcurate.leakage.pipeline import LeakageReport
 
 
 def to_json(report: LeakageReport) -> str:

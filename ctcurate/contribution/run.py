@@ -15,12 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import apply as apply_lib
-from .contribution import Contribution, open_contribution
-from .dataset_state import DatasetState, read_state
-from .findings import Finding, Severity
-from .intake import DuplicateFinder, Duplicates, IntakePlan, RowChecker, plan_intake
-from .lock import LockHeld, locked
+from ctcurate.contribution import apply as apply_lib
+from ctcurate.contribution.source import Contribution, open_contribution
+from ctcurate.contribution.dataset_state import DatasetState, read_state
+from ctcurate.core.findings import Finding, Severity
+from ctcurate.contribution.intake import DuplicateFinder, Duplicates, IntakePlan, RowChecker, plan_intake
+from ctcurate.core.lock import LockHeld, locked
 
 
 class ContributionIOError(Exception):
@@ -124,8 +124,8 @@ def _status(outcome: Outcome) -> str:
 
 def planned_writes(plan: IntakePlan) -> dict[str, int]:
     """Dataset file (relative) -> how many images or lines the accepted part adds to it."""
-    from .dataset_state import PROVENANCE_FILE
-    from .layout import COVID_SHEET, IMAGES_DIR, NONCOVID_SHEET, SPLITS_DIR, label_of_class
+    from ctcurate.contribution.dataset_state import PROVENANCE_FILE
+    from ctcurate.core.layout import COVID_SHEET, IMAGES_DIR, NONCOVID_SHEET, SPLITS_DIR, label_of_class
 
     out: Counter[str] = Counter()
     for d in plan.accepted:
@@ -222,7 +222,7 @@ def scratch_cache(cache_path: Path) -> Iterator[Path]:
 
 def default_row_checker() -> RowChecker:
     """The contribution model's checks (Label, required cells) plus `validate`'s row checks."""
-    from .intake import combine_checkers, metainfo_row_checker, model_row_checker
+    from ctcurate.contribution.intake import combine_checkers, metainfo_row_checker, model_row_checker
 
     return combine_checkers(model_row_checker, metainfo_row_checker)
 
@@ -232,8 +232,8 @@ def default_duplicate_finder(cache_path: Path | None = None) -> DuplicateFinder:
     or re-cropped copies count, not only byte-identical ones."""
 
     def find(new_images: Sequence[Path], data_root: Path) -> Duplicates:
-        from .layout import IMAGES_DIR
-        from .leakage import find_duplicates_of
+        from ctcurate.core.layout import IMAGES_DIR
+        from ctcurate.leakage.pipeline import find_duplicates_of
 
         check = find_duplicates_of(new_images, data_root, cache_path)
         of_existing = {

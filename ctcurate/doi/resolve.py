@@ -11,7 +11,7 @@ Services (base URLs are settings: $CTCURATE_DOI_URL, $CTCURATE_CROSSREF_URL, $CT
 - preprints (10.1101/..., 10.64898/...): `<biorxiv url>/details/<server>/<doi>` (server, versions,
   title), and `/pubs/<server>/<doi>` when it says the preprint was published (journal DOI).
 
-Every answer is kept in the SQLite cache (`store.py`) with its time and reused for 30 days (answers
+Every answer is kept in the SQLite cache (`core/store.py`) with its time and reused for 30 days (answers
 that say "not found" for 1 day); `refresh` re-asks, `offline` only reads the cache.
 
 For the other commands (validate --online, add-contribution):
@@ -48,11 +48,11 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
 
-from . import __version__
-from .doi import is_valid, parse, preprint_from_doi, preprint_from_filename, strip_version
-from .findings import Finding, error, warning
-from .polite_http import HttpPolicy, PoliteClient, Unreachable
-from .store import default_cache_path, open_cache, select_in
+from ctcurate import __version__
+from ctcurate.doi.normalize import is_valid, parse, preprint_from_doi, preprint_from_filename, strip_version
+from ctcurate.core.findings import Finding, error, warning
+from ctcurate.doi.polite_http import HttpPolicy, PoliteClient, Unreachable
+from ctcurate.core.store import default_cache_path, open_cache, select_in
 
 DOI_URL_ENV = "CTCURATE_DOI_URL"
 CROSSREF_URL_ENV = "CTCURATE_CROSSREF_URL"

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import doi as doi_lib
-from .layout import COVID_SHEET, IMAGES_DIR, NONCOVID_SHEET, SPLIT_NAMES, SPLITS_DIR, list_images, split_files
+from ctcurate.doi import normalize as doi_lib
+from ctcurate.core.layout import COVID_SHEET, IMAGES_DIR, NONCOVID_SHEET, SPLIT_NAMES, SPLITS_DIR, list_images, split_files
 
 PROVENANCE_FILE = "contributions.jsonl"
 _PATIENT_N = re.compile(r"^\s*patient\s*(\d+)\s*$", re.IGNORECASE)
@@ -25,7 +25,7 @@ def figure_key(file_name: str) -> str:
 
     `2020.02.10.20021584-p6-52%0.png` and `...-p6-52%3.png` are panels of one figure.
     """
-    from .leakage import source_figure
+    from ctcurate.leakage.pipeline import source_figure
 
     return source_figure(file_name).casefold()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageChops, ImageOps
 
-from .images import open_image
+from ctcurate.core.images import open_image
 
 # Bump when anything below changes what a fingerprint holds: cached fingerprints of another
 # version are recomputed.

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import doi as doi_lib
-from .atomic import atomic_write
-from .dataset_state import PROVENANCE_FILE, DatasetState
-from .intake import IntakePlan
-from .layout import COVID_SHEET, IMAGES_DIR, NONCOVID_SHEET, SPLITS_DIR, label_of_class
-from .xlsx_append import Cell, UnsupportedWorkbook, append_rows
+from ctcurate.doi import normalize as doi_lib
+from ctcurate.core.atomic import atomic_write
+from ctcurate.contribution.dataset_state import PROVENANCE_FILE, DatasetState
+from ctcurate.contribution.intake import IntakePlan
+from ctcurate.core.layout import COVID_SHEET, IMAGES_DIR, NONCOVID_SHEET, SPLITS_DIR, label_of_class
+from ctcurate.contribution.xlsx_append import Cell, UnsupportedWorkbook, append_rows
 
 TOOL_DIR = ".ctcurate"
 JOURNAL = "apply-journal.json"

@@ -1,0 +1,3 @@
+"""`ctcurate add-contribution`: reading a contribution, judging it against the dataset, applying it
+all-or-nothing.
+"""

@@ -1,0 +1,3 @@
+"""`ctcurate doi`: what a DOI looks like (`normalize`) and whether it exists (`resolve`, over
+`polite_http`).
+"""

@@ -1,0 +1,3 @@
+"""`ctcurate check-leakage`: fingerprints, candidate search, pixel verification, the report and
+`--fix-splits`.
+"""

@@ -1,0 +1,2 @@
+"""`ctcurate validate`: row schemas, cross-file checks and the `--fix` copy.
+"""

@@ -28,7 +28,7 @@ from ctcurate.contribution import apply as apply_lib
 from ctcurate.contribution.apply import covid_sheet_bytes, noncovid_sheet_bytes, split_list_bytes
 from ctcurate.cli import main
 from ctcurate.core.lock import locked
-from ctcurate.core.store import CACHE_ENV
+from ctcurate.core.store import CACHE_ENV, cache_location
 
 from contribution_helpers import make_synthetic_dataset, noise_png, tree_hashes, write_contribution_sheet
 
@@ -225,15 +225,17 @@ def test_dry_run_writes_nothing(tmp_path):
     contrib = _contribution(tmp_path)
     # A warm cache in its default place: the dry run reads it but must not change it either.
     ctcurate.leakage.pipeline.find_duplicates_of([], ds)
-    assert (ds / ".ctcurate" / "cache.sqlite").is_file()
-    before = tree_hashes(ds, ignore=())
+    cache = cache_location()
+    assert cache.is_file()
+    before, cache_before = tree_hashes(ds, ignore=()), tree_hashes(cache.parent, ignore=())
     res = _run_cli([str(contrib), "--data", str(ds), "--metadata", str(ds / "metadata"), "--dry-run"])
     assert res.returncode == 0, res.stdout + res.stderr
     assert "dry run: nothing written" in res.stdout
     assert "accepted  n1%0.png -> CT_COVID/n1%0.png (Patient 3," in res.stdout
     assert "would write: COVID-CT-MetaInfo.xlsx (+2), " in res.stdout
     assert "Images-processed/CT_NonCOVID/ (+1), NonCOVID-CT-MetaInfo.csv (+1), contributions.jsonl (+3)" in res.stdout
-    assert tree_hashes(ds, ignore=()) == before  # the hash cache included
+    assert tree_hashes(ds, ignore=()) == before
+    assert tree_hashes(cache.parent, ignore=()) == cache_before
     assert not (ds / ".ctcurate" / "apply.lock").exists()
 
 

@@ -174,21 +174,6 @@ def test_score_and_dedupe_helpers(tmp_path: Path) -> None:
     assert dd["removed"] == ["t1", "t2"] and dd["n"] == 2
 
 
-def test_tensor_cache_stays_out_of_a_read_only_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ctcurate.benchmark.data import tensor_cache_dir
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.delenv("CTCURATE_CACHE", raising=False)
-    root = tmp_path / "data"
-    root.mkdir()
-    assert tensor_cache_dir(root) == root / ".ctcurate" / "benchmark"
-    root.chmod(0o555)
-    try:
-        assert tensor_cache_dir(root) == tmp_path / "xdg" / "ctcurate" / "benchmark"
-    finally:
-        root.chmod(0o755)
-
-
 @pytest.mark.parametrize("name, head", [("densenet121", "classifier"), ("resnet18", "fc")])
 def test_mean_pooled_forward_equals_torchvision(name: str, head: str) -> None:
     model, _ = build_model(name)

@@ -2,8 +2,8 @@
 
 Owns the sample lists (official split, smoke subset, contributed images with their declared label)
 and the tensor cache: every image is decoded and resized once, for the train pipeline (shorter side
-resized, aspect kept) and for evaluation (resized and centre-cropped), and saved under the
-`.ctcurate/` cache keyed by the files' content hashes and the image size, so that epochs never
+resized, aspect kept) and for evaluation (resized and centre-cropped), and saved in
+`benchmark/` beside the cache file, keyed by the files' content hashes and the image size, so that epochs never
 re-decode PNG/JPEG. Problems with the input are returned as findings, never raised.
 """
 
@@ -26,7 +26,7 @@ from ctcurate.core.findings import Finding, error, warning
 from ctcurate.leakage.hashing import file_sha256
 from ctcurate.core.images import UnreadableImage, open_image
 from ctcurate.core.layout import IMAGE_SUFFIXES, IMAGES_DIR, SPLIT_NAMES, label_of_class, split_files
-from ctcurate.core.store import CACHE_DIR, default_cache_path
+from ctcurate.core.store import cache_folder
 
 COVID, NONCOVID = 1, 0
 CLASS_DIRS = {"CT_COVID": COVID, "CT_NonCOVID": NONCOVID}
@@ -214,22 +214,9 @@ class CacheInfo:
     findings: list[Finding] = field(default_factory=list)
 
 
-def tensor_cache_dir(data_root: Path | None) -> Path:
-    """`<data root>/.ctcurate/benchmark` when writable, else the user's ctcurate cache folder."""
-    if data_root is not None:
-        ours = data_root / CACHE_DIR
-        if _writable(ours if ours.exists() else data_root):
-            return ours / "benchmark"
-    return default_cache_path(None).parent / "benchmark"
-
-
-def _writable(folder: Path) -> bool:
-    # A folder marked read-only stays untouched even for root, who could write there anyway.
-    try:
-        return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
-    except OSError:
-        return False
-
+def tensor_cache_dir(cache: Path | None = None) -> Path:
+    """`benchmark/` beside the cache file (`--cache`, else $CTCURATE_CACHE, else the user's cache folder)."""
+    return cache_folder(cache) / "benchmark"
 
 
 def cache_key(samples: Sequence[Sample], image_size: int) -> str:

@@ -13,14 +13,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torchvision
 
 from .. import __version__
-from ctcurate.core.findings import Finding, error, has_errors, warning
+from ctcurate.core.findings import Finding, Severity, error, has_errors, warning
 from . import metrics
 from .data import COVID, CacheInfo, ImageSet, Sample, contribution_samples, load_images, official_samples, smoke_subset, tensor_cache_dir
 from .model import build_model
@@ -43,7 +43,8 @@ class BenchmarkOptions:
     score_threshold: float = DEFAULT_SCORE_THRESHOLD
     dedupe_test: bool = False
     leakage_report: Path | None = None
-    cache_dir: Path | None = None
+    cache: Path | None = None  # the hash cache file (`store.cache_location`'s rule)
+    cache_dir: Path | None = None  # the decoded-tensor folder (default: `benchmark/` beside the cache file)
     bootstrap: int = metrics.DEFAULT_RESAMPLES
 
 
@@ -59,6 +60,13 @@ class BenchmarkResult:
     curves: dict[str, tuple[np.ndarray, np.ndarray, float]] = field(default_factory=dict)
     confusion: dict[str, int] = field(default_factory=dict)
     fatal: bool = False
+
+    PROBLEM_CODES: ClassVar[tuple[str, ...]] = ("benchmark.label-suspect", "benchmark.contribution-hurts")
+
+    @property
+    def has_problems(self) -> bool:
+        """A flagged image, a contribution that hurts, or an error: exit 1."""
+        return any(f.code in self.PROBLEM_CODES or f.severity is Severity.ERROR for f in self.findings)
 
 
 Stage = Callable[[str], None]
@@ -136,7 +144,7 @@ def pairs_from_leakage_report(report: Path, test_names: set[str], train_names: s
 
 
 def find_test_train_duplicates(
-    data_root: Path, splits_dir: Path, test_names: set[str], train_names: set[str], cache_path: Path
+    data_root: Path, splits_dir: Path, test_names: set[str], train_names: set[str], cache_path: Path | None
 ) -> list[tuple[str, str]]:
     """(test, train) duplicate pairs found by check-leakage (its hash cache makes a second call cheap)."""
     from ctcurate.leakage.pipeline import check_leakage
@@ -190,7 +198,7 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
         return out
     if opts.smoke:
         samples = smoke_subset(samples, SMOKE_SUBSET, cfg.seed)
-    cache_dir = opts.cache_dir or tensor_cache_dir(opts.data_root)
+    cache_dir = opts.cache_dir or tensor_cache_dir(opts.cache)
 
     # Contributed images are listed (and their labels checked) before any slow step.
     listed: dict[Path, list[Sample]] = {}
@@ -342,9 +350,7 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
                 out.fatal = True
                 return out
         else:
-            # The hash cache lives beside the tensor cache (the data root's .ctcurate/, unless read-only).
-            hash_cache = (opts.cache_dir or tensor_cache_dir(opts.data_root).parent) / "cache.sqlite"
-            pairs = find_test_train_duplicates(opts.data_root, opts.splits_dir, test_names, train_names, hash_cache)
+            pairs = find_test_train_duplicates(opts.data_root, opts.splits_dir, test_names, train_names, opts.cache)
         results["dedupe_test"] = dedupe_test_metrics(test_set.names, y_test, prob, pairs, opts.bootstrap, cfg.seed)
 
     results["seconds"] = round(time.perf_counter() - started, 2)

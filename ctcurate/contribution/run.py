@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ctcurate.contribution import apply as apply_lib
 from ctcurate.contribution.source import Contribution, open_contribution
@@ -21,6 +22,9 @@ from ctcurate.contribution.dataset_state import DatasetState, read_state
 from ctcurate.core.findings import Finding, Severity
 from ctcurate.contribution.intake import DuplicateFinder, Duplicates, IntakePlan, RowChecker, plan_intake
 from ctcurate.core.lock import LockHeld, locked
+
+if TYPE_CHECKING:  # requests is imported only when checking online
+    from ctcurate.doi.resolve import Resolver
 
 
 class ContributionIOError(Exception):
@@ -220,11 +224,18 @@ def scratch_cache(cache_path: Path) -> Iterator[Path]:
 # --- the default seams ----------------------------------------------------------------------
 
 
-def default_row_checker() -> RowChecker:
-    """The contribution model's checks (Label, required cells) plus `validate`'s row checks."""
+def default_row_checker(resolver: Resolver | None = None, data_root: Path | None = None,
+                        metadata_dir: Path | None = None) -> RowChecker:
+    """The contribution model's checks (Label, required cells) plus `validate`'s row checks; with a
+    `resolver` (--online), also the registries' word on each DOI against the dataset's papers."""
     from ctcurate.contribution.intake import combine_checkers, metainfo_row_checker, model_row_checker
 
-    return combine_checkers(model_row_checker, metainfo_row_checker)
+    checker = combine_checkers(model_row_checker, metainfo_row_checker)
+    if resolver is None or data_root is None or metadata_dir is None:
+        return checker
+    from ctcurate.doi.resolve import online_row_checker
+
+    return combine_checkers(checker, online_row_checker(resolver, read_state(data_root, metadata_dir).dois))
 
 
 def default_duplicate_finder(cache_path: Path | None = None) -> DuplicateFinder:

@@ -1,6 +1,7 @@
 """The embedded SQLite cache file shared by the commands (hashes, DOI answers, ...).
 
-Owns where the file lives and how it is opened; each module creates its own tables in it.
+Owns where the file lives (the one rule: `--cache`, else $CTCURATE_CACHE, else the user's cache
+folder) and how it is opened; each module creates its own tables in it.
 """
 
 from __future__ import annotations
@@ -10,19 +11,30 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-CACHE_DIR = ".ctcurate"
+import platformdirs
+
 CACHE_FILE = "cache.sqlite"
 CACHE_ENV = "CTCURATE_CACHE"
+APP_NAME = "ctcurate"
 
 
-def default_cache_path(data_root: Path | None = None) -> Path:
-    """`<data root>/.ctcurate/cache.sqlite`; else $CTCURATE_CACHE; else the user's cache folder."""
-    if data_root is not None:
-        return data_root / CACHE_DIR / CACHE_FILE
+def cache_location(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The one cache file every command uses: `--cache`, else $CTCURATE_CACHE, else the user's cache folder.
+
+    The default is per user (`platformdirs.user_cache_dir`, e.g. ~/.cache/ctcurate/cache.sqlite),
+    not inside the dataset: a dataset is often shared or read-only, and entries are keyed by file
+    content, so one cache serves every copy of a dataset.
+    """
+    if explicit:
+        return Path(explicit).expanduser()
     if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "ctcurate" / CACHE_FILE
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)) / CACHE_FILE
+
+
+def cache_folder(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The folder of the cache file; bulky caches (the benchmark's decoded tensors) live beside it."""
+    return cache_location(explicit).parent
 
 
 def open_cache(path: Path) -> sqlite3.Connection:

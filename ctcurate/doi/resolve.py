@@ -52,7 +52,8 @@ from ctcurate import __version__
 from ctcurate.doi.normalize import is_valid, parse, preprint_from_doi, preprint_from_filename, strip_version
 from ctcurate.core.findings import Finding, error, warning
 from ctcurate.doi.polite_http import HttpPolicy, PoliteClient, Unreachable
-from ctcurate.core.store import default_cache_path, open_cache, select_in
+from ctcurate.core.sheets import SheetError
+from ctcurate.core.store import cache_location, open_cache, select_in
 
 DOI_URL_ENV = "CTCURATE_DOI_URL"
 CROSSREF_URL_ENV = "CTCURATE_CROSSREF_URL"
@@ -545,11 +546,11 @@ def open_resolver(
     mailto: str | None = None,
     settings: ResolverSettings | None = None,
 ) -> Iterator[Resolver]:
-    """A resolver over the default cache ($CTCURATE_CACHE or the user's cache folder).
+    """A resolver over the cache file `store.cache_location(cache_path)` names.
 
     Raises `sqlite3.Error` / `OSError` when the cache cannot be opened (a usage/I-O error).
     """
-    cache = DoiCache(cache_path or default_cache_path(None))
+    cache = DoiCache(cache_location(cache_path))
     settings = settings or ResolverSettings.from_env(mailto=mailto)
     resolver = Resolver(settings, cache=cache, offline=offline, refresh=refresh)
     try:
@@ -737,10 +738,6 @@ def online_row_checker(
 # --- the sheet (one small reader, to be swapped for the validating one) ---------------------
 
 
-class SheetError(Exception):
-    """The metadata sheet cannot be read (missing file, not a workbook, missing columns)."""
-
-
 def read_sheet_dois(metadata_dir: Path) -> tuple[list[DoiRef], list[Finding]]:
     """Every row's DOI (normalized), or the preprint DOI its file name implies when the cell is empty."""
     import zipfile
@@ -814,3 +811,12 @@ __all__ = [
     "same_paper",
     "same_paper_findings",
 ]
+
+
+def resolve_refs(refs: Sequence[DoiRef], resolver: Resolver, from_sheet: bool) -> tuple[list[Resolution], list[Finding]]:
+    """`doi resolve`: one answer per distinct paper and the findings (located on the sheet's rows when `from_sheet`)."""
+    resolved = resolver.resolve_many(r.norm for r in refs)
+    results = list({r.doi: r for r in resolved.values()}.values())  # `v2` forms share one answer
+    if from_sheet:
+        return results, online_doi_findings(refs, resolver)
+    return results, [f for res in results for f in res.findings]

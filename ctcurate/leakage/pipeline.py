@@ -23,7 +23,6 @@ Never prints, never exits: progress is a callback, problems are findings.
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ from ctcurate.core.layout import (
     split_files,
 )
 from ctcurate.leakage.search import pairs_within, pairs_within_any
-from ctcurate.core.store import default_cache_path
+from ctcurate.core.store import cache_location
 from ctcurate.leakage.verify import QUICK_MIN, Verdict, Window, mirror_window, quick_scores, verify_pair, window_scores
 
 
@@ -539,15 +538,9 @@ def _image_infos(data_root: Path, splits_dir: Path | None, metadata_dir: Path | 
     return paths, infos
 
 
-def open_hash_cache(cache_path: Path | None, data_root: Path) -> HashCache:
-    """The given cache file; by default `<data root>/.ctcurate/cache.sqlite`, or the user's cache
-    folder when the data root is read-only (a shared copy of the dataset)."""
-    if cache_path is not None:
-        return HashCache(cache_path)
-    try:
-        return HashCache(default_cache_path(data_root))
-    except (OSError, sqlite3.Error):
-        return HashCache(default_cache_path(None))
+def open_hash_cache(cache_path: Path | None) -> HashCache:
+    """The hash cache in the file `store.cache_location` picks (`--cache`, $CTCURATE_CACHE, user's folder)."""
+    return HashCache(cache_location(cache_path))
 
 
 def check_leakage(
@@ -568,7 +561,7 @@ def check_leakage(
         splits_dir = data_root / SPLITS_DIR
     paths, infos = _image_infos(data_root, splits_dir, metadata_dir)
     rels = sorted(paths)
-    cache = open_hash_cache(cache_path, data_root)
+    cache = open_hash_cache(cache_path)
     workers = Workers(jobs)
     try:
         if against is None:
@@ -675,7 +668,7 @@ def find_duplicates_of(
     rels = [f"{c}/{p.name}" for c, files in sorted(by_class.items()) for p in files]
     old_paths = [data_root / IMAGES_DIR / r for r in rels]
     new_list = [Path(p) for p in new_images]
-    cache = open_hash_cache(cache_path, data_root)
+    cache = open_hash_cache(cache_path)
     workers = Workers(jobs)
     try:
         outcomes = hash_files(new_list + old_paths, cache, jobs, workers=workers)

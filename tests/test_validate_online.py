@@ -12,7 +12,8 @@ from sheetfactory import covid_row, write_xlsx
 
 from ctcurate.cli import main
 from ctcurate.doi.resolve import Resolver, ResolverSettings
-from ctcurate.validation.checks import FINDING_CODES, validate
+from ctcurate.core.codes import descriptions
+from ctcurate.validation.checks import validate
 
 PREPRINT = "10.1101/2020.02.25.20021568"
 JOURNAL = "10.1038/s41598-020-76282-0"
@@ -67,7 +68,7 @@ def test_validate_without_a_resolver_asks_nothing(registry, small_sheet):
 
 def test_online_codes_are_registered():
     for code in ("doi.not-found", "doi.same-paper", "doi.unreachable", "doi.bad-answer", "doi.not-cached"):
-        assert code in FINDING_CODES
+        assert code in descriptions("validate")
 
 
 def test_cli_validate_online_text_lists_each_doi_with_its_title(registry, small_sheet):

@@ -43,61 +43,6 @@ COVID_CLASS = "CT_COVID"
 NONCOVID_CLASS = "CT_NonCOVID"
 
 
-# Every code `validate` can report, with one line on what it means (README lists the same).
-FINDING_CODES: dict[str, str] = {
-    "sheet.extra-sheet": "the workbook has more sheets than the data sheet; they are not read",
-    "sheet.header": "a column header is spelled differently (case, spaces) from the expected one",
-    "sheet.header-row": "the header is not on row 1",
-    "sheet.hidden-row": "a row is hidden in Excel (it is still validated)",
-    "sheet.hidden-column": "a column is hidden in Excel (it is still validated)",
-    "sheet.merged-cells": "merged cells; each covered cell is read as the merged value",
-    "sheet.unnamed-column": "a column has values but no header; it is ignored",
-    "sheet.encoding": "a CSV is not UTF-8 and was read as Latin-1",
-    "cell.formula": "a cell holds a formula; its last computed value is used",
-    "cell.error": "a cell holds an Excel error such as #VALUE! or #REF!",
-    "cell.date": "Excel stored the cell as a date/time (often a value it mistook for a date)",
-    "cell.whitespace": "leading/trailing spaces, non-breaking or invisible characters around a value",
-    "cell.same-as-above": "'same as above' in a cell, resolved from the row above (error if nothing is above)",
-    "row.empty": "an empty row between data rows",
-    "row.stray": "a row with values but no file name and no patient ID (a note or leftover)",
-    "row.duplicate": "a row that repeats an earlier row exactly",
-    "file.duplicate": "two rows describe the same file name",
-    "field.required": "the file name or patient ID is empty",
-    "field.invalid": "a cell cannot be read as its column's type",
-    "age.not-numeric": "an age that is not a whole number of years (e.g. '40+', 'Young Child'), kept as text",
-    "age.out-of-range": "an age outside 0-120",
-    "gender.invalid": "a gender other than M or F",
-    "gender.nonstandard": "a gender in lower case or written out ('f', 'male'), read as M/F",
-    "captions.malformed": "a captions cell that looks like a Python list but does not parse",
-    "doi.whitespace": "a DOI with leading or trailing whitespace",
-    "doi.inner-whitespace": "a DOI with whitespace inside it (e.g. '10.1016/ S0140-...')",
-    "doi.prefix": "a DOI written with a doi: or https://doi.org/ prefix",
-    "doi.url-encoded": "a DOI with URL-encoded characters (%2F)",
-    "doi.zero-width": "a DOI with invisible zero-width characters",
-    "doi.lookalike": "a DOI with look-alike Unicode characters (a dash or slash that is not ASCII)",
-    "doi.derivable": "the DOI is empty but the file name is a bioRxiv/medRxiv preprint ID that gives it",
-    "doi.mismatch": "the DOI disagrees with the preprint ID in the file name",
-    "doi.malformed": "not a DOI (expected 10.NNNN/suffix)",
-    "doi.not-found": "--online: doi.org says the DOI is not registered",
-    "doi.same-paper": "--online: two DOIs of the sheet name one paper (a preprint and its journal version)",
-    "doi.unreachable": "--online: a registry could not be reached; the DOI was not checked (nothing is claimed)",
-    "doi.bad-answer": "--online: a registry answered something unreadable; the DOI was not checked",
-    "doi.not-cached": "--online offline: no cached answer for the DOI, so it was not checked",
-    "patient.conflict": "one patient ID with conflicting ages or genders across its rows",
-    "file.missing": "a row names a file that is not on disk (the hint names the near match)",
-    "file.no-row": "an image on disk that no row describes",
-    "file.not-image": "a file in an image folder whose extension is not an image's (it is neither checked nor used)",
-    "split.whitespace": "a split-list line with whitespace around the file name",
-    "split.duplicate": "a split list names the same file twice",
-    "split.missing-file": "a split list names a file that is not on disk",
-    "split.unassigned": "an image that is in no split list",
-    "split.multiple": "an image that is in more than one split",
-    "split.patient-leak": "one patient's images are in more than one split",
-    "image.unreadable": "an image that does not decode completely",
-    "image.format-mismatch": "an image whose content type disagrees with its extension (a .png holding JPEG)",
-}
-
-
 class InputError(Exception):
     """The inputs cannot be validated at all (missing path, unreadable sheet); one-line message."""
 

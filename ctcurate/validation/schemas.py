@@ -29,6 +29,7 @@ from pydantic_core import PydanticCustomError
 
 from ctcurate.doi import normalize as doi_lib
 from ctcurate.contribution.source import ContributionRow
+from ctcurate.core.codes import REGISTRY
 from ctcurate.core.findings import Finding, Severity, error, warning
 
 CellValue = str | int | float | bool | None
@@ -452,6 +453,8 @@ def json_schemas() -> dict[str, str]:
     out = {}
     for stem, model in sorted(SCHEMA_MODELS.items()):
         schema = model.model_json_schema(by_alias=True, mode="validation")
+        if model is Finding:  # the codes a finding may carry: the registry's
+            schema["properties"]["code"]["enum"] = sorted(REGISTRY)
         out[f"{stem}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     return out
 

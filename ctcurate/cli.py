@@ -2,161 +2,81 @@
 
 Each command parses its options, makes one library call, prints the result and picks the exit
 code (0 clean, 1 problems found, 2 usage or I/O error). Library code never prints or exits.
+Options that several commands share are declared once below (`data_option`, `cache_option`, ...),
+so the same option has the same name, type and help everywhere.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from . import __version__
 
-EXIT_OK, EXIT_FOUND, EXIT_USAGE = 0, 1, 2
-
-
-def _not_yet(name: str) -> None:
-    click.echo(f"ctcurate {name}: not yet implemented", err=True)
-    sys.exit(EXIT_USAGE)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="ctcurate")
-def main() -> None:
-    """Curation toolkit for the COVID-CT dataset: validate, add contributions, find leakage, benchmark."""
-
-
-# --- validate -------------------------------------------------------------------------------
-
-
-@main.command()
-@click.option(
-    "--metadata", "metadata", type=click.Path(path_type=Path), default=None,
-    help="Metadata folder (COVID-CT-MetaInfo.xlsx, NonCOVID-CT-MetaInfo.csv, Data-split/) or one sheet. "
-    "Default: the repository's metadata/.",
-)
-@click.option(
-    "--images", "images", type=click.Path(path_type=Path), default=None,
-    help="Folder holding Images-processed/ (default: $CTCURATE_DATA; without either, images are not checked).",
-)
-@click.option(
-    "--splits", type=click.Path(path_type=Path), default=None,
-    help="Split-list folder (default: Data-split/ beside the sheets)",
-)
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "html"]), default="text", show_default=True)
-@click.option(
-    "--output", type=click.Path(path_type=Path), default=None, help="Write the report to this file instead of stdout."
-)
-@click.option(
-    "--fix", "fix_out", type=click.Path(path_type=Path), default=None,
-    help="Write a normalized copy of the metadata here (a folder for a folder, a file for a file); "
-    "the input is never changed.",
-)
-@click.option(
-    "--online", is_flag=True,
-    help="Also ask doi.org, Crossref and bioRxiv/medRxiv about every DOI (cached; see `ctcurate doi resolve`).",
-)
-@click.option("--offline", is_flag=True, help="With --online: answer only from the DOI cache.")
-@click.option("--mailto", metavar="ADDR", help="With --online: contact address for the registries (or $CTCURATE_MAILTO).")
-def validate(
-    metadata: Path | None,
-    images: Path | None,
-    splits: Path | None,
-    fmt: str,
-    output: Path | None,
-    fix_out: Path | None,
-    online: bool = False,
-    offline: bool = False,
-    mailto: str | None = None,
-) -> None:
-    """Check the metadata sheet, split lists and images; report every problem at once.
-
-    Exit status: 0 no errors (warnings allowed), 1 errors found, 2 usage or unreadable input.
-    """
-    import json
-
-    from ctcurate.core import findings as findings_lib
-    from ctcurate.core.atomic import atomic_write
-    from ctcurate.validation.fix import FixError, write_fixed
-    from ctcurate.core.htmlpage import findings_page
-    from ctcurate.validation.checks import FINDING_CODES, InputError
-    from ctcurate.validation.checks import validate as run_validate
-
-    if (offline or mailto) and not online:
-        raise click.UsageError("--offline and --mailto go with --online")
-    try:
-        if online:
-            result = _validate_online(metadata, images, splits, fix_out is not None, offline, mailto)
-        else:
-            result = run_validate(metadata, images, splits, plan_fixes=fix_out is not None)
-    except InputError as exc:
-        _exit_with_error(str(exc))
-    not_checked = None if result.images_checked else (
-        "images not checked: pass --images ROOT or set CTCURATE_DATA to the folder holding Images-processed/"
-    )
-    if fmt == "json":
-        extra = {k: v for k, v in result.summary.items() if k not in ("errors", "warnings", "by_code")}
-        report = findings_lib.to_json(result.findings, **extra) + "\n"
-    elif fmt == "html":
-        title = "ctcurate validate" + (f": {metadata}" if metadata else "")
-        report = findings_page(result.findings, title, result.summary, FINDING_CODES)
-    else:
-        report = findings_lib.to_text(result.findings) + "\n" + (f"{not_checked}\n" if not_checked else "")
-        if online:
-            papers = {r.doi: r for r in result.dois.values()}.values()
-            report += "\nDOIs:\n" + "".join(f"  {r.describe()}\n" for r in papers)
-    if online and fmt == "json":
-        body = json.loads(report)
-        # The document keeps exactly its two keys: the answers go with the online summary.
-        papers = {r.doi: r for r in result.dois.values()}.values()
-        body["summary"]["dois_online"]["papers"] = [r.model_dump(mode="json") for r in papers]
-        report = json.dumps(body, indent=2, ensure_ascii=False) + "\n"
-    if output is not None:
-        try:
-            with atomic_write(output) as fh:
-                fh.write(report)
-        except OSError as exc:
-            _exit_with_error(f"{output}: cannot write ({exc.strerror})")
-        s = result.summary
-        click.echo(f"wrote {output}: {s['errors']} error(s), {s['warnings']} warning(s)", err=True)
-    else:
-        click.echo(report, nl=False)
-    if not_checked and fmt != "text":
-        click.echo(not_checked, err=True)
-    if fix_out is not None:
-        try:
-            fixed = write_fixed(result, fix_out)
-        except (FixError, OSError) as exc:
-            _exit_with_error(str(exc) if isinstance(exc, FixError) else f"{fix_out}: cannot write ({exc})")
-        for path, count in fixed.written.items():
-            click.echo(f"fixed copy: {path} ({count} change(s))", err=True)
-    sys.exit(EXIT_FOUND if findings_lib.has_errors(result.findings) else EXIT_OK)
-
-
 if TYPE_CHECKING:
-    from ctcurate.validation.checks import ValidationResult
+    from ctcurate.benchmark.train import Progress as EpochProgress
+    from ctcurate.doi.resolve import Resolver
+
+EXIT_OK, EXIT_FOUND, EXIT_USAGE = 0, 1, 2
+F = TypeVar("F", bound=Callable[..., Any])
+Decorator = Callable[[F], F]
+
+# --- options shared by several commands (declared once) -------------------------------------
+
+_DATA_HELP = "Folder holding Images-processed/ (default: $CTCURATE_DATA)."
 
 
-def _validate_online(
-    metadata: Path | None, images: Path | None, splits: Path | None, plan_fixes: bool, offline: bool, mailto: str | None
-) -> ValidationResult:
-    """`validate --online`: the same run, with a DOI resolver over the user's DOI cache."""
-    import sqlite3
+def data_option(*aliases: str, help: str = _DATA_HELP) -> Decorator[F]:
+    """`--data ROOT`: the folder holding Images-processed/ (`aliases` keep older spellings working)."""
+    return click.option("--data", *aliases, "data", type=click.Path(file_okay=False, path_type=Path), default=None, help=help)
 
-    from ctcurate.doi.resolve import cache_error_message, open_resolver
-    from ctcurate.core.store import default_cache_path
-    from ctcurate.validation.checks import validate as run_validate
 
-    path = default_cache_path(None)
-    try:
-        with open_resolver(path, offline=offline, mailto=mailto) as resolver:
-            return run_validate(metadata, images, splits, plan_fixes=plan_fixes, resolver=resolver)
-    except (sqlite3.Error, OSError) as exc:
-        _exit_with_error(cache_error_message(path, exc))
+def metadata_option(file_okay: bool = False, help: str | None = None) -> Decorator[F]:
+    """`--metadata DIR`: the folder of the MetaInfo sheets and Data-split/ (default: the repository's metadata/)."""
+    return click.option(
+        "--metadata", "metadata", type=click.Path(file_okay=file_okay, path_type=Path), default=None, metavar="PATH" if file_okay else "DIR",
+        help=help or "Folder holding the MetaInfo sheets and Data-split/ (default: the repository's metadata/).",
+    )
+
+
+def splits_option(help: str = "Split-list folder (default: Data-split/ beside the sheets).") -> Decorator[F]:
+    return click.option("--splits", type=click.Path(file_okay=False, path_type=Path), default=None, help=help)
+
+
+cache_option: Decorator[Any] = click.option(
+    "--cache", "cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="The SQLite cache file shared by every command (default: $CTCURATE_CACHE, else the user's cache folder, "
+    "e.g. ~/.cache/ctcurate/cache.sqlite).",
+)
+mailto_option: Decorator[Any] = click.option(
+    "--mailto", metavar="ADDR", help="With --online: contact address for the registries (default: $CTCURATE_MAILTO).",
+)
+
+
+def format_option(*choices: str) -> Decorator[F]:
+    return click.option("--format", "fmt", type=click.Choice(list(choices)), default=choices[0], show_default=True)
+
+
+def output_option(help: str = "Write the report to this file (atomically) instead of stdout.") -> Decorator[F]:
+    return click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help=help)
+
+
+def _apply(*decorators: Decorator[F]) -> Decorator[F]:
+    def wrap(fn: F) -> F:
+        for d in reversed(decorators):
+            fn = d(fn)
+        return fn
+
+    return wrap
+
+
+# --- shared helpers -------------------------------------------------------------------------
 
 
 def _exit_with_error(message: str) -> NoReturn:
@@ -174,34 +94,137 @@ def _data_root_or_exit(raw: str | os.PathLike[str] | None) -> Path:
         _exit_with_error(str(exc))
 
 
+def _emit(report: str, output: Path | None) -> None:
+    """`report` to stdout, or atomically to `output` (a write error is a one-line exit 2)."""
+    from ctcurate.core.atomic import atomic_write
+
+    if output is None:
+        click.echo(report, nl=False)
+        return
+    try:
+        with atomic_write(output) as fh:
+            fh.write(report)
+    except OSError as exc:
+        _exit_with_error(f"{output}: cannot write ({exc.strerror or exc})")
+
+
+@contextmanager
+def _resolver(online: bool, cache: Path | None, offline: bool = False, mailto: str | None = None) -> Iterator[Resolver | None]:
+    """The DOI resolver over the cache file (None unless `online`); an unusable cache is an exit 2."""
+    import sqlite3
+
+    if not online:
+        yield None
+        return
+    from ctcurate.core.store import cache_location
+    from ctcurate.doi.resolve import cache_error_message, open_resolver
+
+    opened = open_resolver(cache, offline=offline, mailto=mailto)
+    try:
+        resolver = opened.__enter__()
+    except (sqlite3.Error, OSError) as exc:
+        _exit_with_error(cache_error_message(cache_location(cache), exc))
+    try:
+        yield resolver
+    except sqlite3.Error as exc:
+        _exit_with_error(cache_error_message(cache_location(cache), exc))
+    finally:
+        opened.__exit__(None, None, None)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ctcurate")
+def main() -> None:
+    """Curation toolkit for the COVID-CT dataset: validate, add contributions, find leakage, benchmark."""
+
+
+# --- validate -------------------------------------------------------------------------------
+
+
+@main.command()
+@_apply(
+    metadata_option(file_okay=True, help="Metadata folder (COVID-CT-MetaInfo.xlsx, NonCOVID-CT-MetaInfo.csv, Data-split/) "
+                    "or one sheet. Default: the repository's metadata/."),
+    data_option("--images", help="Folder holding Images-processed/ (default: $CTCURATE_DATA; without either, images are "
+                "not checked). --images is the older name."),
+    splits_option(),
+    format_option("text", "json", "html"),
+    output_option(),
+    click.option("--fix", "fix_out", type=click.Path(path_type=Path), default=None,
+                 help="Write a normalized copy of the metadata here (a folder for a folder, a file for a file); "
+                 "the input is never changed."),
+    click.option("--online", is_flag=True,
+                 help="Also ask doi.org, Crossref and bioRxiv/medRxiv about every DOI (cached; see `ctcurate doi resolve`)."),
+    click.option("--offline", is_flag=True, help="With --online: answer only from the DOI cache."),
+    mailto_option,
+    cache_option,
+)
+def validate(metadata: Path | None, data: Path | None, splits: Path | None, fmt: str, output: Path | None,
+             fix_out: Path | None, online: bool, offline: bool, mailto: str | None, cache: Path | None) -> None:
+    """Check the metadata sheet, split lists and images; report every problem at once.
+
+    Exit status: 0 no errors (warnings allowed), 1 errors found, 2 usage or unreadable input.
+    """
+    from ctcurate.core.findings import has_errors
+    from ctcurate.validation import report
+    from ctcurate.validation.checks import InputError
+    from ctcurate.validation.checks import validate as run_validate
+
+    if (offline or mailto or cache) and not online:
+        raise click.UsageError("--offline and --mailto go with --online" if not cache else "--cache goes with --online")
+    try:
+        with _resolver(online, cache, offline, mailto) as resolver:
+            result = run_validate(metadata, data, splits, plan_fixes=fix_out is not None, resolver=resolver)
+    except InputError as exc:
+        _exit_with_error(str(exc))
+    _emit(report.render(result, fmt, "ctcurate validate" + (f": {metadata}" if metadata else "")), output)
+    if output is not None:
+        click.echo(f"wrote {output}: {result.summary['errors']} error(s), {result.summary['warnings']} warning(s)", err=True)
+    if not result.images_checked and fmt != "text":
+        click.echo(report.NOT_CHECKED, err=True)
+    if fix_out is not None:
+        _write_fixed(result, fix_out)
+    sys.exit(EXIT_FOUND if has_errors(result.findings) else EXIT_OK)
+
+
+if TYPE_CHECKING:
+    from ctcurate.validation.checks import ValidationResult
+
+
+def _write_fixed(result: ValidationResult, fix_out: Path) -> None:
+    """`validate --fix`: the normalized copy, one stderr line per file written."""
+    from ctcurate.validation.fix import FixError, write_fixed
+
+    try:
+        fixed = write_fixed(result, fix_out)
+    except FixError as exc:
+        _exit_with_error(str(exc))
+    except OSError as exc:
+        _exit_with_error(f"{fix_out}: cannot write ({exc})")
+    for path, count in fixed.written.items():
+        click.echo(f"fixed copy: {path} ({count} change(s))", err=True)
+
+
 # --- schema ---------------------------------------------------------------------------------
 
 
 @main.command()
-@click.option(
-    "--output", type=click.Path(path_type=Path), default=Path("schemas"), show_default=True,
-    help="Folder for the *.schema.json files.",
-)
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=Path("schemas"), show_default=True,
+              help="Folder for the *.schema.json files.")
+@click.option("--docs", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True,
+              help="Folder of the command pages whose finding-code tables are generated from the code registry.")
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 when a file in the folder is missing or stale.")
-def schema(output: Path, check: bool) -> None:
-    """Write the JSON Schema of every metadata model (sheet rows, split entries, findings)."""
-    from ctcurate.core.atomic import atomic_write
+def schema(output: Path, docs: Path, check: bool) -> None:
+    """Write the JSON Schema of every metadata model (sheet rows, split entries, findings) and the docs' code tables."""
+    from ctcurate.core.codes import doc_tables
     from ctcurate.validation.schemas import json_schemas
 
-    stale = []
-    for name, text in json_schemas().items():
-        target = output / name
-        current = target.read_text(encoding="utf-8") if target.is_file() else None
-        if current == text:
-            continue
-        stale.append(target)
+    generated = {output / name: text for name, text in json_schemas().items()} | doc_tables(docs)
+    stale = [(target, text) for target, text in generated.items()
+             if (target.read_text(encoding="utf-8") if target.is_file() else None) != text]
+    for target, text in stale:
         if not check:
-            try:
-                with atomic_write(target) as fh:
-                    fh.write(text)
-            except OSError as exc:
-                _exit_with_error(f"{target}: cannot write ({exc.strerror})")
-    for target in stale:
+            _emit(text, target)
         click.echo(f"{'stale' if check else 'wrote'} {target}")
     sys.exit(EXIT_FOUND if check and stale else EXIT_OK)
 
@@ -209,33 +232,24 @@ def schema(output: Path, check: bool) -> None:
 # --- add-contribution -----------------------------------------------------------------------
 
 
-def _cache_override() -> Path | None:
-    """$CTCURATE_CACHE, when set, names the hash cache instead of `<data root>/.ctcurate/`."""
-    from ctcurate.core.store import CACHE_ENV
-
-    raw = os.environ.get(CACHE_ENV)
-    return Path(raw).expanduser() if raw else None
-
-
 @main.command("add-contribution")
 @click.argument("contribution", required=False, type=click.Path(exists=True, path_type=Path))
-@click.option("--data", "data", type=click.Path(path_type=Path), default=None,
-              help="Folder holding Images-processed/ (default: $CTCURATE_DATA).")
-@click.option("--metadata", "metadata", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder holding the MetaInfo sheets and Data-split/ (default: the repository's metadata/).")
-@click.option("--dry-run", is_flag=True, help="Check and print the full plan; write nothing.")
-@click.option("--split", "split_mode", type=click.Choice(["auto", "none", "train", "val", "test"]), default="auto",
-              show_default=True, help="Where new patients go: auto keeps class ratios, patients and figures whole.")
-@click.option("--contributor", default="", help="Who sent the contribution (recorded in contributions.jsonl).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--partial", is_flag=True, help="Apply the accepted files even when others are rejected.")
-@click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write an empty contribution sheet (.xlsx or .csv) to this file and stop.")
-@click.option("--cache", "cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Hash cache shared with check-leakage (default $CTCURATE_CACHE, else <data>/.ctcurate/cache.sqlite).")
-@click.option("--online", is_flag=True,
-              help="Also check each DOI with the registries (it exists; it is not another DOI of a paper in the dataset).")
-@click.option("--mailto", metavar="ADDR", help="With --online: contact address for the registries (or $CTCURATE_MAILTO).")
+@_apply(
+    data_option(),
+    metadata_option(),
+    click.option("--dry-run", is_flag=True, help="Check and print the full plan; write nothing."),
+    click.option("--split", "split_mode", type=click.Choice(["auto", "none", "train", "val", "test"]), default="auto",
+                 show_default=True, help="Where new patients go: auto keeps class ratios, patients and figures whole."),
+    click.option("--contributor", default="", help="Who sent the contribution (recorded in contributions.jsonl)."),
+    format_option("text", "json"),
+    click.option("--partial", is_flag=True, help="Apply the accepted files even when others are rejected."),
+    click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="Write an empty contribution sheet (.xlsx or .csv) to this file and stop."),
+    cache_option,
+    click.option("--online", is_flag=True, help="Also check each DOI with the registries "
+                 "(it exists; it is not another DOI of a paper in the dataset)."),
+    mailto_option,
+)
 def add_contribution(contribution: Path | None, data: Path | None, metadata: Path | None, dry_run: bool,
                      split_mode: str, contributor: str, fmt: str, partial: bool, template: Path | None,
                      cache: Path | None, online: bool, mailto: str | None) -> None:
@@ -245,164 +259,135 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
     applied unless --partial); 2: usage or I/O error, or another run holds the dataset.
     """
     from ctcurate.contribution import run as contribute
-    from ctcurate.contribution.source import write_template
     from ctcurate.core.layout import default_metadata_dir
     from ctcurate.core.lock import LockHeld
-    from ctcurate.core.store import default_cache_path
+    from ctcurate.core.store import cache_location
 
     if template is not None:
-        if template.suffix.lower() not in (".xlsx", ".csv"):
-            raise click.UsageError(f"{template}: the template must end in .xlsx or .csv")
-        try:
-            write_template(template)
-        except OSError as exc:
-            _exit_with_error(f"{template}: {exc.strerror or exc}")
-        click.echo(f"wrote the contribution template {template}")
-        sys.exit(EXIT_OK)
+        _write_template(template)
     if contribution is None:
         raise click.UsageError("missing argument CONTRIBUTION (a folder or .zip), or give --template FILE")
     if not contribution.is_dir() and contribution.suffix.lower() != ".zip":
         _exit_with_error(f"{contribution}: a contribution is a folder or a .zip file")
-    data_root = _data_root_or_exit(data)
-    meta = metadata if metadata is not None else default_metadata_dir()
+    data_root, meta = _data_root_or_exit(data), metadata if metadata is not None else default_metadata_dir()
     if not meta.is_dir():
         _exit_with_error(f"{meta}: no such metadata folder")
-    cache_path = cache or _cache_override() or default_cache_path(data_root)
     try:
         # A dry run works on a scratch copy of the hash cache: it writes nothing anywhere.
-        with (
-            contribute.scratch_cache(cache_path) if dry_run else nullcontext(cache_path) as use_cache,
-            _doi_resolver(mailto) if online else nullcontext() as resolver,
-        ):
-            check_rows = contribute.default_row_checker()
-            if resolver is not None:
-                from ctcurate.contribution.dataset_state import read_state
-                from ctcurate.doi.resolve import online_row_checker
-                from ctcurate.contribution.intake import combine_checkers
-
-                check_rows = combine_checkers(check_rows, online_row_checker(resolver, read_state(data_root, meta).dois))
+        with (contribute.scratch_cache(cache_location(cache)) if dry_run else nullcontext(cache_location(cache)) as use_cache,
+              _resolver(online, cache, mailto=mailto) as resolver):
             outcome = contribute.add_contribution(
-                contribution, data_root, meta,
-                check_rows=check_rows,
+                contribution, data_root, meta, check_rows=contribute.default_row_checker(resolver, data_root, meta),
                 find_duplicates=contribute.default_duplicate_finder(use_cache),
-                split_mode=split_mode, contributor=contributor, dry_run=dry_run, partial=partial,
-            )
-    except LockHeld as exc:
-        _exit_with_error(f"{exc}")
-    except contribute.ContributionIOError as exc:
+                split_mode=split_mode, contributor=contributor, dry_run=dry_run, partial=partial)
+    except (LockHeld, contribute.ContributionIOError) as exc:
         _exit_with_error(f"{exc}")
     click.echo(contribute.render_json(outcome) if fmt == "json" else contribute.render_text(outcome))
     sys.exit(outcome.exit_code)
 
 
-def _doi_resolver(mailto: str | None):  # type: ignore[no-untyped-def]
-    """The DOI resolver over the user's DOI cache (the one `ctcurate doi resolve` uses)."""
-    from ctcurate.doi.resolve import open_resolver
+def _write_template(template: Path) -> NoReturn:
+    """`add-contribution --template FILE`: an empty contribution sheet, then exit 0."""
+    from ctcurate.contribution.source import write_template
 
-    return open_resolver(mailto=mailto)
+    if template.suffix.lower() not in (".xlsx", ".csv"):
+        raise click.UsageError(f"{template}: the template must end in .xlsx or .csv")
+    try:
+        write_template(template)
+    except OSError as exc:
+        _exit_with_error(f"{template}: {exc.strerror or exc}")
+    click.echo(f"wrote the contribution template {template}")
+    sys.exit(EXIT_OK)
 
 
 # --- check-leakage --------------------------------------------------------------------------
 
 
 @main.command("check-leakage")
-@click.option("--data", "data", type=click.Path(file_okay=False), help="Folder holding Images-processed/ (default $CTCURATE_DATA).")
-@click.option("--splits", type=click.Path(file_okay=False), help="Data-split folder (default <metadata>/Data-split).")
-@click.option("--metadata", type=click.Path(file_okay=False), help="Folder with the metadata sheets (default: the repository's metadata/).")
-@click.option("--against", type=click.Path(file_okay=False), help="Compare this second image set (a contribution) with the dataset.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv", "html"]), default="text", show_default=True)
-@click.option("--output", type=click.Path(dir_okay=False), help="Write the report here (atomically) instead of stdout.")
-@click.option("--fix-splits", "fix_splits", type=click.Path(file_okay=False), help="Write corrected split lists into this folder.")
-@click.option("--jobs", type=click.IntRange(min=1), help="Hashing processes (default: CPU count).")
-@click.option("--threshold", type=click.IntRange(0, 32), default=10, show_default=True, help="Candidate pHash distance (direct or mirrored) before pixel verification.")
-@click.option("--cache", "cache", type=click.Path(dir_okay=False), help="SQLite cache file (default <data>/.ctcurate/cache.sqlite).")
-def check_leakage(
-    data: str | None, splits: str | None, metadata: str | None, against: str | None, fmt: str,
-    output: str | None, fix_splits: str | None, jobs: int | None, threshold: int, cache: str | None,
-) -> None:
+@_apply(
+    data_option(),
+    splits_option("Data-split folder (default: <metadata>/Data-split)."),
+    metadata_option(),
+    click.option("--against", type=click.Path(path_type=Path),
+                 help="Compare this second image set (a contribution: a folder or .zip) with the dataset."),
+    format_option("text", "json", "csv", "html"),
+    output_option(),
+    click.option("--fix-splits", "fix_splits", type=click.Path(file_okay=False, path_type=Path),
+                 help="Write corrected split lists into this folder."),
+    click.option("--jobs", type=click.IntRange(min=1), help="Hashing processes (default: CPU count)."),
+    click.option("--threshold", type=click.IntRange(0, 32), default=10, show_default=True,
+                 help="Candidate pHash distance (direct or mirrored) before pixel verification."),
+    cache_option,
+)
+def check_leakage(data: Path | None, splits: Path | None, metadata: Path | None, against: Path | None, fmt: str,
+                  output: Path | None, fix_splits: Path | None, jobs: int | None, threshold: int, cache: Path | None) -> None:
     """Find duplicate images and leaks across splits, labels, patients and source figures."""
     import sqlite3
-    from pathlib import Path
 
-    from ctcurate.leakage import report as report_lib
-    from ctcurate.core.atomic import atomic_write
-    from ctcurate.core.layout import IMAGES_DIR, default_metadata_dir
+    from ctcurate.core.layout import SPLITS_DIR, default_metadata_dir
+    from ctcurate.leakage import report
     from ctcurate.leakage.pipeline import check_leakage as run_check
 
     root = _data_root_or_exit(data)
-    meta_dir = Path(metadata) if metadata else default_metadata_dir()
+    meta_dir = metadata or default_metadata_dir()
     for name, value in (("--metadata", metadata), ("--splits", splits), ("--against", against)):
-        if value and not Path(value).is_dir():
+        if value and not value.is_dir() and not (name == "--against" and value.suffix.lower() == ".zip"):
             _exit_with_error(f"{name} {value}: no such folder")
-    bar = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, desc="hashing", unit="img", file=sys.stderr, leave=False, disable=None)
-        bar.n = done
-        bar.refresh()
-
     try:
-        result = run_check(
-            root,
-            splits_dir=Path(splits) if splits else None,
-            metadata_dir=meta_dir if meta_dir.is_dir() else None,
-            against=Path(against) if against else None,
-            cache_path=Path(cache) if cache else None,
-            jobs=jobs,
-            threshold=threshold,
-            progress=progress,
-        )
+        with _progress_bar("hashing") as progress:
+            result = run_check(root, splits_dir=splits, metadata_dir=meta_dir if meta_dir.is_dir() else None,
+                               against=against, cache_path=cache, jobs=jobs, threshold=threshold, progress=progress)
     except OSError as exc:
         _exit_with_error(f"{getattr(exc, 'filename', None) or root}: {exc.strerror or exc}")
     except sqlite3.Error as exc:
         _exit_with_error(f"{cache or 'cache'}: cannot use the cache file: {exc}")
+    _emit(report.render(result, fmt, root, against), output)
+    if fix_splits:
+        _write_fixed_splits(result, splits or meta_dir / SPLITS_DIR, fix_splits)
+    sys.exit(EXIT_FOUND if result.has_problems else EXIT_OK)
+
+
+@contextmanager
+def _progress_bar(desc: str) -> Iterator[Callable[[int, int], None]]:
+    """A `(done, total)` callback drawing a tqdm bar on stderr (only on a terminal), closed on exit."""
+    bars: list[Any] = []
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            from tqdm import tqdm
+
+            bars.append(tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False, disable=None))
+        bars[0].n = done
+        bars[0].refresh()
+
+    try:
+        yield progress
     finally:
-        if bar is not None:
+        for bar in bars:
             bar.close()
 
-    def resolve(rel: str) -> Path | None:
-        if rel.startswith("new:") and against:
-            base = Path(against)
-            cand = base / IMAGES_DIR / rel[4:]
-            return cand if cand.is_file() else base / rel[4:]
-        return root / IMAGES_DIR / rel
 
-    renderers = {
-        "text": lambda r: report_lib.to_text(r),
-        "json": lambda r: report_lib.to_json(r),
-        "csv": lambda r: report_lib.to_csv(r),
-        "html": lambda r: report_lib.to_html(r, resolve),
-    }
-    text = renderers[fmt](result)
+if TYPE_CHECKING:
+    from ctcurate.leakage.pipeline import LeakageReport
+
+
+def _write_fixed_splits(result: LeakageReport, splits: Path, out: Path) -> None:
+    from ctcurate.leakage.fixsplits import fix_splits as run_fix
+
     try:
-        if output:
-            with atomic_write(output) as fh:
-                fh.write(text if text.endswith("\n") else text + "\n")
-        else:
-            click.echo(text)
-        if fix_splits:
-            from ctcurate.leakage.fixsplits import fix_splits as run_fix
-
-            fixed = run_fix(result, Path(splits) if splits else meta_dir / "Data-split", Path(fix_splits))
-            click.echo(fixed.describe(), err=True)
+        click.echo(run_fix(result, splits, out).describe(), err=True)
     except OSError as exc:
-        _exit_with_error(f"{getattr(exc, 'filename', None) or output}: {exc.strerror or exc}")
-    sys.exit(EXIT_FOUND if result.has_problems else EXIT_OK)
+        _exit_with_error(f"{getattr(exc, 'filename', None) or out}: {exc.strerror or exc}")
 
 
 # --- benchmark ------------------------------------------------------------------------------
 
 
-def _progress_printer(quiet: bool):  # type: ignore[no-untyped-def]
+def _progress_printer(quiet: bool) -> Callable[[EpochProgress], None]:
     """A callback drawing a one-line bar per epoch on stderr, then the epoch's figures."""
-
     live = sys.stderr.isatty()  # redraw per batch on a terminal; one line per epoch in a log
 
-    def show(p) -> None:  # type: ignore[no-untyped-def]
+    def show(p: EpochProgress) -> None:
         if quiet or (p.stats is None and not live):
             return
         width = 24
@@ -422,53 +407,32 @@ def _progress_printer(quiet: bool):  # type: ignore[no-untyped-def]
 
 
 @main.command()
-@click.option("--data", "data_root", type=click.Path(file_okay=False), help="Folder holding Images-processed/ (default: $CTCURATE_DATA).")
-@click.option("--splits", type=click.Path(file_okay=False), help="Data-split folder (default: the repository's metadata/Data-split).")
-@click.option("--model", default=None, help="densenet169 (default), densenet121, resnet18, resnet50, or tiny.")
-@click.option("--weights", default="none", show_default=True, help="imagenet (torchvision's, needs network once), none, or a state-dict file.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (default 30; smoke 8).")
-@click.option("--image-size", type=click.IntRange(min=16), default=None, help="Crop size in pixels (default 224; smoke 96).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (default 16).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam learning rate (default 1e-4; smoke 1e-3).")
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present, else CPU), cuda[:N] or cpu.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw; same seed, same device, same numbers.")
-@click.option("--with-contribution", "with_contribution", type=click.Path(file_okay=False), help="Also train with this contribution's images added to train and compare.")
-@click.option("--score", "score_dir", type=click.Path(file_okay=False), help="Flag contributed images whose prediction confidently contradicts their label.")
-@click.option("--score-threshold", type=click.FloatRange(0.5, 1.0), default=0.9, show_default=True, help="Probability of the other class that flags an image.")
-@click.option("--dedupe-test", is_flag=True, help="Also report test metrics without the test images duplicated in train.")
-@click.option("--leakage-report", type=click.Path(dir_okay=False), help="A `check-leakage --format json` file giving the duplicates for --dedupe-test.")
-@click.option("--smoke", is_flag=True, help="Tiny CNN, 96 px, 8 epochs, on a subset: a check that everything runs (seconds on a CPU).")
-@click.option("--output", type=click.Path(file_okay=False), default="benchmark-results", show_default=True, help="Folder for results.json, roc.png, confusion.png.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="Where the decoded-image tensor cache lives (default: <data>/.ctcurate/benchmark).")
-@click.option("--bootstrap", type=click.IntRange(min=100), default=1000, show_default=True, help="Bootstrap resamples for the 95% intervals.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def benchmark(
-    data_root: str | None,
-    splits: str | None,
-    model: str | None,
-    weights: str,
-    epochs: int | None,
-    image_size: int | None,
-    batch_size: int | None,
-    lr: float | None,
-    device: str,
-    seed: int,
-    with_contribution: str | None,
-    score_dir: str | None,
-    score_threshold: float,
-    dedupe_test: bool,
-    leakage_report: str | None,
-    smoke: bool,
-    output: str,
-    cache_dir: str | None,
-    bootstrap: int,
-    quiet: bool,
-) -> None:
+@_apply(
+    data_option(),
+    splits_option("Data-split folder (default: the repository's metadata/Data-split)."),
+    click.option("--model", default=None, help="densenet169 (default), densenet121, resnet18, resnet50, or tiny."),
+    click.option("--weights", default="none", show_default=True, help="imagenet (torchvision's, needs network once), none, or a state-dict file."),
+    click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (default 30; smoke 8)."),
+    click.option("--image-size", type=click.IntRange(min=16), default=None, help="Crop size in pixels (default 224; smoke 96)."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (default 16)."),
+    click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam learning rate (default 1e-4; smoke 1e-3)."),
+    click.option("--device", default="auto", show_default=True, help="auto (CUDA when present, else CPU), cuda[:N] or cpu."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw; same seed, same device, same numbers."),
+    click.option("--with-contribution", "with_contribution", type=click.Path(path_type=Path), help="Also train with this contribution's images (a folder or .zip) added to train and compare."),
+    click.option("--score", "score_dir", type=click.Path(path_type=Path), help="Flag contributed images (a folder or .zip) whose prediction confidently contradicts their label."),
+    click.option("--score-threshold", type=click.FloatRange(0.5, 1.0), default=0.9, show_default=True, help="Probability of the other class that flags an image."),
+    click.option("--dedupe-test", is_flag=True, help="Also report test metrics without the test images duplicated in train."),
+    click.option("--leakage-report", type=click.Path(dir_okay=False, path_type=Path), help="A `check-leakage --format json` file giving the duplicates for --dedupe-test."),
+    click.option("--smoke", is_flag=True, help="Tiny CNN, 96 px, 8 epochs, on a subset: a check that everything runs (seconds on a CPU)."),
+    click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=Path("benchmark-results"), show_default=True, help="Folder for results.json, roc.png, confusion.png."),
+    cache_option,
+    click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="Where the decoded-image tensor cache lives (default: benchmark/ beside the cache file)."),
+    click.option("--bootstrap", type=click.IntRange(min=100), default=1000, show_default=True, help="Bootstrap resamples for the 95% intervals."),
+    click.option("--quiet", is_flag=True, help="No progress bar."),
+)
+def benchmark(quiet: bool, output: Path, **options: Any) -> None:
     """Train and evaluate the DenseNet-169 baseline (GPU when present) to verify contributions."""
     from .benchmark import MissingExtra, require_extra
-    from ctcurate.core.findings import Severity
-    from ctcurate.core.findings import to_text as findings_text
-    from ctcurate.core.layout import SPLITS_DIR, default_metadata_dir
 
     try:
         require_extra()
@@ -476,52 +440,62 @@ def benchmark(
         _exit_with_error(f"{exc}")
     from .benchmark.model import WeightsError
     from .benchmark.report import text_table, write_outputs
-    from .benchmark.run import BenchmarkOptions, run_benchmark, with_smoke_defaults
-    from .benchmark.train import DeviceError, TrainConfig
+    from .benchmark.run import run_benchmark
+    from .benchmark.train import DeviceError
 
-    root = _data_root_or_exit(data_root)
-    splits_dir = Path(splits) if splits else default_metadata_dir() / SPLITS_DIR
-    if not splits_dir.is_dir():
-        _exit_with_error(f"{splits_dir}: no such split folder")
-    if leakage_report and not dedupe_test:
-        click.echo("error: --leakage-report only makes sense with --dedupe-test", err=True)
-        sys.exit(EXIT_USAGE)
-    explicit = {k: v for k, v in (("model", model), ("epochs", epochs), ("image_size", image_size), ("batch_size", batch_size), ("lr", lr)) if v is not None}
-    cfg = TrainConfig(weights=weights, device=device, seed=seed, **explicit)  # type: ignore[arg-type]
-    if smoke:
-        cfg = with_smoke_defaults(cfg, explicit)
-    opts = BenchmarkOptions(
-        data_root=root,
-        splits_dir=splits_dir,
-        config=cfg,
-        smoke=smoke,
-        with_contribution=Path(with_contribution) if with_contribution else None,
-        score=Path(score_dir) if score_dir else None,
-        score_threshold=score_threshold,
-        dedupe_test=dedupe_test,
-        leakage_report=Path(leakage_report) if leakage_report else None,
-        cache_dir=Path(cache_dir) if cache_dir else None,
-        bootstrap=bootstrap,
-    )
     stage = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     try:
-        result = run_benchmark(opts, on_progress=_progress_printer(quiet), on_stage=stage)
+        result = run_benchmark(_benchmark_options(**options), on_progress=_progress_printer(quiet), on_stage=stage)
     except (WeightsError, DeviceError) as exc:
         _exit_with_error(f"{exc}")
     if result.fatal:
-        click.echo(findings_text(result.findings), err=True)
+        _report_findings(result.findings)
         sys.exit(EXIT_USAGE)
     try:
-        paths = write_outputs(result, Path(output))
+        paths = write_outputs(result, output)
     except OSError as exc:
         _exit_with_error(f"cannot write results to {output}: {exc}")
     click.echo(text_table(result))
-    problems = [f for f in result.findings if f.code in ("benchmark.label-suspect", "benchmark.contribution-hurts")]
-    others = [f for f in result.findings if f not in problems]
-    if others:
-        click.echo(findings_text(others), err=True)
+    _report_findings([f for f in result.findings if f.code not in result.PROBLEM_CODES])
     click.echo(f"results: {', '.join(str(p) for p in paths)}", err=True)
-    sys.exit(EXIT_FOUND if problems or any(f.severity is Severity.ERROR for f in result.findings) else EXIT_OK)
+    sys.exit(EXIT_FOUND if result.has_problems else EXIT_OK)
+
+
+def _report_findings(findings: list[Any]) -> None:
+    from ctcurate.core.findings import to_text
+
+    if findings:
+        click.echo(to_text(findings), err=True)
+
+
+if TYPE_CHECKING:
+    from ctcurate.benchmark.run import BenchmarkOptions
+
+
+def _benchmark_options(data: Path | None, splits: Path | None, model: str | None, weights: str, epochs: int | None,
+                       image_size: int | None, batch_size: int | None, lr: float | None, device: str, seed: int,
+                       smoke: bool, dedupe_test: bool, leakage_report: Path | None, **rest: Any) -> BenchmarkOptions:
+    """The benchmark's options from the command line (smoke defaults for what was not given); exit 2 if unusable."""
+    from ctcurate.core.layout import SPLITS_DIR, default_metadata_dir
+
+    from .benchmark.run import BenchmarkOptions, with_smoke_defaults
+    from .benchmark.train import TrainConfig
+
+    root = _data_root_or_exit(data)
+    splits_dir = splits or default_metadata_dir() / SPLITS_DIR
+    if not splits_dir.is_dir():
+        _exit_with_error(f"{splits_dir}: no such split folder")
+    if leakage_report and not dedupe_test:
+        _exit_with_error("--leakage-report only makes sense with --dedupe-test")
+    explicit = {k: v for k, v in (("model", model), ("epochs", epochs), ("image_size", image_size),
+                                  ("batch_size", batch_size), ("lr", lr)) if v is not None}
+    cfg = TrainConfig(weights=weights, device=device, seed=seed, **explicit)
+    return BenchmarkOptions(
+        data_root=root, splits_dir=splits_dir, config=with_smoke_defaults(cfg, explicit) if smoke else cfg, smoke=smoke,
+        with_contribution=rest["with_contribution"], score=rest["score_dir"], score_threshold=rest["score_threshold"],
+        dedupe_test=dedupe_test, leakage_report=leakage_report, cache=rest["cache"], cache_dir=rest["cache_dir"],
+        bootstrap=rest["bootstrap"],
+    )
 
 
 # --- doi ------------------------------------------------------------------------------------
@@ -548,115 +522,48 @@ def doi_normalize(dois: tuple[str, ...]) -> None:
             click.echo(parsed.doi)
         else:
             failed = True
-            shown = raw.strip()
-            reason = "empty" if not parsed.doi else f"{shown!r} is not a DOI (expected 10.NNNN/suffix)"
+            reason = "empty" if not parsed.doi else f"{raw.strip()!r} is not a DOI (expected 10.NNNN/suffix)"
             click.echo(f"error: {reason}")
     sys.exit(EXIT_FOUND if failed else EXIT_OK)
 
 
-if TYPE_CHECKING:
-    from ctcurate.doi.resolve import Resolution
-
-_CSV_FIELDS = (
-    "doi", "exists", "title", "container", "issued", "type", "preprint_server", "versions",
-    "published_doi", "published_container", "preprint_dois", "source", "checked_at", "findings",
-)
-
-
-def _resolution_row(res: Resolution) -> dict[str, object]:
-    row = res.model_dump(mode="json")
-    row["exists"] = {True: "yes", False: "no", None: "unknown"}[res.exists]
-    row["preprint_dois"] = " ".join(res.preprint_dois)
-    row["findings"] = " ".join(sorted({f.code for f in res.findings}))
-    return {k: ("" if row[k] is None else row[k]) for k in _CSV_FIELDS}
-
-
 @doi.command("resolve")
 @click.argument("dois", nargs=-1)
-@click.option("--metadata", "metadata_dir", type=click.Path(file_okay=False), metavar="DIR",
-              help="Resolve every DOI of DIR/COVID-CT-MetaInfo.xlsx (empty cells: from the file name).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
-@click.option("--offline", is_flag=True, help="Answer only from the cache; say which DOIs could not be checked.")
-@click.option("--refresh", is_flag=True, help="Ask the registries again even where the cache has an answer.")
-@click.option("--mailto", metavar="ADDR", help="Contact address for the User-Agent (default: $CTCURATE_MAILTO).")
-@click.option("--cache", "cache_file", type=click.Path(dir_okay=False),
-              help="SQLite cache file (default: $CTCURATE_CACHE, else ~/.cache/ctcurate/cache.sqlite).")
-def doi_resolve(
-    dois: tuple[str, ...],
-    metadata_dir: str | None,
-    fmt: str,
-    offline: bool,
-    refresh: bool,
-    mailto: str | None,
-    cache_file: str | None,
-) -> None:
+@_apply(
+    metadata_option(help="Resolve every DOI of DIR/COVID-CT-MetaInfo.xlsx (empty cells: from the file name)."),
+    format_option("text", "json", "csv"),
+    click.option("--offline", is_flag=True, help="Answer only from the cache; say which DOIs could not be checked."),
+    click.option("--refresh", is_flag=True, help="Ask the registries again even where the cache has an answer."),
+    mailto_option,
+    cache_option,
+)
+def doi_resolve(dois: tuple[str, ...], metadata: Path | None, fmt: str, offline: bool, refresh: bool,
+                mailto: str | None, cache: Path | None) -> None:
     """Check that DOIs exist (doi.org) and show their paper (Crossref, bioRxiv/medRxiv).
 
     Exit 0 when every DOI exists; 1 when one does not, is malformed or could not be checked.
     """
-    import csv
-    import io
-    import json
     import sqlite3
-    from pathlib import Path
 
+    from ctcurate.core.sheets import SheetError
+    from ctcurate.core.store import cache_location
+    from ctcurate.doi import report
     from ctcurate.doi import resolve as dr
-    from ctcurate.core.findings import Finding, has_errors, to_json, to_text
-    from ctcurate.core.store import default_cache_path
 
     if offline and refresh:
         raise click.UsageError("--offline and --refresh contradict each other")
-    if bool(dois) == bool(metadata_dir):
+    if bool(dois) == bool(metadata):
         raise click.UsageError("give DOIs or --metadata DIR (one of the two)")
-    findings: list[Finding] = []
-    if metadata_dir is not None:
-        try:
-            refs, findings = dr.read_sheet_dois(Path(metadata_dir))
-        except dr.SheetError as exc:
-            _exit_with_error(f"{exc}")
-    else:
-        refs = [dr.DoiRef(doi=d) for d in dois]
-    path = Path(cache_file) if cache_file else default_cache_path(None)
     try:
-        cache = dr.DoiCache(path)
-        settings = dr.ResolverSettings.from_env(mailto=mailto)
-        with dr.Resolver(settings, cache=cache, offline=offline, refresh=refresh) as resolver:
-            resolved = resolver.resolve_many(r.norm for r in refs)
-            if metadata_dir is not None:
-                findings += dr.online_doi_findings(refs, resolver)
-            else:
-                findings += [f for res in {r.doi: r for r in resolved.values()}.values() for f in res.findings]
+        refs, findings = dr.read_sheet_dois(metadata) if metadata else ([dr.DoiRef(doi=d) for d in dois], [])
+        with dr.open_resolver(cache, offline=offline, refresh=refresh, mailto=mailto) as resolver:
+            results, online = dr.resolve_refs(refs, resolver, from_sheet=metadata is not None)
+    except SheetError as exc:
+        _exit_with_error(f"{exc}")
     except (sqlite3.Error, OSError) as exc:
-        _exit_with_error(f"{dr.cache_error_message(path, exc)}")
-    results = list({r.doi: r for r in resolved.values()}.values())  # `v2` forms share one answer
-    counts = {
-        "dois": len(results),
-        "exist": sum(r.exists is True for r in results),
-        "not_found": sum(r.exists is False for r in results),
-        "unknown": sum(r.exists is None for r in results),
-    }
-    if fmt == "json":
-        body = json.loads(to_json(findings, **counts))
-        resolutions = [r.model_dump(mode="json") for r in results]
-        click.echo(json.dumps({"resolutions": resolutions, **body}, indent=2, ensure_ascii=False))
-    elif fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=_CSV_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(_resolution_row(r) for r in results)
-        click.echo(buffer.getvalue(), nl=False)
-    else:
-        for res in results:
-            click.echo(res.describe())
-        if findings:
-            click.echo("")
-            click.echo(to_text(findings))
-        click.echo(
-            f"{counts['dois']} DOI(s): {counts['exist']} exist, {counts['not_found']} not found, "
-            f"{counts['unknown']} unknown"
-        )
-    failed = counts["not_found"] or counts["unknown"] or has_errors(findings)
-    sys.exit(EXIT_FOUND if failed else EXIT_OK)
+        _exit_with_error(dr.cache_error_message(cache_location(cache), exc))
+    _emit(report.render(results, findings + online, fmt), None)
+    sys.exit(EXIT_FOUND if report.failed(results, findings + online) else EXIT_OK)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -98,7 +98,7 @@ def test_unwritable_output_exits_2(small, tmp_path):
     blocker.write_text("x")
     result = run(*_args(root, meta, "--output", str(blocker / "sub" / "r.txt")))
     assert result.exit_code == 2
-    assert result.stderr.strip() == f"error: {blocker / 'sub'}: Not a directory"
+    assert result.stderr.strip() == f"error: {blocker / 'sub' / 'r.txt'}: cannot write (Not a directory)"
     assert "Traceback" not in result.output
     result = run("--data", str(root), "--cache", str(blocker / "cache.sqlite"))
     assert result.exit_code == 2

@@ -131,7 +131,7 @@ def read_sheet(sheet: Path) -> tuple[list[SheetRow], list[Finding]]:
         return [], [error("sheet.unreadable", f"cannot read the sheet: {type(exc).__name__}: {exc}", **where)]
     findings: list[Finding] = []
     columns: list[str | None] = []
-    for i, name in enumerate(header):
+    for name in header:
         canonical = _CANONICAL.get(str(name).strip().casefold())
         if canonical is None and str(name).strip():
             findings.append(warning("column.unknown", "column is not part of the contribution format; ignored",
@@ -200,7 +200,7 @@ def scan_folder(source: Path, root: Path) -> Contribution:
 
 
 @contextmanager
-def open_contribution(source: Path, limits: ZipLimits = ZipLimits()) -> Iterator[Contribution]:
+def open_contribution(source: Path, limits: ZipLimits | None = None) -> Iterator[Contribution]:
     """Yield the contribution at `source` (folder or .zip, unpacked to a temporary folder for the block)."""
     if source.is_dir():
         yield scan_folder(source, source)
@@ -210,7 +210,7 @@ def open_contribution(source: Path, limits: ZipLimits = ZipLimits()) -> Iterator
             error("contribution.format", "expected a folder or a .zip file", file=source.name),))
         return
     with tempfile.TemporaryDirectory(prefix="ctcurate-contribution-") as tmp:
-        check = extract(source, Path(tmp) / "unpacked", limits)
+        check = extract(source, Path(tmp) / "unpacked", limits or ZipLimits())
         if not check.ok:
             yield Contribution(source, None, None, findings=check.findings)
             return

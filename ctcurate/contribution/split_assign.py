@@ -81,11 +81,14 @@ def assign(
             for it in group:
                 size[it.class_dir] += 1
 
-            def deficit(split: str) -> float:
-                return sum(shares[c][split] * final_total[c] - counts[c][split] for c in size)
-
-            choice = max(SPLITS, key=lambda s: (deficit(s), -SPLITS.index(s)))
+            choice = max(SPLITS, key=lambda s: (_deficit(s, size, shares, final_total, counts), -SPLITS.index(s)))
         for it in group:
             out[it.key] = choice
             counts[it.class_dir][choice] += 1
     return out
+
+
+def _deficit(split: str, size: Mapping[str, int], shares: Mapping[str, Mapping[str, float]],
+             final_total: Mapping[str, int], counts: Mapping[str, Mapping[str, int]]) -> float:
+    """How far `split` is below its share, over the classes of the group being placed."""
+    return sum(shares[c][split] * final_total[c] - counts[c][split] for c in size)

@@ -63,13 +63,18 @@ def summarize(findings: list[Finding]) -> dict[str, object]:
     }
 
 
+def document(findings: list[Finding], **extra_summary: object) -> dict[str, object]:
+    """The JSON document of a run: its findings and their summary (plus the command's own figures)."""
+    return {"findings": [f.model_dump(mode="json") for f in findings], "summary": summarize(findings) | extra_summary}
+
+
+def dump_json(doc: object) -> str:
+    """Every command's JSON output: indented, non-ASCII kept."""
+    return json.dumps(doc, indent=2, ensure_ascii=False)
+
+
 def to_json(findings: list[Finding], **extra_summary: object) -> str:
-    summary = summarize(findings) | extra_summary
-    return json.dumps(
-        {"findings": [f.model_dump(mode="json") for f in findings], "summary": summary},
-        indent=2,
-        ensure_ascii=False,
-    )
+    return dump_json(document(findings, **extra_summary))
 
 
 def to_text(findings: list[Finding]) -> str:

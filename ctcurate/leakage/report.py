@@ -10,24 +10,44 @@ import base64
 import csv
 import html
 import io
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 
+from ctcurate.core.findings import dump_json
 from ctcurate.core.images import UnreadableImage, open_image
+from ctcurate.core.layout import IMAGES_DIR
 from ctcurate.leakage.pipeline import LeakageReport
 
 
+FORMATS = ("text", "json", "csv", "html")
+NEW_PREFIX = "new:"  # how the report names an image of the `--against` set
+
+
+def render(report: LeakageReport, fmt: str, data_root: Path, against: Path | None = None) -> str:
+    """The report in `fmt` (one of FORMATS), ending with a newline; HTML thumbnails read from the two roots."""
+    if fmt == "html":
+        text = to_html(report, lambda rel: image_file(rel, data_root, against))
+    else:
+        text = {"text": to_text, "json": to_json, "csv": to_csv}[fmt](report)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def image_file(rel: str, data_root: Path, against: Path | None) -> Path | None:
+    """The file a report path names: `CT_COVID/x.png` in the dataset, `new:...` in the `--against` set."""
+    if rel.startswith(NEW_PREFIX) and against is not None:
+        cand = against / IMAGES_DIR / rel[len(NEW_PREFIX):]
+        return cand if cand.is_file() else against / rel[len(NEW_PREFIX):]
+    return data_root / IMAGES_DIR / rel
+
+
 def to_json(report: LeakageReport) -> str:
-    return json.dumps(
+    return dump_json(
         {
             "pairs": [p.model_dump(mode="json") for p in report.pairs],
             "clusters": [c.model_dump(mode="json") for c in report.clusters],
             "summary": report.summary(),
-        },
-        indent=2,
-        ensure_ascii=False,
+        }
     )
 
 

@@ -536,13 +536,22 @@ def test_any_answer_is_judged_or_rejected(status, body):
 def test_read_sheet_dois_missing_column(tmp_path):
     import pandas as pd
 
-    from ctcurate.doi.resolve import SheetError
+    from ctcurate.core.sheets import SheetError
 
-    pd.DataFrame({"File name": ["a.png"], "Doi ": ["10.1136/bmj.m606"]}).to_excel(
+    pd.DataFrame({"File name": ["a.png"], "Link": ["10.1136/bmj.m606"]}).to_excel(
         tmp_path / "COVID-CT-MetaInfo.xlsx", index=False
     )
-    with pytest.raises(SheetError, match=r"COVID-CT-MetaInfo.xlsx: missing column\(s\) 'DOI'$"):
+    with pytest.raises(SheetError, match=r"COVID-CT-MetaInfo.xlsx \(sheet 'Sheet1'\): missing column\(s\) 'DOI'$"):
         read_sheet_dois(tmp_path)
+
+
+def test_read_sheet_dois_reads_headers_as_validate_does(tmp_path):
+    """One reader for every command: a header in another case or spacing is still the DOI column."""
+    import pandas as pd
+
+    pd.DataFrame({"file name": ["a.png"], "Doi ": [" 10.1136/BMJ.m606"]}).to_excel(tmp_path / "COVID-CT-MetaInfo.xlsx", index=False)
+    refs, findings = read_sheet_dois(tmp_path)
+    assert [(r.norm, r.row) for r in refs] == [("10.1136/bmj.m606", 2)] and findings == []
 
 
 def test_online_sheet_findings_on_the_real_sheet(registry, repo_metadata):

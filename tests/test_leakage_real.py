@@ -13,7 +13,8 @@ import pytest
 from ctcurate.leakage import hashcache
 from ctcurate.leakage.fixsplits import MAX_RATIO_DRIFT, _ratios, group_violations, plan
 from ctcurate.core.layout import IMAGES_DIR
-from ctcurate.leakage.pipeline import check_leakage, read_splits
+from ctcurate.core.dataset import split_of
+from ctcurate.leakage.pipeline import check_leakage
 from ctcurate.leakage.report import to_html
 
 # Every pair reported on the real data, each looked at side by side (and aligned, zoomed) by eye:
@@ -64,7 +65,7 @@ def test_warm_run_hashes_nothing(real_report, real_data, repo_metadata, real_cac
 
 
 def test_fix_splits_on_real_data(real_report, real_data, repo_metadata):
-    current = read_splits(repo_metadata / "Data-split", ["CT_COVID", "CT_NonCOVID"])
+    current = split_of(repo_metadata / "Data-split")
     assign = plan(real_report, current)
     assert group_violations(real_report, current)  # the original split has leaks
     assert group_violations(real_report, assign) == []

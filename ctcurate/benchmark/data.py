@@ -22,14 +22,16 @@ import torch
 from PIL import Image
 
 from ctcurate.core.atomic import atomic_path
+from ctcurate.core.dataset import read_split_lines
+from ctcurate.core.sheets import SheetError
 from ctcurate.core.findings import Finding, error, warning
 from ctcurate.leakage.hashing import file_sha256
 from ctcurate.core.images import UnreadableImage, open_image
-from ctcurate.core.layout import IMAGE_SUFFIXES, IMAGES_DIR, SPLIT_NAMES, label_of_class, split_files
+from ctcurate.core.layout import COVID_CLASS, IMAGE_SUFFIXES, IMAGES_DIR, NONCOVID_CLASS, SPLIT_NAMES, label_of_class, split_files
 from ctcurate.core.store import cache_folder
 
 COVID, NONCOVID = 1, 0
-CLASS_DIRS = {"CT_COVID": COVID, "CT_NonCOVID": NONCOVID}
+CLASS_DIRS = {COVID_CLASS: COVID, NONCOVID_CLASS: NONCOVID}
 # Declared labels, compared without case, spaces, '-' and '_' (so `CT_NonCOVID`, `non-covid` count).
 LABEL_WORDS = {"covid": COVID, "ctcovid": COVID, "noncovid": NONCOVID, "ctnoncovid": NONCOVID}
 FILE_COLUMNS = ("File name", "File", "Filename", "file_name", "Image", "image")
@@ -73,19 +75,20 @@ def official_samples(data_root: Path, splits_dir: Path) -> tuple[list[Sample], l
                         file=str(splits_dir / label_of_class(class_dir) / f"{split}{class_dir}.txt"),
                     )
                 )
-    for sf in found:
-        lines = sf.path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
-        for row, line in enumerate(lines, start=1):
-            name = line.strip()
-            if not name:
-                continue
-            path = data_root / IMAGES_DIR / sf.class_dir / name
-            if not path.is_file():
-                findings.append(
-                    error("benchmark.image-missing", f"listed image not found: {path}", file=str(sf.path), row=row, value=name)
-                )
-                continue
-            samples.append(Sample(path, f"{sf.class_dir}/{name}", CLASS_DIRS[sf.class_dir], sf.split))
+    try:
+        lines = read_split_lines(splits_dir, list(CLASS_DIRS))
+    except SheetError as exc:
+        return [], [*findings, error("benchmark.split-unreadable", str(exc))]
+    for line in lines:
+        if not line.name:
+            continue
+        path = data_root / IMAGES_DIR / line.class_dir / line.name
+        if not path.is_file():
+            findings.append(
+                error("benchmark.image-missing", f"listed image not found: {path}", file=str(line.path), row=line.line, value=line.name)
+            )
+            continue
+        samples.append(Sample(path, f"{line.class_dir}/{line.name}", CLASS_DIRS[line.class_dir], line.split))
     return samples, findings
 
 

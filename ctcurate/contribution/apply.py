@@ -30,7 +30,7 @@ from ctcurate.doi import normalize as doi_lib
 from ctcurate.core.atomic import atomic_write
 from ctcurate.contribution.dataset_state import PROVENANCE_FILE, DatasetState
 from ctcurate.contribution.intake import IntakePlan
-from ctcurate.core.layout import COVID_SHEET, IMAGES_DIR, NONCOVID_SHEET, SPLITS_DIR, label_of_class
+from ctcurate.core.layout import COVID_CLASS, COVID_SHEET, IMAGES_DIR, NONCOVID_SHEET, SPLITS_DIR, label_of_class
 from ctcurate.contribution.xlsx_append import Cell, UnsupportedWorkbook, append_rows
 
 TOOL_DIR = ".ctcurate"
@@ -214,7 +214,7 @@ def _plan_files(plan: IntakePlan, state: DatasetState, contributor: str, source_
         assert d.new_name and d.class_dir and d.dataset_patient
         images.append((plan.images[d.source], d.class_dir, d.new_name))
         row = plan.rows[d.source]
-        if d.class_dir == "CT_COVID":
+        if d.class_dir == COVID_CLASS:
             values = {c: row.values.get(c) for c in SHEET_COLUMNS}
             values.update({"File name": d.new_name, "Patient ID": d.dataset_patient, "DOI": d.doi})
             covid_rows.append(values)

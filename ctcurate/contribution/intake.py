@@ -23,9 +23,10 @@ from ctcurate.contribution.dataset_state import DatasetState, figure_key, paper_
 from ctcurate.core.findings import Finding, Severity, error, has_errors, warning
 from ctcurate.leakage.hashing import file_sha256
 from ctcurate.core.images import sniff_format
+from ctcurate.core.layout import COVID_CLASS, NONCOVID_CLASS
 from ctcurate.contribution.split_assign import Item, assign
 
-LABEL_CLASS = {Label.COVID.value: "CT_COVID", Label.NonCOVID.value: "CT_NonCOVID"}
+LABEL_CLASS = {Label.COVID.value: COVID_CLASS, Label.NonCOVID.value: NONCOVID_CLASS}
 
 # Rows in, findings out (with `row` as Excel shows it and `file` = the sheet's name).
 RowChecker = Callable[[Sequence[SheetRow], str], list[Finding]]

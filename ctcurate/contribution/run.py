@@ -22,6 +22,7 @@ from ctcurate.contribution.dataset_state import DatasetState, read_state
 from ctcurate.core.findings import Finding, Severity
 from ctcurate.contribution.intake import DuplicateFinder, Duplicates, IntakePlan, RowChecker, plan_intake
 from ctcurate.core.lock import LockHeld, locked
+from ctcurate.core.sheets import SheetError
 
 if TYPE_CHECKING:  # requests is imported only when checking online
     from ctcurate.doi.resolve import Resolver
@@ -99,9 +100,7 @@ def add_contribution(
 def _read_state(data_root: Path, metadata_dir: Path) -> DatasetState:
     try:
         return read_state(data_root, metadata_dir)
-    except OSError:
-        raise
-    except Exception as exc:  # a broken sheet in the dataset itself: openpyxl raises many kinds
+    except SheetError as exc:  # a broken sheet or split list in the dataset itself
         raise ContributionIOError(f"{metadata_dir}: cannot read the dataset's metadata: {exc}") from exc
 
 
@@ -129,12 +128,12 @@ def _status(outcome: Outcome) -> str:
 def planned_writes(plan: IntakePlan) -> dict[str, int]:
     """Dataset file (relative) -> how many images or lines the accepted part adds to it."""
     from ctcurate.contribution.dataset_state import PROVENANCE_FILE
-    from ctcurate.core.layout import COVID_SHEET, IMAGES_DIR, NONCOVID_SHEET, SPLITS_DIR, label_of_class
+    from ctcurate.core.layout import COVID_CLASS, COVID_SHEET, IMAGES_DIR, NONCOVID_SHEET, SPLITS_DIR, label_of_class
 
     out: Counter[str] = Counter()
     for d in plan.accepted:
         out[f"{IMAGES_DIR}/{d.class_dir}/"] += 1
-        out[COVID_SHEET if d.class_dir == "CT_COVID" else NONCOVID_SHEET] += 1
+        out[COVID_SHEET if d.class_dir == COVID_CLASS else NONCOVID_SHEET] += 1
         if d.split and d.class_dir:
             out[f"{SPLITS_DIR}/{label_of_class(d.class_dir)}/{d.split}{d.class_dir}.txt"] += 1
         out[PROVENANCE_FILE] += 1

@@ -126,6 +126,7 @@ CODES: tuple[Code, ...] = (
     Code("zip.skipped", WARNING, (CONTRIBUTE,), "archive litter (__MACOSX/, .DS_Store) is skipped"),
     # the benchmark
     Code("benchmark.split-missing", ERROR, (BENCHMARK,), "a {train,val,test}CT_*.txt list is absent"),
+    Code("benchmark.split-unreadable", ERROR, (BENCHMARK,), "a split list cannot be read as text"),
     Code("benchmark.image-missing", ERROR, (BENCHMARK,), "a split list or contribution sheet names a file that is not there (file, row)"),
     Code("benchmark.image-unreadable", ERROR, (BENCHMARK,), "an image does not decode completely"),
     Code("benchmark.contribution-missing", ERROR, (BENCHMARK,), "the contribution folder is absent"),

@@ -21,8 +21,10 @@ SPLIT_NAMES = ("train", "val", "test")
 DATA_ENV = "CTCURATE_DATA"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
 
-# Upstream names: class folder -> split-list folder (label).
-CLASS_LABELS = {"CT_COVID": "COVID", "CT_NonCOVID": "NonCOVID"}
+# The two class folders (upstream names), declared here only; each has a split-list folder (label).
+COVID_CLASS, NONCOVID_CLASS = "CT_COVID", "CT_NonCOVID"
+CLASS_DIRS = (COVID_CLASS, NONCOVID_CLASS)
+CLASS_LABELS = {COVID_CLASS: "COVID", NONCOVID_CLASS: "NonCOVID"}
 
 # The repository's own curated copy of the metadata (the embedded default).
 EMBEDDED_METADATA = Path(__file__).resolve().parent.parent / "metadata"

@@ -34,7 +34,6 @@ the check could not be made, nothing is claimed about the DOI).
 from __future__ import annotations
 
 import json
-import math
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -52,6 +51,8 @@ from ctcurate import __version__
 from ctcurate.doi.normalize import is_valid, parse, preprint_from_doi, preprint_from_filename, strip_version
 from ctcurate.core.findings import Finding, error, warning
 from ctcurate.doi.polite_http import HttpPolicy, PoliteClient, Unreachable
+from ctcurate.core.dataset import read_sheet_keys
+from ctcurate.core.layout import COVID_CLASS, COVID_SHEET
 from ctcurate.core.sheets import SheetError
 from ctcurate.core.store import cache_location, open_cache, select_in
 
@@ -68,7 +69,7 @@ DEFAULT_BIORXIV_URL = "https://api.biorxiv.org"
 DEFAULT_CONCURRENCY = {"doi": 5, "crossref": 5, "biorxiv": 3}
 _SERVICE_NAMES = {"doi": "doi.org", "crossref": "Crossref", "biorxiv": "the bioRxiv/medRxiv API"}
 
-SHEET_FILE = "COVID-CT-MetaInfo.xlsx"
+SHEET_FILE = COVID_SHEET
 FILE_COLUMN, DOI_COLUMN = "File name", "DOI"
 
 
@@ -739,42 +740,23 @@ def online_row_checker(
 
 
 def read_sheet_dois(metadata_dir: Path) -> tuple[list[DoiRef], list[Finding]]:
-    """Every row's DOI (normalized), or the preprint DOI its file name implies when the cell is empty."""
-    import zipfile
+    """Every row's DOI (normalized), or the preprint DOI its file name implies when the cell is empty.
 
-    import pandas as pd
-    from openpyxl.utils.exceptions import InvalidFileException
-
+    The cells come from `core.dataset` (the reader every command shares); raises `SheetError`.
+    """
     path = metadata_dir / SHEET_FILE
-    try:
-        frame = pd.read_excel(path, dtype=object)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, InvalidFileException) as exc:
-        raise SheetError(f"{path}: cannot read the sheet ({exc})") from None
-    missing = [c for c in (FILE_COLUMN, DOI_COLUMN) if c not in frame.columns]
-    if missing:
-        raise SheetError(f"{path}: missing column(s) {', '.join(map(repr, missing))}")
     refs: list[DoiRef] = []
     findings: list[Finding] = []
-    for index, (name, cell) in enumerate(zip(frame[FILE_COLUMN], frame[DOI_COLUMN])):
-        row = index + 2  # Excel numbering: header is row 1
-        text = "" if cell is None or (isinstance(cell, float) and math.isnan(cell)) else str(cell)
-        if text.strip():
-            parsed = parse(text)
+    for key in read_sheet_keys(path, COVID_CLASS, {"file_name": FILE_COLUMN, "doi": DOI_COLUMN}):
+        if key.doi:
+            parsed = parse(key.doi)
             if parsed.valid:
-                refs.append(DoiRef(doi=parsed.doi, file=path.name, row=row, column=DOI_COLUMN))
+                refs.append(DoiRef(doi=parsed.doi, file=path.name, row=key.row, column=DOI_COLUMN))
             else:
-                findings.append(
-                    error(
-                        "doi.malformed",
-                        "not a DOI (expected 10.NNNN/suffix)",
-                        file=path.name,
-                        row=row,
-                        column=DOI_COLUMN,
-                        value=text,
-                    )
-                )
-        elif isinstance(name, str) and (pre := preprint_from_filename(name)):
-            refs.append(DoiRef(doi=pre.doi, file=path.name, row=row, column=DOI_COLUMN, derived=True))
+                findings.append(error("doi.malformed", "not a DOI (expected 10.NNNN/suffix)", value=key.doi,
+                                      file=path.name, row=key.row, column=DOI_COLUMN))
+        elif key.file_name and (pre := preprint_from_filename(key.file_name)):
+            refs.append(DoiRef(doi=pre.doi, file=path.name, row=key.row, column=DOI_COLUMN, derived=True))
     return refs, findings
 
 

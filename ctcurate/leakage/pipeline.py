@@ -36,16 +36,8 @@ from ctcurate.core.findings import Finding, error
 from ctcurate.leakage.hashcache import HashCache, HashOutcome, Progress, Workers, default_jobs, hash_files
 from ctcurate.leakage.hashing import SUBVIEWS, THUMB, Fingerprint
 from ctcurate.core.images import UnreadableImage, open_image
-from ctcurate.core.layout import (
-    COVID_SHEET,
-    IMAGES_DIR,
-    NONCOVID_SHEET,
-    SPLIT_NAMES,
-    SPLITS_DIR,
-    label_of_class,
-    list_images,
-    split_files,
-)
+from ctcurate.core.dataset import read_key_rows, split_of
+from ctcurate.core.layout import IMAGES_DIR, SPLIT_NAMES, SPLITS_DIR, label_of_class, list_images
 from ctcurate.leakage.search import pairs_within, pairs_within_any
 from ctcurate.core.store import cache_location
 from ctcurate.leakage.verify import QUICK_MIN, Verdict, Window, mirror_window, quick_scores, verify_pair, window_scores
@@ -162,65 +154,12 @@ def source_figure(file_name: str) -> str:
 
 
 def read_metadata(metadata_dir: Path) -> dict[str, tuple[str | None, str | None]]:
-    """`CT_COVID/x.png` -> (patient id, normalized DOI) from the two sheets; missing sheets -> {}.
-
-    Deliberately small (first sheet; `File name`, `Patient ID`, `DOI`; `image name`, `patient id`):
-    `validate` owns the checking reader. Names without an extension get `.png`, as upstream meant.
-    """
-    out: dict[str, tuple[str | None, str | None]] = {}
-
-    def text(v: object) -> str | None:
-        s = "" if v is None else str(v).strip()
-        return s or None
-
-    sheet = metadata_dir / COVID_SHEET
-    if sheet.is_file():
-        import openpyxl
-
-        wb = openpyxl.load_workbook(sheet, read_only=True, data_only=True)
-        try:
-            rows = wb.worksheets[0].iter_rows(values_only=True)
-            header = [str(h).strip().lower() if h is not None else "" for h in next(rows, ())]
-            col = {name: header.index(name) for name in ("file name", "patient id", "doi") if name in header}
-            if "file name" in col:
-                for row in rows:
-                    values = {k: text(row[i]) if i < len(row) else None for k, i in col.items()}
-                    name = values["file name"]
-                    if not name:
-                        continue
-                    if not Path(name).suffix:
-                        name += ".png"
-                    patient, d = values.get("patient id"), values.get("doi")
-                    out[f"CT_COVID/{name}"] = (f"COVID:{patient}" if patient else None, doi_lib.normalize(d) if d else None)
-        finally:
-            wb.close()
-    table = metadata_dir / NONCOVID_SHEET
-    if table.is_file():
-        import csv
-
-        with open(table, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            header = [h.strip().lower() for h in next(reader, [])]
-            if "image name" in header and "patient id" in header:
-                ni, pi = header.index("image name"), header.index("patient id")
-                for row in reader:
-                    if len(row) > max(ni, pi) and (name := text(row[ni])):
-                        patient = text(row[pi])
-                        out[f"CT_NonCOVID/{name}"] = (f"NonCOVID:{patient}" if patient else None, None)
-    return out
-
-
-def read_splits(splits_dir: Path | None, class_dirs: list[str]) -> dict[str, str]:
-    """`CT_COVID/x.png` -> split name, from the split lists."""
-    out: dict[str, str] = {}
-    if splits_dir is None or not splits_dir.is_dir():
-        return out
-    for sf in split_files(splits_dir, class_dirs):
-        for line in sf.path.read_text(encoding="utf-8", errors="replace").splitlines():
-            name = line.strip()
-            if name:
-                out[f"{sf.class_dir}/{name}"] = sf.split
-    return out
+    """`CT_COVID/x.png` -> (patient id, normalized DOI), from the sheets' key columns (`core.dataset`)."""
+    return {
+        r.image: (f"{label_of_class(r.class_dir)}:{r.patient_id}" if r.patient_id else None, doi_lib.normalize(r.doi) if r.doi else None)
+        for r in read_key_rows(metadata_dir)
+        if r.image
+    }
 
 
 # --- classification (pure) ------------------------------------------------------------------
@@ -514,7 +453,7 @@ def _pair_model(a: str, b: str, kinds: list[str], verdict: Verdict | None, exact
 
 def _image_infos(data_root: Path, splits_dir: Path | None, metadata_dir: Path | None) -> tuple[dict[str, Path], dict[str, ImageInfo]]:
     by_class = list_images(data_root)
-    splits = read_splits(splits_dir, list(by_class))
+    splits = split_of(splits_dir, list(by_class))
     meta = read_metadata(metadata_dir) if metadata_dir is not None and metadata_dir.is_dir() else {}
     paths: dict[str, Path] = {}
     infos: dict[str, ImageInfo] = {}

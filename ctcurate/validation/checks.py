@@ -34,13 +34,13 @@ from ctcurate.validation.schemas import (
     clean_text,
     parse_captions,
 )
-from ctcurate.core.sheets import Sheet, SheetError, find_columns, read_lines, read_sheet
+from ctcurate.core.dataset import read_split_lines
+from ctcurate.core.sheets import Sheet, SheetError, find_columns, read_sheet
 
 if TYPE_CHECKING:  # doi_resolve (and requests) are imported only when validating online
     from ctcurate.doi.resolve import Resolution, Resolver
 
-COVID_CLASS = "CT_COVID"
-NONCOVID_CLASS = "CT_NonCOVID"
+COVID_CLASS, NONCOVID_CLASS = layout.COVID_CLASS, layout.NONCOVID_CLASS
 
 
 class InputError(Exception):
@@ -178,7 +178,7 @@ def validate(
             noncovid_rows, row_findings = check_noncovid_rows(sheet.records(cols), file=sheet.path.name)
             findings += sheet.findings + header_findings + row_findings
             sheets[NONCOVID_CLASS] = (sheet, cols)
-        entries, split_findings = read_splits(inputs.splits_dir) if inputs.splits_dir else ([], [])
+        entries, split_findings = check_splits(inputs.splits_dir) if inputs.splits_dir else ([], [])
     except SheetError as exc:
         raise InputError(str(exc)) from exc
     findings += split_findings
@@ -283,45 +283,44 @@ def _by_file_and_row(findings: list[Finding]) -> list[Finding]:
 # --- splits ---------------------------------------------------------------------------------
 
 
-def read_splits(splits_dir: Path) -> tuple[list[SplitEntry], list[Finding]]:
-    """Every split-list line as a `SplitEntry`, with whitespace and duplicate-line findings."""
+def check_splits(splits_dir: Path) -> tuple[list[SplitEntry], list[Finding]]:
+    """Every split-list line (`core.dataset`) as a `SplitEntry`, with whitespace and duplicate-line findings."""
     entries: list[SplitEntry] = []
     findings: list[Finding] = []
-    class_dirs = list(layout.CLASS_LABELS)
-    for sf in layout.split_files(splits_dir, class_dirs):
-        rel = f"{splits_dir.name}/{sf.path.relative_to(splits_dir).as_posix()}"
-        seen: dict[str, int] = {}
-        for line_no, text in read_lines(sf.path):
-            name = clean_text(text) or ""
-            if name != text:
-                findings.append(
-                    warning(
-                        "split.whitespace",
-                        "stray whitespace around the file name",
-                        file=rel,
-                        row=line_no,
-                        value=text,
-                        hint=f"write it as {name!r}",
-                    )
-                )
-            if name in seen:
-                findings.append(
-                    warning(
-                        "split.duplicate",
-                        f"listed again (first on line {seen[name]})",
-                        file=rel,
-                        row=line_no,
-                        value=name,
-                        hint="delete the repeated line",
-                    )
-                )
-                continue
-            seen[name] = line_no
-            entries.append(
-                SplitEntry.model_validate(
-                    {"file_name": name, "split": sf.split, "class_dir": sf.class_dir, "list_file": rel, "line": line_no}
+    seen: dict[tuple[Path, str], int] = {}
+    for line in read_split_lines(splits_dir):
+        rel = f"{splits_dir.name}/{line.path.relative_to(splits_dir).as_posix()}"
+        line_no, text = line.line, line.text
+        name = clean_text(text) or ""
+        if name != text:
+            findings.append(
+                warning(
+                    "split.whitespace",
+                    "stray whitespace around the file name",
+                    file=rel,
+                    row=line_no,
+                    value=text,
+                    hint=f"write it as {name!r}",
                 )
             )
+        if (line.path, name) in seen:
+            findings.append(
+                warning(
+                    "split.duplicate",
+                    f"listed again (first on line {seen[line.path, name]})",
+                    file=rel,
+                    row=line_no,
+                    value=name,
+                    hint="delete the repeated line",
+                )
+            )
+            continue
+        seen[line.path, name] = line_no
+        entries.append(
+            SplitEntry.model_validate(
+                {"file_name": name, "split": line.split, "class_dir": line.class_dir, "list_file": rel, "line": line_no}
+            )
+        )
     return entries, findings
 
 

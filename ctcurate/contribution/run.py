@@ -22,6 +22,7 @@ from ctcurate.contribution.dataset_state import DatasetState, read_state
 from ctcurate.core.findings import Finding, Severity
 from ctcurate.contribution.intake import DuplicateFinder, Duplicates, IntakePlan, RowChecker, plan_intake
 from ctcurate.core.lock import LockHeld, locked
+from ctcurate.core.unionfind import components
 from ctcurate.core.sheets import SheetError
 
 if TYPE_CHECKING:  # requests is imported only when checking online
@@ -257,18 +258,5 @@ def default_duplicate_finder(cache_path: Path | None = None) -> DuplicateFinder:
 
 def _groups(pairs: list[tuple[Path, Path]]) -> tuple[tuple[Path, ...], ...]:
     """Connected components of the duplicate pairs: each is one picture sent several times."""
-    parent: dict[Path, Path] = {}
-
-    def root(p: Path) -> Path:
-        parent.setdefault(p, p)
-        while parent[p] != p:
-            parent[p] = parent[parent[p]]
-            p = parent[p]
-        return p
-
-    for a, b in pairs:
-        parent[root(a)] = root(b)
-    comps: dict[Path, list[Path]] = {}
-    for p in list(parent):
-        comps.setdefault(root(p), []).append(p)
-    return tuple(tuple(sorted(c)) for c in comps.values() if len(c) > 1)
+    nodes = dict.fromkeys(p for pair in pairs for p in pair)
+    return tuple(tuple(sorted(c)) for c in components(nodes, pairs) if len(c) > 1)

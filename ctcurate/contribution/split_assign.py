@@ -11,6 +11,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ctcurate.core.unionfind import components
+
 SPLITS = ("train", "val", "test")
 MODES = ("auto", "none", *SPLITS)
 # Shares used for a class that has no split lists yet (COVID-CT's official split is about these).
@@ -30,25 +32,12 @@ class Item:
 
 def groups_of(items: Sequence[Item]) -> list[list[Item]]:
     """Connected components over shared patient or (class, figure): what must share one split."""
-    parent = list(range(len(items)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
     first: dict[tuple[str, ...], int] = {}
+    edges: list[tuple[int, int]] = []
     for i, it in enumerate(items):
         for key in (("p", it.patient), ("f", it.class_dir, it.figure)):
-            if key in first:
-                parent[find(i)] = find(first[key])
-            else:
-                first[key] = i
-    comps: dict[int, list[Item]] = defaultdict(list)
-    for i, it in enumerate(items):
-        comps[find(i)].append(it)
-    return list(comps.values())
+            edges.append((first.setdefault(key, i), i))
+    return [[items[i] for i in comp] for comp in components(range(len(items)), edges)]
 
 
 def assign(

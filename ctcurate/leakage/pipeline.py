@@ -40,6 +40,7 @@ from ctcurate.core.dataset import read_key_rows, split_of
 from ctcurate.core.layout import IMAGES_DIR, SPLIT_NAMES, SPLITS_DIR, label_of_class, list_images
 from ctcurate.leakage.search import pairs_within, pairs_within_any
 from ctcurate.core.store import cache_location
+from ctcurate.core.unionfind import components
 from ctcurate.leakage.verify import QUICK_MIN, Verdict, Window, mirror_window, quick_scores, verify_pair, window_scores
 
 
@@ -180,25 +181,6 @@ def classify(a: ImageInfo, b: ImageInfo, exact: str | None = None) -> list[str]:
     if a.label and b.label and a.label != b.label:
         kinds.append("label-conflict")
     return kinds
-
-
-def _components(n: int, edges: Sequence[tuple[int, int]]) -> list[list[int]]:
-    parent = list(range(n))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for i, j in edges:
-        ri, rj = find(i), find(j)
-        if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i in {v for e in edges for v in e}:
-        groups[find(i)].append(i)
-    return [sorted(g) for g in groups.values() if len(g) > 1]
 
 
 def _group_clusters(images: dict[str, ImageInfo], attr: str, kind: str, ctype: str) -> list[Cluster]:
@@ -577,8 +559,10 @@ def _duplicate_clusters(pairs: list[Pair], infos: dict[str, ImageInfo]) -> list[
     names = sorted({p.a for p in pairs} | {p.b for p in pairs})
     index = {n: k for k, n in enumerate(names)}
     out = []
-    for comp in _components(len(names), [(index[p.a], index[p.b]) for p in pairs]):
-        members = [names[k] for k in comp]
+    for comp in components(range(len(names)), [(index[p.a], index[p.b]) for p in pairs]):
+        if len(comp) < 2:
+            continue
+        members = [names[k] for k in sorted(comp)]
         splits: dict[str, list[str]] = defaultdict(list)
         for m in members:
             splits[(infos[m].split if m in infos else None) or "none"].append(m)

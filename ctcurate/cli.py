@@ -325,6 +325,7 @@ def check_leakage(data: Path | None, splits: Path | None, metadata: Path | None,
     import sqlite3
 
     from ctcurate.core.layout import SPLITS_DIR, default_metadata_dir
+    from ctcurate.core.sheets import SheetError
     from ctcurate.leakage import report
     from ctcurate.leakage.pipeline import check_leakage as run_check
 
@@ -334,17 +335,31 @@ def check_leakage(data: Path | None, splits: Path | None, metadata: Path | None,
         if value and not value.is_dir() and not (name == "--against" and value.suffix.lower() == ".zip"):
             _exit_with_error(f"{name} {value}: no such folder")
     try:
-        with _progress_bar("hashing") as progress:
+        with _progress_bar("hashing") as progress, _against_images(against) as new_images:
             result = run_check(root, splits_dir=splits, metadata_dir=meta_dir if meta_dir.is_dir() else None,
-                               against=against, cache_path=cache, jobs=jobs, threshold=threshold, progress=progress)
-    except OSError as exc:
-        _exit_with_error(f"{getattr(exc, 'filename', None) or root}: {exc.strerror or exc}")
+                               against=new_images, cache_path=cache, jobs=jobs, threshold=threshold, progress=progress)
+            _emit(report.render(result, fmt, root, {k: v[0] for k, v in (new_images or {}).items()}), output)
+    except (OSError, SheetError) as exc:
+        _exit_with_error(f"{getattr(exc, 'filename', None) or root}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc))
     except sqlite3.Error as exc:
         _exit_with_error(f"{cache or 'cache'}: cannot use the cache file: {exc}")
-    _emit(report.render(result, fmt, root, against), output)
     if fix_splits:
         _write_fixed_splits(result, splits or meta_dir / SPLITS_DIR, fix_splits)
     sys.exit(EXIT_FOUND if result.has_problems else EXIT_OK)
+
+
+@contextmanager
+def _against_images(against: Path | None) -> Iterator[dict[str, tuple[Path, str | None]] | None]:
+    """`check-leakage --against`: the contribution's images (folder or .zip, open for the block) and declared classes."""
+    if against is None:
+        yield None
+        return
+    from ctcurate.contribution.source import labelled_images, open_contribution
+
+    with open_contribution(against) as contribution:
+        if contribution.root is None:
+            _exit_with_error(f"--against {against}: " + "; ".join(f"{f.code}: {f.message}" for f in contribution.findings))
+        yield {rel: (img.path, img.class_dir) for rel, img in labelled_images(contribution).items()}
 
 
 @contextmanager

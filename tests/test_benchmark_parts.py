@@ -13,6 +13,7 @@ from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
 from ctcurate.benchmark import augment
+from ctcurate.contribution.source import open_contribution
 from ctcurate.benchmark.data import COVID, NONCOVID, Sample, cache_key, contribution_samples, decode, load_images
 from ctcurate.benchmark.model import WeightsError, build_model
 from ctcurate.benchmark.run import dedupe_test_metrics, score_contribution, pairs_from_leakage_report
@@ -125,7 +126,8 @@ def test_contribution_labels_from_a_sheet(real_data: Path, tmp_path: Path) -> No
     (tmp_path / "sheet.csv").write_text(
         f"File name,Label,DOI\n{covid[0].name},COVID,x\n{covid[1].name},Non-COVID,x\nmissing.png,COVID,x\nother.png,maybe,x\n"
     )
-    samples, findings = contribution_samples(tmp_path)
+    with open_contribution(tmp_path) as contribution:
+        samples, findings = contribution_samples(contribution)
     assert [(s.name, s.label) for s in samples] == [(covid[0].name, COVID), (covid[1].name, NONCOVID)]
     assert [(f.code, f.row, f.value) for f in findings] == [
         ("benchmark.image-missing", 4, "missing.png"),
@@ -134,8 +136,25 @@ def test_contribution_labels_from_a_sheet(real_data: Path, tmp_path: Path) -> No
 
 
 def test_contribution_without_labels_is_an_error(tmp_path: Path) -> None:
-    samples, findings = contribution_samples(tmp_path)
+    with open_contribution(tmp_path) as contribution:
+        samples, findings = contribution_samples(contribution)
     assert samples == [] and [f.code for f in findings] == ["benchmark.contribution-empty"]
+
+
+def test_contribution_samples_from_a_zip_with_class_folders(real_data: Path, tmp_path: Path) -> None:
+    """The one definition of a contribution (`contribution.source`): a .zip works like a folder."""
+    import zipfile
+
+    covid = sorted((real_data / "Images-processed" / "CT_COVID").iterdir())[0]
+    noncovid = sorted((real_data / "Images-processed" / "CT_NonCOVID").iterdir())[0]
+    with zipfile.ZipFile(tmp_path / "c.zip", "w") as zf:
+        zf.write(covid, f"Images-processed/CT_COVID/{covid.name}")
+        zf.write(noncovid, f"CT_NonCOVID/{noncovid.name}")
+    with open_contribution(tmp_path / "c.zip") as contribution:
+        samples, findings = contribution_samples(contribution)
+        assert all(s.path.is_file() for s in samples)
+    assert sorted((s.name, s.label) for s in samples) == [(f"CT_COVID/{covid.name}", COVID), (f"CT_NonCOVID/{noncovid.name}", NONCOVID)]
+    assert findings == []
 
 
 def test_cache_key_follows_content_and_size(tmp_path: Path) -> None:

@@ -146,3 +146,24 @@ def test_against_reports_contribution_duplicates(small, real_data, tmp_path):
     assert html.exit_code == 1
     page = (tmp_path / "r.html").read_text()
     assert page.count("data:image/jpeg;base64,") == 4  # both sides of both pairs have a preview
+
+
+def test_against_accepts_a_zip_and_reads_labels_from_its_sheet(small, real_data, tmp_path):
+    """--against reads a contribution as add-contribution does: a .zip, labels from its sheet's Label column."""
+    import zipfile
+
+    from leakage_helpers import TRANSFORMS, real_image
+
+    root, meta = small
+    TRANSFORMS["jpeg-q35"](real_image(real_data, "CT_NonCOVID/25.png")).save(tmp_path / "new.jpg")
+    (tmp_path / "sheet.csv").write_text("File name,Label\nnew.jpg,NonCOVID\n")
+    with zipfile.ZipFile(tmp_path / "c.zip", "w") as zf:
+        zf.write(tmp_path / "new.jpg", "new.jpg")
+        zf.write(tmp_path / "sheet.csv", "sheet.csv")
+    result = run(*_args(root, meta, "--against", str(tmp_path / "c.zip"), "--format", "json"))
+    assert result.exit_code == 1, result.output
+    pairs = {(p["a"], p["b"]): p["kind"] for p in json.loads(result.stdout)["pairs"]}
+    assert pairs == {
+        ("CT_COVID/d.png", "new:new.jpg"): ["contribution-duplicate", "label-conflict"],
+        ("CT_COVID/d_copy.png", "new:new.jpg"): ["contribution-duplicate", "label-conflict"],
+    }

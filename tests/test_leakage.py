@@ -64,6 +64,14 @@ def test_classify_unit():
     assert classify(a, unlabelled) == ["unsplit"]
 
 
+def _against(folder: Path) -> dict[str, tuple[Path, str | None]]:
+    """A contribution folder as check-leakage --against reads it (`contribution.source`)."""
+    from ctcurate.contribution.source import labelled_images, open_contribution
+
+    with open_contribution(folder) as contribution:
+        return {rel: (img.path, img.class_dir) for rel, img in labelled_images(contribution).items()}
+
+
 def test_against_a_loose_folder_claims_no_label_conflict(small, real_data, tmp_path):
     root, meta = small
     from leakage_helpers import TRANSFORMS, real_image
@@ -71,7 +79,7 @@ def test_against_a_loose_folder_claims_no_label_conflict(small, real_data, tmp_p
     contrib = tmp_path / "loose"
     contrib.mkdir()
     TRANSFORMS["pad-white"](real_image(real_data, "CT_COVID/2020.01.24.919183-p27-132.png")).save(contrib / "z.png")
-    report = check_leakage(root, metadata_dir=meta, against=contrib, cache_path=tmp_path / "c.sqlite", jobs=1)
+    report = check_leakage(root, metadata_dir=meta, against=_against(contrib), cache_path=tmp_path / "c.sqlite", jobs=1)
     assert {(p.a, p.b): p.kind for p in report.pairs} == {
         ("CT_COVID/a.png", "new:z.png"): ["contribution-duplicate"],
         ("CT_COVID/a_copy.png", "new:z.png"): ["contribution-duplicate"],
@@ -129,7 +137,7 @@ def test_against_compares_a_contribution(small, real_data, tmp_path):
     contrib = tmp_path / "contrib"
     (contrib / "Images-processed" / "CT_NonCOVID").mkdir(parents=True)
     TRANSFORMS["pad-white"](real_image(real_data, "CT_COVID/2020.01.24.919183-p27-132.png")).save(contrib / "Images-processed/CT_NonCOVID/z.png")
-    report = check_leakage(root, metadata_dir=meta, against=contrib, cache_path=tmp_path / "c.sqlite", jobs=1)
+    report = check_leakage(root, metadata_dir=meta, against=_against(contrib), cache_path=tmp_path / "c.sqlite", jobs=1)
     got = {(p.a, p.b): p.kind for p in report.pairs}
     assert got == {
         ("CT_COVID/a.png", "new:CT_NonCOVID/z.png"): ["contribution-duplicate", "label-conflict"],

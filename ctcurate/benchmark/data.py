@@ -22,19 +22,17 @@ import torch
 from PIL import Image
 
 from ctcurate.core.atomic import atomic_path
+from ctcurate.contribution.source import Contribution, labelled_images
 from ctcurate.core.dataset import read_split_lines
 from ctcurate.core.sheets import SheetError
 from ctcurate.core.findings import Finding, error, warning
 from ctcurate.leakage.hashing import file_sha256
 from ctcurate.core.images import UnreadableImage, open_image
-from ctcurate.core.layout import COVID_CLASS, IMAGE_SUFFIXES, IMAGES_DIR, NONCOVID_CLASS, SPLIT_NAMES, label_of_class, split_files
+from ctcurate.core.layout import COVID_CLASS, IMAGES_DIR, NONCOVID_CLASS, SPLIT_NAMES, class_of_label, label_of_class, split_files
 from ctcurate.core.store import cache_folder
 
 COVID, NONCOVID = 1, 0
 CLASS_DIRS = {COVID_CLASS: COVID, NONCOVID_CLASS: NONCOVID}
-# Declared labels, compared without case, spaces, '-' and '_' (so `CT_NonCOVID`, `non-covid` count).
-LABEL_WORDS = {"covid": COVID, "ctcovid": COVID, "noncovid": NONCOVID, "ctnoncovid": NONCOVID}
-FILE_COLUMNS = ("File name", "File", "Filename", "file_name", "Image", "image")
 CACHE_VERSION = 1
 
 
@@ -104,74 +102,54 @@ def smoke_subset(samples: Sequence[Sample], per_class: dict[str, int], seed: int
     return out
 
 
-def _label_of_word(raw: object) -> int | None:
-    text = "".join(ch for ch in str(raw).lower() if ch not in " -_\u00a0\t")
-    return LABEL_WORDS.get(text)
+def contribution_samples(contribution: Contribution) -> tuple[list[Sample], list[Finding]]:
+    """Contributed images with their declared label (`contribution.source`: a folder or .zip).
 
-
-def contribution_samples(folder: Path) -> tuple[list[Sample], list[Finding]]:
-    """Contributed images with their declared label.
-
-    The label comes from a `Label` column (COVID / NonCOVID) of a sheet (`.csv` or `.xlsx`) in the
-    folder, else from class sub-folders `CT_COVID/` and `CT_NonCOVID/` (also under `Images-processed/`).
+    The label comes from the `Label` column (COVID / NonCOVID) of the contribution's sheet, else from
+    class sub-folders `CT_COVID/` and `CT_NonCOVID/` (also under `Images-processed/`).
     """
-    if not folder.is_dir():
-        return [], [error("benchmark.contribution-missing", f"{folder}: not a folder")]
-    sheets = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".csv", ".xlsx") and not p.name.startswith(("~$", ".")))
-    if sheets:
-        return _samples_from_sheet(folder, sheets[0])
-    base = folder / IMAGES_DIR if (folder / IMAGES_DIR).is_dir() else folder
-    samples: list[Sample] = []
-    for class_dir, label in CLASS_DIRS.items():
-        sub = base / class_dir
-        if sub.is_dir():
-            for p in sorted(sub.iterdir()):
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
-                    samples.append(Sample(p, f"{class_dir}/{p.name}", label, "contribution"))
+    if contribution.root is None:
+        return [], [error("benchmark.contribution-missing", f"{contribution.source}: not a folder or a readable .zip",
+                          file=str(contribution.source))]
+    if contribution.sheet is not None:
+        return _samples_from_sheet(contribution)
+    samples = [Sample(img.path, rel, CLASS_DIRS[img.class_dir], "contribution")
+               for rel, img in labelled_images(contribution).items() if img.class_dir is not None]
     if not samples:
         return [], [
             error(
                 "benchmark.contribution-empty",
-                f"{folder}: no labelled images (expected CT_COVID/ and CT_NonCOVID/ sub-folders or a sheet with a Label column)",
-                file=str(folder),
+                f"{contribution.source}: no labelled images (expected CT_COVID/ and CT_NonCOVID/ sub-folders or a sheet with a Label column)",
+                file=str(contribution.source),
             )
         ]
     return samples, []
 
 
-def _samples_from_sheet(folder: Path, sheet: Path) -> tuple[list[Sample], list[Finding]]:
-    import pandas as pd
-
-    try:
-        if sheet.suffix.lower() == ".csv":
-            df = pd.read_csv(sheet, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-        else:
-            df = pd.read_excel(sheet, dtype=str, keep_default_na=False, engine="openpyxl")
-    except Exception as exc:  # pandas raises many types for an unreadable sheet
-        return [], [error("benchmark.sheet-unreadable", f"cannot read the sheet: {exc}", file=str(sheet))]
-    columns = {str(c).strip(): c for c in df.columns}
-    file_col = next((columns[c] for c in FILE_COLUMNS if c in columns), None)
-    label_col = next((columns[c] for c in columns if c.lower() == "label"), None)
-    if file_col is None or label_col is None:
-        return [], [error("benchmark.sheet-columns", "the sheet needs a 'File name' and a 'Label' column", file=str(sheet))]
-    by_name = {p.name: p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+def _samples_from_sheet(contribution: Contribution) -> tuple[list[Sample], list[Finding]]:
+    sheet = str(contribution.sheet)
+    unusable = [f for f in contribution.findings if f.code == "sheet.unreadable"
+                or (f.code == "column.missing" and f.column in ("File name", "Label"))]
+    if unusable:
+        code = "benchmark.sheet-unreadable" if unusable[0].code == "sheet.unreadable" else "benchmark.sheet-columns"
+        return [], [error(code, unusable[0].message, file=sheet)]
+    by_name = {p.name: (rel, p) for rel, p in contribution.images.items()} | {rel: (rel, p) for rel, p in contribution.images.items()}
     samples: list[Sample] = []
     findings: list[Finding] = []
-    for i, rec in enumerate(df.to_dict("records"), start=2):
-        name = str(rec[file_col]).strip()
+    for r in contribution.rows:
+        name, label = r.text("File name").strip(), r.text("Label")
         if not name:
             continue
-        label = _label_of_word(rec[label_col])
-        if label is None:
-            findings.append(
-                error("benchmark.label-invalid", "Label must be COVID or NonCOVID", file=str(sheet), row=i, column=str(label_col), value=str(rec[label_col]))
-            )
+        class_dir = class_of_label(label)
+        if class_dir is None:
+            findings.append(error("benchmark.label-invalid", "Label must be COVID or NonCOVID", file=sheet, row=r.row, column="Label", value=label))
             continue
-        path = by_name.get(name)
-        if path is None:
-            findings.append(error("benchmark.image-missing", f"image {name!r} not found in {folder}", file=str(sheet), row=i, column=str(file_col), value=name))
+        hit = by_name.get(name)
+        if hit is None:
+            findings.append(error("benchmark.image-missing", f"image {name!r} not found in {contribution.source}", file=sheet, row=r.row, column="File name", value=name))
             continue
-        samples.append(Sample(path, path.relative_to(folder).as_posix(), label, "contribution"))
+        rel, path = hit
+        samples.append(Sample(path, rel, CLASS_DIRS[class_dir], "contribution"))
     return samples, findings
 
 

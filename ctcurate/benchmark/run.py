@@ -11,6 +11,7 @@ import json
 import platform
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +21,7 @@ import torch
 import torchvision
 
 from .. import __version__
+from ctcurate.contribution.source import Contribution, open_contribution
 from ctcurate.core.findings import Finding, Severity, error, has_errors, warning
 from . import metrics
 from .data import COVID, CacheInfo, ImageSet, Sample, contribution_samples, load_images, official_samples, smoke_subset, tensor_cache_dir
@@ -181,7 +183,17 @@ def score_contribution(names: Sequence[str], labels: np.ndarray, prob: np.ndarra
 
 
 def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None] | None = None, on_stage: Stage | None = None) -> BenchmarkResult:
-    """Train, evaluate and (as asked) compare, score and de-duplicate; input problems end it early."""
+    """Train, evaluate and (as asked) compare, score and de-duplicate; input problems end it early.
+
+    Each contribution (a folder or .zip: `contribution.source`) stays open for the whole run.
+    """
+    with ExitStack() as stack:
+        opened = {p: stack.enter_context(open_contribution(p)) for p in (opts.with_contribution, opts.score) if p is not None}
+        return _run(opts, opened, on_progress, on_stage)
+
+
+def _run(opts: BenchmarkOptions, opened: Mapping[Path, Contribution], on_progress: Callable[[Progress], None] | None,
+         on_stage: Stage | None) -> BenchmarkResult:
     stage = on_stage or (lambda _msg: None)
     cfg = opts.config
     out = BenchmarkResult()
@@ -203,7 +215,7 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
     # Contributed images are listed (and their labels checked) before any slow step.
     listed: dict[Path, list[Sample]] = {}
     for folder in dict.fromkeys(p for p in (opts.with_contribution, opts.score) if p is not None):
-        listed[folder], cfind = contribution_samples(folder)
+        listed[folder], cfind = contribution_samples(opened[folder])
         out.findings += cfind
     if has_errors(out.findings):
         out.fatal = True

@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from ctcurate.core.findings import Finding, error, has_errors, warning
-from ctcurate.core.layout import IMAGE_SUFFIXES
+from ctcurate.core.layout import CLASS_DIRS, IMAGE_SUFFIXES, IMAGES_DIR, class_of_label
 from ctcurate.contribution.zipsafe import ZipLimits, extract
 
 SHEET_SUFFIXES = (".xlsx", ".csv")
@@ -217,6 +217,32 @@ def open_contribution(source: Path, limits: ZipLimits | None = None) -> Iterator
         found = scan_folder(source, Path(tmp) / "unpacked")
         yield Contribution(found.source, found.root, found.sheet, found.rows, found.images,
                            tuple(check.findings) + found.findings)
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """A contributed image and the class folder it declares (None: it declares none)."""
+
+    path: Path
+    class_dir: str | None
+
+
+def labelled_images(contribution: Contribution) -> dict[str, LabelledImage]:
+    """Every image by its path in the contribution (a leading `Images-processed/` dropped), with its class:
+    the Label of the sheet row naming it, else the class folder it sits in (`CT_COVID/`, `CT_NonCOVID/`)."""
+    declared = {}
+    for r in contribution.rows:
+        name, class_dir = r.text("File name").strip(), class_of_label(r.text("Label"))
+        if name and class_dir:
+            declared[name] = class_dir
+    out = {}
+    for rel, path in contribution.images.items():
+        parts = rel.split("/")
+        if len(parts) > 1 and parts[0] == IMAGES_DIR:
+            parts = parts[1:]
+        folder = parts[-2] if len(parts) > 1 and parts[-2] in CLASS_DIRS else None
+        out["/".join(parts)] = LabelledImage(path, declared.get(rel) or declared.get(parts[-1]) or folder)
+    return out
 
 
 def write_template(target: Path) -> None:

@@ -25,6 +25,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
 COVID_CLASS, NONCOVID_CLASS = "CT_COVID", "CT_NonCOVID"
 CLASS_DIRS = (COVID_CLASS, NONCOVID_CLASS)
 CLASS_LABELS = {COVID_CLASS: "COVID", NONCOVID_CLASS: "NonCOVID"}
+# A declared label, compared without case, spaces, '-' and '_' (so `CT_NonCOVID`, `non-covid` count).
+_LABEL_WORDS = {"covid": COVID_CLASS, "ctcovid": COVID_CLASS, "noncovid": NONCOVID_CLASS, "ctnoncovid": NONCOVID_CLASS}
 
 # The repository's own curated copy of the metadata (the embedded default).
 EMBEDDED_METADATA = Path(__file__).resolve().parent.parent / "metadata"
@@ -55,6 +57,11 @@ def resolve_data_root(explicit: str | os.PathLike[str] | None) -> Path:
     if root.name == IMAGES_DIR and root.is_dir():
         return root.parent
     raise DataRootNotFound(f"{root}: no {IMAGES_DIR}/ folder there")
+
+
+def class_of_label(word: object) -> str | None:
+    """The class folder a declared label names (`COVID`, `Non-COVID`, `CT_NonCOVID`, ...), else None."""
+    return _LABEL_WORDS.get("".join(ch for ch in str(word).lower() if ch not in " -_\u00a0\t"))
 
 
 def label_of_class(class_dir: str) -> str:

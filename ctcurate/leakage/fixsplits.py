@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ctcurate.core.atomic import atomic_write
-from ctcurate.core.layout import SPLIT_NAMES, label_of_class, split_files
-from ctcurate.leakage.pipeline import LeakageReport, _components
+from ctcurate.core.dataset import read_split_lines
+from ctcurate.core.layout import SPLIT_NAMES, label_of_class
+from ctcurate.core.unionfind import components
+from ctcurate.leakage.pipeline import LeakageReport
 
 MAX_RATIO_DRIFT = 0.02
 
@@ -55,7 +57,7 @@ def plan(report: LeakageReport, current: dict[str, str]) -> dict[str, str]:
     for p in report.pairs:
         if p.a in index and p.b in index:
             edges.append((index[p.a], index[p.b]))
-    groups = [[names[k] for k in comp] for comp in _components(len(names), edges)]
+    groups = [[names[k] for k in comp] for comp in components(range(len(names)), edges) if len(comp) > 1]
     assign = dict(current)
     for g in sorted(groups):
         counts = Counter(current[m] for m in g)
@@ -94,15 +96,13 @@ def plan(report: LeakageReport, current: dict[str, str]) -> dict[str, str]:
 
 def fix_splits(report: LeakageReport, splits_dir: Path, out_dir: Path) -> FixResult:
     """Write corrected `Data-split`-style lists under `out_dir`; the originals are only read."""
-    files = split_files(splits_dir)
     current: dict[str, str] = {}
     order: dict[str, int] = {}
-    for sf in files:
-        for line in sf.path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                rel = f"{sf.class_dir}/{line.strip()}"
-                current[rel] = sf.split
-                order.setdefault(rel, len(order))
+    for line in read_split_lines(splits_dir):
+        if line.name:
+            rel = f"{line.class_dir}/{line.name}"
+            current[rel] = line.split
+            order.setdefault(rel, len(order))
     assign = plan(report, current)
     classes = sorted({n.split("/", 1)[0] for n in current})
     first = classes[0] if classes else ""

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -468,13 +468,16 @@ def check_leakage(
     data_root: Path,
     splits_dir: Path | None = None,
     metadata_dir: Path | None = None,
-    against: Path | None = None,
+    against: Mapping[str, tuple[Path, str | None]] | None = None,
     cache_path: Path | None = None,
     jobs: int | None = None,
     threshold: int = DEFAULT_THRESHOLD,
     progress: Progress | None = None,
 ) -> LeakageReport:
-    """Find every duplicate pair in the dataset (or between `against` and the dataset) and classify it."""
+    """Find every duplicate pair in the dataset (or between `against` and the dataset) and classify it.
+
+    `against` maps each image of a second set (a contribution) to its file and declared class folder.
+    """
     jobs = jobs or default_jobs()
     if splits_dir is None and metadata_dir is not None and (metadata_dir / SPLITS_DIR).is_dir():
         splits_dir = metadata_dir / SPLITS_DIR
@@ -496,11 +499,11 @@ def check_leakage(
             n_images = len(rels)
             all_infos = infos
         else:
-            new_paths, new_infos = _image_infos(against, None, None) if (against / IMAGES_DIR).is_dir() else _loose(against)
+            new_paths, new_infos = _against_infos(against)
             new_rels = sorted(new_paths)
             all_outcomes = hash_files([new_paths[r] for r in new_rels] + [paths[r] for r in rels], cache, jobs, progress, workers)
             new_out, old_out = all_outcomes[: len(new_rels)], all_outcomes[len(new_rels) :]
-            findings = _unreadable(new_out, lambda p: "new:" + _rel_in(p, against)) + _unreadable(
+            findings = _unreadable(new_out, lambda p: "new:" + {v: k for k, v in new_paths.items()}.get(p, str(p))) + _unreadable(
                 old_out, lambda p: str(p.relative_to(data_root / IMAGES_DIR))
             )
             pairs = []
@@ -533,25 +536,10 @@ def check_leakage(
     )
 
 
-def _rel_in(p: Path, root: Path) -> str:
-    try:
-        return str(p.relative_to(root))
-    except ValueError:
-        return str(p)
-
-
-def _loose(folder: Path) -> tuple[dict[str, Path], dict[str, ImageInfo]]:
-    """A contribution that is a plain folder of images (sub-folders are class folders if present)."""
-    from ctcurate.core.layout import IMAGE_SUFFIXES
-
-    paths: dict[str, Path] = {}
-    infos: dict[str, ImageInfo] = {}
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(folder).parts):
-            rel = str(p.relative_to(folder))
-            paths[rel] = p
-            # A loose image has no class folder, hence no label to conflict with.
-            infos[rel] = ImageInfo(path=rel, label=label_of_class(p.parent.name) if p.parent != folder else "")
+def _against_infos(against: Mapping[str, tuple[Path, str | None]]) -> tuple[dict[str, Path], dict[str, ImageInfo]]:
+    """The images to compare with the dataset; an image whose class is not declared has no label to conflict with."""
+    paths = {rel: path for rel, (path, _) in against.items()}
+    infos = {rel: ImageInfo(path=rel, label=label_of_class(c) if c else "") for rel, (_, c) in against.items()}
     return paths, infos
 
 

@@ -10,7 +10,7 @@ import base64
 import csv
 import html
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 
@@ -24,20 +24,20 @@ FORMATS = ("text", "json", "csv", "html")
 NEW_PREFIX = "new:"  # how the report names an image of the `--against` set
 
 
-def render(report: LeakageReport, fmt: str, data_root: Path, against: Path | None = None) -> str:
-    """The report in `fmt` (one of FORMATS), ending with a newline; HTML thumbnails read from the two roots."""
+def render(report: LeakageReport, fmt: str, data_root: Path, new_images: Mapping[str, Path] | None = None) -> str:
+    """The report in `fmt` (one of FORMATS), ending with a newline; HTML thumbnails read from the dataset
+    and from `new_images` (the `--against` set's files by their path in the report)."""
     if fmt == "html":
-        text = to_html(report, lambda rel: image_file(rel, data_root, against))
+        text = to_html(report, lambda rel: image_file(rel, data_root, new_images or {}))
     else:
         text = {"text": to_text, "json": to_json, "csv": to_csv}[fmt](report)
     return text if text.endswith("\n") else text + "\n"
 
 
-def image_file(rel: str, data_root: Path, against: Path | None) -> Path | None:
+def image_file(rel: str, data_root: Path, new_images: Mapping[str, Path]) -> Path | None:
     """The file a report path names: `CT_COVID/x.png` in the dataset, `new:...` in the `--against` set."""
-    if rel.startswith(NEW_PREFIX) and against is not None:
-        cand = against / IMAGES_DIR / rel[len(NEW_PREFIX):]
-        return cand if cand.is_file() else against / rel[len(NEW_PREFIX):]
+    if rel.startswith(NEW_PREFIX):
+        return new_images.get(rel[len(NEW_PREFIX):])
     return data_root / IMAGES_DIR / rel
 
 

@@ -10,7 +10,7 @@ CTCURATE_DATA ?= $(abspath ../shared/covid-ct)
 export CTCURATE_DATA
 OUT    ?= out
 
-.PHONY: demo test bench install install-test clean chromium
+.PHONY: demo test lint bench install install-test clean chromium
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,13 @@ demo: install
 chromium:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
-test: install-test chromium
+test: install-test chromium lint
 	$(PY) -m pytest -n 2 -q
+
+# ruff (ruff.toml) on everything, mypy --strict on the library (setup.cfg [mypy]); `make test` runs both first.
+lint: install-test
+	$(VENV)/bin/ruff check ctcurate tests bench
+	$(VENV)/bin/mypy
 
 bench: install-test
 	$(PY) bench/run_all.py

@@ -502,7 +502,7 @@ def _benchmark_options(data: Path | None, splits: Path | None, model: str | None
         _exit_with_error(f"{splits_dir}: no such split folder")
     if leakage_report and not dedupe_test:
         _exit_with_error("--leakage-report only makes sense with --dedupe-test")
-    explicit = {k: v for k, v in (("model", model), ("epochs", epochs), ("image_size", image_size),
+    explicit: dict[str, Any] = {k: v for k, v in (("model", model), ("epochs", epochs), ("image_size", image_size),
                                   ("batch_size", batch_size), ("lr", lr)) if v is not None}
     cfg = TrainConfig(weights=weights, device=device, seed=seed, **explicit)
     return BenchmarkOptions(

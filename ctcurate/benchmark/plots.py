@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ctcurate.core.atomic import atomic_path  # noqa: E402
@@ -46,7 +47,7 @@ def confusion_png(path: Path, counts: dict[str, int], title: str) -> None:
     _save(fig, path)
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
+def _save(fig: Figure, path: Path) -> None:
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png")

@@ -260,8 +260,8 @@ def write_template(target: Path) -> None:
     from openpyxl.styles import Font
 
     wb = openpyxl.Workbook()
-    ws = wb.active
-    ws.title = "contribution"
+    ws = wb.create_sheet("contribution", 0)
+    wb.remove(wb.worksheets[1])  # the default empty sheet
     ws.append(list(ALL_COLUMNS))
     for cell in ws[1]:
         cell.font = Font(bold=True)

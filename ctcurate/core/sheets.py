@@ -211,7 +211,8 @@ def _read_workbook(
             )
         )
     wb = reader.wb
-    stream = _SheetStream(reader.shared_strings, wb._date_formats, wb._timedelta_formats, wb.epoch, label, findings)
+    date_formats, timedelta_formats = wb._date_formats, wb._timedelta_formats  # type: ignore[attr-defined]  # openpyxl's own
+    stream = _SheetStream(reader.shared_strings, date_formats, timedelta_formats, wb.epoch, label, findings)
     with reader.archive.open(target) as src:
         header, rows = stream.read(src, header_only)
     if header is None:
@@ -335,17 +336,17 @@ class _SheetStream:
                     return self._error(f"a date serial number {v} outside the calendar", v, number, col)
             return num
         if kind == "str":
-            return v
+            return str(v)
         if kind == "b":
             return v.strip() in ("1", "true")
         if kind == "e":
             return self._error(f"the Excel error {v}", v, number, col)
         if kind == "d":
             try:
-                return self._date(from_ISO8601(v), number, col)
+                return self._date(from_ISO8601(v), number, col)  # type: ignore[no-untyped-call]
             except ValueError:
                 return self._error(f"a date {v!r} that is not a date", v, number, col)
-        return v
+        return str(v)
 
     def _formula(self, c: Any, formula: Any, kind: str, number: int, col: int) -> CellValue:
         text = "=" + (formula.text or "")
@@ -484,7 +485,10 @@ def _merged(ranges: list[str], rows: list[SheetRow], label: str, findings: list[
     by_number = {r.number: i for i, r in enumerate(rows)}
     grid = {r.number: list(r.values) for r in rows}
     for ref in ranges:
-        min_col, min_row, max_col, max_row = range_boundaries(str(ref))
+        bounds = range_boundaries(str(ref))
+        if None in bounds:  # a whole-row or whole-column range holds no cell values of its own
+            continue
+        min_col, min_row, max_col, max_row = (int(b) for b in bounds)  # type: ignore[arg-type]
         top = grid.get(min_row, [])
         value = top[min_col - 1] if len(top) >= min_col else None
         findings.append(

@@ -10,6 +10,7 @@ import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
@@ -49,7 +50,7 @@ def open_cache(path: Path) -> sqlite3.Connection:
 _IN_BATCH = 500  # well under SQLite's limit on bound parameters
 
 
-def select_in(conn: sqlite3.Connection, sql: str, keys: Sequence[object], *params: object) -> Iterator[tuple]:
+def select_in(conn: sqlite3.Connection, sql: str, keys: Sequence[object], *params: object) -> Iterator[tuple[Any, ...]]:
     """Rows of `sql`, whose `IN ({marks})` is filled with `keys` in batches; `params` bind before them."""
     for start in range(0, len(keys), _IN_BATCH):
         part = list(keys[start : start + _IN_BATCH])

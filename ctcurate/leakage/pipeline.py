@@ -27,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -204,7 +205,7 @@ def _group_clusters(images: dict[str, ImageInfo], attr: str, kind: str, ctype: s
 
 def _verify_task(args: tuple[Fingerprint, Fingerprint, str, str, tuple[float, bool]] | tuple[Fingerprint, Fingerprint, str, str, tuple[float, bool], Window]) -> Verdict:
     fa, fb, pa, pb, quick = args[:5]
-    window = args[5] if len(args) > 5 else None  # type: ignore[misc]
+    window = args[5] if len(args) > 5 else None
     return verify_pair(fa, fb, lambda: open_image(Path(pa)), lambda: open_image(Path(pb)), quick, window)
 
 
@@ -327,7 +328,7 @@ def _find_pairs(
     keys = [HashCache.pair_key(left[i].sha256, rout[j].sha256) for i, j, _ in to_verify]
     known = cache.get_verdicts(keys) if cache else {}
     pending = [(t, k) for t, k in zip(to_verify, keys) if k not in known]
-    fresh: list[tuple[str, dict]] = []
+    fresh: list[tuple[str, dict[str, Any]]] = []
     if pending:
         # most hash neighbours are other scans: drop them on the thumbnails before any pixel work
         pi = np.array([i for (i, _, _), _ in pending])
@@ -382,7 +383,7 @@ def _find_crops(
     order = sorted(cands)
     keys = [HashCache.pair_key(left[i].sha256, rout[j].sha256) + ":crop" for i, j in order]
     known = cache.get_verdicts(keys) if cache else {}
-    fresh: list[tuple[str, dict]] = []
+    fresh: list[tuple[str, dict[str, Any]]] = []
     tasks, task_keys = [], []
     todo = [(i, j, key) for (i, j), key in zip(order, keys) if key not in known]
     best = _best_crop_options([(_fp(lfp[i]), _fp(rfp[j])) for i, j, _ in todo], [cands[(i, j)] for i, j, _ in todo])

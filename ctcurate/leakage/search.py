@@ -30,7 +30,7 @@ def _masks(bits: int, radius: int) -> np.ndarray:
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Elementwise Hamming distance of two uint64 arrays."""
-    return np.bitwise_count(np.bitwise_xor(a, b)).astype(np.uint8)
+    return np.asarray(np.bitwise_count(np.bitwise_xor(a, b)), dtype=np.uint8)
 
 
 def pairs_within(

@@ -205,162 +205,204 @@ def plan_intake(
     split_mode: str = "auto",
 ) -> IntakePlan:
     """Judge every contributed file; plan names, patients and splits for the accepted ones."""
-    sheet = contribution.sheet_name()
     if not contribution.usable:
-        refused = tuple(
-            Decision(source=key, row=None, accepted=False,
-                     findings=(error("contribution.refused", "the contribution as a whole was refused", file=key),))
-            for key in sorted(contribution.images)
-        )
-        return IntakePlan(refused, contribution.findings)
+        return _refused(contribution)
+    judging = _sources(contribution, check_rows)
+    _check_images(judging)
+    _check_dois(judging, state)
+    _check_duplicates(judging, state, find_duplicates)
+    _check_patient_labels(judging)
+    decisions = _place(_verdicts(judging), judging, state, split_mode)
+    ordered = tuple(sorted(decisions.values(), key=lambda d: (d.row is None, d.row or 0, d.source)))
+    return IntakePlan(
+        decisions=ordered,
+        findings=tuple(judging.general),
+        patient_map={d.contributor_patient or "": d.dataset_patient or "" for d in ordered if d.accepted},
+        rows={d.source: judging.rows_by_number[d.row] for d in ordered if d.accepted and d.row is not None},
+        images={d.source: contribution.images[d.source] for d in ordered if d.accepted},
+    )
 
+
+def _refused(contribution: Contribution) -> IntakePlan:
+    """An unusable contribution (bad zip, no sheet, ...): every image is rejected with it."""
+    refused = tuple(
+        Decision(source=key, row=None, accepted=False,
+                 findings=(error("contribution.refused", "the contribution as a whole was refused", file=key),))
+        for key in sorted(contribution.images)
+    )
+    return IntakePlan(refused, contribution.findings)
+
+
+@dataclass
+class _Judging:
+    """What `plan_intake` learns about each source (an image, or a row naming no image), step by step."""
+
+    contribution: Contribution
+    sheet: str
+    rows_by_number: dict[int, SheetRow]
+    sources: list[str] = field(default_factory=list)
+    row_of: dict[str, int | None] = field(default_factory=dict)
+    findings: dict[str, list[Finding]] = field(default_factory=lambda: defaultdict(list))
+    general: list[Finding] = field(default_factory=list)  # about the contribution as a whole
+    collides: dict[str, str] = field(default_factory=dict)  # source -> the DOI or file it collides with
+    shas: dict[str, str] = field(default_factory=dict)
+    decodable: list[str] = field(default_factory=list)
+    proper_suffix: dict[str, str] = field(default_factory=dict)  # stored under the extension its content has
+    doi_of: dict[str, str] = field(default_factory=dict)
+
+    def row(self, src: str) -> SheetRow | None:
+        at = self.row_of.get(src)
+        return self.rows_by_number.get(at) if at is not None else None
+
+
+def _sources(contribution: Contribution, check_rows: RowChecker) -> _Judging:
+    """Every image and every row naming no image, with the row findings that belong to each."""
+    sheet = contribution.sheet_name()
+    judging = _Judging(contribution, sheet, {r.row: r for r in contribution.rows}, general=list(contribution.findings))
     row_of_image, match_findings = _match_images(contribution)
-    row_findings = check_rows(contribution.rows, sheet) + match_findings
     by_row: dict[int, list[Finding]] = defaultdict(list)
-    general = list(contribution.findings)
-    for f in row_findings:
-        (by_row[f.row] if f.row is not None and f.row > 1 else general).append(f)
-
-    rows_by_number = {r.row: r for r in contribution.rows}
+    for f in check_rows(contribution.rows, sheet) + match_findings:
+        (by_row[f.row] if f.row is not None and f.row > 1 else judging.general).append(f)
     image_rows: dict[str, list[int]] = defaultdict(list)
     for number, key in row_of_image.items():
         image_rows[key].append(number)
-
-    # Per-source state, filled step by step.
-    findings: dict[str, list[Finding]] = defaultdict(list)
-    collides: dict[str, str] = {}
-    row_of: dict[str, int | None] = {}
-    sources: list[str] = []
-
     for r in contribution.rows:
-        if r.row not in row_of_image:
-            name = r.text("File name").strip()
-            if not name:
-                continue  # the model checker already reports the missing cell
-            src = name
-            sources.append(src)
-            row_of[src] = r.row
-            findings[src].extend(by_row.get(r.row, []))
-            if not any(f.code == "file.ambiguous" for f in by_row.get(r.row, [])):
-                findings[src].append(error("file.missing", "the sheet names an image that is not in the contribution",
-                                           file=sheet, row=r.row, column="File name", value=name))
+        name = r.text("File name").strip()
+        if r.row in row_of_image or not name:
+            continue  # an empty name: the model checker already reports the missing cell
+        judging.sources.append(name)
+        judging.row_of[name] = r.row
+        judging.findings[name].extend(by_row.get(r.row, []))
+        if not any(f.code == "file.ambiguous" for f in by_row.get(r.row, [])):
+            judging.findings[name].append(error("file.missing", "the sheet names an image that is not in the contribution",
+                                                file=sheet, row=r.row, column="File name", value=name))
     for key in sorted(contribution.images):
-        sources.append(key)
-        numbers = sorted(image_rows.get(key, []))
-        row_of[key] = numbers[0] if numbers else None
-        if not numbers:
-            findings[key].append(error("file.no-row", "the image has no row in the sheet", file=key,
-                                       hint=f"add a row with File name {key.rsplit('/', 1)[-1]!r}"))
-            continue
-        findings[key].extend(by_row.get(numbers[0], []))
-        for extra in numbers[1:]:
-            findings[key].append(error("row.duplicate-file", f"rows {numbers[0]} and {extra} name the same image",
-                                       file=sheet, row=extra, column="File name"))
-        if _BAD_NAME.search(key.rsplit("/", 1)[-1]):
-            findings[key].append(error("file.bad-name", "file name holds control characters or slashes", file=key))
-
+        _add_image(judging, key, sorted(image_rows.get(key, [])), by_row)
     # Findings of rows that name no file at all belong to the contribution as a whole.
-    attached = {n for n in row_of.values() if n is not None} | {
-        n for numbers in image_rows.values() for n in numbers}
+    attached = {n for n in judging.row_of.values() if n is not None} | {n for ns in image_rows.values() for n in ns}
     for number in sorted(set(by_row) - attached):
-        general.extend(by_row[number])
+        judging.general.extend(by_row[number])
+    return judging
 
-    # Images: validate's own image checks (full decode with bomb limits, content vs extension).
+
+def _add_image(judging: _Judging, key: str, numbers: list[int], by_row: Mapping[int, list[Finding]]) -> None:
+    """One contributed image as a source: its row (the first naming it) and that row's findings."""
+    judging.sources.append(key)
+    judging.row_of[key] = numbers[0] if numbers else None
+    findings = judging.findings[key]
+    if not numbers:
+        findings.append(error("file.no-row", "the image has no row in the sheet", file=key,
+                              hint=f"add a row with File name {key.rsplit('/', 1)[-1]!r}"))
+        return
+    findings.extend(by_row.get(numbers[0], []))
+    for extra in numbers[1:]:
+        findings.append(error("row.duplicate-file", f"rows {numbers[0]} and {extra} name the same image",
+                              file=judging.sheet, row=extra, column="File name"))
+    if _BAD_NAME.search(key.rsplit("/", 1)[-1]):
+        findings.append(error("file.bad-name", "file name holds control characters or slashes", file=key))
+
+
+def _check_images(judging: _Judging) -> None:
+    """validate's own image checks (full decode with bomb limits, content vs extension)."""
     from ctcurate.validation.checks import check_image_files
 
-    shas: dict[str, str] = {}
-    decodable: list[str] = []
-    proper_suffix: dict[str, str] = {}
+    contribution = judging.contribution
     root = contribution.root or contribution.source
     for key, path in sorted(contribution.images.items()):
         image_findings = check_image_files(root, [path])
         if has_errors(image_findings):
-            findings[key].extend(image_findings)
+            judging.findings[key].extend(image_findings)
             continue
         for f in image_findings:
             if f.code == "image.format-mismatch":
                 with open(path, "rb") as fh:
                     content = sniff_format(fh.read(16))
-                proper_suffix[key] = _SUFFIX_OF.get(content or "", path.suffix)
-                f = f.model_copy(update={"hint": f"it is stored under the {proper_suffix[key]} extension"})
-            findings[key].append(f)
-        shas[key] = file_sha256(path)
-        decodable.append(key)
+                judging.proper_suffix[key] = _SUFFIX_OF.get(content or "", path.suffix)
+                f = f.model_copy(update={"hint": f"it is stored under the {judging.proper_suffix[key]} extension"})
+            judging.findings[key].append(f)
+        judging.shas[key] = file_sha256(path)
+        judging.decodable.append(key)
 
-    # DOI: new to the dataset (compared normalized).
-    doi_of: dict[str, str] = {}
-    for src in sources:
-        at = row_of.get(src)
-        if at is None:
+
+def _check_dois(judging: _Judging, state: DatasetState) -> None:
+    """A contributed paper must be new to the dataset (DOIs compared normalized)."""
+    for src in judging.sources:
+        row = judging.row(src)
+        norm = doi_lib.normalize(row.text("DOI")) if row else ""
+        if row is None or not norm:
             continue
-        raw = rows_by_number[at].text("DOI")
-        norm = doi_lib.normalize(raw)
-        if not norm:
-            continue
-        doi_of[src] = norm
+        judging.doi_of[src] = norm
         if paper_key(norm) in state.dois:
             example = state.dois[paper_key(norm)]
-            findings[src].append(error("doi.in-dataset", "the paper is already in the dataset",
-                                       file=sheet, row=at, column="DOI", value=raw,
-                                       hint=f"{norm} is cited by {example}" if example else None))
-            collides[src] = norm
+            judging.findings[src].append(error("doi.in-dataset", "the paper is already in the dataset",
+                                               file=judging.sheet, row=row.row, column="DOI", value=row.text("DOI"),
+                                               hint=f"{norm} is cited by {example}" if example else None))
+            judging.collides[src] = norm
 
-    # Duplicates against the dataset and within the contribution.
-    if decodable:
-        dup = find_duplicates([contribution.images[k] for k in decodable], state.data_root)
-        key_of = {contribution.images[k]: k for k in decodable}
-        for path, existing in dup.of_existing.items():
-            hit = key_of.get(path)
-            if hit is None or not existing:
-                continue
-            rels = [_dataset_rel(p, state.data_root) for p in existing]  # best match first
-            more = f" (and {len(rels) - 1} more)" if len(rels) > 1 else ""
-            findings[hit].append(error("image.duplicate", f"duplicates {rels[0]}{more}", file=hit, value=", ".join(rels)))
-            collides.setdefault(hit, rels[0])
-        for group in dup.within:
-            keys = sorted(key_of[p] for p in group if p in key_of)
-            clean = [k for k in keys if not has_errors(findings[k])]
-            keep = clean[0] if clean else keys[0] if keys else None
-            for k in keys:
-                if k != keep:
-                    findings[k].append(error("image.duplicate-in-contribution", f"duplicates {keep} of this contribution",
-                                             file=k, value=keep))
-                    collides.setdefault(k, str(keep))
 
-    # One patient, one label: a contributed patient cannot sit in both classes.
+def _check_duplicates(judging: _Judging, state: DatasetState, find_duplicates: DuplicateFinder) -> None:
+    """Duplicates of dataset images, and the same picture twice in the contribution (the first clean one is kept)."""
+    if not judging.decodable:
+        return
+    images = judging.contribution.images
+    dup = find_duplicates([images[k] for k in judging.decodable], state.data_root)
+    key_of = {images[k]: k for k in judging.decodable}
+    for path, existing in dup.of_existing.items():
+        hit = key_of.get(path)
+        if hit is None or not existing:
+            continue
+        rels = [_dataset_rel(p, state.data_root) for p in existing]  # best match first
+        more = f" (and {len(rels) - 1} more)" if len(rels) > 1 else ""
+        judging.findings[hit].append(error("image.duplicate", f"duplicates {rels[0]}{more}", file=hit, value=", ".join(rels)))
+        judging.collides.setdefault(hit, rels[0])
+    for group in dup.within:
+        keys = sorted(key_of[p] for p in group if p in key_of)
+        clean = [k for k in keys if not has_errors(judging.findings[k])]
+        keep = clean[0] if clean else keys[0] if keys else None
+        for k in keys:
+            if k != keep:
+                judging.findings[k].append(error("image.duplicate-in-contribution", f"duplicates {keep} of this contribution",
+                                                 file=k, value=keep))
+                judging.collides.setdefault(k, str(keep))
+
+
+def _check_patient_labels(judging: _Judging) -> None:
+    """One patient, one label: a contributed patient cannot sit in both classes."""
     labels_of_patient: dict[str, set[str]] = defaultdict(set)
-    for r in contribution.rows:
+    for r in judging.contribution.rows:
         if r.text("Patient ID").strip() and r.text("Label").strip() in LABEL_CLASS:
             labels_of_patient[patient_key(r.text("Patient ID"))].add(r.text("Label").strip())
-    for src in sources:
-        at = row_of.get(src)
-        if at is None:
-            continue
-        pid = rows_by_number[at].text("Patient ID")
-        if len(labels_of_patient.get(patient_key(pid), ())) > 1:
-            findings[src].append(error("patient.label-conflict", "this patient has both COVID and NonCOVID rows",
-                                       file=sheet, row=at, column="Patient ID", value=pid))
+    for src in judging.sources:
+        row = judging.row(src)
+        if row is not None and len(labels_of_patient.get(patient_key(row.text("Patient ID")), ())) > 1:
+            judging.findings[src].append(error("patient.label-conflict", "this patient has both COVID and NonCOVID rows",
+                                               file=judging.sheet, row=row.row, column="Patient ID", value=row.text("Patient ID")))
 
-    # Verdicts, then numbering, names and splits for the accepted ones.
+
+def _verdicts(judging: _Judging) -> dict[str, Decision]:
+    """Each source accepted or not, with everything found about it."""
     decisions: dict[str, Decision] = {}
-    for src in sources:
-        at = row_of.get(src)
-        sheet_row = rows_by_number.get(at) if at is not None else None
-        label = sheet_row.text("Label").strip() if sheet_row else None
+    for src in judging.sources:
+        row = judging.row(src)
+        label = row.text("Label").strip() if row else None
         decisions[src] = Decision(
             source=src,
-            row=at,
-            accepted=not has_errors(findings[src]),
-            findings=tuple(findings[src]),
-            collides_with=collides.get(src),
+            row=judging.row_of.get(src),
+            accepted=not has_errors(judging.findings[src]),
+            findings=tuple(judging.findings[src]),
+            collides_with=judging.collides.get(src),
             label=label or None,
             class_dir=LABEL_CLASS.get(label or ""),
-            doi=doi_of.get(src),
-            contributor_patient=(sheet_row.text("Patient ID").strip() or None) if sheet_row else None,
-            sha256=shas.get(src),
+            doi=judging.doi_of.get(src),
+            contributor_patient=(row.text("Patient ID").strip() or None) if row else None,
+            sha256=judging.shas.get(src),
         )
+    return decisions
 
-    accepted = [decisions[s] for s in sources if decisions[s].accepted]
+
+def _place(decisions: dict[str, Decision], judging: _Judging, state: DatasetState, split_mode: str) -> dict[str, Decision]:
+    """The accepted ones numbered (new dataset patients), named (free file names) and given a split."""
+    accepted = [decisions[s] for s in judging.sources if decisions[s].accepted]
     patient_map: dict[str, str] = {}
     next_n = state.max_patient_number
     for d in sorted(accepted, key=lambda d: d.row or 0):
@@ -372,27 +414,18 @@ def plan_intake(
     items: list[Item] = []
     for d in accepted:
         base = d.source.rsplit("/", 1)[-1]
-        if d.source in proper_suffix:  # stored under the extension its content has
-            base = base.rsplit(".", 1)[0] + proper_suffix[d.source]
+        if d.source in judging.proper_suffix:  # stored under the extension its content has
+            base = base.rsplit(".", 1)[0] + judging.proper_suffix[d.source]
         new_name = _free_name(base, taken)
         taken.add(new_name.casefold())
         dataset_patient = patient_map[patient_key(d.contributor_patient or "")]
         decisions[d.source] = replace(d, new_name=new_name, dataset_patient=dataset_patient)
         fig = figure_key(new_name)
-        items.append(Item(d.source, d.class_dir or "", dataset_patient, fig,
-                          state.figure_splits.get((d.class_dir or "", fig))))
+        items.append(Item(d.source, d.class_dir or "", dataset_patient, fig, state.figure_splits.get((d.class_dir or "", fig))))
     counts = {c: state.split_counts(c) for c in LABEL_CLASS.values()}
     for key, split in assign(items, split_mode, counts).items():
         decisions[key] = replace(decisions[key], split=split)
-
-    ordered = tuple(sorted(decisions.values(), key=lambda d: (d.row is None, d.row or 0, d.source)))
-    return IntakePlan(
-        decisions=ordered,
-        findings=tuple(general),
-        patient_map={d.contributor_patient or "": d.dataset_patient or "" for d in ordered if d.accepted},
-        rows={d.source: rows_by_number[d.row] for d in ordered if d.accepted and d.row is not None},
-        images={d.source: contribution.images[d.source] for d in ordered if d.accepted},
-    )
+    return decisions
 
 
 def _dataset_rel(path: Path, data_root: Path) -> str:

@@ -8,7 +8,6 @@ raw cell values, and writing the template sheet. Judging the rows is `intake`'s 
 from __future__ import annotations
 
 import csv
-import json
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +22,6 @@ from ctcurate.core.layout import CLASS_DIRS, IMAGE_SUFFIXES, IMAGES_DIR, class_o
 from ctcurate.contribution.zipsafe import ZipLimits, extract
 
 SHEET_SUFFIXES = (".xlsx", ".csv")
-SCHEMA_FILE = "contribution-row.schema.json"
 
 
 class Label(str, Enum):
@@ -57,12 +55,6 @@ class ContributionRow(BaseModel):
 REQUIRED_COLUMNS: tuple[str, ...] = tuple(f.alias or n for n, f in ContributionRow.model_fields.items() if f.is_required())
 ALL_COLUMNS: tuple[str, ...] = tuple(f.alias or n for n, f in ContributionRow.model_fields.items())
 _CANONICAL = {c.casefold(): c for c in ALL_COLUMNS}
-
-
-def schema_json() -> str:
-    """JSON Schema of one contribution row (the sheet is a list of these), as `schemas/` holds it."""
-    schema = ContributionRow.model_json_schema(by_alias=True, mode="validation")
-    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ import io
 from ctcurate.core.findings import Finding, document, dump_json, to_text
 from ctcurate.doi.resolve import Resolution
 
-FORMATS = ("text", "json", "csv")
 CSV_FIELDS = (
     "doi", "exists", "title", "container", "issued", "type", "preprint_server", "versions",
     "published_doi", "published_container", "preprint_dois", "source", "checked_at", "findings",
@@ -35,7 +34,7 @@ def failed(results: list[Resolution], findings: list[Finding]) -> bool:
 
 
 def render(results: list[Resolution], findings: list[Finding], fmt: str) -> str:
-    """The answers in `fmt` (one of FORMATS), ending with a newline."""
+    """The answers in `fmt`, ending with a newline."""
     c = counts(results)
     if fmt == "json":
         doc = {"resolutions": [r.model_dump(mode="json") for r in results], **document(findings, **c)}

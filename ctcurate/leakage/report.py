@@ -20,12 +20,11 @@ from ctcurate.core.layout import IMAGES_DIR
 from ctcurate.leakage.pipeline import LeakageReport
 
 
-FORMATS = ("text", "json", "csv", "html")
 NEW_PREFIX = "new:"  # how the report names an image of the `--against` set
 
 
 def render(report: LeakageReport, fmt: str, data_root: Path, new_images: Mapping[str, Path] | None = None) -> str:
-    """The report in `fmt` (one of FORMATS), ending with a newline; HTML thumbnails read from the dataset
+    """The report in `fmt`, ending with a newline; HTML thumbnails read from the dataset
     and from `new_images` (the `--against` set's files by their path in the report)."""
     if fmt == "html":
         text = to_html(report, lambda rel: image_file(rel, data_root, new_images or {}))

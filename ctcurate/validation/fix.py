@@ -32,10 +32,6 @@ class FixReport:
 
     written: dict[Path, int]
 
-    @property
-    def cells_changed(self) -> int:
-        return sum(self.written.values())
-
 
 def write_fixed(result: ValidationResult, out: Path) -> FixReport:
     """Write the normalized copy of what `result` validated to `out` (a file or a folder)."""

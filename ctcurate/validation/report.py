@@ -10,12 +10,11 @@ from ctcurate.core.findings import document, dump_json, to_text
 from ctcurate.core.htmlpage import findings_page
 from ctcurate.validation.checks import ValidationResult
 
-FORMATS = ("text", "json", "html")
 NOT_CHECKED = "images not checked: pass --images ROOT or set CTCURATE_DATA to the folder holding Images-processed/"
 
 
 def render(result: ValidationResult, fmt: str, title: str) -> str:
-    """The report in `fmt` (one of FORMATS), ending with a newline."""
+    """The report in `fmt`, ending with a newline."""
     papers = list({r.doi: r for r in result.dois.values()}.values())  # `v2` forms share one answer
     if fmt == "json":
         extra = {k: v for k, v in result.summary.items() if k not in ("errors", "warnings", "by_code")}

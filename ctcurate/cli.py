@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -259,12 +259,28 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
     applied unless --partial); 2: usage or I/O error, or another run holds the dataset.
     """
     from ctcurate.contribution import run as contribute
-    from ctcurate.core.layout import default_metadata_dir
     from ctcurate.core.lock import LockHeld
-    from ctcurate.core.store import cache_location
 
     if template is not None:
         _write_template(template)
+    source, data_root, meta = _contribution_inputs(contribution, data, metadata)
+    try:
+        # A dry run works on a scratch copy of the hash cache: it writes nothing anywhere.
+        with contribute.hash_cache(cache, scratch=dry_run) as use_cache, _resolver(online, cache, mailto=mailto) as resolver:
+            outcome = contribute.add_contribution(
+                source, data_root, meta, check_rows=contribute.default_row_checker(resolver, data_root, meta),
+                find_duplicates=contribute.default_duplicate_finder(use_cache),
+                split_mode=split_mode, contributor=contributor, dry_run=dry_run, partial=partial)
+    except (LockHeld, contribute.ContributionIOError) as exc:
+        _exit_with_error(f"{exc}")
+    click.echo(contribute.render_json(outcome) if fmt == "json" else contribute.render_text(outcome))
+    sys.exit(outcome.exit_code)
+
+
+def _contribution_inputs(contribution: Path | None, data: Path | None, metadata: Path | None) -> tuple[Path, Path, Path]:
+    """The contribution, data root and metadata folder of `add-contribution`, or a usage error."""
+    from ctcurate.core.layout import default_metadata_dir
+
     if contribution is None:
         raise click.UsageError("missing argument CONTRIBUTION (a folder or .zip), or give --template FILE")
     if not contribution.is_dir() and contribution.suffix.lower() != ".zip":
@@ -272,18 +288,7 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
     data_root, meta = _data_root_or_exit(data), metadata if metadata is not None else default_metadata_dir()
     if not meta.is_dir():
         _exit_with_error(f"{meta}: no such metadata folder")
-    try:
-        # A dry run works on a scratch copy of the hash cache: it writes nothing anywhere.
-        with (contribute.scratch_cache(cache_location(cache)) if dry_run else nullcontext(cache_location(cache)) as use_cache,
-              _resolver(online, cache, mailto=mailto) as resolver):
-            outcome = contribute.add_contribution(
-                contribution, data_root, meta, check_rows=contribute.default_row_checker(resolver, data_root, meta),
-                find_duplicates=contribute.default_duplicate_finder(use_cache),
-                split_mode=split_mode, contributor=contributor, dry_run=dry_run, partial=partial)
-    except (LockHeld, contribute.ContributionIOError) as exc:
-        _exit_with_error(f"{exc}")
-    click.echo(contribute.render_json(outcome) if fmt == "json" else contribute.render_text(outcome))
-    sys.exit(outcome.exit_code)
+    return contribution, data_root, meta
 
 
 def _write_template(template: Path) -> NoReturn:

@@ -24,6 +24,7 @@ from ctcurate.contribution.intake import DuplicateFinder, Duplicates, IntakePlan
 from ctcurate.core.lock import LockHeld, locked
 from ctcurate.core.unionfind import components
 from ctcurate.core.sheets import SheetError
+from ctcurate.core.store import cache_location
 
 if TYPE_CHECKING:  # requests is imported only when checking online
     from ctcurate.doi.resolve import Resolver
@@ -206,6 +207,17 @@ def render_json(outcome: Outcome) -> str:
         },
     }
     return json.dumps(body, indent=2, ensure_ascii=False)
+
+
+@contextmanager
+def hash_cache(explicit: Path | None, scratch: bool) -> Iterator[Path]:
+    """The cache file (`store.cache_location`'s rule), or with `scratch` a throw-away copy of it."""
+    path = cache_location(explicit)
+    if not scratch:
+        yield path
+        return
+    with scratch_cache(path) as copy:
+        yield copy
 
 
 @contextmanager

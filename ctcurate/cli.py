@@ -62,6 +62,7 @@ def main() -> None:
 )
 @click.option("--offline", is_flag=True, help="With --online: answer only from the DOI cache.")
 @click.option("--mailto", metavar="ADDR", help="With --online: contact address for the registries (or $CTCURATE_MAILTO).")
+@click.option("--force", is_flag=True, help="With --fix: write into a target that exists and is not empty.")
 def validate(
     metadata: Path | None,
     images: Path | None,
@@ -72,6 +73,7 @@ def validate(
     online: bool = False,
     offline: bool = False,
     mailto: str | None = None,
+    force: bool = False,
 ) -> None:
     """Check the metadata sheet, split lists and images; report every problem at once.
 
@@ -129,7 +131,7 @@ def validate(
         click.echo(not_checked, err=True)
     if fix_out is not None:
         try:
-            fixed = write_fixed(result, fix_out)
+            fixed = write_fixed(result, fix_out, force=force)
         except (FixError, OSError) as exc:
             _exit_with_error(str(exc) if isinstance(exc, FixError) else f"{fix_out}: cannot write ({exc})")
         for path, count in fixed.written.items():
@@ -231,6 +233,7 @@ def _cache_override() -> Path | None:
 @click.option("--partial", is_flag=True, help="Apply the accepted files even when others are rejected.")
 @click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write an empty contribution sheet (.xlsx or .csv) to this file and stop.")
+@click.option("--force", is_flag=True, help="With --template: replace a file that exists and is not empty.")
 @click.option("--cache", "cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Hash cache shared with check-leakage (default $CTCURATE_CACHE, else <data>/.ctcurate/cache.sqlite).")
 @click.option("--online", is_flag=True,
@@ -238,7 +241,7 @@ def _cache_override() -> Path | None:
 @click.option("--mailto", metavar="ADDR", help="With --online: contact address for the registries (or $CTCURATE_MAILTO).")
 def add_contribution(contribution: Path | None, data: Path | None, metadata: Path | None, dry_run: bool,
                      split_mode: str, contributor: str, fmt: str, partial: bool, template: Path | None,
-                     cache: Path | None, online: bool, mailto: str | None) -> None:
+                     cache: Path | None, online: bool, mailto: str | None, force: bool = False) -> None:
     """Check a contributed folder or zip against the dataset and apply it all-or-nothing.
 
     Exit 0: everything accepted (and applied unless --dry-run); 1: something rejected (nothing
@@ -246,6 +249,7 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
     """
     from ctcurate.contribution import run as contribute
     from ctcurate.contribution.source import write_template
+    from ctcurate.core.atomic import WouldOverwrite
     from ctcurate.core.layout import default_metadata_dir
     from ctcurate.core.lock import LockHeld
     from ctcurate.core.store import default_cache_path
@@ -254,7 +258,9 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
         if template.suffix.lower() not in (".xlsx", ".csv"):
             raise click.UsageError(f"{template}: the template must end in .xlsx or .csv")
         try:
-            write_template(template)
+            write_template(template, force=force)
+        except WouldOverwrite as exc:
+            _exit_with_error(str(exc))
         except OSError as exc:
             _exit_with_error(f"{template}: {exc.strerror or exc}")
         click.echo(f"wrote the contribution template {template}")
@@ -316,16 +322,18 @@ def _doi_resolver(mailto: str | None):  # type: ignore[no-untyped-def]
 @click.option("--jobs", type=click.IntRange(min=1), help="Hashing processes (default: CPU count).")
 @click.option("--threshold", type=click.IntRange(0, 32), default=10, show_default=True, help="Candidate pHash distance (direct or mirrored) before pixel verification.")
 @click.option("--cache", "cache", type=click.Path(dir_okay=False), help="SQLite cache file (default <data>/.ctcurate/cache.sqlite).")
+@click.option("--force", is_flag=True, help="With --fix-splits: write into a folder that exists and is not empty.")
 def check_leakage(
     data: str | None, splits: str | None, metadata: str | None, against: str | None, fmt: str,
     output: str | None, fix_splits: str | None, jobs: int | None, threshold: int, cache: str | None,
+    force: bool = False,
 ) -> None:
     """Find duplicate images and leaks across splits, labels, patients and source figures."""
     import sqlite3
     from pathlib import Path
 
     from ctcurate.leakage import report as report_lib
-    from ctcurate.core.atomic import atomic_write
+    from ctcurate.core.atomic import WouldOverwrite, atomic_write
     from ctcurate.core.layout import IMAGES_DIR, default_metadata_dir
     from ctcurate.leakage.pipeline import check_leakage as run_check
 
@@ -334,6 +342,13 @@ def check_leakage(
     for name, value in (("--metadata", metadata), ("--splits", splits), ("--against", against)):
         if value and not Path(value).is_dir():
             _exit_with_error(f"{name} {value}: no such folder")
+    if fix_splits:  # refused before the long run, not after it
+        from ctcurate.core.atomic import refuse_existing
+
+        try:
+            refuse_existing(Path(fix_splits), force)
+        except WouldOverwrite as exc:
+            _exit_with_error(str(exc))
     bar = None
 
     def progress(done: int, total: int) -> None:
@@ -387,8 +402,10 @@ def check_leakage(
         if fix_splits:
             from ctcurate.leakage.fixsplits import fix_splits as run_fix
 
-            fixed = run_fix(result, Path(splits) if splits else meta_dir / "Data-split", Path(fix_splits))
+            fixed = run_fix(result, Path(splits) if splits else meta_dir / "Data-split", Path(fix_splits), force=force)
             click.echo(fixed.describe(), err=True)
+    except WouldOverwrite as exc:
+        _exit_with_error(str(exc))
     except OSError as exc:
         _exit_with_error(f"{getattr(exc, 'filename', None) or output}: {exc.strerror or exc}")
     sys.exit(EXIT_FOUND if result.has_problems else EXIT_OK)

@@ -37,6 +37,7 @@ class Duplicates:
 
     of_existing: Mapping[Path, tuple[Path, ...]]  # new image -> dataset images it duplicates, best first
     within: tuple[tuple[Path, ...], ...] = ()  # groups of new images that duplicate each other
+    findings: tuple[Finding, ...] = ()  # about the search itself (a damaged cache rebuilt): warnings
 
 
 # (new image paths, dataset root) -> Duplicates
@@ -308,6 +309,7 @@ def plan_intake(
     if decodable:
         dup = find_duplicates([contribution.images[k] for k in decodable], state.data_root)
         key_of = {contribution.images[k]: k for k in decodable}
+        general += [f for f in dup.findings if f.severity is Severity.WARNING]
         for path, existing in dup.of_existing.items():
             hit = key_of.get(path)
             if hit is None or not existing:

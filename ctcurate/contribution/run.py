@@ -240,7 +240,8 @@ def default_duplicate_finder(cache_path: Path | None = None) -> DuplicateFinder:
             Path(p): tuple(data_root / IMAGES_DIR / m.dataset_path for m in sorted(ms, key=lambda m: -m.score))
             for p, ms in check.matches.items() if ms
         }
-        return Duplicates(of_existing, _groups([(Path(pair.a), Path(pair.b)) for pair in check.within]))
+        cache_notes = tuple(f for f in check.findings if f.code == "cache.damaged")
+        return Duplicates(of_existing, _groups([(Path(pair.a), Path(pair.b)) for pair in check.within]), cache_notes)
 
     return find
 

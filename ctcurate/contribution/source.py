@@ -219,10 +219,14 @@ def open_contribution(source: Path, limits: ZipLimits = ZipLimits()) -> Iterator
                            tuple(check.findings) + found.findings)
 
 
-def write_template(target: Path) -> None:
-    """Write an empty contribution sheet (.xlsx with a column guide, or .csv) at `target`."""
-    from ctcurate.core.atomic import atomic_path, atomic_write
+def write_template(target: Path, force: bool = False) -> None:
+    """Write an empty contribution sheet (.xlsx with a column guide, or .csv) at `target`.
 
+    A non-empty file already there (likely a filled sheet) is refused unless `force` (`WouldOverwrite`).
+    """
+    from ctcurate.core.atomic import atomic_path, atomic_write, refuse_existing
+
+    refuse_existing(target, force)
     suffix = target.suffix.lower()
     if suffix == ".csv":
         with atomic_write(target) as fh:

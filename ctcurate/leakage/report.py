@@ -56,7 +56,7 @@ def to_text(report: LeakageReport) -> str:
         where = "; ".join(f"{s}: {len(m)}" for s, m in sorted(c.splits.items()))
         lines.append(f"{', '.join(c.kind)}: {c.type} {c.key!r} spans splits ({where})")
     for f in report.findings:
-        lines.append(f"error: {f.file}: {f.code}: {f.message}")
+        lines.append(f"{f.severity.value}: {f.file}: {f.code}: {f.message}")
     s = report.summary()
     kinds = ", ".join(f"{k} {v}" for k, v in report.kind_counts().items()) or "none"
     lines.append(

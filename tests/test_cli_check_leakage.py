@@ -146,3 +146,42 @@ def test_against_reports_contribution_duplicates(small, real_data, tmp_path):
     assert html.exit_code == 1
     page = (tmp_path / "r.html").read_text()
     assert page.count("data:image/jpeg;base64,") == 4  # both sides of both pairs have a preview
+
+
+def test_fix_splits_refuses_its_own_input_and_a_non_empty_folder(small, tmp_path):
+    root, meta = small
+    splits = meta / "Data-split"
+    before = {p: p.read_bytes() for p in splits.rglob("*.txt")}
+    own = run(*_args(root, meta, "--fix-splits", str(splits), "--force"))
+    assert own.exit_code == 2
+    assert own.stderr.strip().splitlines()[-1].endswith("would overwrite the input; choose another --fix-splits target")
+    assert {p: p.read_bytes() for p in splits.rglob("*.txt")} == before
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    refused = run(*_args(root, meta, "--fix-splits", str(busy)))
+    assert refused.exit_code == 2
+    assert refused.stderr == f"error: {busy}: the folder exists and is not empty; pass --force to write over it\n"
+    assert refused.stdout == ""  # refused before the run, not after printing a report
+    assert run(*_args(root, meta, "--fix-splits", str(busy), "--force")).exit_code == 1
+    assert (busy / "keep.txt").read_text() == "mine"
+
+
+def test_a_damaged_cache_row_is_a_warning_not_a_traceback(small, tmp_path):
+    import sqlite3
+
+    root, meta = small
+    cache = tmp_path / "c.sqlite"
+    args = ["--data", str(root), "--metadata", str(meta), "--cache", str(cache), "--jobs", "1", "--format", "json"]
+    first = run(*args)
+    with sqlite3.connect(cache) as conn:
+        conn.execute("UPDATE leakage_fingerprint SET meta = 'not json {' WHERE rowid = (SELECT min(rowid) FROM leakage_fingerprint)")
+        conn.execute("UPDATE leakage_verdict SET verdict = 'not json {' WHERE rowid = (SELECT min(rowid) FROM leakage_verdict)")
+    again = run(*args)
+    assert again.exit_code == first.exit_code == 1, again.output
+    body, body_first = json.loads(again.stdout), json.loads(first.stdout)
+    assert body["pairs"] == body_first["pairs"]
+    damaged = [f for f in body["summary"]["findings"] if f["code"] == "cache.damaged"]
+    assert [f["severity"] for f in damaged] == ["warning", "warning"]
+    assert {f["message"].split(" of ")[1] for f in damaged} == {"leakage_fingerprint dropped; recomputed",
+                                                                 "leakage_verdict dropped; recomputed"}

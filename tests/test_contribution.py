@@ -79,3 +79,17 @@ def test_every_reason_code_is_documented():
     assert len(codes) > 30
     missing = sorted(c for c in codes if f"`{c}`" not in section)
     assert not missing, f"codes not documented in the add-contribution section: {missing}"
+
+
+def test_template_refuses_a_filled_sheet_unless_forced(tmp_path):
+    target = tmp_path / "sheet.csv"
+    target.write_text("File name,Label\nmine.png,COVID\n")
+    result = CliRunner().invoke(main, ["add-contribution", "--template", str(target)])
+    assert result.exit_code == 2
+    assert result.output == f"error: {target}: the file exists and is not empty; pass --force to write over it\n"
+    assert target.read_text() == "File name,Label\nmine.png,COVID\n"
+    forced = CliRunner().invoke(main, ["add-contribution", "--template", str(target), "--force"])
+    assert forced.exit_code == 0 and "mine.png" not in target.read_text()
+    empty = tmp_path / "empty.xlsx"
+    empty.touch()
+    assert CliRunner().invoke(main, ["add-contribution", "--template", str(empty)]).exit_code == 0

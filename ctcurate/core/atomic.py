@@ -62,9 +62,9 @@ def refuse_existing(target: Path, force: bool) -> None:
         raise WouldOverwrite(f"{target}: the {kind} exists and is not empty; pass --force to write over it")
 
 
-def refuse_inputs(targets: Iterable[Path], inputs: Iterable[Path]) -> None:
+def refuse_inputs(targets: Iterable[Path], inputs: Iterable[Path], option: str) -> None:
     """Refuse to write any of `targets` onto one of `inputs` (same file after resolving links)."""
     read = {p.resolve() for p in inputs}
     for target in targets:
         if target.resolve() in read:
-            raise WouldOverwrite(f"{target}: would overwrite an input; choose another target")
+            raise WouldOverwrite(f"{target}: would overwrite the input; choose another {option} target")

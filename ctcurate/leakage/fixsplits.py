@@ -100,7 +100,7 @@ def fix_splits(report: LeakageReport, splits_dir: Path, out_dir: Path, force: bo
     """
     files = split_files(splits_dir)
     refuse_inputs([out_dir / label_of_class(c) / f"{s}{c}.txt" for c in {f.class_dir for f in files}
-                   for s in SPLIT_NAMES], [f.path for f in files])
+                   for s in SPLIT_NAMES], [f.path for f in files], "--fix-splits")
     refuse_existing(out_dir, force)
     current: dict[str, str] = {}
     order: dict[str, int] = {}

@@ -68,10 +68,10 @@ def write_fixed(result: ValidationResult, out: Path, force: bool = False) -> Fix
             split_lists[path] = out / layout.SPLITS_DIR / path.relative_to(inputs.splits_dir)
     every_input = [*sources, *split_lists]
     try:
-        refuse_inputs([*targets.values(), *split_lists.values()], every_input)
+        refuse_inputs([*targets.values(), *split_lists.values()], every_input, "--fix")
         refuse_existing(out, force)
     except WouldOverwrite as exc:
-        raise FixError(f"{exc} (--fix)") from exc
+        raise FixError(str(exc)) from exc
     written: dict[Path, int] = {}
     for src, dst in targets.items():
         fixes = by_file.get(src, [])

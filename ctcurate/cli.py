@@ -335,6 +335,7 @@ def check_leakage(
     from ctcurate.leakage import report as report_lib
     from ctcurate.core.atomic import WouldOverwrite, atomic_write
     from ctcurate.core.layout import IMAGES_DIR, default_metadata_dir
+    from ctcurate.core.sheets import SheetError
     from ctcurate.leakage.pipeline import check_leakage as run_check
 
     root = _data_root_or_exit(data)
@@ -375,6 +376,8 @@ def check_leakage(
         _exit_with_error(f"{getattr(exc, 'filename', None) or root}: {exc.strerror or exc}")
     except sqlite3.Error as exc:
         _exit_with_error(f"{cache or 'cache'}: cannot use the cache file: {exc}")
+    except SheetError as exc:
+        _exit_with_error(str(exc))
     finally:
         if bar is not None:
             bar.close()
@@ -404,7 +407,7 @@ def check_leakage(
 
             fixed = run_fix(result, Path(splits) if splits else meta_dir / "Data-split", Path(fix_splits), force=force)
             click.echo(fixed.describe(), err=True)
-    except WouldOverwrite as exc:
+    except (WouldOverwrite, SheetError) as exc:
         _exit_with_error(str(exc))
     except OSError as exc:
         _exit_with_error(f"{getattr(exc, 'filename', None) or output}: {exc.strerror or exc}")

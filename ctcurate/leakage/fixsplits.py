@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ctcurate.core.atomic import atomic_write, refuse_existing, refuse_inputs
 from ctcurate.core.layout import SPLIT_NAMES, label_of_class, split_files
+from ctcurate.core.sheets import read_lines
 from ctcurate.leakage.pipeline import LeakageReport, _components
 
 MAX_RATIO_DRIFT = 0.02
@@ -105,7 +106,7 @@ def fix_splits(report: LeakageReport, splits_dir: Path, out_dir: Path, force: bo
     current: dict[str, str] = {}
     order: dict[str, int] = {}
     for sf in files:
-        for line in sf.path.read_text(encoding="utf-8").splitlines():
+        for _, line in read_lines(sf.path):  # the one split-list reader (any encoding validate accepts)
             if line.strip():
                 rel = f"{sf.class_dir}/{line.strip()}"
                 current[rel] = sf.split

@@ -48,6 +48,7 @@ from ctcurate.core.layout import (
     split_files,
 )
 from ctcurate.leakage.search import pairs_within, pairs_within_any
+from ctcurate.core.sheets import read_sheet
 from ctcurate.core.store import default_cache_path
 from ctcurate.leakage.verify import QUICK_MIN, Verdict, Window, mirror_window, quick_scores, verify_pair, window_scores
 
@@ -165,50 +166,36 @@ def source_figure(file_name: str) -> str:
 def read_metadata(metadata_dir: Path) -> dict[str, tuple[str | None, str | None]]:
     """`CT_COVID/x.png` -> (patient id, normalized DOI) from the two sheets; missing sheets -> {}.
 
-    Deliberately small (first sheet; `File name`, `Patient ID`, `DOI`; `image name`, `patient id`):
-    `validate` owns the checking reader. Names without an extension get `.png`, as upstream meant.
+    Deliberately small (`File name`, `Patient ID`, `DOI`; `image name`, `patient id`) over the one
+    sheet reader, `sheets.read_sheet` (which raises `SheetError` for a file it cannot read);
+    `validate` owns the checking. Names without an extension get `.png`, as upstream meant.
     """
     out: dict[str, tuple[str | None, str | None]] = {}
-
-    def text(v: object) -> str | None:
-        s = "" if v is None else str(v).strip()
-        return s or None
-
-    sheet = metadata_dir / COVID_SHEET
-    if sheet.is_file():
-        import openpyxl
-
-        wb = openpyxl.load_workbook(sheet, read_only=True, data_only=True)
-        try:
-            rows = wb.worksheets[0].iter_rows(values_only=True)
-            header = [str(h).strip().lower() if h is not None else "" for h in next(rows, ())]
-            col = {name: header.index(name) for name in ("file name", "patient id", "doi") if name in header}
-            if "file name" in col:
-                for row in rows:
-                    values = {k: text(row[i]) if i < len(row) else None for k, i in col.items()}
-                    name = values["file name"]
-                    if not name:
-                        continue
-                    if not Path(name).suffix:
-                        name += ".png"
-                    patient, d = values.get("patient id"), values.get("doi")
-                    out[f"CT_COVID/{name}"] = (f"COVID:{patient}" if patient else None, doi_lib.normalize(d) if d else None)
-        finally:
-            wb.close()
-    table = metadata_dir / NONCOVID_SHEET
-    if table.is_file():
-        import csv
-
-        with open(table, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            header = [h.strip().lower() for h in next(reader, [])]
-            if "image name" in header and "patient id" in header:
-                ni, pi = header.index("image name"), header.index("patient id")
-                for row in reader:
-                    if len(row) > max(ni, pi) and (name := text(row[ni])):
-                        patient = text(row[pi])
-                        out[f"CT_NonCOVID/{name}"] = (f"NonCOVID:{patient}" if patient else None, None)
+    for file_name, class_dir, name_key, tag in ((COVID_SHEET, "CT_COVID", "file name", "COVID"),
+                                                (NONCOVID_SHEET, "CT_NonCOVID", "image name", "NonCOVID")):
+        path = metadata_dir / file_name
+        if not path.is_file():
+            continue
+        sheet = read_sheet(path)
+        header = [" ".join(h.split()).casefold() for h in sheet.header]
+        col = {k: header.index(k) for k in (name_key, "patient id", "doi") if k in header}
+        if name_key not in col:
+            continue
+        for row in sheet.rows:
+            values = {k: _cell_text(row.values[i]) if i < len(row.values) else None for k, i in col.items()}
+            name = values[name_key]
+            if not name:
+                continue
+            if class_dir == "CT_COVID" and not Path(name).suffix:
+                name += ".png"
+            patient, d = values.get("patient id"), values.get("doi") if class_dir == "CT_COVID" else None
+            out[f"{class_dir}/{name}"] = (f"{tag}:{patient}" if patient else None, doi_lib.normalize(d) if d else None)
     return out
+
+
+def _cell_text(v: object) -> str | None:
+    s = "" if v is None else str(v).strip()
+    return s or None
 
 
 def read_splits(splits_dir: Path | None, class_dirs: list[str]) -> dict[str, str]:

@@ -27,16 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from ctcurate.doi import normalize as doi_lib
+from ctcurate.core import pending as pending_lib
 from ctcurate.core.atomic import atomic_write
 from ctcurate.contribution.dataset_state import PROVENANCE_FILE, DatasetState
 from ctcurate.contribution.intake import IntakePlan
 from ctcurate.core.layout import COVID_SHEET, IMAGES_DIR, NONCOVID_SHEET, SPLITS_DIR, label_of_class
 from ctcurate.contribution.xlsx_append import Cell, UnsupportedWorkbook, append_rows
+from ctcurate.core.pending import DATA_STAGING, JOURNAL, META_STAGING, TOOL_DIR, journal_path  # noqa: F401
 
-TOOL_DIR = ".ctcurate"
-JOURNAL = "apply-journal.json"
-DATA_STAGING = "staging-"  # <data root>/.ctcurate/staging-<txn>/
-META_STAGING = ".ctcurate-staging-"  # <metadata>/.ctcurate-staging-<txn>/
 # Test hook: SIGKILL this process right after durable step k of apply or recover (1-based).
 KILL_ENV = "CTCURATE_APPLY_KILL_AFTER"
 SHEET_COLUMNS = ("File name", "Patient ID", "Age", "Gender", "Location", "Medical history", "Time",
@@ -69,15 +67,9 @@ def lock_paths(data_root: Path, metadata_dir: Path) -> list[Path]:
     return [data_root / TOOL_DIR / "apply.lock", metadata_dir / ".ctcurate-apply.lock"]
 
 
-def journal_path(data_root: Path) -> Path:
-    return data_root / TOOL_DIR / JOURNAL
-
-
 def pending(data_root: Path, metadata_dir: Path) -> bool:
     """True when an interrupted run left a journal or staging behind (`recover` must run first)."""
-    tool = data_root / TOOL_DIR
-    return journal_path(data_root).exists() or any(tool.glob(DATA_STAGING + "*")) or any(
-        metadata_dir.glob(META_STAGING + "*"))
+    return pending_lib.pending(data_root, metadata_dir)
 
 
 class _Steps:

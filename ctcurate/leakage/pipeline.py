@@ -45,10 +45,12 @@ from ctcurate.core.layout import (
     SPLITS_DIR,
     label_of_class,
     list_images,
+    special_entries,
     split_files,
 )
 from ctcurate.leakage.search import pairs_within, pairs_within_any
 from ctcurate.core.sheets import read_sheet
+from ctcurate.core.pending import pending_findings
 from ctcurate.core.store import default_cache_path
 from ctcurate.leakage.verify import QUICK_MIN, Verdict, Window, mirror_window, quick_scores, verify_pair, window_scores
 
@@ -488,6 +490,17 @@ def _unreadable(outcomes: Sequence[HashOutcome], rel: Callable[[Path], str]) -> 
     ]
 
 
+def dataset_findings(data_root: Path, metadata_dir: Path | None, n_images: int) -> list[Finding]:
+    """What makes the dataset itself unfit to judge: a half-applied contribution, no image at all,
+    entries of the image folders that are not files (skipped, never opened)."""
+    out = pending_findings(data_root, metadata_dir)
+    if n_images == 0:
+        out.append(error("image.none", "no image in any class folder; nothing was checked", file=f"{IMAGES_DIR}/"))
+    out += [error("file.special", f"{what}, not an image file; it is not checked or used", file=rel)
+            for rel, what in special_entries(data_root)]
+    return out
+
+
 def cache_findings(cache: HashCache) -> list[Finding]:
     """What was wrong with the cache and has been repaired: a warning each, never a failure."""
     return [warning("cache.damaged", text, file=str(cache.path), hint="nothing to do: the damaged part was rebuilt")
@@ -597,7 +610,7 @@ def check_leakage(
     finally:
         workers.close()
         cache.close()
-    findings += cache_findings(cache)
+    findings = dataset_findings(data_root, metadata_dir, n_images=len(rels)) + findings + cache_findings(cache)
     pairs.sort(key=lambda p: (p.a, p.b))
     clusters = _duplicate_clusters(pairs, all_infos)
     if against is None:

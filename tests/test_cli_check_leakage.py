@@ -185,3 +185,33 @@ def test_a_damaged_cache_row_is_a_warning_not_a_traceback(small, tmp_path):
     assert [f["severity"] for f in damaged] == ["warning", "warning"]
     assert {f["message"].split(" of ")[1] for f in damaged} == {"leakage_fingerprint dropped; recomputed",
                                                                  "leakage_verdict dropped; recomputed"}
+
+
+def test_pending_contribution_empty_folder_and_fifo_are_findings(tmp_path, real_data):
+    import os
+
+    root = tmp_path / "ds"
+    meta = build(root, real_data, broken=False)
+    os.mkfifo(root / IMAGES_DIR / "CT_COVID" / "pipe.png")
+    (root / ".ctcurate").mkdir(exist_ok=True)
+    (root / ".ctcurate" / "apply-journal.json").write_text("{}")
+    result = run(*_args(root, meta, "--format", "json"))
+    assert result.exit_code == 1
+    codes = [f["code"] for f in json.loads(result.stdout)["summary"]["findings"]]
+    assert codes[:2] == ["dataset.pending-contribution", "file.special"]
+    empty = tmp_path / "empty"
+    (empty / IMAGES_DIR / "CT_COVID").mkdir(parents=True)
+    result = run("--data", str(empty), "--cache", str(tmp_path / "c.sqlite"), "--format", "json")
+    assert result.exit_code == 1
+    assert [f["code"] for f in json.loads(result.stdout)["summary"]["findings"]] == ["image.none"]
+
+
+def test_names_with_newlines_and_bidi_marks_stay_on_one_line(tmp_path, real_data):
+    root = tmp_path / "ds"
+    meta = build(root, real_data, broken=False)
+    folder = root / IMAGES_DIR / "CT_COVID"
+    shutil.copy(folder / "c.png", folder / "odd\nname\u202e.png")
+    result = run(*_args(root, meta))
+    assert "\u202e" not in result.stdout
+    line = next(x for x in result.stdout.splitlines() if "odd" in x)
+    assert "odd\\nname\\u202e.png" in line and " <-> " in line

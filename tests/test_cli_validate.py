@@ -315,3 +315,13 @@ def test_fix_never_writes_onto_the_input_even_when_forced(tmp_path, no_data_env)
     assert result.exit_code == 2
     assert "would overwrite the input; choose another --fix target" in result.output
     assert {p: digest(p) for p in meta.rglob("*") if p.is_file()} == before
+
+
+def test_a_name_with_a_newline_or_a_right_to_left_mark_stays_on_one_line(tmp_path, no_data_env):
+    path = write_xlsx(tmp_path / "in.xlsx", [covid_row("a\nb.png", age="x\u202eevil", gender="F")])
+    result = run("--metadata", str(path))
+    lines = result.output.splitlines()
+    assert all("\u202e" not in line for line in lines)
+    assert any("\\u202e" in line for line in lines)
+    # every finding is one line (hints are indented continuation lines), then the count
+    assert all(line.startswith(("error: ", "warning: ", "    hint: ")) for line in lines[:-2]), lines

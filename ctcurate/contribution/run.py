@@ -18,7 +18,7 @@ from pathlib import Path
 from ctcurate.contribution import apply as apply_lib
 from ctcurate.contribution.source import Contribution, open_contribution
 from ctcurate.contribution.dataset_state import DatasetState, read_state
-from ctcurate.core.findings import Finding, Severity
+from ctcurate.core.findings import Finding, Severity, one_line
 from ctcurate.contribution.intake import DuplicateFinder, Duplicates, IntakePlan, RowChecker, plan_intake
 from ctcurate.core.lock import LockHeld, locked
 
@@ -167,7 +167,7 @@ def render_text(outcome: Outcome) -> str:
         verb = "would write" if outcome.dry_run else "wrote"
         lines.append(f"{verb}: " + ", ".join(f"{name} (+{n})" for name, n in writes.items()))
     lines.append(f"{len(plan.accepted)} accepted, {len(plan.rejected)} rejected; {_status(outcome)}")
-    return "\n".join(lines)
+    return "\n".join(one_line(x) for x in lines)  # a file name must not break or reorder a line
 
 
 def _finding_json(f: Finding) -> dict[str, object]:

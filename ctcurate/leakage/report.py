@@ -16,6 +16,7 @@ from pathlib import Path
 
 
 from ctcurate.core.images import UnreadableImage, open_image
+from ctcurate.core.findings import one_line
 from ctcurate.leakage.pipeline import LeakageReport
 
 
@@ -63,7 +64,7 @@ def to_text(report: LeakageReport) -> str:
         f"{s['images']} images, {s['pairs']} duplicate pair(s) in {s['duplicate_clusters']} cluster(s), "
         f"{s['unreadable']} unreadable; by kind: {kinds}"
     )
-    return "\n".join(lines)
+    return "\n".join(one_line(x) for x in lines)  # a file name must not break or reorder a line
 
 
 def _thumb(path: Path | None, size: int = 220) -> str:

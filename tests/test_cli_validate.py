@@ -318,7 +318,7 @@ def test_fix_never_writes_onto_the_input_even_when_forced(tmp_path, no_data_env)
 
 
 def test_a_name_with_a_newline_or_a_right_to_left_mark_stays_on_one_line(tmp_path, no_data_env):
-    path = write_xlsx(tmp_path / "in.xlsx", [covid_row("a\nb.png", age="x\u202eevil", gender="F")])
+    path = write_xlsx(tmp_path / "in\u202e\nx.xlsx", [covid_row("a\nb.png", age="x\u202eevil", gender="F")])
     result = run("--metadata", str(path))
     lines = result.output.splitlines()
     assert all("\u202e" not in line for line in lines)

@@ -79,6 +79,11 @@ def official_samples(data_root: Path, splits_dir: Path) -> tuple[list[Sample], l
             name = line.strip()
             if not name:
                 continue
+            if not _plain_name(name):
+                findings.append(error("benchmark.entry-outside", "a split-list entry must be a file name of its class "
+                                      "folder; this one is a path, so it is not followed", file=str(sf.path), row=row,
+                                      value=name))
+                continue
             path = data_root / IMAGES_DIR / sf.class_dir / name
             if not path.is_file():
                 findings.append(
@@ -87,6 +92,11 @@ def official_samples(data_root: Path, splits_dir: Path) -> tuple[list[Sample], l
                 continue
             samples.append(Sample(path, f"{sf.class_dir}/{name}", CLASS_DIRS[sf.class_dir], sf.split))
     return samples, findings
+
+
+def _plain_name(name: str) -> bool:
+    """A bare file name: no folder part (either slash), not `.`/`..`, no drive or NUL."""
+    return not any(c in name for c in "/\\\x00") and name not in (".", "..") and not (len(name) > 1 and name[1] == ":")
 
 
 def smoke_subset(samples: Sequence[Sample], per_class: dict[str, int], seed: int) -> list[Sample]:

@@ -36,7 +36,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from contribution_helpers import make_synthetic_dataset, noise_png, write_contribution_sheet  # noqa: E402
+from contribution_helpers import (
+    make_synthetic_dataset,
+    noise_png,
+    write_contribution_sheet,
+)
 
 IGNORED = ("cache.sqlite", "apply.lock", ".ctcurate-apply.lock", "cache.sqlite-wal", "cache.sqlite-shm")
 
@@ -152,7 +156,7 @@ def cache_cases(base: Path) -> list[Case]:
     cases = []
     warm = dataset(base, "cache-ds")
     cache = base / "warm.sqlite"
-    subprocess.run([sys.executable, "-m", "ctcurate.cli", *leak_args(warm, "--cache", str(cache))], cwd=ROOT,
+    subprocess.run([sys.executable, "-m", "ctcurate.cli", *leak_args(warm, "--cache", str(cache))], cwd=ROOT, check=False,
                    capture_output=True, timeout=300)
     damages: dict[str, Callable[[Path], None]] = {
         "fingerprint-meta-not-json": lambda p: _sql(p, "UPDATE leakage_fingerprint SET meta = 'not json {'"),
@@ -439,7 +443,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         mode = type(self).mode
         if mode == "drip":
             self.send_response(200)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ctcurate.leakage.hashing import HASH_VERSION, THUMB, Fingerprint, file_sha256, fingerprint_image
 from ctcurate.core.images import UnreadableImage, open_image
@@ -128,10 +129,11 @@ def _from_row(meta_text: object, thumb: object) -> Fingerprint:
     return fp
 
 
-_VERDICT_KEYS = {"duplicate": bool, "score": (int, float), "mirrored": bool, "evidence": dict}
+_VERDICT_KEYS: dict[str, type | tuple[type, ...]] = {
+    "duplicate": bool, "score": (int, float), "mirrored": bool, "evidence": dict}
 
 
-def _verdict_from_row(text: object) -> dict:
+def _verdict_from_row(text: object) -> dict[str, Any]:
     """A stored verdict; `BadRow` unless it has the fields `_find_pairs` reads, of their types."""
     try:
         verdict = json.loads(text)  # type: ignore[arg-type]

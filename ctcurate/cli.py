@@ -67,6 +67,10 @@ def output_option(help: str = "Write the report to this file (atomically) instea
     return click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help=help)
 
 
+def force_option(what: str) -> Decorator[F]:
+    return click.option("--force", is_flag=True, help=f"With {what}: write into a target that exists and is not empty.")
+
+
 def _apply(*decorators: Decorator[F]) -> Decorator[F]:
     def wrap(fn: F) -> F:
         for d in reversed(decorators):
@@ -158,9 +162,11 @@ def main() -> None:
     click.option("--offline", is_flag=True, help="With --online: answer only from the DOI cache."),
     mailto_option,
     cache_option,
+    force_option("--fix"),
 )
 def validate(metadata: Path | None, data: Path | None, splits: Path | None, fmt: str, output: Path | None,
-             fix_out: Path | None, online: bool, offline: bool, mailto: str | None, cache: Path | None) -> None:
+             fix_out: Path | None, online: bool, offline: bool, mailto: str | None, cache: Path | None,
+             force: bool) -> None:
     """Check the metadata sheet, split lists and images; report every problem at once.
 
     Exit status: 0 no errors (warnings allowed), 1 errors found, 2 usage or unreadable input.
@@ -183,7 +189,7 @@ def validate(metadata: Path | None, data: Path | None, splits: Path | None, fmt:
     if not result.images_checked and fmt != "text":
         click.echo(report.NOT_CHECKED, err=True)
     if fix_out is not None:
-        _write_fixed(result, fix_out)
+        _write_fixed(result, fix_out, force)
     sys.exit(EXIT_FOUND if has_errors(result.findings) else EXIT_OK)
 
 
@@ -191,12 +197,12 @@ if TYPE_CHECKING:
     from ctcurate.validation.checks import ValidationResult
 
 
-def _write_fixed(result: ValidationResult, fix_out: Path) -> None:
+def _write_fixed(result: ValidationResult, fix_out: Path, force: bool) -> None:
     """`validate --fix`: the normalized copy, one stderr line per file written."""
     from ctcurate.validation.fix import FixError, write_fixed
 
     try:
-        fixed = write_fixed(result, fix_out)
+        fixed = write_fixed(result, fix_out, force=force)
     except FixError as exc:
         _exit_with_error(str(exc))
     except OSError as exc:
@@ -249,10 +255,11 @@ def schema(output: Path, docs: Path, check: bool) -> None:
     click.option("--online", is_flag=True, help="Also check each DOI with the registries "
                  "(it exists; it is not another DOI of a paper in the dataset)."),
     mailto_option,
+    click.option("--force", is_flag=True, help="With --template: replace a file that exists and is not empty."),
 )
 def add_contribution(contribution: Path | None, data: Path | None, metadata: Path | None, dry_run: bool,
                      split_mode: str, contributor: str, fmt: str, partial: bool, template: Path | None,
-                     cache: Path | None, online: bool, mailto: str | None) -> None:
+                     cache: Path | None, online: bool, mailto: str | None, force: bool) -> None:
     """Check a contributed folder or zip against the dataset and apply it all-or-nothing.
 
     Exit 0: everything accepted (and applied unless --dry-run); 1: something rejected (nothing
@@ -262,7 +269,7 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
     from ctcurate.core.lock import LockHeld
 
     if template is not None:
-        _write_template(template)
+        _write_template(template, force)
     source, data_root, meta = _contribution_inputs(contribution, data, metadata)
     try:
         # A dry run works on a scratch copy of the hash cache: it writes nothing anywhere.
@@ -291,14 +298,17 @@ def _contribution_inputs(contribution: Path | None, data: Path | None, metadata:
     return contribution, data_root, meta
 
 
-def _write_template(template: Path) -> NoReturn:
+def _write_template(template: Path, force: bool) -> NoReturn:
     """`add-contribution --template FILE`: an empty contribution sheet, then exit 0."""
     from ctcurate.contribution.source import write_template
+    from ctcurate.core.atomic import WouldOverwrite
 
     if template.suffix.lower() not in (".xlsx", ".csv"):
         raise click.UsageError(f"{template}: the template must end in .xlsx or .csv")
     try:
-        write_template(template)
+        write_template(template, force=force)
+    except WouldOverwrite as exc:
+        _exit_with_error(str(exc))
     except OSError as exc:
         _exit_with_error(f"{template}: {exc.strerror or exc}")
     click.echo(f"wrote the contribution template {template}")
@@ -323,9 +333,11 @@ def _write_template(template: Path) -> NoReturn:
     click.option("--threshold", type=click.IntRange(0, 32), default=10, show_default=True,
                  help="Candidate pHash distance (direct or mirrored) before pixel verification."),
     cache_option,
+    force_option("--fix-splits"),
 )
 def check_leakage(data: Path | None, splits: Path | None, metadata: Path | None, against: Path | None, fmt: str,
-                  output: Path | None, fix_splits: Path | None, jobs: int | None, threshold: int, cache: Path | None) -> None:
+                  output: Path | None, fix_splits: Path | None, jobs: int | None, threshold: int, cache: Path | None,
+                  force: bool) -> None:
     """Find duplicate images and leaks across splits, labels, patients and source figures."""
     import sqlite3
 
@@ -339,6 +351,8 @@ def check_leakage(data: Path | None, splits: Path | None, metadata: Path | None,
     for name, value in (("--metadata", metadata), ("--splits", splits), ("--against", against)):
         if value and not value.is_dir() and not (name == "--against" and value.suffix.lower() == ".zip"):
             _exit_with_error(f"{name} {value}: no such folder")
+    if fix_splits:  # refused before the long run, not after it
+        _refuse_existing(fix_splits, force)
     try:
         with _progress_bar("hashing") as progress, _against_images(against) as new_images:
             result = run_check(root, splits_dir=splits, metadata_dir=meta_dir if meta_dir.is_dir() else None,
@@ -349,7 +363,7 @@ def check_leakage(data: Path | None, splits: Path | None, metadata: Path | None,
     except sqlite3.Error as exc:
         _exit_with_error(f"{cache or 'cache'}: cannot use the cache file: {exc}")
     if fix_splits:
-        _write_fixed_splits(result, splits or meta_dir / SPLITS_DIR, fix_splits)
+        _write_fixed_splits(result, splits or meta_dir / SPLITS_DIR, fix_splits, force)
     sys.exit(EXIT_FOUND if result.has_problems else EXIT_OK)
 
 
@@ -391,11 +405,24 @@ if TYPE_CHECKING:
     from ctcurate.leakage.pipeline import LeakageReport
 
 
-def _write_fixed_splits(result: LeakageReport, splits: Path, out: Path) -> None:
+def _refuse_existing(target: Path, force: bool) -> None:
+    from ctcurate.core.atomic import WouldOverwrite, refuse_existing
+
+    try:
+        refuse_existing(target, force)
+    except WouldOverwrite as exc:
+        _exit_with_error(str(exc))
+
+
+def _write_fixed_splits(result: LeakageReport, splits: Path, out: Path, force: bool) -> None:
+    from ctcurate.core.atomic import WouldOverwrite
+    from ctcurate.core.sheets import SheetError
     from ctcurate.leakage.fixsplits import fix_splits as run_fix
 
     try:
-        click.echo(run_fix(result, splits, out).describe(), err=True)
+        click.echo(run_fix(result, splits, out, force=force).describe(), err=True)
+    except (WouldOverwrite, SheetError) as exc:
+        _exit_with_error(str(exc))
     except OSError as exc:
         _exit_with_error(f"{getattr(exc, 'filename', None) or out}: {exc.strerror or exc}")
 

@@ -351,3 +351,48 @@ def test_recovery_refuses_a_journal_it_cannot_complete(tmp_path):
     res = _run_cli(args)
     assert res.returncode == 2
     assert res.stderr.startswith("error: ") and "cannot complete the interrupted contribution" in res.stderr
+
+
+def _hostile_journal(tmp_path: Path, edit) -> tuple[Path, Path, dict]:
+    """A dataset killed right after its commit point, then its journal edited by `edit(body)`."""
+    ds = make_synthetic_dataset(tmp_path / "ds")
+    contrib = _contribution(tmp_path)
+    args = [str(contrib), "--data", str(ds), "--metadata", str(ds / "metadata")]
+    assert _run_forked(args, {apply_lib.KILL_ENV: "10", CACHE_ENV: str(tmp_path / "c.sqlite")}) == -signal.SIGKILL
+    jpath = apply_lib.journal_path(ds)
+    body = json.loads(jpath.read_text())
+    jpath.write_text(json.dumps(edit(body)))
+    return ds, contrib, body
+
+
+@pytest.mark.parametrize("edit", [
+    pytest.param(lambda b: {**b, "staging": [{"root": "data", "path": "../../victim"}]}, id="staging-outside"),
+    pytest.param(lambda b: {**b, "staging": [{"root": "metadata", "path": "."}]}, id="staging-is-the-root"),
+    pytest.param(lambda b: {**b, "staging": [{"root": "data", "path": "Images-processed"}]}, id="staging-not-staging"),
+    pytest.param(lambda b: {**b, "ops": [{"staged": b["ops"][0]["staged"],
+                                           "target": {"root": "data", "path": "../victim/file.txt"}}]},
+                 id="target-outside"),
+    pytest.param(lambda b: {**b, "ops": [{"staged": {"root": "data", "path": "../victim/file.txt"},
+                                           "target": b["ops"][0]["target"]}]}, id="staged-outside"),
+    pytest.param(lambda b: {**b, "ops": [{"staged": b["ops"][0]["staged"],
+                                           "target": {"root": "data", "path": "/tmp/x"}}]}, id="absolute"),
+    pytest.param(lambda b: {**b, "ops": {"not": "a list"}}, id="ops-not-a-list"),
+    pytest.param(lambda b: {**b, "ops": [["a", "b"]]}, id="op-not-a-dict"),
+    pytest.param(lambda b: {**b, "ops": [{"staged": "x"}]}, id="entry-wrong-shape"),
+    pytest.param(lambda b: [b], id="not-an-object"),
+])
+def test_recovery_refuses_a_hostile_journal_and_touches_nothing(tmp_path, edit):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "file.txt").write_text("keep me")
+    ds, contrib, _ = _hostile_journal(tmp_path, edit)
+    before = tree_hashes(tmp_path, ignore=())
+    res = _run_cli([str(contrib), "--data", str(ds), "--metadata", str(ds / "metadata")],
+                   {CACHE_ENV: str(tmp_path / "c.sqlite")})
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith(f"error: {apply_lib.journal_path(ds)}: ")
+    assert "nothing was changed" in res.stderr and "Traceback" not in res.stderr
+    after = tree_hashes(tmp_path, ignore=())
+    assert {k: v for k, v in after.items() if "apply.lock" not in k and "c.sqlite" not in k} == {
+        k: v for k, v in before.items() if "apply.lock" not in k and "c.sqlite" not in k}
+    assert (victim / "file.txt").read_text() == "keep me"

@@ -220,3 +220,21 @@ def test_dedupe_pairs_from_check_leakage_on_real_data(real_data: Path, tmp_path:
     assert ("CT_COVID/kjr-21-e24-p5-29.png", "CT_NonCOVID/71%0.jpg") in pairs
     assert ("CT_COVID/kjr-21-e24-p5-31.png", "CT_NonCOVID/71%1.jpg") in pairs
     assert all(t in names["test"] and r in names["train"] for t, r in pairs)
+
+
+def test_split_entries_that_are_paths_are_not_followed(tmp_path: Path) -> None:
+    from ctcurate.benchmark.data import official_samples
+
+    root = tmp_path / "data"
+    folder = root / "Images-processed" / "CT_COVID"
+    folder.mkdir(parents=True)
+    (folder / "ok.png").write_bytes(b"x")
+    (tmp_path / "secret.txt").write_text("not an image")
+    splits = tmp_path / "splits"
+    (splits / "COVID").mkdir(parents=True)
+    (splits / "COVID" / "trainCT_COVID.txt").write_text(
+        "ok.png\n../../../secret.txt\n/etc/passwd\n..\\..\\secret.txt\n")
+    samples, findings = official_samples(root, splits)
+    assert [s.name for s in samples] == ["CT_COVID/ok.png"]
+    outside = [(f.row, f.value) for f in findings if f.code == "benchmark.entry-outside"]
+    assert outside == [(2, "../../../secret.txt"), (3, "/etc/passwd"), (4, "..\\..\\secret.txt")]

@@ -232,3 +232,26 @@ def test_io_error_while_staging_leaves_nothing_behind(ds, tmp_path, monkeypatch)
     assert res.output.startswith("error: cannot stage the new files: [Errno 28] No space left on device")
     assert tree_hashes(ds) == before
     assert not list((ds / ".ctcurate").glob("staging-*")) and not list((ds / "metadata").glob(".ctcurate-*"))
+
+
+def test_a_damaged_hash_cache_is_rebuilt_with_one_warning(ds, tmp_path):
+    import sqlite3
+
+    cache = tmp_path / "c.sqlite"
+    contrib = make(tmp_path, {"a.png": 1}, [row("a.png")])
+    assert run(ds, contrib, "--dry-run", "--cache", str(cache)).exit_code == 0
+    # a dry run works on a scratch copy: warm the real cache through a real run on a copy of ds
+    work = tmp_path / "work"
+    shutil.copytree(ds, work)
+    assert run(work, contrib, "--cache", str(cache)).exit_code == 0
+    with sqlite3.connect(cache) as conn:
+        conn.execute("UPDATE leakage_fingerprint SET meta = 'not json {'")
+    res = run(ds, contrib, "--cache", str(cache))
+    assert res.exit_code == 0, res.output
+    warnings = [x for x in res.output.splitlines() if "cache.damaged" in x]
+    assert len(warnings) == 1 and "damaged row(s) of leakage_fingerprint dropped; recomputed" in warnings[0]
+    cache.write_bytes(b"garbage" * 1000)
+    other = make(tmp_path / "second", {"b.png": 7}, [row("b.png", doi="10.5555/other")])
+    res = run(ds, other, "--cache", str(cache))
+    assert res.exit_code == 0, res.output
+    assert "damaged cache file" in res.output and (tmp_path / "c.sqlite.damaged-1").read_bytes() == b"garbage" * 1000

@@ -167,3 +167,70 @@ def test_against_accepts_a_zip_and_reads_labels_from_its_sheet(small, real_data,
         ("CT_COVID/d.png", "new:new.jpg"): ["contribution-duplicate", "label-conflict"],
         ("CT_COVID/d_copy.png", "new:new.jpg"): ["contribution-duplicate", "label-conflict"],
     }
+def test_fix_splits_refuses_its_own_input_and_a_non_empty_folder(small, tmp_path):
+    root, meta = small
+    splits = meta / "Data-split"
+    before = {p: p.read_bytes() for p in splits.rglob("*.txt")}
+    own = run(*_args(root, meta, "--fix-splits", str(splits), "--force"))
+    assert own.exit_code == 2
+    assert own.stderr.strip().splitlines()[-1].endswith("would overwrite the input; choose another --fix-splits target")
+    assert {p: p.read_bytes() for p in splits.rglob("*.txt")} == before
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    refused = run(*_args(root, meta, "--fix-splits", str(busy)))
+    assert refused.exit_code == 2
+    assert refused.stderr == f"error: {busy}: the folder exists and is not empty; pass --force to write over it\n"
+    assert refused.stdout == ""  # refused before the run, not after printing a report
+    assert run(*_args(root, meta, "--fix-splits", str(busy), "--force")).exit_code == 1
+    assert (busy / "keep.txt").read_text() == "mine"
+
+
+def test_a_damaged_cache_row_is_a_warning_not_a_traceback(small, tmp_path):
+    import sqlite3
+
+    root, meta = small
+    cache = tmp_path / "c.sqlite"
+    args = ["--data", str(root), "--metadata", str(meta), "--cache", str(cache), "--jobs", "1", "--format", "json"]
+    first = run(*args)
+    with sqlite3.connect(cache) as conn:
+        conn.execute("UPDATE leakage_fingerprint SET meta = 'not json {' WHERE rowid = (SELECT min(rowid) FROM leakage_fingerprint)")
+        conn.execute("UPDATE leakage_verdict SET verdict = 'not json {' WHERE rowid = (SELECT min(rowid) FROM leakage_verdict)")
+    again = run(*args)
+    assert again.exit_code == first.exit_code == 1, again.output
+    body, body_first = json.loads(again.stdout), json.loads(first.stdout)
+    assert body["pairs"] == body_first["pairs"]
+    damaged = [f for f in body["summary"]["findings"] if f["code"] == "cache.damaged"]
+    assert [f["severity"] for f in damaged] == ["warning", "warning"]
+    assert {f["message"].split(" of ")[1] for f in damaged} == {"leakage_fingerprint dropped; recomputed",
+                                                                 "leakage_verdict dropped; recomputed"}
+
+
+def test_pending_contribution_empty_folder_and_fifo_are_findings(tmp_path, real_data):
+    import os
+
+    root = tmp_path / "ds"
+    meta = build(root, real_data, broken=False)
+    os.mkfifo(root / IMAGES_DIR / "CT_COVID" / "pipe.png")
+    (root / ".ctcurate").mkdir(exist_ok=True)
+    (root / ".ctcurate" / "apply-journal.json").write_text("{}")
+    result = run(*_args(root, meta, "--format", "json"))
+    assert result.exit_code == 1
+    codes = [f["code"] for f in json.loads(result.stdout)["summary"]["findings"]]
+    assert codes[:2] == ["dataset.pending-contribution", "file.special"]
+    empty = tmp_path / "empty"
+    (empty / IMAGES_DIR / "CT_COVID").mkdir(parents=True)
+    result = run("--data", str(empty), "--cache", str(tmp_path / "c.sqlite"), "--format", "json")
+    assert result.exit_code == 1
+    assert [f["code"] for f in json.loads(result.stdout)["summary"]["findings"]] == ["image.none"]
+
+
+def test_names_with_newlines_and_bidi_marks_stay_on_one_line(tmp_path, real_data):
+    root = tmp_path / "ds"
+    meta = build(root, real_data, broken=False)
+    folder = root / IMAGES_DIR / "CT_COVID"
+    shutil.copy(folder / "c.png", folder / "odd\nname\u202e.png")
+    result = run(*_args(root, meta))
+    assert "\u202e" not in result.stdout
+    line = next(x for x in result.stdout.splitlines() if "odd" in x)
+    assert "odd\\nname\\u202e.png" in line and " <-> " in line

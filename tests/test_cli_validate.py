@@ -288,3 +288,40 @@ def test_fix_cleans_split_lists(tmp_path, no_data_env):
         for f in json.loads(again.output.split("\nimages not checked")[0])["findings"]
         if f["code"].startswith("split.")
     ]
+
+
+def test_fix_refuses_a_folder_holding_another_datasets_files_unless_forced(tmp_path, no_data_env):
+    meta = tmp_path / "m"
+    shutil.copytree(REPO / "metadata", meta)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "COVID-CT-MetaInfo.xlsx").write_bytes(b"another dataset's sheet")
+    result = run("--metadata", str(meta), "--fix", str(other))
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: {other}: the folder exists and is not empty; pass --force to write over it")
+    assert (other / "COVID-CT-MetaInfo.xlsx").read_bytes() == b"another dataset's sheet"
+    assert sorted(p.name for p in other.iterdir()) == ["COVID-CT-MetaInfo.xlsx"]
+    forced = run("--metadata", str(meta), "--fix", str(other), "--force")
+    assert forced.exit_code == 1  # the repository's sheet has errors; the copy is written
+    assert (other / "Data-split" / "COVID" / "trainCT_COVID.txt").is_file()
+
+
+def test_fix_never_writes_onto_the_input_even_when_forced(tmp_path, no_data_env):
+    meta = tmp_path / "m"
+    shutil.copytree(REPO / "metadata", meta)
+    before = {p: digest(p) for p in meta.rglob("*") if p.is_file()}
+    result = run("--metadata", str(meta), "--fix", str(meta), "--force")
+    assert result.exit_code == 2
+    assert "would overwrite the input; choose another --fix target" in result.output
+    assert {p: digest(p) for p in meta.rglob("*") if p.is_file()} == before
+
+
+def test_a_name_with_a_newline_or_a_right_to_left_mark_stays_on_one_line(tmp_path, no_data_env):
+    path = write_xlsx(tmp_path / "in\u202e\nx.xlsx", [covid_row("a\nb.png", age="x\u202eevil", gender="F")])
+    result = run("--metadata", str(path))
+    lines = result.output.splitlines()
+    assert all("\u202e" not in line for line in lines)
+    assert any("\\u202e" in line for line in lines)
+    # every finding is one line (hints are indented continuation lines), then the count
+    assert all(line.startswith(("error: ", "warning: ", "    hint: ")) for line in lines[:-2]), lines

@@ -65,3 +65,17 @@ def test_images_in_subfolders_and_litter(tmp_path):
     with open_contribution(tmp_path) as c:
         assert list(c.images) == ["imgs/x.png"]
         assert [f.code for f in c.findings] == ["contribution.extra-file"]
+
+
+def test_template_refuses_a_filled_sheet_unless_forced(tmp_path):
+    target = tmp_path / "sheet.csv"
+    target.write_text("File name,Label\nmine.png,COVID\n")
+    result = CliRunner().invoke(main, ["add-contribution", "--template", str(target)])
+    assert result.exit_code == 2
+    assert result.output == f"error: {target}: the file exists and is not empty; pass --force to write over it\n"
+    assert target.read_text() == "File name,Label\nmine.png,COVID\n"
+    forced = CliRunner().invoke(main, ["add-contribution", "--template", str(target), "--force"])
+    assert forced.exit_code == 0 and "mine.png" not in target.read_text()
+    empty = tmp_path / "empty.xlsx"
+    empty.touch()
+    assert CliRunner().invoke(main, ["add-contribution", "--template", str(empty)]).exit_code == 0

@@ -102,3 +102,66 @@ def test_touched_file_is_reread_but_not_rehashed(files, tmp_path, monkeypatch):
         out = hash_files(files, cache, jobs=1)
     assert read == [files[2]]  # only the touched file's bytes are read again
     assert all(o.cached for o in out)
+
+
+def _first_run(files, cache_path):
+    with HashCache(cache_path) as cache:
+        return hash_files(files, cache, jobs=1)
+
+
+@pytest.mark.parametrize("meta", ["not json {", "[]", '{"width": 1}', "null"])
+def test_a_damaged_fingerprint_row_is_dropped_and_recomputed_with_one_warning(files, tmp_path, meta):
+    import sqlite3
+
+    cache_path = tmp_path / "c.sqlite"
+    first = _first_run(files, cache_path)
+    with sqlite3.connect(cache_path) as conn:
+        conn.execute("UPDATE leakage_fingerprint SET meta = ? WHERE sha256 = ?", (meta, first[1].sha256))
+    with HashCache(cache_path) as cache:
+        again = hash_files(files, cache, jobs=1)
+        warnings = list(cache.warnings)
+    assert [o.cached for o in again] == [True, False, True]
+    assert [o.fingerprint for o in again] == [o.fingerprint for o in first]
+    assert warnings == [f"{cache_path}: 1 damaged row(s) of leakage_fingerprint dropped; recomputed"]
+    with HashCache(cache_path) as cache:  # the row was stored again: the third run is clean
+        assert [o.cached for o in hash_files(files, cache, jobs=1)] == [True, True, True]
+        assert cache.warnings == []
+
+
+def test_a_damaged_verdict_row_is_dropped(tmp_path):
+    import sqlite3
+
+    cache_path = tmp_path / "c.sqlite"
+    good = {"duplicate": True, "score": 0.9, "mirrored": False, "evidence": {}}
+    with HashCache(cache_path) as cache:
+        cache.put_verdicts([("k1", good), ("k2", good)])
+    with sqlite3.connect(cache_path) as conn:
+        conn.execute("UPDATE leakage_verdict SET verdict = 'not json {' WHERE pair = 'k2'")
+    with HashCache(cache_path) as cache:
+        assert cache.get_verdicts(["k1", "k2"]) == {"k1": good}
+        assert len(cache.warnings) == 1 and "leakage_verdict" in cache.warnings[0]
+
+
+@pytest.mark.parametrize("damage", [b"this is not a database at all" * 100, b"SQLite format 3\x00" + b"\xff" * 4000])
+def test_a_damaged_cache_file_is_moved_aside_and_rebuilt(files, tmp_path, damage):
+    cache_path = tmp_path / "c.sqlite"
+    cache_path.write_bytes(damage)
+    with HashCache(cache_path) as cache:
+        out = hash_files(files, cache, jobs=1)
+        warnings = list(cache.warnings)
+    assert all(o.fingerprint is not None for o in out)
+    assert len(warnings) == 1 and "damaged cache file" in warnings[0] and "c.sqlite.damaged-1" in warnings[0]
+    assert (tmp_path / "c.sqlite.damaged-1").read_bytes() == damage  # kept for a person to look at
+    with HashCache(cache_path) as cache:
+        assert all(o.cached for o in hash_files(files, cache, jobs=1))
+
+
+def test_a_table_of_another_shape_is_rebuilt(files, tmp_path):
+    import sqlite3
+
+    cache_path = tmp_path / "c.sqlite"
+    with sqlite3.connect(cache_path) as conn:
+        conn.execute("CREATE TABLE leakage_fingerprint (x TEXT)")
+    with HashCache(cache_path) as cache:
+        assert all(o.fingerprint is not None for o in hash_files(files, cache, jobs=1))
+        assert cache.warnings == [f"{cache_path}: table leakage_fingerprint had unexpected columns; rebuilt"]

@@ -233,3 +233,35 @@ def test_damaged_member_inside_a_valid_zip(tmp_path, repo_metadata):
             zout.writestr(item, data)
     with pytest.raises(SheetError, match="damaged.xlsx: not a readable .xlsx workbook"):
         read_sheet(path)
+
+
+def test_utf16_csv_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "NonCOVID-CT-MetaInfo.csv"
+    path.write_bytes(",image name,patient id\r\n0,S\u00e3o.jpg,p 1\r\n".encode("utf-16"))
+    sheet = read_sheet(path)
+    assert sheet.encoding == "utf-16"
+    assert sheet.header == ("#index", "image name", "patient id")
+    assert [r.values[1:] for r in sheet.rows] == [("S\u00e3o.jpg", "p 1")]
+
+
+def test_a_title_row_above_the_header_names_the_header_row(tmp_path):
+    wb = Workbook()
+    ws = wb.active
+    ws.append(["COVID-CT metadata, exported 2020-04-01"])
+    ws.append([])
+    ws.append(COVID_HEADER)
+    ws.append(["a.png", "Patient 1"])
+    wb.save(tmp_path / "t.xlsx")
+    sheet = read_sheet(tmp_path / "t.xlsx")
+    with pytest.raises(SheetError) as info:
+        find_columns(sheet, COVID_COLUMNS)
+    assert str(info.value) == (f"{tmp_path / 't.xlsx'} (sheet 'Sheet'): the column headers are on row 3, below other "
+                               "text (a title?); delete the row(s) above row 3")
+
+
+def test_a_password_protected_workbook_says_so(tmp_path):
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "data" / "password-protected.xlsx"  # made with msoffcrypto-tool
+    with pytest.raises(SheetError, match=r"password-protected.xlsx: the workbook is password-protected; save a copy"):
+        read_sheet(fixture)

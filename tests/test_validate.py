@@ -207,6 +207,8 @@ def tiny(tmp_path):
     (splits / "COVID" / "testCT_COVID.txt").write_text("p2-a.png\n")
     (splits / "NonCOVID" / "trainCT_NonCOVID.txt").write_text("0.jpg\n")
     (splits / "NonCOVID" / "valCT_NonCOVID.txt").write_text("1.jpg\n")
+    for empty in ("COVID/valCT_COVID.txt", "NonCOVID/testCT_NonCOVID.txt"):
+        (splits / empty).write_text("")  # every list exists, some with no names
     return root, meta
 
 
@@ -333,3 +335,55 @@ def test_inputs_that_cannot_be_validated(tmp_path):
         validate(metadata=odd)
     with pytest.raises(InputError, match="no Images-processed/ folder there"):
         validate(metadata=REPO / "metadata", images=tmp_path)
+
+
+def test_a_missing_split_list_and_a_folder_in_its_place_have_their_own_findings(tiny):
+    root, meta = tiny
+    (meta / "Data-split/NonCOVID/testCT_NonCOVID.txt").unlink()
+    (meta / "Data-split/COVID/valCT_COVID.txt").unlink()
+    (meta / "Data-split/COVID/valCT_COVID.txt").mkdir()
+    result = validate(metadata=meta, images=root)
+    assert codes_of(result) == [
+        ("split.list-not-a-file", "Data-split/COVID/valCT_COVID.txt", None),
+        ("split.list-missing", "Data-split/NonCOVID/testCT_NonCOVID.txt", None),
+    ]
+    assert [f.severity.value for f in result.findings] == ["error", "warning"]
+
+
+def test_an_empty_image_folder_is_not_clean(tiny):
+    root, meta = tiny
+    for p in (root / "Images-processed").rglob("*.*"):
+        p.unlink()
+    result = validate(metadata=meta, images=root)
+    assert ("image.none", "Images-processed/", None) in codes_of(result)
+    empty = root.parent / "empty"
+    (empty / "Images-processed").mkdir(parents=True)
+    assert ("image.none", "Images-processed/", None) in codes_of(validate(metadata=meta, images=empty))
+
+
+def test_fifos_devices_and_looping_links_are_findings_not_silently_skipped(tiny):
+    root, meta = tiny
+    folder = root / "Images-processed" / "CT_COVID"
+    os.mkfifo(folder / "pipe.png")
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    (folder / "dangling.png").symlink_to(folder / "nowhere.png")
+    (folder / "zero.png").symlink_to("/dev/zero")
+    result = validate(metadata=meta, images=root)
+    special = {(f.file, f.message) for f in result.findings if f.code == "file.special"}
+    assert special == {
+        ("Images-processed/CT_COVID/pipe.png", "a FIFO, not an image file; it is not checked or used"),
+        ("Images-processed/CT_COVID/loop.png", "a symbolic link that loops, not an image file; it is not checked or used"),
+        ("Images-processed/CT_COVID/dangling.png", "a symbolic link that leads nowhere, not an image file; it is not checked or used"),
+        ("Images-processed/CT_COVID/zero.png", "a link to a device, not an image file; it is not checked or used"),
+    }
+
+
+def test_a_pending_contribution_is_said_first(tiny):
+    root, meta = tiny
+    (root / ".ctcurate").mkdir()
+    (root / ".ctcurate" / "apply-journal.json").write_text("{}")
+    result = validate(metadata=meta, images=root)
+    assert codes_of(result) == [("dataset.pending-contribution", str(root), None)]
+    (root / ".ctcurate" / "apply-journal.json").unlink()
+    (meta / ".ctcurate-staging-x").mkdir()
+    assert codes_of(validate(metadata=meta, images=root)) == [("dataset.pending-contribution", str(root), None)]

@@ -88,3 +88,16 @@ def test_not_a_zip(tmp_path):
     p = tmp_path / "c.zip"
     p.write_bytes(b"not a zip")
     assert _codes(check_zip(p)) == ["zip.corrupt"]
+
+
+def test_corrupted_deflate_data_is_zip_corrupt_and_nothing_is_left(tmp_path):
+    payload = bytes(range(256)) * 400
+    z = _zip(tmp_path / "c.zip", [("a.png", payload)])
+    data = bytearray(z.read_bytes())
+    start = 30 + len("a.png")  # the member's compressed bytes follow its local header
+    for k in range(start + 2, start + 40):
+        data[k] ^= 0x5A
+    z.write_bytes(bytes(data))
+    check = extract(z, tmp_path / "out")
+    assert _codes(check) == ["zip.corrupt"]
+    assert not (tmp_path / "out").exists()

@@ -80,6 +80,11 @@ def official_samples(data_root: Path, splits_dir: Path) -> tuple[list[Sample], l
     for line in lines:
         if not line.name:
             continue
+        if not _plain_name(line.name):
+            findings.append(error("benchmark.entry-outside", "a split-list entry must be a file name of its class "
+                                  "folder; this one is a path, so it is not followed", file=str(line.path), row=line.line,
+                                  value=line.name))
+            continue
         path = data_root / IMAGES_DIR / line.class_dir / line.name
         if not path.is_file():
             findings.append(
@@ -88,6 +93,11 @@ def official_samples(data_root: Path, splits_dir: Path) -> tuple[list[Sample], l
             continue
         samples.append(Sample(path, f"{line.class_dir}/{line.name}", CLASS_DIRS[line.class_dir], line.split))
     return samples, findings
+
+
+def _plain_name(name: str) -> bool:
+    """A bare file name: no folder part (either slash), not `.`/`..`, no drive or NUL."""
+    return not any(c in name for c in "/\\\x00") and name not in (".", "..") and not (len(name) > 1 and name[1] == ":")
 
 
 def smoke_subset(samples: Sequence[Sample], per_class: dict[str, int], seed: int) -> list[Sample]:

@@ -27,16 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from ctcurate.doi import normalize as doi_lib
+from ctcurate.core import pending as pending_lib
 from ctcurate.core.atomic import atomic_write
 from ctcurate.contribution.dataset_state import PROVENANCE_FILE, DatasetState
 from ctcurate.contribution.intake import IntakePlan
 from ctcurate.core.layout import COVID_CLASS, COVID_SHEET, IMAGES_DIR, NONCOVID_SHEET, SPLITS_DIR, label_of_class
 from ctcurate.contribution.xlsx_append import Cell, UnsupportedWorkbook, append_rows
+from ctcurate.core.pending import DATA_STAGING, JOURNAL, META_STAGING, TOOL_DIR, journal_path  # noqa: F401
 
-TOOL_DIR = ".ctcurate"
-JOURNAL = "apply-journal.json"
-DATA_STAGING = "staging-"  # <data root>/.ctcurate/staging-<txn>/
-META_STAGING = ".ctcurate-staging-"  # <metadata>/.ctcurate-staging-<txn>/
 # Test hook: SIGKILL this process right after durable step k of apply or recover (1-based).
 KILL_ENV = "CTCURATE_APPLY_KILL_AFTER"
 SHEET_COLUMNS = ("File name", "Patient ID", "Age", "Gender", "Location", "Medical history", "Time",
@@ -69,15 +67,9 @@ def lock_paths(data_root: Path, metadata_dir: Path) -> list[Path]:
     return [data_root / TOOL_DIR / "apply.lock", metadata_dir / ".ctcurate-apply.lock"]
 
 
-def journal_path(data_root: Path) -> Path:
-    return data_root / TOOL_DIR / JOURNAL
-
-
 def pending(data_root: Path, metadata_dir: Path) -> bool:
     """True when an interrupted run left a journal or staging behind (`recover` must run first)."""
-    tool = data_root / TOOL_DIR
-    return journal_path(data_root).exists() or any(tool.glob(DATA_STAGING + "*")) or any(
-        metadata_dir.glob(META_STAGING + "*"))
+    return pending_lib.pending(data_root, metadata_dir)
 
 
 class _Steps:
@@ -261,8 +253,64 @@ def _rel(path: Path, data_root: Path, metadata_dir: Path) -> dict[str, str]:
     raise ApplyError(f"{path}: outside both the data root and the metadata folder")
 
 
-def _abs(entry: dict[str, str], data_root: Path, metadata_dir: Path) -> Path:
-    return (metadata_dir if entry["root"] == "metadata" else data_root) / entry["path"]
+class JournalError(ApplyError):
+    """The journal is not one this ctcurate wrote: wrong shape, or a path leaving the dataset."""
+
+
+@dataclass(frozen=True)
+class _Journal:
+    """A checked journal: every path absolute and inside its root, staged files inside staging."""
+
+    transaction: str
+    ops: tuple[_Op, ...]
+    staging: tuple[Path, ...]
+
+
+def _inside(entry: object, data_root: Path, metadata_dir: Path) -> Path:
+    """The journal entry's path, resolved (its last part not followed), strictly inside its root."""
+    if not (isinstance(entry, dict) and entry.get("root") in ("data", "metadata")
+            and isinstance(entry.get("path"), str) and entry["path"]):
+        raise JournalError(f"an entry is not {{'root': 'data'|'metadata', 'path': '...'}}: {entry!r}"[:300])
+    root = (metadata_dir if entry["root"] == "metadata" else data_root).resolve()
+    rel = Path(entry["path"])
+    joined = root / rel
+    resolved = joined.parent.resolve() / joined.name if joined.name not in ("", ".", "..") else joined.resolve()
+    if rel.is_absolute() or ".." in rel.parts or root not in resolved.parents:
+        raise JournalError(f"the path {entry['path']!r} leaves the {entry['root']} root {root}")
+    return resolved
+
+
+def _staging_dir(path: Path, data_root: Path, metadata_dir: Path) -> bool:
+    """Only the folders `apply_plan` makes may be deleted as staging."""
+    return (path.parent == (data_root / TOOL_DIR).resolve() and path.name.startswith(DATA_STAGING)) or (
+        path.parent == metadata_dir.resolve() and path.name.startswith(META_STAGING))
+
+
+def _parse_journal(body: object, data_root: Path, metadata_dir: Path) -> _Journal:
+    """Check the whole journal before anything is touched; `JournalError` names the first problem."""
+    if not isinstance(body, dict) or body.get("version") != 2:
+        version = body.get("version") if isinstance(body, dict) else None
+        raise JournalError(f"journal version {version!r} is not one this ctcurate knows")
+    ops, staging = body.get("ops"), body.get("staging")
+    if not isinstance(ops, list) or not isinstance(staging, list) or not isinstance(body.get("transaction"), str):
+        raise JournalError("the journal lacks 'transaction', an 'ops' list or a 'staging' list")
+    dirs = tuple(_inside(e, data_root, metadata_dir) for e in staging)
+    for d in dirs:
+        if not _staging_dir(d, data_root, metadata_dir):
+            raise JournalError(f"{d} is not a staging folder of ctcurate; it will not be deleted")
+    checked = []
+    for op in ops:
+        if not isinstance(op, dict):
+            raise JournalError(f"an op is not {{'staged': ..., 'target': ...}}: {op!r}"[:300])
+        staged = _inside(op.get("staged"), data_root, metadata_dir)
+        target = _inside(op.get("target"), data_root, metadata_dir)
+        if not any(d in staged.parents for d in dirs) or staged.is_symlink():
+            raise JournalError(f"the staged file {staged} is not inside the journal's staging folders")
+        if any(d == target or d in target.parents for d in dirs) or TOOL_DIR in target.relative_to(
+                (metadata_dir if op["target"]["root"] == "metadata" else data_root).resolve()).parts[:1]:
+            raise JournalError(f"the target {target} is not a dataset file")
+        checked.append(_Op(staged, target))
+    return _Journal(body["transaction"], tuple(checked), dirs)
 
 
 def _journal_body(txn: str, ops: list[_Op], staging: list[Path], data_root: Path, metadata_dir: Path) -> dict[str, Any]:
@@ -279,17 +327,15 @@ def _write_journal(data_root: Path, body: dict[str, Any]) -> None:
     _fsync_dir(journal_path(data_root).parent)
 
 
-def _roll_forward(journal: dict[str, Any], data_root: Path, metadata_dir: Path,
-                  step: Callable[[], None] = lambda: None) -> None:
+def _roll_forward(journal: _Journal, data_root: Path, step: Callable[[], None] = lambda: None) -> None:
     """Rename every staged file still present over its target; idempotent, so it resumes anywhere.
 
     A step whose staged file and target are both gone cannot be redone: that is refused (the
     journal stays) rather than declared done.
     """
     touched: set[Path] = set()
-    for op in journal["ops"]:
-        staged = _abs(op["staged"], data_root, metadata_dir)
-        target = _abs(op["target"], data_root, metadata_dir)
+    for op in journal.ops:
+        staged, target = op.staged, op.target
         if staged.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged, target)
@@ -347,10 +393,11 @@ def apply_plan(plan: IntakePlan, state: DatasetState, *, contributor: str, sourc
             raise
         raise ApplyError(f"cannot stage the new files: {exc}") from exc
     # Commit point: from here on, the change happens (now or at the next start).
-    journal = _journal_body(txn, ops, [data_stage, meta_stage], data_root, meta)
-    _write_journal(data_root, journal)
+    body = _journal_body(txn, ops, [data_stage, meta_stage], data_root, meta)
+    journal = _parse_journal(body, data_root, meta)  # the same checks a recovery makes
+    _write_journal(data_root, body)
     step()
-    _roll_forward(journal, data_root, meta, step)
+    _roll_forward(journal, data_root, step)
     _finish(data_root, [data_stage, meta_stage], step)
     return ApplyResult(
         transaction=txn,
@@ -375,14 +422,17 @@ def recover(data_root: Path, metadata_dir: Path) -> Recovery:
     if jpath.exists():
         try:
             journal = json.loads(jpath.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise ApplyError(f"{jpath}: unreadable journal ({exc}); move it away only after checking the dataset") from exc
         step = _Steps()  # recovery can be killed too; it resumes the same way
-        if journal.get("version") != 2:
-            raise ApplyError(f"{jpath}: journal version {journal.get('version')!r} is not one this ctcurate knows")
-        _roll_forward(journal, data_root, metadata_dir, step)
-        _finish(data_root, [_abs(p, data_root, metadata_dir) for p in journal.get("staging", [])], step)
-        return Recovery("completed", journal.get("transaction"), "an interrupted contribution was completed")
+        try:
+            checked = _parse_journal(journal, data_root, metadata_dir)
+        except JournalError as exc:
+            raise JournalError(f"{jpath}: {exc}; nothing was changed: move it away only after checking "
+                               "the dataset") from exc
+        _roll_forward(checked, data_root, step)
+        _finish(data_root, list(checked.staging), step)
+        return Recovery("completed", checked.transaction, "an interrupted contribution was completed")
     removed: list[Path] = []
     staged_files = 0
     for d in sorted((data_root / TOOL_DIR).glob(DATA_STAGING + "*")):

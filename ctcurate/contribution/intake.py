@@ -38,6 +38,7 @@ class Duplicates:
 
     of_existing: Mapping[Path, tuple[Path, ...]]  # new image -> dataset images it duplicates, best first
     within: tuple[tuple[Path, ...], ...] = ()  # groups of new images that duplicate each other
+    findings: tuple[Finding, ...] = ()  # about the search itself (a damaged cache rebuilt): warnings
 
 
 # (new image paths, dataset root) -> Duplicates
@@ -347,6 +348,7 @@ def _check_duplicates(judging: _Judging, state: DatasetState, find_duplicates: D
     images = judging.contribution.images
     dup = find_duplicates([images[k] for k in judging.decodable], state.data_root)
     key_of = {images[k]: k for k in judging.decodable}
+    judging.general += [f for f in dup.findings if f.severity is Severity.WARNING]
     for path, existing in dup.of_existing.items():
         hit = key_of.get(path)
         if hit is None or not existing:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from ctcurate.contribution import apply as apply_lib
 from ctcurate.contribution.source import Contribution, open_contribution
 from ctcurate.contribution.dataset_state import DatasetState, read_state
-from ctcurate.core.findings import Finding, Severity
+from ctcurate.core.findings import Finding, Severity, one_line
 from ctcurate.contribution.intake import DuplicateFinder, Duplicates, IntakePlan, RowChecker, plan_intake
 from ctcurate.core.lock import LockHeld, locked
 from ctcurate.core.unionfind import components
@@ -172,7 +172,7 @@ def render_text(outcome: Outcome) -> str:
         verb = "would write" if outcome.dry_run else "wrote"
         lines.append(f"{verb}: " + ", ".join(f"{name} (+{n})" for name, n in writes.items()))
     lines.append(f"{len(plan.accepted)} accepted, {len(plan.rejected)} rejected; {_status(outcome)}")
-    return "\n".join(lines)
+    return "\n".join(one_line(x) for x in lines)  # a file name must not break or reorder a line
 
 
 def _finding_json(f: Finding) -> dict[str, object]:
@@ -263,7 +263,8 @@ def default_duplicate_finder(cache_path: Path | None = None) -> DuplicateFinder:
             Path(p): tuple(data_root / IMAGES_DIR / m.dataset_path for m in sorted(ms, key=lambda m: -m.score))
             for p, ms in check.matches.items() if ms
         }
-        return Duplicates(of_existing, _groups([(Path(pair.a), Path(pair.b)) for pair in check.within]))
+        cache_notes = tuple(f for f in check.findings if f.code == "cache.damaged")
+        return Duplicates(of_existing, _groups([(Path(pair.a), Path(pair.b)) for pair in check.within]), cache_notes)
 
     return find
 

@@ -237,10 +237,14 @@ def labelled_images(contribution: Contribution) -> dict[str, LabelledImage]:
     return out
 
 
-def write_template(target: Path) -> None:
-    """Write an empty contribution sheet (.xlsx with a column guide, or .csv) at `target`."""
-    from ctcurate.core.atomic import atomic_path, atomic_write
+def write_template(target: Path, force: bool = False) -> None:
+    """Write an empty contribution sheet (.xlsx with a column guide, or .csv) at `target`.
 
+    A non-empty file already there (likely a filled sheet) is refused unless `force` (`WouldOverwrite`).
+    """
+    from ctcurate.core.atomic import atomic_path, atomic_write, refuse_existing
+
+    refuse_existing(target, force)
     suffix = target.suffix.lower()
     if suffix == ".csv":
         with atomic_write(target) as fh:

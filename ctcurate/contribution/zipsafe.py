@@ -13,6 +13,7 @@ import re
 import shutil
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -167,7 +168,8 @@ def extract(path: Path, dest: Path, limits: ZipLimits = ZipLimits()) -> ZipCheck
     except ZipLimitExceeded as exc:
         shutil.rmtree(dest, ignore_errors=True)
         findings.append(error("zip.too-large", str(exc), file=path.name))
-    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as exc:
+    except (zipfile.BadZipFile, zlib.error, OSError, RuntimeError, EOFError, NotImplementedError, ValueError) as exc:
+        # zlib.error: damaged deflate data; NotImplementedError: a compression method zipfile lacks.
         shutil.rmtree(dest, ignore_errors=True)
         findings.append(error("zip.corrupt", f"cannot unpack: {exc}", file=path.name))
     return ZipCheck(check.members, tuple(findings))

@@ -1,10 +1,11 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of either."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of either; and the
+rule that an output never silently replaces what the user has, nor an input (`refuse_*`)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -42,3 +43,28 @@ def atomic_write(target: str | os.PathLike[str], mode: str = "w", encoding: str 
         kwargs = {} if "b" in mode else {"encoding": encoding, "newline": ""}
         with open(tmp, mode, **kwargs) as fh:  # type: ignore[call-overload]
             yield fh
+
+
+class WouldOverwrite(Exception):
+    """Writing would replace what the user already has (refused unless forced) or an input (always)."""
+
+
+def refuse_existing(target: Path, force: bool) -> None:
+    """Refuse a target that exists and is not empty (a file with bytes, a folder with entries)."""
+    if force or not target.exists():
+        return
+    if target.is_dir():
+        non_empty = any(target.iterdir())
+    else:
+        non_empty = target.stat().st_size > 0
+    if non_empty:
+        kind = "folder" if target.is_dir() else "file"
+        raise WouldOverwrite(f"{target}: the {kind} exists and is not empty; pass --force to write over it")
+
+
+def refuse_inputs(targets: Iterable[Path], inputs: Iterable[Path], option: str) -> None:
+    """Refuse to write any of `targets` onto one of `inputs` (same file after resolving links)."""
+    read = {p.resolve() for p in inputs}
+    for target in targets:
+        if target.resolve() in read:
+            raise WouldOverwrite(f"{target}: would overwrite the input; choose another {option} target")

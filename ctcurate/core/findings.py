@@ -77,13 +77,21 @@ def to_json(findings: list[Finding], **extra_summary: object) -> str:
     return dump_json(document(findings, **extra_summary))
 
 
+def one_line(text: str) -> str:
+    """`text` with every character that would break or reorder a line of output (newline, other
+    controls, right-to-left and other format marks) written as its escape, e.g. `\\n`, `\\u202e`."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 def to_text(findings: list[Finding]) -> str:
     lines = []
     for f in findings:
         value = f" [{f.value!r}]" if f.value is not None else ""
-        lines.append(f"{f.severity.value}: {f.location()}: {f.code}: {f.message}{value}")
+        lines.append(one_line(f"{f.severity.value}: {f.location()}: {f.code}: {f.message}{value}"))
         if f.hint:
-            lines.append(f"    hint: {f.hint}")
+            lines.append(one_line(f"    hint: {f.hint}"))
     s = summarize(findings)
     lines.append(f"{s['errors']} error(s), {s['warnings']} warning(s)")
     return "\n".join(lines)

@@ -99,3 +99,32 @@ def list_images(data_root: Path) -> dict[str, list[Path]]:
             p for p in class_path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
         )
     return out
+
+
+def special_entries(data_root: Path) -> list[tuple[str, str]]:
+    """(`Images-processed/<class>/<name>`, what it is) for each entry of a class folder that is
+    neither a regular file nor a folder: a FIFO, device or socket, or a link that loops, leads
+    nowhere or leads to one of those. `list_images` skips them; this says that it did."""
+    import errno
+    import stat
+
+    out = []
+    images_root = data_root / IMAGES_DIR
+    for class_path in sorted(p for p in images_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for entry in sorted(class_path.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            mode = entry.lstat().st_mode
+            link = stat.S_ISLNK(mode)
+            if link:
+                try:
+                    mode = entry.stat().st_mode
+                except OSError as exc:
+                    why = "loops" if exc.errno == errno.ELOOP else "leads nowhere"
+                    out.append((f"{IMAGES_DIR}/{class_path.name}/{entry.name}", f"a symbolic link that {why}"))
+                    continue
+            if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+                continue
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+            out.append((f"{IMAGES_DIR}/{class_path.name}/{entry.name}", f"a link to {kind}" if link else kind))
+    return out

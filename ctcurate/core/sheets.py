@@ -119,8 +119,21 @@ def find_columns(sheet: Sheet, wanted: dict[str, str]) -> tuple[dict[str, str], 
     if missing:
         names = ", ".join(repr(m) for m in missing)
         where = f" (sheet {sheet.name!r})" if sheet.name else ""
+        lower = _header_below(sheet, wanted)
+        if lower is not None:
+            raise SheetError(f"{sheet.path}{where}: the column headers are on row {lower}, below other text "
+                             f"(a title?); delete the row(s) above row {lower}")
         raise SheetError(f"{sheet.path}{where}: missing column(s) {names}")
     return found, findings
+
+
+def _header_below(sheet: Sheet, wanted: dict[str, str], look: int = 50) -> int | None:
+    """The number of a row among the first `look` data rows that holds every wanted header."""
+    keys = {_header_key(v) for v in wanted.values()}
+    for row in sheet.rows[:look]:
+        if keys <= {_header_key(str(v)) for v in row.values if v is not None}:
+            return row.number
+    return None
 
 
 def _header_key(text: str) -> str:
@@ -159,8 +172,27 @@ def _reason(exc: BaseException) -> str:
     return text[:160]
 
 
+_OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # a compound file: legacy .xls, or an encrypted .xlsx
+
+
+def _refuse_compound_file(path: Path) -> None:
+    """Excel saves a password-protected workbook as an encrypted compound file, not a zip."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(len(_OLE2)) != _OLE2:
+                return
+            head = fh.read(64 << 20)  # the stream names sit in a directory sector anywhere in the file
+    except OSError as exc:
+        raise SheetError(f"{path}: cannot read ({_reason(exc)})") from exc
+    if "EncryptedPackage".encode("utf-16-le") in head or "EncryptionInfo".encode("utf-16-le") in head:
+        raise SheetError(f"{path}: the workbook is password-protected; save a copy without a password "
+                         "(File > Info > Protect Workbook > Encrypt with Password, clear it)")
+    raise SheetError(f"{path}: an old-style .xls workbook, not .xlsx; open it in Excel and save it as .xlsx")
+
+
 def _read_xlsx(path: Path, header_only: bool = False) -> Sheet:
     reader: _WorkbookReader | None = None
+    _refuse_compound_file(path)
     try:
         reader = _WorkbookReader(str(path), read_only=True)
         sheets = reader.open()
@@ -539,6 +571,14 @@ def _unnamed(header: tuple[str, ...], rows: list[SheetRow], width: int, label: s
 
 def decode_text(path: Path, data: bytes) -> tuple[str, str]:
     """Decode `data` as UTF-8 (with or without BOM), else Latin-1; refuse binary content."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 holds NUL bytes: decided before the binary test
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise SheetError(f"{path}: starts with a UTF-16 mark but is not UTF-16 text") from exc
+        if "\x00" in text[:4096] or _looks_binary(text[:4096].encode("utf-8", "replace")):
+            raise SheetError(f"{path}: binary content, not a text file")
+        return text, "utf-16"
     head = data[:8192]
     if b"\x00" in head or _looks_binary(head):
         raise SheetError(f"{path}: binary content, not a text file")
@@ -547,11 +587,6 @@ def decode_text(path: Path, data: bytes) -> tuple[str, str]:
             return data[3:].decode("utf-8"), "utf-8-sig"
         except UnicodeDecodeError as exc:
             raise SheetError(f"{path}: starts with a UTF-8 mark but is not UTF-8 (byte {exc.start})") from exc
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        try:
-            return data.decode("utf-16"), "utf-16"
-        except UnicodeDecodeError as exc:
-            raise SheetError(f"{path}: not readable as UTF-16 text") from exc
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:

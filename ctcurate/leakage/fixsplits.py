@@ -13,9 +13,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctcurate.core.atomic import atomic_write
+from ctcurate.core.atomic import atomic_write, refuse_existing, refuse_inputs
 from ctcurate.core.dataset import read_split_lines
-from ctcurate.core.layout import SPLIT_NAMES, label_of_class
+from ctcurate.core.layout import SPLIT_NAMES, label_of_class, split_files
 from ctcurate.core.unionfind import components
 from ctcurate.leakage.pipeline import LeakageReport
 
@@ -94,8 +94,16 @@ def plan(report: LeakageReport, current: dict[str, str]) -> dict[str, str]:
     return assign
 
 
-def fix_splits(report: LeakageReport, splits_dir: Path, out_dir: Path) -> FixResult:
-    """Write corrected `Data-split`-style lists under `out_dir`; the originals are only read."""
+def fix_splits(report: LeakageReport, splits_dir: Path, out_dir: Path, force: bool = False) -> FixResult:
+    """Write corrected `Data-split`-style lists under `out_dir`; the originals are only read.
+
+    Raises `WouldOverwrite` before writing anything when a list would land on an original, or
+    when `out_dir` exists and is not empty (unless `force`).
+    """
+    files = split_files(splits_dir)
+    refuse_inputs([out_dir / label_of_class(c) / f"{s}{c}.txt" for c in {f.class_dir for f in files}
+                   for s in SPLIT_NAMES], [f.path for f in files], "--fix-splits")
+    refuse_existing(out_dir, force)
     current: dict[str, str] = {}
     order: dict[str, int] = {}
     for line in read_split_lines(splits_dir):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ctcurate.leakage.hashing import HASH_VERSION, Fingerprint, file_sha256, fingerprint_image
+from ctcurate.leakage.hashing import HASH_VERSION, THUMB, Fingerprint, file_sha256, fingerprint_image
 from ctcurate.core.images import UnreadableImage, open_image
 from ctcurate.core.store import open_cache, select_in
 
@@ -32,6 +33,11 @@ CREATE TABLE IF NOT EXISTS leakage_verdict (
 CREATE TABLE IF NOT EXISTS leakage_stat (
     path TEXT NOT NULL PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL);
 """
+_COLUMNS = {
+    "leakage_fingerprint": ("sha256", "version", "meta", "thumb"),
+    "leakage_verdict": ("pair", "verdict"),
+    "leakage_stat": ("path", "size", "mtime_ns", "sha256"),
+}
 HASH_FIELDS = ("phash", "dhash", "whash", "phash_m", "dhash_m", "whash_m")
 
 Progress = Callable[[int, int], None]
@@ -97,16 +103,48 @@ def _to_row(fp: Fingerprint) -> tuple[str, bytes]:
     return json.dumps(meta), fp.thumb
 
 
-def _from_row(meta_text: str, thumb: bytes) -> Fingerprint:
-    meta = json.loads(meta_text)
-    return Fingerprint(
-        width=meta["width"],
-        height=meta["height"],
-        box=tuple(meta["box"]),
-        thumb=bytes(thumb),
-        **{k: int(meta[k], 16) for k in HASH_FIELDS},
-        sub_phash=tuple(int(h, 16) for h in meta.get("sub_phash", ())),
-    )
+class BadRow(ValueError):
+    """A cache row this version cannot read (edited, truncated, written by something else)."""
+
+
+def _from_row(meta_text: object, thumb: object) -> Fingerprint:
+    """The fingerprint a row holds; `BadRow` for anything but what `_to_row` writes."""
+    try:
+        meta = json.loads(meta_text)  # type: ignore[arg-type]
+        if not isinstance(thumb, bytes) or len(thumb) != THUMB * THUMB:
+            raise BadRow("thumbnail of the wrong size")
+        box = tuple(int(v) for v in meta["box"])
+        fp = Fingerprint(
+            width=int(meta["width"]),
+            height=int(meta["height"]),
+            box=box,  # type: ignore[arg-type]
+            thumb=thumb,
+            **{k: int(meta[k], 16) for k in HASH_FIELDS},
+            sub_phash=tuple(int(h, 16) for h in meta.get("sub_phash", ())),
+        )
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        raise BadRow(str(exc)) from exc
+    if len(box) != 4:
+        raise BadRow("box is not four numbers")
+    return fp
+
+
+_VERDICT_KEYS: dict[str, type | tuple[type, ...]] = {
+    "duplicate": bool, "score": (int, float), "mirrored": bool, "evidence": dict}
+
+
+def _verdict_from_row(text: object) -> dict[str, Any]:
+    """A stored verdict; `BadRow` unless it has the fields `_find_pairs` reads, of their types."""
+    try:
+        verdict = json.loads(text)  # type: ignore[arg-type]
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise BadRow(str(exc)) from exc
+    if not isinstance(verdict, dict) or not all(isinstance(verdict.get(k), t) for k, t in _VERDICT_KEYS.items()):
+        raise BadRow("not a verdict")
+    return verdict
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class HashCache:
@@ -114,8 +152,28 @@ class HashCache:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.conn: sqlite3.Connection = open_cache(path)
+        self.warnings: list[str] = []  # a damaged file moved aside, damaged rows dropped: said once each
+        self.conn: sqlite3.Connection = open_cache(path, on_damage=self.warnings.append)
+        self._drop_foreign_tables()
         self.conn.executescript(_SCHEMA)
+
+    def _drop_foreign_tables(self) -> None:
+        """A leakage table with other columns than ours (edited, or another program's) is rebuilt."""
+        for table, columns in _COLUMNS.items():
+            found = tuple(r[1] for r in self.conn.execute(f"PRAGMA table_info({table})"))
+            if found and found != columns:
+                self.conn.execute(f"DROP TABLE {table}")
+                self.warnings.append(f"{self.path}: table {table} had unexpected columns; rebuilt")
+
+    def _drop(self, table: str, key: str, keys: Sequence[object]) -> None:
+        """Delete rows that could not be read, so they are recomputed and stored again, and say so once."""
+        if not keys:
+            return
+        for start in range(0, len(keys), 500):
+            part = list(keys[start : start + 500])
+            self.conn.execute(f"DELETE FROM {table} WHERE {key} IN ({','.join('?' * len(part))})", part)
+        self.conn.commit()
+        self.warnings.append(f"{self.path}: {len(keys)} damaged row(s) of {table} dropped; recomputed")
 
     def __enter__(self) -> HashCache:
         return self
@@ -130,8 +188,13 @@ class HashCache:
     def get_many(self, shas: Sequence[str]) -> dict[str, Fingerprint]:
         out: dict[str, Fingerprint] = {}
         sql = "SELECT sha256, meta, thumb FROM leakage_fingerprint WHERE version = ? AND sha256 IN ({marks})"
+        bad = []
         for sha, meta, thumb in select_in(self.conn, sql, sorted(set(shas)), HASH_VERSION):
-            out[sha] = _from_row(meta, thumb)
+            try:
+                out[sha] = _from_row(meta, thumb)
+            except BadRow:
+                bad.append(sha)
+        self._drop("leakage_fingerprint", "sha256", bad)
         return out
 
     def put_many(self, items: Sequence[tuple[str, Fingerprint]]) -> None:
@@ -151,6 +214,8 @@ class HashCache:
                 st = os.stat(name)
             except OSError:
                 continue
+            if not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
+                continue  # a damaged row: the file is read again and the row replaced
             if st.st_size == size and st.st_mtime_ns == mtime:
                 out[by_name[name]] = sha
         return out
@@ -170,8 +235,13 @@ class HashCache:
     def get_verdicts(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         sql = "SELECT pair, verdict FROM leakage_verdict WHERE pair IN ({marks})"
+        bad = []
         for key, text in select_in(self.conn, sql, sorted(set(keys))):
-            out[key] = json.loads(text)
+            try:
+                out[key] = _verdict_from_row(text)
+            except BadRow:
+                bad.append(key)
+        self._drop("leakage_verdict", "pair", bad)
         return out
 
     def put_verdicts(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:

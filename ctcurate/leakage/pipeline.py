@@ -33,12 +33,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from ctcurate.doi import normalize as doi_lib
-from ctcurate.core.findings import Finding, error
+from ctcurate.core.findings import Finding, error, has_errors, warning
 from ctcurate.leakage.hashcache import HashCache, HashOutcome, Progress, Workers, default_jobs, hash_files
 from ctcurate.leakage.hashing import SUBVIEWS, THUMB, Fingerprint
 from ctcurate.core.images import UnreadableImage, open_image
 from ctcurate.core.dataset import read_key_rows, split_of
-from ctcurate.core.layout import IMAGES_DIR, SPLIT_NAMES, SPLITS_DIR, label_of_class, list_images
+from ctcurate.core.layout import IMAGES_DIR, SPLIT_NAMES, SPLITS_DIR, label_of_class, list_images, special_entries
+from ctcurate.core.pending import pending_findings
 from ctcurate.leakage.search import pairs_within, pairs_within_any
 from ctcurate.core.store import cache_location
 from ctcurate.core.unionfind import components
@@ -100,7 +101,7 @@ class LeakageReport(BaseModel):
 
     @property
     def has_problems(self) -> bool:
-        return bool(self.pairs or self.findings or any(c.type != "duplicate" for c in self.clusters))
+        return bool(self.pairs or has_errors(self.findings) or any(c.type != "duplicate" for c in self.clusters))
 
     def kind_counts(self) -> dict[str, int]:
         """Pairs per kind, plus patient and source groups per kind."""
@@ -120,7 +121,7 @@ class LeakageReport(BaseModel):
             "pairs": len(self.pairs),
             "duplicate_clusters": sum(c.type == "duplicate" for c in self.clusters),
             "by_kind": self.kind_counts(),
-            "unreadable": len(self.findings),
+            "unreadable": sum(f.code == "image.unreadable" for f in self.findings),
             **{k: v for k, v in self.stats.items() if k != "images"},
             "findings": [f.model_dump(mode="json") for f in self.findings],
         }
@@ -422,6 +423,23 @@ def _unreadable(outcomes: Sequence[HashOutcome], rel: Callable[[Path], str]) -> 
     ]
 
 
+def dataset_findings(data_root: Path, metadata_dir: Path | None, n_images: int) -> list[Finding]:
+    """What makes the dataset itself unfit to judge: a half-applied contribution, no image at all,
+    entries of the image folders that are not files (skipped, never opened)."""
+    out = pending_findings(data_root, metadata_dir)
+    if n_images == 0:
+        out.append(error("image.none", "no image in any class folder; nothing was checked", file=f"{IMAGES_DIR}/"))
+    out += [error("file.special", f"{what}, not an image file; it is not checked or used", file=rel)
+            for rel, what in special_entries(data_root)]
+    return out
+
+
+def cache_findings(cache: HashCache) -> list[Finding]:
+    """What was wrong with the cache and has been repaired: a warning each, never a failure."""
+    return [warning("cache.damaged", text, file=str(cache.path), hint="nothing to do: the damaged part was rebuilt")
+            for text in cache.warnings]
+
+
 def _pair_model(a: str, b: str, kinds: list[str], verdict: Verdict | None, exact: str | None, distance: int) -> Pair:
     if exact:
         evidence: dict[str, float | int | bool | str] = {"match": exact, "phash_distance": distance}
@@ -522,6 +540,7 @@ def check_leakage(
     finally:
         workers.close()
         cache.close()
+    findings = dataset_findings(data_root, metadata_dir, n_images=len(rels)) + findings + cache_findings(cache)
     pairs.sort(key=lambda p: (p.a, p.b))
     clusters = _duplicate_clusters(pairs, all_infos)
     if against is None:
@@ -596,4 +615,5 @@ def find_duplicates_of(
         workers.close()
         cache.close()
     findings = _unreadable(new_out, str) + _unreadable(old_out, lambda p: str(p.relative_to(data_root / IMAGES_DIR)))
+    findings += cache_findings(cache)
     return ContributionCheck(matches=matches, within=within, findings=findings)

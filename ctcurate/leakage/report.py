@@ -17,6 +17,7 @@ from pathlib import Path
 from ctcurate.core.findings import dump_json
 from ctcurate.core.images import UnreadableImage, open_image
 from ctcurate.core.layout import IMAGES_DIR
+from ctcurate.core.findings import one_line
 from ctcurate.leakage.pipeline import LeakageReport
 
 
@@ -75,14 +76,14 @@ def to_text(report: LeakageReport) -> str:
         where = "; ".join(f"{s}: {len(m)}" for s, m in sorted(c.splits.items()))
         lines.append(f"{', '.join(c.kind)}: {c.type} {c.key!r} spans splits ({where})")
     for f in report.findings:
-        lines.append(f"error: {f.file}: {f.code}: {f.message}")
+        lines.append(f"{f.severity.value}: {f.file}: {f.code}: {f.message}")
     s = report.summary()
     kinds = ", ".join(f"{k} {v}" for k, v in report.kind_counts().items()) or "none"
     lines.append(
         f"{s['images']} images, {s['pairs']} duplicate pair(s) in {s['duplicate_clusters']} cluster(s), "
         f"{s['unreadable']} unreadable; by kind: {kinds}"
     )
-    return "\n".join(lines)
+    return "\n".join(one_line(x) for x in lines)  # a file name must not break or reorder a line
 
 
 def _thumb(path: Path | None, size: int = 220) -> str:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from ctcurate.doi import normalize as doi_lib
 from ctcurate.core import layout
+from ctcurate.core.pending import pending_findings
 from ctcurate.core.findings import Finding, error, summarize, warning
 from ctcurate.core.images import UnreadableImage, format_of_suffix, open_image, sniff_format
 from ctcurate.validation.schemas import (
@@ -182,6 +183,8 @@ def validate(
     except SheetError as exc:
         raise InputError(str(exc)) from exc
     findings += split_findings
+    meta_dir = None if inputs.metadata_is_file else next(p.parent for p in (inputs.covid_sheet, inputs.noncovid_sheet) if p)
+    findings += pending_findings(inputs.data_root, meta_dir)
 
     on_disk = layout.list_images(inputs.data_root) if inputs.data_root else {}
     # Names each row/entry is checked against: the files on disk, else the split lists.
@@ -215,6 +218,10 @@ def validate(
         fixes += name_fixes
 
     if inputs.data_root:
+        if not any(on_disk.values()):
+            findings.append(error("image.none", "no image in any class folder; nothing was checked",
+                                  file=f"{layout.IMAGES_DIR}/", hint="point --images at the folder holding "
+                                  f"{layout.IMAGES_DIR}/<class>/ with the images"))
         findings += _unexpected_files(inputs.data_root, on_disk)
         findings += _check_disk_vs_splits(on_disk, entries, inputs.splits_dir is not None, near_match)
         if check_images:
@@ -287,6 +294,7 @@ def check_splits(splits_dir: Path) -> tuple[list[SplitEntry], list[Finding]]:
     """Every split-list line (`core.dataset`) as a `SplitEntry`, with whitespace and duplicate-line findings."""
     entries: list[SplitEntry] = []
     findings: list[Finding] = []
+    findings += _absent_split_lists(splits_dir, list(layout.CLASS_LABELS))
     seen: dict[tuple[Path, str], int] = {}
     for line in read_split_lines(splits_dir):
         rel = f"{splits_dir.name}/{line.path.relative_to(splits_dir).as_posix()}"
@@ -322,6 +330,25 @@ def check_splits(splits_dir: Path) -> tuple[list[SplitEntry], list[Finding]]:
             )
         )
     return entries, findings
+
+
+def _absent_split_lists(splits_dir: Path, class_dirs: list[str]) -> list[Finding]:
+    """Each of the class x split lists that is not there, or is not a file."""
+    findings = []
+    for class_dir in class_dirs:
+        for split in layout.SPLIT_NAMES:
+            path = splits_dir / layout.label_of_class(class_dir) / f"{split}{class_dir}.txt"
+            rel = f"{splits_dir.name}/{path.relative_to(splits_dir).as_posix()}"
+            if path.is_file():
+                continue
+            if path.exists() or path.is_symlink():
+                findings.append(error("split.list-not-a-file", "a folder or other non-file stands where this "
+                                      "split list should be; it is not read", file=rel,
+                                      hint="replace it by the text file of names"))
+            else:
+                findings.append(warning("split.list-missing", f"no {split} list for {class_dir}", file=rel,
+                                      hint=f"create it (one file name of {layout.IMAGES_DIR}/{class_dir}/ per line)"))
+    return findings
 
 
 def _check_disk_vs_splits(
@@ -375,8 +402,13 @@ def _check_disk_vs_splits(
 
 
 def _unexpected_files(data_root: Path, on_disk: dict[str, list[Path]]) -> list[Finding]:
-    """Files in a class folder that are not images by their extension: they would silently drop out."""
-    findings = []
+    """Files in a class folder that are not images by their extension, and entries that are not
+    files at all (FIFOs, devices, looping links): they would silently drop out."""
+    findings = [
+        error("file.special", f"{what}, not an image file; it is not checked or used", file=rel,
+              value=rel.rsplit("/", 1)[-1], hint="remove it or replace it by the image it stands for")
+        for rel, what in layout.special_entries(data_root)
+    ]
     for class_dir in on_disk:
         folder = data_root / layout.IMAGES_DIR / class_dir
         for path in sorted(folder.iterdir()):

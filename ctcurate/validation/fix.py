@@ -17,7 +17,7 @@ from openpyxl import load_workbook
 from openpyxl.cell import MergedCell
 
 from ctcurate.core import layout
-from ctcurate.core.atomic import atomic_path, atomic_write
+from ctcurate.core.atomic import WouldOverwrite, atomic_path, atomic_write, refuse_existing, refuse_inputs
 from ctcurate.core.sheets import XLSX_SUFFIXES, SheetError, decode_text
 from ctcurate.validation.checks import CellFix, ValidationResult
 
@@ -33,8 +33,12 @@ class FixReport:
     written: dict[Path, int]
 
 
-def write_fixed(result: ValidationResult, out: Path) -> FixReport:
-    """Write the normalized copy of what `result` validated to `out` (a file or a folder)."""
+def write_fixed(result: ValidationResult, out: Path, force: bool = False) -> FixReport:
+    """Write the normalized copy of what `result` validated to `out` (a file or a folder).
+
+    Every target is checked before the first byte is written: none may be an input, and an existing
+    non-empty `out` is refused unless `force` (`WouldOverwrite`).
+    """
     inputs = result.inputs
     out = Path(out)
     sources = [p for p in (inputs.covid_sheet, inputs.noncovid_sheet) if p is not None]
@@ -54,9 +58,16 @@ def write_fixed(result: ValidationResult, out: Path) -> FixReport:
             raise FixError(f"{out}: exists and is not a folder (the input is a folder)")
         for src in sources:
             targets[src] = out / src.name
-    for src, dst in targets.items():
-        if dst.resolve() == src.resolve():
-            raise FixError(f"{dst}: would overwrite the input; choose another --fix target")
+    split_lists: dict[Path, Path] = {}
+    if not inputs.metadata_is_file and inputs.splits_dir is not None:
+        for path in sorted(inputs.splits_dir.rglob("*.txt")):
+            split_lists[path] = out / layout.SPLITS_DIR / path.relative_to(inputs.splits_dir)
+    every_input = [*sources, *split_lists]
+    try:
+        refuse_inputs([*targets.values(), *split_lists.values()], every_input, "--fix")
+        refuse_existing(out, force)
+    except WouldOverwrite as exc:
+        raise FixError(str(exc)) from exc
     written: dict[Path, int] = {}
     for src, dst in targets.items():
         fixes = by_file.get(src, [])
@@ -65,13 +76,8 @@ def write_fixed(result: ValidationResult, out: Path) -> FixReport:
         else:
             _fix_csv(src, dst, fixes)
         written[dst] = len(fixes)
-    if not inputs.metadata_is_file and inputs.splits_dir is not None:
-        split_out = out / layout.SPLITS_DIR
-        if split_out.resolve() == inputs.splits_dir.resolve():
-            raise FixError(f"{split_out}: would overwrite the input; choose another --fix target")
-        for path in sorted(inputs.splits_dir.rglob("*.txt")):
-            dst = split_out / path.relative_to(inputs.splits_dir)
-            written[dst] = _fix_split_list(path, dst)
+    for path, dst in split_lists.items():
+        written[dst] = _fix_split_list(path, dst)
     return FixReport(written)
 
 

@@ -59,6 +59,27 @@ def test_normalize_reports_each_failure_in_place_and_exits_1():
     )
 
 
+def test_normalize_dash_reads_standard_input():
+    result = CliRunner().invoke(main, ["doi", "normalize", "-"], input=b" doi:10.1136/BMJ.m606\n\xff10.1/x\n")
+    assert result.exit_code == 1
+    assert result.output == "10.1136/bmj.m606\nerror: '\\udcff10.1/x' is not a DOI: it is not valid UTF-8\n"
+
+
+def test_normalize_refuses_control_and_bidi_characters():
+    result = run("normalize", "10.1/x\x01", "10.1/x\u202e")
+    assert result.exit_code == 1
+    assert result.output == (
+        "error: '10.1/x\\x01' is not a DOI: it holds the control character U+0001\n"
+        "error: '10.1/x\\u202e' is not a DOI: it holds the invisible format character U+202E "
+        "(RIGHT-TO-LEFT OVERRIDE)\n"
+    )
+
+
+def test_normalize_keeps_a_literal_percent_and_drops_url_parts():
+    result = run("normalize", "https://doi.org/10.1000/a%2525?x=1#top", "10.1136/bmj.m606.")
+    assert (result.exit_code, result.output) == (0, "10.1000/a%25\n10.1136/bmj.m606\n")
+
+
 def test_normalize_needs_an_argument():
     assert run("normalize").exit_code == 2
 

@@ -21,6 +21,8 @@ from ctcurate.doi import normalize as doi_lib
 from ctcurate.core import layout
 from ctcurate.core.findings import Finding, error, summarize, warning
 from ctcurate.core.images import UnreadableImage, format_of_suffix, open_image, sniff_format
+from openpyxl.utils import range_boundaries
+
 from ctcurate.validation.schemas import (
     COVID_COLUMNS,
     NONCOVID_COLUMNS,
@@ -28,11 +30,13 @@ from ctcurate.validation.schemas import (
     CellValue,
     CovidRow,
     NonCovidRow,
+    PatientIdRewrite,
     SplitEntry,
     check_covid_rows,
     check_noncovid_rows,
     clean_text,
     parse_captions,
+    patient_id_rewrites,
 )
 from ctcurate.core.sheets import Sheet, SheetError, find_columns, read_lines, read_sheet
 
@@ -50,18 +54,19 @@ FINDING_CODES: dict[str, str] = {
     "sheet.header-row": "the header is not on row 1",
     "sheet.hidden-row": "a row is hidden in Excel (it is still validated)",
     "sheet.hidden-column": "a column is hidden in Excel (it is still validated)",
-    "sheet.merged-cells": "merged cells; each covered cell is read as the merged value",
+    "sheet.merged-cells": "merged cells; each covered cell is read as the merged value (--fix fills a one-column range down)",
     "sheet.unnamed-column": "a column has values but no header; it is ignored",
     "sheet.encoding": "a CSV is not UTF-8 and was read as Latin-1",
     "cell.formula": "a cell holds a formula; its last computed value is used",
     "cell.error": "a cell holds an Excel error such as #VALUE! or #REF!",
     "cell.date": "Excel stored the cell as a date/time (often a value it mistook for a date)",
     "cell.whitespace": "leading/trailing spaces, non-breaking or invisible characters around a value",
+    "cell.too-long": "a cell longer than its column sensibly holds (4,000 characters; 255 for names, IDs, DOIs)",
     "cell.same-as-above": "'same as above' in a cell, resolved from the row above (error if nothing is above)",
     "row.empty": "an empty row between data rows",
     "row.stray": "a row with values but no file name and no patient ID (a note or leftover)",
-    "row.duplicate": "a row that repeats an earlier row exactly",
-    "file.duplicate": "two rows describe the same file name",
+    "row.duplicate": "a row that repeats an earlier row exactly (located at its file-name cell)",
+    "file.duplicate": "two rows describe the same image (the same name, or a name that completes to another row's file)",
     "field.required": "the file name or patient ID is empty",
     "field.invalid": "a cell cannot be read as its column's type",
     "age.not-numeric": "an age that is not a whole number of years (e.g. '40+', 'Young Child'), kept as text",
@@ -74,7 +79,8 @@ FINDING_CODES: dict[str, str] = {
     "doi.prefix": "a DOI written with a doi: or https://doi.org/ prefix",
     "doi.url-encoded": "a DOI with URL-encoded characters (%2F)",
     "doi.zero-width": "a DOI with invisible zero-width characters",
-    "doi.lookalike": "a DOI with look-alike Unicode characters (a dash or slash that is not ASCII)",
+    "doi.lookalike": "a DOI with look-alike Unicode characters (a Cyrillic letter, a dash or slash that is not ASCII)",
+    "doi.punctuation": "a DOI followed by punctuation from the prose around it ('.', ',', ';', an unmatched ')')",
     "doi.derivable": "the DOI is empty but the file name is a bioRxiv/medRxiv preprint ID that gives it",
     "doi.mismatch": "the DOI disagrees with the preprint ID in the file name",
     "doi.malformed": "not a DOI (expected 10.NNNN/suffix)",
@@ -83,6 +89,8 @@ FINDING_CODES: dict[str, str] = {
     "doi.unreachable": "--online: a registry could not be reached; the DOI was not checked (nothing is claimed)",
     "doi.bad-answer": "--online: a registry answered something unreadable; the DOI was not checked",
     "doi.not-cached": "--online offline: no cached answer for the DOI, so it was not checked",
+    "patient.id-form": "a patient ID spelled another way than the dataset's form ('P-109' for 'Patient 109'); "
+    "--fix rewrites the unambiguous ones",
     "patient.conflict": "one patient ID with conflicting ages or genders across its rows",
     "file.missing": "a row names a file that is not on disk (the hint names the near match)",
     "file.no-row": "an image on disk that no row describes",
@@ -283,6 +291,11 @@ def validate(
     if plan_fixes:
         for class_dir, (sheet, cols) in sheets.items():
             fixes += _cell_fixes(sheet, cols, covid_rows if class_dir == COVID_CLASS else None)
+            fixes += _merged_fills(sheet)
+            if class_dir == COVID_CLASS:
+                fixes += _patient_id_fixes(sheet, cols["patient_id"], patient_id_rewrites(covid_rows, False))
+            else:
+                fixes += _patient_id_fixes(sheet, cols["patient_id"], patient_id_rewrites(noncovid_rows, True))
 
     findings = _by_file_and_row(findings)
     summary = summarize(findings) | {
@@ -504,12 +517,22 @@ def _match_rows(
     label = sheet.path.name
     raw_by_row = {r.number: r.values for r in sheet.rows}
     name_index = sheet.header.index(name_col)
+    claimed_by: dict[str, int] = {}
+    for number, name, _patient in rows:
+        if name in universe:
+            claimed_by.setdefault(name, number)
     for number, name, _patient in rows:
         if name in universe:
             resolved[number] = name
             continue
         hits = _candidates(name, universe, lower) if universe else []
+        if len(hits) == 1 and hits[0] in claimed_by:
+            resolved[number] = None
+            findings.append(_same_image(label, number, name_col, name, hits[0], claimed_by[hits[0]]))
+            continue
         resolved[number] = hits[0] if len(hits) == 1 else None
+        if len(hits) == 1:
+            claimed_by[hits[0]] = number
         if len(hits) == 1:
             vals = raw_by_row.get(number, ())
             old = vals[name_index] if name_index < len(vals) else None
@@ -551,6 +574,20 @@ def _match_rows(
                 )
             )
     return resolved, findings, fixes
+
+
+def _same_image(label: str, number: int, column: str, name: str, image: str, other: int) -> Finding:
+    """A row whose name, completed, is the image another row already describes."""
+    return error(
+        "file.duplicate",
+        f"names the image {image!r}, which row {other} already describes",
+        file=label,
+        row=number,
+        column=column,
+        value=name,
+        hint="each image gets exactly one row: correct this row's file name "
+        "(its own image is then the one reported as having no row)",
+    )
 
 
 # --- patients across splits -----------------------------------------------------------------
@@ -683,7 +720,7 @@ def _cell_fixes(sheet: Sheet, cols: dict[str, str], covid_rows: list[CovidRow] |
             parsed = doi_lib.parse(raw_doi)
             derived = doi_lib.preprint_from_filename(model.file_name)
             if raw_doi is None or not str(raw_doi).strip():
-                if derived:
+                if derived and not derived.alternatives:  # near the prefix change only the registry knows
                     fixes.append(CellFix(sheet.path, row.number, cols["doi"], raw_doi, derived.doi, "doi.derivable"))
             elif parsed.valid and parsed.repairs:  # a case difference alone is no defect: left as written
                 fixes.append(CellFix(sheet.path, row.number, cols["doi"], raw_doi, parsed.doi, "doi.whitespace"))
@@ -698,11 +735,51 @@ def _cell_fixes(sheet: Sheet, cols: dict[str, str], covid_rows: list[CovidRow] |
     return fixes
 
 
+def _merged_fills(sheet: Sheet) -> list[CellFix]:
+    """`--fix` fills a merged range of one column down: each covered cell gets the range's value.
+
+    A range across columns is left merged (which of its columns the value belongs to needs a person).
+    """
+    fixes = []
+    values = {r.number: r.values for r in sheet.rows}
+    for ref in sheet.merges:
+        min_col, min_row, max_col, max_row = range_boundaries(ref)
+        if min_col != max_col or min_row not in values or min_col > len(sheet.header):
+            continue
+        head = sheet.header[min_col - 1]
+        top = values[min_row]
+        value = top[min_col - 1] if min_col <= len(top) else None
+        if not head.strip() or value is None:
+            continue
+        for number in range(min_row + 1, max_row + 1):
+            if number in values:
+                fixes.append(CellFix(sheet.path, number, head, None, value, "sheet.merged-cells"))
+    return fixes
+
+
+def _patient_id_fixes(sheet: Sheet, column: str, rewrites: list[PatientIdRewrite]) -> list[CellFix]:
+    """Patient IDs rewritten to the dataset's form, where that is unambiguous."""
+    raw = {r.number: r.values for r in sheet.rows}
+    index = sheet.header.index(column)
+    fixes = []
+    for rw in rewrites:
+        if rw.new is not None:
+            vals = raw.get(rw.row, ())
+            old = vals[index] if index < len(vals) else None
+            fixes.append(CellFix(sheet.path, rw.row, column, old, rw.new, "patient.id-form"))
+    return fixes
+
+
+# A fix that decides what a cell means wins over one that only tidies it (whitespace), and a
+# merged range's fill-down only writes cells no other fix writes.
+_FIX_RANK = {"file.missing": 2, "patient.id-form": 2, "sheet.merged-cells": 0}
+
+
 def _dedupe(fixes: list[CellFix]) -> list[CellFix]:
-    """One fix per cell; a file-name completion wins over a whitespace strip of the same cell."""
+    """One fix per cell: the highest-ranked one (see `_FIX_RANK`; others rank 1)."""
     out: dict[tuple[Path, int, str], CellFix] = {}
     for f in fixes:
         key = (f.path, f.row, f.column)
-        if key not in out or f.code == "file.missing":
+        if key not in out or _FIX_RANK.get(f.code, 1) > _FIX_RANK.get(out[key].code, 1):
             out[key] = f
     return sorted(out.values(), key=lambda f: (str(f.path), f.row, f.column))

@@ -270,7 +270,7 @@ def test_second_run_is_answered_from_the_cache(registry, tmp_path):
     with make(tmp_path / "c.sqlite") as r:
         first = r.resolve_many(dois)
     asked = registry.count()
-    assert asked == 2 + 2 + 4 + 1
+    assert asked == (2 + 2) + (2 + 2) + 4 + 1  # journal articles: + bioRxiv's reverse lookup at both servers
     with make(tmp_path / "c.sqlite") as r:
         second = r.resolve_many(dois)
     assert registry.count() == asked  # not one request more
@@ -348,7 +348,7 @@ def test_offline_uses_only_the_cache_and_names_what_it_could_not_check(registry,
     clock.now += timedelta(days=400)  # offline, old answers are still better than none
     with make(tmp_path / "c.sqlite", clock=clock, offline=True) as r:
         found = r.resolve_many([BMJ, LANCET])
-    assert registry.count() == 2
+    assert registry.count() == 4  # the first run's handle, works and reverse lookups at both servers
     assert found[BMJ].exists is True and found[BMJ].source == "cache"
     assert found[BMJ].checked_at == clock.now - timedelta(days=400)
     assert found[LANCET].exists is None and found[LANCET].source == "none"
@@ -356,22 +356,51 @@ def test_offline_uses_only_the_cache_and_names_what_it_could_not_check(registry,
     assert "doi.org, Crossref" in found[LANCET].findings[0].message
 
 
-def test_crossref_concurrency_is_limited():
+def _settings(reg: FakeRegistry, **kwargs: object) -> ResolverSettings:
+    values: dict[str, object] = {
+        "doi_url": f"{reg.base}/doi",
+        "crossref_url": f"{reg.base}/crossref",
+        "biorxiv_url": f"{reg.base}/biorxiv",
+        "workers": 16,
+        "backoff_base": 0.01,
+    } | kwargs
+    return ResolverSettings(**values)  # type: ignore[arg-type]
+
+
+def test_crossref_concurrency_is_one_in_the_public_pool():
     dois = [f"10.5555/paper.{i}" for i in range(30)]
-    with FakeRegistry(delay=0.08) as reg:
-        settings = ResolverSettings(
-            doi_url=f"{reg.base}/doi",
-            crossref_url=f"{reg.base}/crossref",
-            biorxiv_url=f"{reg.base}/biorxiv",
-            workers=16,
-            backoff_base=0.01,
-            concurrency={**DEFAULT_CONCURRENCY, "doi": 12},
-        )
-        with Resolver(settings) as r:
+    with FakeRegistry(delay=0.03) as reg:
+        with Resolver(_settings(reg, concurrency={**DEFAULT_CONCURRENCY, "doi": 12})) as r:
             found = r.resolve_many(dois)
     assert all(res.exists for res in found.values())
     assert reg.max_in_flight["doi"] > 5  # the pool could push harder than Crossref's cap
-    assert reg.max_in_flight["crossref"] == DEFAULT_CONCURRENCY["crossref"] == 5
+    assert reg.max_in_flight["crossref"] == 1
+    assert all("mailto" not in q for q in reg.queries)
+
+
+def test_crossref_polite_pool_with_a_mailto_in_the_query_and_the_user_agent():
+    dois = [f"10.5555/paper.{i}" for i in range(30)]
+    with FakeRegistry(delay=0.03, concurrency_cap={"crossref": 3}) as reg:
+        with Resolver(_settings(reg, mailto="curator@example.org")) as r:
+            assert all(res.exists for res in r.resolve_many(dois).values())
+    assert reg.max_in_flight["crossref"] == 3 and reg.rejected["crossref"] == 0
+    crossref = [q for q in reg.queries if q]
+    assert len(crossref) == 30 and all(q == {"mailto": ["curator@example.org"]} for q in crossref)
+    assert all("mailto:curator@example.org" in ua for ua in reg.user_agents)
+
+
+def test_crossref_headers_size_the_pool():
+    """Set to 3 at once, but Crossref's answers say public pool, x-concurrency-limit 1: the pool
+    shrinks to 1 (and its 429s over that cap stop after the first burst)."""
+    dois = [f"10.5555/paper.{i}" for i in range(20)]
+    with FakeRegistry(delay=0.03, crossref_limits=True, concurrency_cap={"crossref": 1}) as reg:
+        with Resolver(_settings(reg, concurrency={"doi": 12, "crossref": 3})) as r:
+            found = r.resolve_many(dois)
+            gate = r.client.gate("crossref")
+    assert all(res.exists for res in found.values())
+    assert (gate.pool, gate.concurrency) == ("public", 1)
+    assert reg.rejected["crossref"] <= 2  # only requests sent before the first answer came back
+    assert gate.spacing == pytest.approx(0.2)  # x-rate-limit-limit 5 per x-rate-limit-interval 1s
 
 
 # --- for validate --online and add-contribution ---------------------------------------------

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, ConfigDict
 
@@ -63,8 +63,11 @@ DEFAULT_DOI_URL = "https://doi.org"
 DEFAULT_CROSSREF_URL = "https://api.crossref.org"
 DEFAULT_BIORXIV_URL = "https://api.biorxiv.org"
 
-# Services are also the concurrency keys: at most this many requests in flight to each.
-DEFAULT_CONCURRENCY = {"doi": 5, "crossref": 5, "biorxiv": 3}
+# Services are also the concurrency keys: at most this many requests in flight to each, until
+# the service's own headers say otherwise. Crossref's pools: 1 at once in the public pool, 3 in
+# the polite pool (requests that give a mailto); its `x-concurrency-limit` answers overrule both.
+DEFAULT_CONCURRENCY = {"doi": 5, "biorxiv": 3}
+CROSSREF_CONCURRENCY = {"public": 1, "polite": 3}
 _SERVICE_NAMES = {"doi": "doi.org", "crossref": "Crossref", "biorxiv": "the bioRxiv/medRxiv API"}
 
 SHEET_FILE = "COVID-CT-MetaInfo.xlsx"
@@ -110,13 +113,19 @@ class ResolverSettings:
         contact = f"; mailto:{self.mailto}" if self.mailto else ""
         return f"ctcurate/{__version__} (COVID-CT curation toolkit{contact})"
 
+    @property
+    def crossref_query(self) -> str:
+        """Crossref's polite pool also recognises the mailto as a query parameter."""
+        return f"?{urlencode({'mailto': self.mailto})}" if self.mailto else ""
+
     def http_policy(self) -> HttpPolicy:
+        crossref = CROSSREF_CONCURRENCY["polite" if self.mailto else "public"]
         return HttpPolicy(
             user_agent=self.user_agent,
             timeout=self.timeout,
             max_retries=self.max_retries,
             backoff_base=self.backoff_base,
-            max_concurrent=dict(self.concurrency),
+            max_concurrent={"crossref": crossref, **self.concurrency},
         )
 
 
@@ -244,6 +253,8 @@ def judge_crossref(status: int, text: str) -> bool:
 
 
 def judge_biorxiv(status: int, text: str) -> bool:
+    """The bioRxiv API answers HTTP 200 even for errors: `messages[0].status` tells "ok" and
+    "no posts found" (a real answer) from an error, which says nothing about the DOI."""
     if status == 404:
         return False
     if status != 200:
@@ -251,7 +262,19 @@ def judge_biorxiv(status: int, text: str) -> bool:
     body = _json(text)
     if not isinstance(body, dict) or not isinstance(body.get("collection", []), list):
         raise _BadAnswer("no 'collection' list")
-    return bool(body.get("collection"))
+    collection = body.get("collection")
+    if not collection:
+        said = _api_status(body)
+        if said is not None and said != "no posts found":
+            raise _BadAnswer(f"the API reported {said!r}")
+    return bool(collection)
+
+
+def _api_status(body: Mapping[str, Any]) -> str | None:
+    messages = body.get("messages")
+    first = messages[0] if isinstance(messages, list) and messages else None
+    status = first.get("status") if isinstance(first, dict) else None
+    return " ".join(str(status).split()).lower() if status is not None else None
 
 
 def _first(value: object) -> str | None:
@@ -303,10 +326,24 @@ def read_details(text: str) -> dict[str, Any]:
     }
 
 
-def read_pubs(text: str) -> dict[str, Any]:
-    entry = json.loads(text)["collection"][0]
+def _pubs_preprint(entry: Mapping[str, Any]) -> str:
+    """The preprint a `/pubs` record is about: `preprint_doi` (older answers: `biorxiv_doi`)."""
+    return strip_version(parse(entry.get("preprint_doi") or entry.get("biorxiv_doi")).doi)
+
+
+def read_pubs(text: str, preprint: str | None = None) -> dict[str, Any]:
+    """The journal version from a `/pubs` answer: the record of `preprint` when given, else the first."""
+    records = [e for e in json.loads(text)["collection"] if isinstance(e, dict)]
+    entry = next((e for e in records if preprint and _pubs_preprint(e) == strip_version(preprint)), records[0])
     doi = parse(entry.get("published_doi")).doi
     return {"published_doi": doi or None, "published_container": _first(entry.get("published_journal"))}
+
+
+def read_reverse_pubs(text: str, journal_doi: str) -> tuple[str, ...]:
+    """The preprints a `/pubs/<server>/<journal DOI>` answer gives for that journal article."""
+    records = [e for e in json.loads(text)["collection"] if isinstance(e, dict)]
+    found = [_pubs_preprint(e) for e in records if parse(e.get("published_doi")).doi == journal_doi]
+    return tuple(dict.fromkeys(d for d in found if is_valid(d)))
 
 
 def url_path(doi: str) -> str:
@@ -395,7 +432,7 @@ class _Lookup:
         handle = self.answer("handle", "doi", handle_url, judge_handle, json.loads)
         exists = handle.found if handle else None
         if exists is not False:
-            works_url = f"{s.crossref_url.rstrip('/')}/works/{path}"
+            works_url = f"{s.crossref_url.rstrip('/')}/works/{path}{s.crossref_query}"
             crossref = self.answer("crossref", "crossref", works_url, judge_crossref, read_crossref)
             if crossref and crossref.found:
                 fields.update(read_crossref(crossref.body))
@@ -403,6 +440,8 @@ class _Lookup:
             preprint = preprint_from_doi(self.doi)
             if preprint:
                 exists = self._preprint(preprint.server, path, fields, exists)
+            elif exists and not fields.get("preprint_dois"):
+                self._reverse_preprint(path, fields)
         if exists is False:
             self.findings.append(
                 error(
@@ -466,9 +505,23 @@ class _Lookup:
             if info["says_published"]:
                 pubs = self.answer(f"pubs/{name}", "biorxiv", f"{base}/pubs/{name}/{path}", judge_biorxiv, read_pubs)
                 if pubs and pubs.found:
-                    fields.update({k: v for k, v in read_pubs(pubs.body).items() if v})
+                    fields.update({k: v for k, v in read_pubs(pubs.body, self.doi).items() if v})
             return True if exists is None else exists
         return exists
+
+
+    def _reverse_preprint(self, path: str, fields: dict[str, Any]) -> None:
+        """A journal article's preprint from bioRxiv's `/pubs/<server>/<journal DOI>`, for when
+        Crossref has no `has-preprint` relation (many publishers never deposit one)."""
+        base = self.r.settings.biorxiv_url.rstrip("/")
+        for name in ("medrxiv", "biorxiv"):
+            pubs = self.answer(f"pubs/{name}", "biorxiv", f"{base}/pubs/{name}/{path}", judge_biorxiv, json.loads)
+            if pubs is None:
+                return
+            found = read_reverse_pubs(pubs.body, self.doi) if pubs.found else ()
+            if found:
+                fields["preprint_dois"] = found
+                return
 
 
 class Resolver:

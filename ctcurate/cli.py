@@ -633,6 +633,7 @@ def doi_resolve(
         cache = dr.DoiCache(path)
         settings = dr.ResolverSettings.from_env(mailto=mailto)
         with dr.Resolver(settings, cache=cache, offline=offline, refresh=refresh) as resolver:
+            refs = dr.settle_derived(refs, resolver)  # a file name dated near the 10.64898 change-over
             resolved = resolver.resolve_many(r.norm for r in refs)
             if metadata_dir is not None:
                 findings += dr.online_doi_findings(refs, resolver)

@@ -33,6 +33,7 @@ from ctcurate.doi.resolve import (
     same_paper,
     same_paper_findings,
 )
+from ctcurate.doi.normalize import preprint_from_filename
 
 BMJ = "10.1136/bmj.m606"
 LANCET = "10.1016/s0140-6736(20)30154-9"
@@ -703,3 +704,149 @@ def test_cli_add_contribution_online_rejects_the_journal_version_of_a_dataset_pr
     assert online.exit_code == 1, online.output
     assert "rejected  new-p1-1.png: doi.same-paper" in online.output
     assert registry.count("works", journal) >= 1
+
+
+# --- the registries as their documentation describes them (issue 11) ---------------------------
+
+NEW_PREPRINT = "10.64898/2025.12.10.700001"
+SYNTHETIC_JOURNAL = "10.5555/synthetic.2026.001"
+
+
+def test_biorxiv_error_envelope_is_a_bad_answer_not_absence(registry, tmp_path):
+    from fake_registry import ERROR_ENVELOPE
+
+    registry.script("details", PREPRINT, Reply(body=ERROR_ENVELOPE))
+    with make(tmp_path / "c.sqlite") as r:
+        res = r.resolve(PREPRINT)
+    assert [f.code for f in res.findings] == ["doi.bad-answer"]
+    assert "the API reported 'error: the service is temporarily unavailable'" in res.findings[0].message
+    assert res.exists is True and res.preprint_server is None  # doi.org and Crossref know it
+    with make(tmp_path / "c.sqlite") as r:
+        again = r.resolve(PREPRINT)
+    assert again.preprint_server == "medrxiv"  # nothing was cached from the error: asked again
+    assert registry.count("details", PREPRINT) == 2
+
+
+def test_no_posts_found_is_still_absence():
+    assert judge_biorxiv(200, json.dumps({"messages": [{"status": "no posts found"}], "collection": []})) is False
+    with pytest.raises(_BadAnswer):
+        judge_biorxiv(200, json.dumps({"messages": [{"status": "Error: unknown server"}], "collection": []}))
+
+
+def test_new_prefix_preprint_and_its_journal_through_preprint_doi(registry):
+    with make() as r:
+        res = r.resolve(NEW_PREPRINT)
+    assert (res.exists, res.preprint_server) == (True, "biorxiv")
+    assert (res.published_doi, res.published_container) == (SYNTHETIC_JOURNAL, "Journal of Synthetic Results")
+
+
+def test_read_pubs_picks_the_record_of_its_preprint():
+    body = json.dumps(
+        {
+            "messages": [{"status": "ok"}],
+            "collection": [
+                {"preprint_doi": "10.1101/2020.01.01.111111", "published_doi": "10.1/other"},
+                {"preprint_doi": "10.1101/2020.02.02.222222v2", "published_doi": "10.1/mine", "published_journal": "J"},
+            ],
+        }
+    )
+    assert read_pubs(body, "10.1101/2020.02.02.222222") == {"published_doi": "10.1/mine", "published_container": "J"}
+
+
+def test_journal_article_finds_its_preprint_in_reverse(registry):
+    with make() as r:
+        res = r.resolve(SYNTHETIC_JOURNAL)
+        assert res.preprint_dois == (NEW_PREPRINT,)
+        assert same_paper(SYNTHETIC_JOURNAL, NEW_PREPRINT, r)
+    assert registry.count("pubs", SYNTHETIC_JOURNAL) == 2  # medRxiv first, then bioRxiv
+
+
+def test_old_preprint_id_under_the_new_prefix_is_not_found(registry):
+    with make() as r:
+        res = r.resolve("10.64898/2020.02.25.20021568")
+    assert res.exists is False and [f.code for f in res.findings] == ["doi.not-found"]
+
+
+def test_derived_doi_near_the_change_over_asks_which_exists(registry):
+    from ctcurate.doi.resolve import settle_derived
+
+    registry.minted_new.add("2025.11.28.654321")  # submitted before, posted after the change
+    pre = preprint_from_filename("2025.11.28.654321-p1-1.png")
+    refs = [DoiRef(doi=pre.doi, row=2, derived=True, alternatives=pre.alternatives)]
+    with make() as r:
+        findings = online_doi_findings(refs, r)
+        settled = settle_derived(refs, r)
+    assert findings == []
+    assert [x.doi for x in settled] == ["10.64898/2025.11.28.654321"]
+
+
+def test_derived_doi_of_a_new_preprint_is_not_a_false_not_found(registry, tmp_path):
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    wb.active.append(["File name", "DOI"])
+    wb.active.append(["2026.01.12.12345678-p3-9.png", None])
+    wb.save(tmp_path / "COVID-CT-MetaInfo.xlsx")
+    refs, _ = read_sheet_dois(tmp_path)
+    assert [r.doi for r in refs] == ["10.64898/2026.01.12.12345678"]
+    with make() as r:
+        assert online_doi_findings(refs, r) == []
+
+
+# --- damaged cache rows, hangs (issue 12) -------------------------------------------------------
+
+
+def _damage(path: Path, sql: str) -> None:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        conn.execute(sql)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE doi_answers SET checked_at = 'yesterday' WHERE key = 'handle'",
+        "UPDATE doi_answers SET body = 'not json {' WHERE key = 'crossref'",
+        "UPDATE doi_answers SET found = 7 WHERE key = 'crossref'",
+    ],
+)
+def test_damaged_cache_row_is_dropped_and_asked_again(registry, tmp_path, sql):
+    cache = tmp_path / "c.sqlite"
+    with make(cache) as r:
+        r.resolve(BMJ)
+    _damage(cache, sql)
+    asked = registry.count()
+    with make(cache, offline=True) as r:
+        offline = r.resolve(BMJ)
+    assert [f.code for f in offline.findings] == ["doi.cache-damaged", "doi.not-cached"]
+    assert "dropped and not checked (offline)" in offline.findings[0].message
+    with make(cache) as r:
+        online = r.resolve(BMJ)
+    assert online.exists is True and online.findings == ()  # dropped once, warned once
+    assert registry.count() == asked + 1
+    with make(cache, offline=True) as r:
+        assert r.resolve(BMJ).findings == ()
+
+
+def test_a_dripping_body_ends_at_the_request_deadline(registry):
+    registry.script("handle", BMJ, *[Reply(drip=0.05)] * 3)
+    settings = ResolverSettings.from_env(timeout=0.4, max_retries=0, backoff_base=0.01)
+    started = datetime.now(UTC)
+    with Resolver(settings) as r:
+        res = r.resolve(BMJ)
+    assert (datetime.now(UTC) - started).total_seconds() < 5
+    assert [f.code for f in res.findings] == ["doi.unreachable"]
+    assert "no answer within 0.4 s" in res.findings[0].message
+    assert res.exists is True  # Crossref still answered
+
+
+def test_a_day_long_rate_limit_interval_is_unreachable_not_a_hang():
+    with FakeRegistry(headers={"x-rate-limit-limit": "1", "x-rate-limit-interval": "86400s"}) as reg:
+        settings = _settings(reg, max_retries=0)
+        with Resolver(settings) as r:
+            first, second = r.resolve_many(["10.5555/a", "10.5555/b"]).values()
+    codes = [f.code for f in first.findings + second.findings]
+    assert codes == ["doi.unreachable"]
+    [f] = first.findings + second.findings
+    assert "rate-limited" in f.message and "86400" in f.message

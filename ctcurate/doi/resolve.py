@@ -40,7 +40,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -49,7 +49,14 @@ from urllib.parse import quote, urlencode
 from pydantic import BaseModel, ConfigDict
 
 from ctcurate import __version__
-from ctcurate.doi.normalize import is_valid, parse, preprint_from_doi, preprint_from_filename, strip_version
+from ctcurate.doi.normalize import (
+    PreprintId,
+    is_valid,
+    parse,
+    preprint_from_doi,
+    preprint_from_filename,
+    strip_version,
+)
 from ctcurate.core.findings import Finding, error, warning
 from ctcurate.doi.polite_http import HttpPolicy, PoliteClient, Unreachable
 from ctcurate.core.store import default_cache_path, open_cache, select_in
@@ -198,12 +205,25 @@ class DoiCache:
         )
         self._conn.commit()
 
-    def load(self, dois: Sequence[str]) -> dict[str, dict[str, StoredAnswer]]:
+    def load(self, dois: Sequence[str]) -> tuple[dict[str, dict[str, StoredAnswer]], dict[str, list[str]]]:
+        """Cached answers by DOI and key, and the rows that were damaged (dropped: a cache is only a
+        cache, they are asked again) by DOI."""
         out: dict[str, dict[str, StoredAnswer]] = {}
+        damaged: dict[str, list[str]] = {}
         sql = "SELECT doi, key, found, body, checked_at FROM doi_answers WHERE doi IN ({marks})"
         for doi, key, found, body, checked in select_in(self._conn, sql, list(dict.fromkeys(dois))):
-            out.setdefault(doi, {})[key] = StoredAnswer(key, bool(found), body, datetime.fromisoformat(checked))
-        return out
+            answer = _stored(key, found, body, checked)
+            if answer is None:
+                damaged.setdefault(str(doi), []).append(str(key))
+            else:
+                out.setdefault(doi, {})[key] = answer
+        for doi, keys in damaged.items():
+            self.drop(doi, keys)
+        return out, damaged
+
+    def drop(self, doi: str, keys: Iterable[str]) -> None:
+        with self._conn:
+            self._conn.executemany("DELETE FROM doi_answers WHERE doi = ? AND key = ?", [(doi, k) for k in keys])
 
     def save(self, doi: str, answers: Iterable[StoredAnswer]) -> None:
         with self._conn:
@@ -214,6 +234,17 @@ class DoiCache:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _stored(key: object, found: object, body: object, checked: object) -> StoredAnswer | None:
+    """A cache row as a `StoredAnswer`; None when a field is not what this module writes."""
+    if not isinstance(key, str) or found not in (0, 1) or not isinstance(body, str) or not isinstance(checked, str):
+        return None
+    try:
+        when = datetime.fromisoformat(checked)
+    except ValueError:
+        return None
+    return StoredAnswer(key, bool(found), body, when if when.tzinfo else when.replace(tzinfo=UTC))
 
 
 # --- reading the services' answers (pure) ---------------------------------------------------
@@ -352,6 +383,14 @@ def url_path(doi: str) -> str:
     return "/".join(seg.replace(".", "%2E") if seg in (".", "..") else quote(seg, safe="()") for seg in doi.split("/"))
 
 
+def _readable(reader: Callable[[str], object], text: str) -> bool:
+    try:
+        _check_readable(reader, text)
+    except _BadAnswer:
+        return False
+    return True
+
+
 def _check_readable(reader: Callable[[str], object], text: str) -> None:
     """A found answer must also be one the reader understands, before it is trusted or cached."""
     try:
@@ -374,6 +413,7 @@ class _Lookup:
         self.used: list[StoredAnswer] = []
         self.findings: list[Finding] = []
         self.not_cached: list[str] = []
+        self.damaged: list[str] = []  # cache keys whose stored body this module cannot read
 
     def _fresh(self, a: StoredAnswer) -> bool:
         ttl = self.r.settings.ttl_found if a.found else self.r.settings.ttl_not_found
@@ -388,6 +428,9 @@ class _Lookup:
         reader: Callable[[str], object],
     ) -> StoredAnswer | None:
         hit = self.cached.get(key)
+        if hit and hit.found and not _readable(reader, hit.body):
+            self.damaged.append(key)
+            hit = None
         if hit and (self.r.offline or (not self.r.refresh and self._fresh(hit))):
             self.used.append(hit)
             return hit
@@ -452,6 +495,16 @@ class _Lookup:
                 )
             )
         self._merge_unreachable()
+        if self.damaged:
+            again = "not checked (offline)" if self.r.offline else "asked again"
+            self.findings.append(
+                warning(
+                    "doi.cache-damaged",
+                    f"damaged cached answer(s) ({', '.join(self.damaged)}) dropped and {again}",
+                    value=self.doi,
+                    hint="nothing to do: the cache is rebuilt as answers come in",
+                )
+            )
         if self.not_cached:
             self.findings.append(
                 warning(
@@ -566,13 +619,17 @@ class Resolver:
                 findings=(error("doi.malformed", "not a DOI (expected 10.NNNN/suffix)", value=raw),),
             )
         todo = [d for d in todo if d not in self._done]
-        cached = self.cache.load(todo) if self.cache and todo else {}
+        cached, damaged = self.cache.load(todo) if self.cache and todo else ({}, {})
         lookups = [_Lookup(self, d, cached.get(d, {})) for d in todo]
+        for lookup in lookups:
+            lookup.damaged.extend(damaged.get(lookup.doi, []))
         if lookups:
             workers = max(1, min(self.settings.workers, len(lookups)))
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ctcurate-doi") as pool:
                 for lookup, resolution in zip(lookups, pool.map(_Lookup.run, lookups)):
                     self._done[lookup.doi] = resolution
+                    if self.cache and lookup.damaged:
+                        self.cache.drop(lookup.doi, lookup.damaged)
                     if self.cache and lookup.fetched:
                         self.cache.save(lookup.doi, lookup.fetched)
         return {d: self._done[query[d]] for d in order}
@@ -623,10 +680,34 @@ class DoiRef:
     row: int | None = None
     column: str | None = None
     derived: bool = False
+    alternatives: tuple[str, ...] = ()  # other DOIs the file name may mean (near the 10.64898 change-over)
 
     @property
     def norm(self) -> str:
         return parse(self.doi).doi
+
+
+def derived_ref(pre: PreprintId, **where: Any) -> DoiRef:
+    """The DOI a preprint file name gives, with the other prefix's DOI when its date is near the change."""
+    return DoiRef(doi=pre.doi, derived=True, alternatives=pre.alternatives, **where)
+
+
+def settle_derived(refs: Sequence[DoiRef], resolver: Resolver) -> list[DoiRef]:
+    """Derived DOIs whose prefix the file name's date cannot tell: the candidate the registry has.
+
+    Where neither (or both) exist, the date's prefix stays, and its answer is what gets reported.
+    """
+    open_refs = [r for r in refs if r.alternatives]
+    if not open_refs:
+        return list(refs)
+    found = resolver.resolve_many(d for r in open_refs for d in (r.doi, *r.alternatives))
+    out = []
+    for ref in refs:
+        if ref.alternatives:
+            existing = [d for d in (ref.doi, *ref.alternatives) if found[parse(d).doi].exists]
+            ref = replace(ref, doi=existing[0] if len(existing) == 1 else ref.doi, alternatives=())
+        out.append(ref)
+    return out
 
 
 def _as_refs(items: Iterable[DoiRef | str]) -> list[DoiRef]:
@@ -674,7 +755,7 @@ def online_doi_findings(refs: Iterable[DoiRef | str], resolver: Resolver, *, eve
     Each distinct DOI is asked once; its findings are placed at its first row and name the others,
     or, with `every_row` (a verdict per row, as add-contribution needs), repeated at each row.
     """
-    all_refs = _as_refs(refs)
+    all_refs = settle_derived(_as_refs(refs), resolver)
     groups: dict[str, list[DoiRef]] = {}
     for ref in all_refs:
         groups.setdefault(ref.norm, []).append(ref)
@@ -780,7 +861,7 @@ def online_row_checker(
                 if (parsed := parse(raw)).valid:  # malformed ones are the offline checks' to report
                     refs.append(DoiRef(doi=parsed.doi, file=sheet_name, row=r.row, column=DOI_COLUMN))
             elif pre := preprint_from_filename(name):
-                refs.append(DoiRef(doi=pre.doi, file=sheet_name, row=r.row, column=DOI_COLUMN, derived=True))
+                refs.append(derived_ref(pre, file=sheet_name, row=r.row, column=DOI_COLUMN))
         findings = online_doi_findings(refs, resolver, every_row=True)
         return findings + same_paper_findings(refs, existing, resolver)
 
@@ -830,7 +911,7 @@ def read_sheet_dois(metadata_dir: Path) -> tuple[list[DoiRef], list[Finding]]:
                     )
                 )
         elif isinstance(name, str) and (pre := preprint_from_filename(name)):
-            refs.append(DoiRef(doi=pre.doi, file=path.name, row=row, column=DOI_COLUMN, derived=True))
+            refs.append(derived_ref(pre, file=path.name, row=row, column=DOI_COLUMN))
     return refs, findings
 
 
@@ -863,6 +944,7 @@ __all__ = [
     "online_row_checker",
     "online_sheet_findings",
     "open_resolver",
+    "settle_derived",
     "read_sheet_dois",
     "same_paper",
     "same_paper_findings",

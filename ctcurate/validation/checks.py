@@ -328,14 +328,15 @@ def _online_doi_checks(
     rows: list[CovidRow], file: str, resolver: Resolver
 ) -> tuple[list[Finding], dict[str, Resolution]]:
     """Every row's DOI (or the preprint DOI its file name gives) asked once of the registries."""
-    from ctcurate.doi.resolve import DoiRef, online_doi_findings
+    from ctcurate.doi.resolve import DoiRef, derived_ref, online_doi_findings, settle_derived
 
     refs = []
     for r in rows:
         if r.doi and doi_lib.is_valid(r.doi):  # malformed ones are already reported
             refs.append(DoiRef(doi=r.doi, file=file, row=r.row, column="DOI"))
         elif not r.doi and (derived := doi_lib.preprint_from_filename(r.file_name)):
-            refs.append(DoiRef(doi=derived.doi, file=file, row=r.row, column="DOI", derived=True))
+            refs.append(derived_ref(derived, file=file, row=r.row, column="DOI"))
+    refs = settle_derived(refs, resolver)
     findings = online_doi_findings(refs, resolver)
     return findings, resolver.resolve_many(ref.norm for ref in refs)
 

@@ -18,9 +18,10 @@ import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from datetime import date
+from typing import Self
 from urllib.parse import parse_qs, unquote
 
 RECORDED = Path(__file__).resolve().parent / "data" / "registry"
@@ -169,7 +170,7 @@ class FakeRegistry:
                 n for (k, d), n in self.hits.items() if (kind is None or k == kind) and (doi is None or d == doi)
             )
 
-    def __enter__(self) -> FakeRegistry:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -280,7 +281,7 @@ class FakeRegistry:
                     status, text, headers, delay = registry._answer(kind, doi, server)
                     headers = {**registry._limit_headers(service, query, agent), **headers}
                     if over:
-                        status, text, delay = 429, "Too many concurrent requests", delay
+                        status, text = 429, "Too many concurrent requests"
                         headers = {**headers, "Retry-After": "0.05"}
                     if delay:
                         time.sleep(delay)

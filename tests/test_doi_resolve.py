@@ -11,6 +11,7 @@ from fake_registry import RECORDED, FakeRegistry, Reply
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ctcurate.doi.normalize import preprint_from_filename
 from ctcurate.doi.resolve import (
     DEFAULT_CONCURRENCY,
     DoiCache,
@@ -33,7 +34,6 @@ from ctcurate.doi.resolve import (
     same_paper,
     same_paper_findings,
 )
-from ctcurate.doi.normalize import preprint_from_filename
 
 BMJ = "10.1136/bmj.m606"
 LANCET = "10.1016/s0140-6736(20)30154-9"
@@ -370,9 +370,8 @@ def _settings(reg: FakeRegistry, **kwargs: object) -> ResolverSettings:
 
 def test_crossref_concurrency_is_one_in_the_public_pool():
     dois = [f"10.5555/paper.{i}" for i in range(30)]
-    with FakeRegistry(delay=0.03) as reg:
-        with Resolver(_settings(reg, concurrency={**DEFAULT_CONCURRENCY, "doi": 12})) as r:
-            found = r.resolve_many(dois)
+    with FakeRegistry(delay=0.03) as reg, Resolver(_settings(reg, concurrency={**DEFAULT_CONCURRENCY, "doi": 12})) as r:
+        found = r.resolve_many(dois)
     assert all(res.exists for res in found.values())
     assert reg.max_in_flight["doi"] > 5  # the pool could push harder than Crossref's cap
     assert reg.max_in_flight["crossref"] == 1
@@ -381,9 +380,11 @@ def test_crossref_concurrency_is_one_in_the_public_pool():
 
 def test_crossref_polite_pool_with_a_mailto_in_the_query_and_the_user_agent():
     dois = [f"10.5555/paper.{i}" for i in range(30)]
-    with FakeRegistry(delay=0.03, concurrency_cap={"crossref": 3}) as reg:
-        with Resolver(_settings(reg, mailto="curator@example.org")) as r:
-            assert all(res.exists for res in r.resolve_many(dois).values())
+    with (
+        FakeRegistry(delay=0.03, concurrency_cap={"crossref": 3}) as reg,
+        Resolver(_settings(reg, mailto="curator@example.org")) as r,
+    ):
+        assert all(res.exists for res in r.resolve_many(dois).values())
     assert reg.max_in_flight["crossref"] == 3 and reg.rejected["crossref"] == 0
     crossref = [q for q in reg.queries if q]
     assert len(crossref) == 30 and all(q == {"mailto": ["curator@example.org"]} for q in crossref)
@@ -394,10 +395,12 @@ def test_crossref_headers_size_the_pool():
     """Set to 3 at once, but Crossref's answers say public pool, x-concurrency-limit 1: the pool
     shrinks to 1 (and its 429s over that cap stop after the first burst)."""
     dois = [f"10.5555/paper.{i}" for i in range(20)]
-    with FakeRegistry(delay=0.03, crossref_limits=True, concurrency_cap={"crossref": 1}) as reg:
-        with Resolver(_settings(reg, concurrency={"doi": 12, "crossref": 3})) as r:
-            found = r.resolve_many(dois)
-            gate = r.client.gate("crossref")
+    with (
+        FakeRegistry(delay=0.03, crossref_limits=True, concurrency_cap={"crossref": 1}) as reg,
+        Resolver(_settings(reg, concurrency={"doi": 12, "crossref": 3})) as r,
+    ):
+        found = r.resolve_many(dois)
+        gate = r.client.gate("crossref")
     assert all(res.exists for res in found.values())
     assert (gate.pool, gate.concurrency) == ("public", 1)
     assert reg.rejected["crossref"] <= 2  # only requests sent before the first answer came back
@@ -644,12 +647,16 @@ def _journal_of_dataset_preprint(registry: FakeRegistry, journal: str) -> str:
 def test_online_row_checker_rejects_a_journal_version_of_a_dataset_preprint(registry, tmp_path):
     """End to end through add-contribution's library: the journal DOI of a preprint already in the
     dataset is rejected as the same paper (the seam the CLI's --online would use)."""
-    from contribution_helpers import make_synthetic_dataset, noise_png, write_contribution_sheet
+    from contribution_helpers import (
+        make_synthetic_dataset,
+        noise_png,
+        write_contribution_sheet,
+    )
 
     from ctcurate.contribution import run as contribute
     from ctcurate.contribution.dataset_state import read_state
-    from ctcurate.doi.resolve import online_row_checker
     from ctcurate.contribution.intake import combine_checkers
+    from ctcurate.doi.resolve import online_row_checker
 
     root = make_synthetic_dataset(tmp_path / "ds")
     journal = _journal_of_dataset_preprint(registry, "10.5555/journal.2020.1")
@@ -683,7 +690,11 @@ def test_online_row_checker_rejects_a_journal_version_of_a_dataset_preprint(regi
 def test_cli_add_contribution_online_rejects_the_journal_version_of_a_dataset_preprint(registry, tmp_path, monkeypatch):
     """The same rule through `ctcurate add-contribution --online` (dry run, so nothing is written)."""
     from click.testing import CliRunner
-    from contribution_helpers import make_synthetic_dataset, noise_png, write_contribution_sheet
+    from contribution_helpers import (
+        make_synthetic_dataset,
+        noise_png,
+        write_contribution_sheet,
+    )
 
     from ctcurate.cli import main
 
@@ -842,10 +853,11 @@ def test_a_dripping_body_ends_at_the_request_deadline(registry):
 
 
 def test_a_day_long_rate_limit_interval_is_unreachable_not_a_hang():
-    with FakeRegistry(headers={"x-rate-limit-limit": "1", "x-rate-limit-interval": "86400s"}) as reg:
-        settings = _settings(reg, max_retries=0)
-        with Resolver(settings) as r:
-            first, second = r.resolve_many(["10.5555/a", "10.5555/b"]).values()
+    with (
+        FakeRegistry(headers={"x-rate-limit-limit": "1", "x-rate-limit-interval": "86400s"}) as reg,
+        Resolver(_settings(reg, max_retries=0)) as r,
+    ):
+        first, second = r.resolve_many(["10.5555/a", "10.5555/b"]).values()
     codes = [f.code for f in first.findings + second.findings]
     assert codes == ["doi.unreachable"]
     [f] = first.findings + second.findings

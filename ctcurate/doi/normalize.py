@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from functools import lru_cache
 from urllib.parse import unquote
 
-from confusable_homoglyphs import confusables
+from confusable_homoglyphs import confusables  # type: ignore[import-untyped]
 
 from ctcurate.core.findings import Finding, error, warning
 

@@ -43,12 +43,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, Self
 from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, ConfigDict
 
 from ctcurate import __version__
+from ctcurate.core.findings import Finding, error, warning
+from ctcurate.core.store import default_cache_path, open_cache, select_in
 from ctcurate.doi.normalize import (
     PreprintId,
     is_valid,
@@ -57,9 +59,7 @@ from ctcurate.doi.normalize import (
     preprint_from_filename,
     strip_version,
 )
-from ctcurate.core.findings import Finding, error, warning
 from ctcurate.doi.polite_http import HttpPolicy, PoliteClient, Unreachable
-from ctcurate.core.store import default_cache_path, open_cache, select_in
 
 DOI_URL_ENV = "CTCURATE_DOI_URL"
 CROSSREF_URL_ENV = "CTCURATE_CROSSREF_URL"
@@ -639,7 +639,7 @@ class Resolver:
         if self.cache:
             self.cache.close()
 
-    def __enter__(self) -> Resolver:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -944,8 +944,8 @@ __all__ = [
     "online_row_checker",
     "online_sheet_findings",
     "open_resolver",
-    "settle_derived",
     "read_sheet_dois",
     "same_paper",
     "same_paper_findings",
+    "settle_derived",
 ]

@@ -17,12 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ctcurate.doi import normalize as doi_lib
-from ctcurate.core import layout
-from ctcurate.core.findings import Finding, error, summarize, warning
-from ctcurate.core.images import UnreadableImage, format_of_suffix, open_image, sniff_format
 from openpyxl.utils import range_boundaries
 
+from ctcurate.core import layout
+from ctcurate.core.findings import Finding, error, summarize, warning
+from ctcurate.core.images import (
+    UnreadableImage,
+    format_of_suffix,
+    open_image,
+    sniff_format,
+)
+from ctcurate.core.sheets import Sheet, SheetError, find_columns, read_lines, read_sheet
+from ctcurate.doi import normalize as doi_lib
 from ctcurate.validation.schemas import (
     COVID_COLUMNS,
     NONCOVID_COLUMNS,
@@ -38,7 +44,6 @@ from ctcurate.validation.schemas import (
     parse_captions,
     patient_id_rewrites,
 )
-from ctcurate.core.sheets import Sheet, SheetError, find_columns, read_lines, read_sheet
 
 if TYPE_CHECKING:  # doi_resolve (and requests) are imported only when validating online
     from ctcurate.doi.resolve import Resolution, Resolver
@@ -328,7 +333,12 @@ def _online_doi_checks(
     rows: list[CovidRow], file: str, resolver: Resolver
 ) -> tuple[list[Finding], dict[str, Resolution]]:
     """Every row's DOI (or the preprint DOI its file name gives) asked once of the registries."""
-    from ctcurate.doi.resolve import DoiRef, derived_ref, online_doi_findings, settle_derived
+    from ctcurate.doi.resolve import (
+        DoiRef,
+        derived_ref,
+        online_doi_findings,
+        settle_derived,
+    )
 
     refs = []
     for r in rows:
@@ -744,8 +754,8 @@ def _merged_fills(sheet: Sheet) -> list[CellFix]:
     fixes = []
     values = {r.number: r.values for r in sheet.rows}
     for ref in sheet.merges:
-        min_col, min_row, max_col, max_row = range_boundaries(ref)
-        if min_col != max_col or min_row not in values or min_col > len(sheet.header):
+        min_col, min_row, max_col, max_row = (int(b or 0) for b in range_boundaries(ref))
+        if min_col != max_col or min_row not in values or not 0 < min_col <= len(sheet.header):
             continue
         head = sheet.header[min_col - 1]
         top = values[min_row]

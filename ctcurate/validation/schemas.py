@@ -27,9 +27,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ctcurate.doi import normalize as doi_lib
 from ctcurate.contribution.source import ContributionRow
 from ctcurate.core.findings import Finding, Severity, error, warning
+from ctcurate.doi import normalize as doi_lib
 
 CellValue = str | int | float | bool | None
 

@@ -150,6 +150,7 @@ class ServiceGate:
         self._clock = clock
         self._sleep = sleep
         self._next = 0.0
+        self._last_start = -math.inf
         self.spacing = 0.0  # seconds between request starts
         self.failures_in_row = 0  # requests that ended Unreachable since the last answer
 
@@ -167,6 +168,7 @@ class ServiceGate:
             start = max(now, self._next)
             if start - now > max_wait:
                 raise RateLimited(f"the service's pacing asks for a wait of {start - now:g} s")
+            self._last_start = start
             self._next = start + self.spacing
         delay = start - now
         if delay > 0:
@@ -183,6 +185,8 @@ class ServiceGate:
         if count > 0 and interval is not None:
             with self._lock:
                 self.spacing = interval / count
+                # the request just answered already counts: the next one waits its spacing from it
+                self._next = max(self._next, self._last_start + self.spacing)
 
     def _observe_concurrency(self, headers: Mapping[str, str]) -> None:
         pool = (headers.get("x-api-pool") or "").strip().lower() or None

@@ -84,10 +84,17 @@ def generate(path: Path, rows: int, seed: int = 2020) -> None:
         caption = f"['Figure {i % 7}. Chest CT of patient {patient}: ground-glass opacity in both lungs. ']"
         if i % 997 == 0:
             caption = f"['Figure {i % 7}. The patient's CT on admission']"
+        if i % 10007 == 0:  # a caption pasted many times over (cell.too-long)
+            caption = "['" + "Ground-glass opacity. " * 500 + "']"
+        if i % 1013 == 0:  # a Cyrillic letter in a DOI (doi.lookalike, from Unicode's confusables)
+            doi = "10.1016/\u0458.ijid.2020.02.050"
+        patient_id = f"Patient {patient}" + (" " if i % 211 == 0 else "")
+        if i % 401 == 0:  # the patient ID spelled another way (patient.id-form)
+            patient_id = rng.choice([f"P-{patient}", f"patient {patient}", f"Patient 0{patient}"])
         ws.append(
             [
                 name,
-                f"Patient {patient}" + (" " if i % 211 == 0 else ""),
+                patient_id,
                 age,
                 gender,
                 rng.choice(LOCATIONS),

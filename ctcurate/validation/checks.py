@@ -94,6 +94,7 @@ FINDING_CODES: dict[str, str] = {
     "doi.unreachable": "--online: a registry could not be reached; the DOI was not checked (nothing is claimed)",
     "doi.bad-answer": "--online: a registry answered something unreadable; the DOI was not checked",
     "doi.not-cached": "--online offline: no cached answer for the DOI, so it was not checked",
+    "doi.cache-damaged": "--online: a damaged cached answer was dropped and asked again (or, offline, not checked)",
     "patient.id-form": "a patient ID spelled another way than the dataset's form ('P-109' for 'Patient 109'); "
     "--fix rewrites the unambiguous ones",
     "patient.conflict": "one patient ID with conflicting ages or genders across its rows",

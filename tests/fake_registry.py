@@ -139,6 +139,7 @@ class FakeRegistry:
         self._drips: dict[tuple[str, str], float] = {}
         self.lock = threading.Lock()
         self.hits: Counter[tuple[str, str]] = Counter()  # (kind, doi) -> requests
+        self.server_hits: Counter[tuple[str, str | None, str]] = Counter()  # (kind, server, doi) -> requests
         self.log: list[tuple[float, str, str]] = []  # (time, kind, doi)
         self.user_agents: set[str] = set()
         self.in_flight: Counter[str] = Counter()
@@ -269,6 +270,7 @@ class FakeRegistry:
                 agent = self.headers.get("User-Agent", "")
                 with registry.lock:
                     registry.hits[(kind, doi)] += 1
+                    registry.server_hits[(kind, server, doi)] += 1
                     registry.log.append((time.monotonic(), kind, doi))
                     registry.user_agents.add(agent)
                     registry.queries.append(query)

@@ -169,6 +169,25 @@ def test_resolve_offline_says_what_it_could_not_check(registry):
     ) in result.output
 
 
+@pytest.mark.parametrize(
+    "damage",
+    ["UPDATE doi_answers SET checked_at = 'last Tuesday'", "UPDATE doi_answers SET body = 'not json {' WHERE found = 1"],
+)
+def test_resolve_offline_on_a_damaged_cache_warns_instead_of_dying(registry, tmp_path, damage):
+    import sqlite3
+
+    assert run("resolve", BMJ).exit_code == 0
+    with sqlite3.connect(tmp_path / "cache.sqlite") as conn:
+        conn.execute(damage)
+    result = run("resolve", "--offline", BMJ)
+    assert result.exit_code == 1 and (result.exception is None or isinstance(result.exception, SystemExit))
+    assert f"{BMJ}: unknown [none]" in result.output
+    assert f"warning: -: doi.cache-damaged: damaged cached answer(s) (" in result.output
+    assert "dropped and not checked (offline)" in result.output
+    again = run("resolve", BMJ)  # online: asked again and cached afresh
+    assert again.exit_code == 0 and "doi.cache-damaged" not in again.output
+
+
 def test_resolve_refresh_asks_again(registry):
     run("resolve", BMJ)
     run("resolve", "--refresh", BMJ)

@@ -157,7 +157,9 @@ print(json.dumps({"seconds": elapsed, "peak_mb": peak, "findings": failures, "ro
 def measure(code: str, sheet: Path) -> dict[str, float]:
     # Sheet only: `make bench` exports CTCURATE_DATA, which would pull the real images in.
     env = {k: v for k, v in os.environ.items() if k != "CTCURATE_DATA"}
-    done = subprocess.run([sys.executable, "-c", code, str(sheet)], capture_output=True, text=True, cwd=ROOT, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(sheet)], capture_output=True, text=True, cwd=ROOT, env=env, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "child failed")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -182,7 +182,7 @@ def test_resolve_offline_on_a_damaged_cache_warns_instead_of_dying(registry, tmp
     result = run("resolve", "--offline", BMJ)
     assert result.exit_code == 1 and (result.exception is None or isinstance(result.exception, SystemExit))
     assert f"{BMJ}: unknown [none]" in result.output
-    assert f"warning: -: doi.cache-damaged: damaged cached answer(s) (" in result.output
+    assert "warning: -: doi.cache-damaged: damaged cached answer(s) (" in result.output
     assert "dropped and not checked (offline)" in result.output
     again = run("resolve", BMJ)  # online: asked again and cached afresh
     assert again.exit_code == 0 and "doi.cache-damaged" not in again.output

@@ -414,6 +414,12 @@ def test_patient_ids_spelled_another_way(tiny):
     ]
 
 
+def test_contributed_noncovid_patient_keeps_the_dataset_wide_form(tiny):
+    root, meta = tiny
+    write_noncovid_csv(meta / "NonCOVID-CT-MetaInfo.csv", [("0.jpg", "medpix_patient_3"), ("1.jpg", "Patient 218")])
+    assert validate(metadata=meta, images=root).findings == []
+
+
 def test_patient_id_rewrite_that_would_merge_two_people_is_left(tiny):
     root, meta = tiny
     _rewrite_covid(meta, lambda ws: ws.__setitem__("B4", "P-1"))  # row 4 is 50 F; Patient 1 is 41 M

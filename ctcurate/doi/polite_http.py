@@ -167,7 +167,7 @@ class ServiceGate:
             now = self._clock()
             start = max(now, self._next)
             if start - now > max_wait:
-                raise RateLimited(f"the service's pacing asks for a wait of {start - now:g} s")
+                raise RateLimited(f"the service's pacing asks for a wait of {start - now:.0f} s")
             self._last_start = start
             self._next = start + self.spacing
         delay = start - now

@@ -683,10 +683,11 @@ def _parse_rows(
 
 # --- patient ID forms -----------------------------------------------------------------------
 
-# The dataset's own forms: `Patient 12` (COVID sheet), `crawled_patient_12` / `medpix_patient_12`
-# (NonCOVID sheet, by where the images were collected).
+# The dataset's own forms: `Patient 12` (COVID sheet, and contributions in both sheets: add-contribution
+# numbers patients dataset-wide), `crawled_patient_12` / `medpix_patient_12` (the original NonCOVID
+# images, by where they were collected).
 _COVID_ID = re.compile(r"Patient [1-9]\d*|Patient 0")
-_NONCOVID_ID = re.compile(r"(?:crawled|medpix)_patient_(?:[1-9]\d*|0)")
+_NONCOVID_ID = re.compile(r"(?:crawled|medpix)_patient_(?:[1-9]\d*|0)|Patient [1-9]\d*|Patient 0")
 _COVID_LOOSE = re.compile(r"(?:patient|pat|pt|p)[\s._#:-]*(\d+)", re.IGNORECASE)
 _NONCOVID_LOOSE = re.compile(r"(crawled|medpix)[\s._-]*(?:patient|pt|p)?[\s._#:-]*(\d+)", re.IGNORECASE)
 
@@ -695,7 +696,7 @@ def canonical_patient_id(text: str, noncovid: bool) -> str | None:
     """The dataset's spelling of a patient ID written another way (`P-109` -> `Patient 109`).
 
     None when `text` is already canonical or no single canonical form follows from it (a
-    NonCOVID `patient 5` does not say whether it was crawled or from MedPix).
+    NonCOVID `patient 5` does not say whether it was crawled, from MedPix or contributed).
     """
     if (_NONCOVID_ID if noncovid else _COVID_ID).fullmatch(text):
         return None
@@ -767,7 +768,7 @@ def _clashing_row(row: CovidRow | NonCovidRow, others: list[CovidRow | NonCovidR
 def _patient_id_findings(
     rows: list[CovidRow] | list[NonCovidRow], noncovid: bool, file: str | None
 ) -> list[Finding]:
-    form = "crawled_patient_N or medpix_patient_N" if noncovid else "Patient N"
+    form = "crawled_patient_N, medpix_patient_N or Patient N" if noncovid else "Patient N"
     column = NONCOVID_COLUMNS["patient_id"] if noncovid else COVID_COLUMNS["patient_id"]
     out = []
     for rw in patient_id_rewrites(rows, noncovid):

@@ -84,10 +84,17 @@ def generate(path: Path, rows: int, seed: int = 2020) -> None:
         caption = f"['Figure {i % 7}. Chest CT of patient {patient}: ground-glass opacity in both lungs. ']"
         if i % 997 == 0:
             caption = f"['Figure {i % 7}. The patient's CT on admission']"
+        if i % 10007 == 0:  # a caption pasted many times over (cell.too-long)
+            caption = "['" + "Ground-glass opacity. " * 500 + "']"
+        if i % 1013 == 0:  # a Cyrillic letter in a DOI (doi.lookalike, from Unicode's confusables)
+            doi = "10.1016/\u0458.ijid.2020.02.050"
+        patient_id = f"Patient {patient}" + (" " if i % 211 == 0 else "")
+        if i % 401 == 0:  # the patient ID spelled another way (patient.id-form)
+            patient_id = rng.choice([f"P-{patient}", f"patient {patient}", f"Patient 0{patient}"])
         ws.append(
             [
                 name,
-                f"Patient {patient}" + (" " if i % 211 == 0 else ""),
+                patient_id,
                 age,
                 gender,
                 rng.choice(LOCATIONS),
@@ -150,7 +157,9 @@ print(json.dumps({"seconds": elapsed, "peak_mb": peak, "findings": failures, "ro
 def measure(code: str, sheet: Path) -> dict[str, float]:
     # Sheet only: `make bench` exports CTCURATE_DATA, which would pull the real images in.
     env = {k: v for k, v in os.environ.items() if k != "CTCURATE_DATA"}
-    done = subprocess.run([sys.executable, "-c", code, str(sheet)], capture_output=True, text=True, cwd=ROOT, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(sheet)], capture_output=True, text=True, cwd=ROOT, env=env, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "child failed")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -558,20 +558,33 @@ def doi() -> None:
 def doi_normalize(dois: tuple[str, ...]) -> None:
     """Print one canonical DOI per argument (lower case, no prefix, no whitespace).
 
-    An argument that is not a DOI prints `error: <reason>` in its place; the exit code is then 1.
+    `-` reads DOIs from standard input, one per line. An argument that is not a DOI prints
+    `error: <reason>` in its place; the exit code is then 1.
     """
     from ctcurate.doi import normalize as doi_lib
 
     failed = False
-    for raw in dois:
+    for raw in _doi_arguments(dois):
         parsed = doi_lib.parse(raw)
         if parsed.valid:
             click.echo(parsed.doi)
         else:
             failed = True
-            reason = "empty" if not parsed.doi else f"{raw.strip()!r} is not a DOI (expected 10.NNNN/suffix)"
-            click.echo(f"error: {reason}")
+            click.echo(f"error: {doi_lib.failure_reason(parsed)}")
     sys.exit(EXIT_FOUND if failed else EXIT_OK)
+
+
+def _doi_arguments(dois: tuple[str, ...]) -> list[str]:
+    """The arguments, with `-` replaced by standard input's lines (bytes that are not UTF-8 kept
+    as surrogates, so that they are refused by name rather than crashing the decoder)."""
+    out: list[str] = []
+    for raw in dois:
+        if raw == "-":
+            data = sys.stdin.buffer.read()
+            out += [line for line in data.decode("utf-8", "surrogateescape").splitlines() if line.strip()]
+        else:
+            out.append(raw)
+    return out
 
 
 @doi.command("resolve")

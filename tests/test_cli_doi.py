@@ -59,6 +59,27 @@ def test_normalize_reports_each_failure_in_place_and_exits_1():
     )
 
 
+def test_normalize_dash_reads_standard_input():
+    result = CliRunner().invoke(main, ["doi", "normalize", "-"], input=b" doi:10.1136/BMJ.m606\n\xff10.1/x\n")
+    assert result.exit_code == 1
+    assert result.output == "10.1136/bmj.m606\nerror: '\\udcff10.1/x' is not a DOI: it is not valid UTF-8\n"
+
+
+def test_normalize_refuses_control_and_bidi_characters():
+    result = run("normalize", "10.1/x\x01", "10.1/x\u202e")
+    assert result.exit_code == 1
+    assert result.output == (
+        "error: '10.1/x\\x01' is not a DOI: it holds the control character U+0001\n"
+        "error: '10.1/x\\u202e' is not a DOI: it holds the invisible format character U+202E "
+        "(RIGHT-TO-LEFT OVERRIDE)\n"
+    )
+
+
+def test_normalize_keeps_a_literal_percent_and_drops_url_parts():
+    result = run("normalize", "https://doi.org/10.1000/a%2525?x=1#top", "10.1136/bmj.m606.")
+    assert (result.exit_code, result.output) == (0, "10.1000/a%25\n10.1136/bmj.m606\n")
+
+
 def test_normalize_needs_an_argument():
     assert run("normalize").exit_code == 2
 
@@ -148,6 +169,25 @@ def test_resolve_offline_says_what_it_could_not_check(registry):
     ) in result.output
 
 
+@pytest.mark.parametrize(
+    "damage",
+    ["UPDATE doi_answers SET checked_at = 'last Tuesday'", "UPDATE doi_answers SET body = 'not json {' WHERE found = 1"],
+)
+def test_resolve_offline_on_a_damaged_cache_warns_instead_of_dying(registry, tmp_path, damage):
+    import sqlite3
+
+    assert run("resolve", BMJ).exit_code == 0
+    with sqlite3.connect(tmp_path / "cache.sqlite") as conn:
+        conn.execute(damage)
+    result = run("resolve", "--offline", BMJ)
+    assert result.exit_code == 1 and (result.exception is None or isinstance(result.exception, SystemExit))
+    assert f"{BMJ}: unknown [none]" in result.output
+    assert "warning: -: doi.cache-damaged: damaged cached answer(s) (" in result.output
+    assert "dropped and not checked (offline)" in result.output
+    again = run("resolve", BMJ)  # online: asked again and cached afresh
+    assert again.exit_code == 0 and "doi.cache-damaged" not in again.output
+
+
 def test_resolve_refresh_asks_again(registry):
     run("resolve", BMJ)
     run("resolve", "--refresh", BMJ)
@@ -211,12 +251,14 @@ def test_resolve_metadata_real_sheet_asks_each_distinct_doi_once(registry, repo_
     assert len(handles) == 58
     assert "10.1016/s0140-6736(20)30154-9" in handles  # written '10.1016/ S0140-6736(20)30154-9 '
     assert "10.1101/2020.01.24.919183" in handles  # empty cell, derived from the file name
-    assert max(registry.hits.values()) == 1  # no DOI asked twice of any service
+    assert max(n for (kind, _), n in registry.hits.items() if kind != "pubs") == 1  # no DOI asked twice
     assert registry.count("works") == 58
     assert registry.count("details") == 44  # every preprint, once, at its own server
-    assert registry.count("pubs") == 1  # only the recorded preprint says it was published
+    # only the recorded preprint says it was published; each of the 14 journal articles without a
+    # Crossref `has-preprint` is looked up in reverse, once at each server
+    assert registry.count("pubs") == 1 + 14 * 2
     again = run("resolve", "--metadata", str(repo_metadata), "--offline")
-    assert again.exit_code == 0 and registry.count() == 58 * 2 + 44 + 1
+    assert again.exit_code == 0 and registry.count() == 58 * 2 + 44 + 1 + 14 * 2
 
 
 def test_resolve_metadata_reports_rows(registry, tmp_path):

@@ -254,7 +254,7 @@ def test_reports_and_fixed_copies_get_ordinary_permissions(tmp_path, no_data_env
         os.umask(mask)
 
 
-def test_fix_leaves_merged_ranges_intact(tmp_path, no_data_env):
+def test_fix_fills_a_merged_column_range_down(tmp_path, no_data_env):
     path = write_xlsx(
         tmp_path / "in.xlsx",
         [covid_row("a.png", "Patient 7 ", gender="F"), covid_row("b.png", None, gender="F ")],
@@ -266,8 +266,19 @@ def test_fix_leaves_merged_ranges_intact(tmp_path, no_data_env):
     result = run("--metadata", str(path), "--fix", str(out))
     assert result.exit_code == 0, result.output
     ws = load_workbook(out).active
-    assert [str(r) for r in ws.merged_cells.ranges] == ["B2:B3"]
-    assert (ws["B2"].value, ws["D3"].value) == ("Patient 7", "F")
+    assert list(ws.merged_cells.ranges) == []
+    assert (ws["B2"].value, ws["B3"].value, ws["D3"].value) == ("Patient 7", "Patient 7", "F")
+
+
+def test_fix_leaves_a_merge_across_columns(tmp_path, no_data_env):
+    path = write_xlsx(tmp_path / "in.xlsx", [covid_row("a.png", "Patient 7", location="Wuhan ")])
+    wb = load_workbook(path)
+    wb.active.merge_cells("E2:F2")
+    wb.save(path)
+    out = tmp_path / "out.xlsx"
+    assert run("--metadata", str(path), "--fix", str(out)).exit_code == 0
+    ws = load_workbook(out).active
+    assert [str(r) for r in ws.merged_cells.ranges] == ["E2:F2"] and ws["E2"].value == "Wuhan"
 
 
 def test_fix_cleans_split_lists(tmp_path, no_data_env):

@@ -64,7 +64,7 @@ def test_preprint_from_doi_forms():
 
 
 def test_check_doi_codes():
-    codes = lambda raw, name=None: sorted(f.code for f in doi.check_doi(raw, name))  # noqa: E731
+    codes = lambda raw, name=None: sorted(f.code for f in doi.check_doi(raw, name))
     assert codes(None, "2020.02.10.20021584-p6-52%0.png") == ["doi.derivable"]
     assert codes("10.1101/2020.02.11.20021493", "2020.02.10.20021584-p6-52%0.png") == ["doi.mismatch"]
     assert codes("10.1101/2020.02.10.20021584v3", "2020.02.10.20021584-p6-52%0.png") == []
@@ -121,3 +121,92 @@ def test_case_folding_is_ascii_only():
     assert doi.normalize("10.1000/ABC") == "10.1000/abc"
     assert not doi.same_doi("10.1000/ß", "10.1000/SS")
     assert doi.normalize("10.1000/Ä") == "10.1000/Ä"
+
+
+# --- issue 11: URL parts, punctuation, decoding, preprint URLs and IDs, look-alike letters ------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("https://doi.org/10.1136/bmj.m606?utm_source=x#abstract", "10.1136/bmj.m606"),
+        (["see", "10.1136/bmj.m606."][-1], "10.1136/bmj.m606"),
+        ("10.1136/bmj.m606,", "10.1136/bmj.m606"),
+        ("10.1136/bmj.m606;", "10.1136/bmj.m606"),
+        ("10.1136/bmj.m606)", "10.1136/bmj.m606"),
+        ("10.1016/s0140-6736(20)30154-9", "10.1016/s0140-6736(20)30154-9"),  # a balanced ')' stays
+        ("https://doi.org/10.1000/a%2525", "10.1000/a%25"),  # decoded once: the DOI holds '%25'
+        ("https://www.medrxiv.org/content/10.1101/2020.02.25.20021568v1.full.pdf", "10.1101/2020.02.25.20021568"),
+        ("https://www.biorxiv.org/content/10.1101/2020.01.24.919183v2", "10.1101/2020.01.24.919183"),
+        ("10.1016/\u0458.ijid.2020.03.001", "10.1016/j.ijid.2020.03.001"),  # Cyrillic je
+        ("10.1016/j.\u0456jid", "10.1016/j.ijid"),  # Cyrillic i
+    ],
+)
+def test_normalize_edge_cases_of_issue_11(raw, expected):
+    parsed = doi.parse(raw)
+    assert parsed.doi == expected and parsed.valid
+
+
+def test_cyrillic_letter_is_a_lookalike_repair():
+    assert doi.parse("10.1016/\u0458.ijid").repairs == ("doi.lookalike",)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("10.1136/bmj\x01.m606", "holds the control character U+0001"),
+        ("10.1136/bmj.m606\u202e", "holds the invisible format character U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+        ("10.1136/bmj.m606\udcff", "is not valid UTF-8"),
+    ],
+)
+def test_control_format_and_undecodable_characters_are_refused(raw, reason):
+    parsed = doi.parse(raw)
+    assert not parsed.valid and parsed.refused == reason
+    assert [f.code for f in doi.check_doi(raw)] == ["doi.malformed"]
+
+
+def test_bare_preprint_id_is_refused_with_its_doi_suggested():
+    parsed = doi.parse("2020.02.25.20021568")
+    assert not parsed.valid
+    assert doi.failure_reason(parsed) == (
+        "'2020.02.25.20021568' is not a DOI but a medRxiv preprint ID: did you mean 10.1101/2020.02.25.20021568?"
+    )
+
+
+# --- the 10.64898 prefix (bioRxiv/medRxiv since 2025-12-01) -----------------------------------
+
+
+def test_preprint_prefix_follows_the_ids_date():
+    assert doi.preprint_from_filename("2020.02.10.20021584-p6.png").doi == "10.1101/2020.02.10.20021584"
+    late = doi.preprint_from_filename("2026.01.28.12345678-p1.png")
+    assert (late.doi, late.server, late.alternatives) == ("10.64898/2026.01.28.12345678", "medrxiv", ())
+    near = doi.preprint_from_filename("2025.11.28.123456-p1.png")
+    assert near.candidates == ("10.1101/2025.11.28.123456", "10.64898/2025.11.28.123456")
+    assert doi.preprint_from_filename("2025.12.03.123456-p1.png").candidates == (
+        "10.64898/2025.12.03.123456",
+        "10.1101/2025.12.03.123456",
+    )
+
+
+def test_either_prefix_matches_the_file_names_id():
+    codes = lambda raw, name: [f.code for f in doi.check_doi(raw, name)]
+    name = "2020.02.10.20021584-p6-52%0.png"
+    assert codes("10.64898/2020.02.10.20021584", name) == []
+    assert codes("10.64898/2026.01.28.12345678v2", "2026.01.28.12345678-p1.png") == []
+    assert codes("10.1101/2026.01.28.12345678", "2026.01.28.12345678-p1.png") == []
+    assert codes("10.64898/2020.02.11.20021584", name) == ["doi.mismatch"]
+
+
+def test_derivable_hint_names_the_new_prefix_and_both_near_the_change():
+    [late] = doi.check_doi(None, "2026.01.28.12345678-p1.png")
+    assert late.hint == "set the DOI to 10.64898/2026.01.28.12345678"
+    [near] = doi.check_doi(None, "2025.11.28.123456-p1.png")
+    assert near.hint.startswith("set the DOI to 10.1101/2025.11.28.123456 or 10.64898/2025.11.28.123456")
+
+
+def test_new_prefix_keeps_the_six_and_eight_digit_rule():
+    assert doi.preprint_from_doi("10.64898/2026.01.05.123456").server == "biorxiv"
+    assert doi.preprint_from_doi("10.64898/2026.01.05.12345678").server == "medrxiv"
+    assert doi.preprint_from_doi("10.64898/2026.01.05.1234567") is None or (
+        doi.preprint_from_doi("10.64898/2026.01.05.1234567").server == "biorxiv/medrxiv"
+    )

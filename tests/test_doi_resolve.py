@@ -11,6 +11,7 @@ from fake_registry import RECORDED, FakeRegistry, Reply
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ctcurate.doi.normalize import preprint_from_filename
 from ctcurate.doi.resolve import (
     DEFAULT_CONCURRENCY,
     DoiCache,
@@ -270,7 +271,7 @@ def test_second_run_is_answered_from_the_cache(registry, tmp_path):
     with make(tmp_path / "c.sqlite") as r:
         first = r.resolve_many(dois)
     asked = registry.count()
-    assert asked == 2 + 2 + 4 + 1
+    assert asked == (2 + 2) + (2 + 2) + 4 + 1  # journal articles: + bioRxiv's reverse lookup at both servers
     with make(tmp_path / "c.sqlite") as r:
         second = r.resolve_many(dois)
     assert registry.count() == asked  # not one request more
@@ -348,7 +349,7 @@ def test_offline_uses_only_the_cache_and_names_what_it_could_not_check(registry,
     clock.now += timedelta(days=400)  # offline, old answers are still better than none
     with make(tmp_path / "c.sqlite", clock=clock, offline=True) as r:
         found = r.resolve_many([BMJ, LANCET])
-    assert registry.count() == 2
+    assert registry.count() == 4  # the first run's handle, works and reverse lookups at both servers
     assert found[BMJ].exists is True and found[BMJ].source == "cache"
     assert found[BMJ].checked_at == clock.now - timedelta(days=400)
     assert found[LANCET].exists is None and found[LANCET].source == "none"
@@ -356,22 +357,54 @@ def test_offline_uses_only_the_cache_and_names_what_it_could_not_check(registry,
     assert "doi.org, Crossref" in found[LANCET].findings[0].message
 
 
-def test_crossref_concurrency_is_limited():
+def _settings(reg: FakeRegistry, **kwargs: object) -> ResolverSettings:
+    values: dict[str, object] = {
+        "doi_url": f"{reg.base}/doi",
+        "crossref_url": f"{reg.base}/crossref",
+        "biorxiv_url": f"{reg.base}/biorxiv",
+        "workers": 16,
+        "backoff_base": 0.01,
+    } | kwargs
+    return ResolverSettings(**values)  # type: ignore[arg-type]
+
+
+def test_crossref_concurrency_is_one_in_the_public_pool():
     dois = [f"10.5555/paper.{i}" for i in range(30)]
-    with FakeRegistry(delay=0.08) as reg:
-        settings = ResolverSettings(
-            doi_url=f"{reg.base}/doi",
-            crossref_url=f"{reg.base}/crossref",
-            biorxiv_url=f"{reg.base}/biorxiv",
-            workers=16,
-            backoff_base=0.01,
-            concurrency={**DEFAULT_CONCURRENCY, "doi": 12},
-        )
-        with Resolver(settings) as r:
-            found = r.resolve_many(dois)
+    with FakeRegistry(delay=0.03) as reg, Resolver(_settings(reg, concurrency={**DEFAULT_CONCURRENCY, "doi": 12})) as r:
+        found = r.resolve_many(dois)
     assert all(res.exists for res in found.values())
     assert reg.max_in_flight["doi"] > 5  # the pool could push harder than Crossref's cap
-    assert reg.max_in_flight["crossref"] == DEFAULT_CONCURRENCY["crossref"] == 5
+    assert reg.max_in_flight["crossref"] == 1
+    assert all("mailto" not in q for q in reg.queries)
+
+
+def test_crossref_polite_pool_with_a_mailto_in_the_query_and_the_user_agent():
+    dois = [f"10.5555/paper.{i}" for i in range(30)]
+    with (
+        FakeRegistry(delay=0.03, concurrency_cap={"crossref": 3}) as reg,
+        Resolver(_settings(reg, mailto="curator@example.org")) as r,
+    ):
+        assert all(res.exists for res in r.resolve_many(dois).values())
+    assert reg.max_in_flight["crossref"] == 3 and reg.rejected["crossref"] == 0
+    crossref = [q for q in reg.queries if q]
+    assert len(crossref) == 30 and all(q == {"mailto": ["curator@example.org"]} for q in crossref)
+    assert all("mailto:curator@example.org" in ua for ua in reg.user_agents)
+
+
+def test_crossref_headers_size_the_pool():
+    """Set to 3 at once, but Crossref's answers say public pool, x-concurrency-limit 1: the pool
+    shrinks to 1 (and its 429s over that cap stop after the first burst)."""
+    dois = [f"10.5555/paper.{i}" for i in range(20)]
+    with (
+        FakeRegistry(delay=0.03, crossref_limits=True, concurrency_cap={"crossref": 1}) as reg,
+        Resolver(_settings(reg, concurrency={"doi": 12, "crossref": 3})) as r,
+    ):
+        found = r.resolve_many(dois)
+        gate = r.client.gate("crossref")
+    assert all(res.exists for res in found.values())
+    assert (gate.pool, gate.concurrency) == ("public", 1)
+    assert reg.rejected["crossref"] <= 2  # only requests sent before the first answer came back
+    assert gate.spacing == pytest.approx(0.2)  # x-rate-limit-limit 5 per x-rate-limit-interval 1s
 
 
 # --- for validate --online and add-contribution ---------------------------------------------
@@ -623,12 +656,16 @@ def _journal_of_dataset_preprint(registry: FakeRegistry, journal: str) -> str:
 def test_online_row_checker_rejects_a_journal_version_of_a_dataset_preprint(registry, tmp_path):
     """End to end through add-contribution's library: the journal DOI of a preprint already in the
     dataset is rejected as the same paper (the seam the CLI's --online would use)."""
-    from contribution_helpers import make_synthetic_dataset, noise_png, write_contribution_sheet
+    from contribution_helpers import (
+        make_synthetic_dataset,
+        noise_png,
+        write_contribution_sheet,
+    )
 
     from ctcurate.contribution import run as contribute
     from ctcurate.contribution.dataset_state import read_state
-    from ctcurate.doi.resolve import online_row_checker
     from ctcurate.contribution.intake import combine_checkers
+    from ctcurate.doi.resolve import online_row_checker
 
     root = make_synthetic_dataset(tmp_path / "ds")
     journal = _journal_of_dataset_preprint(registry, "10.5555/journal.2020.1")
@@ -662,7 +699,11 @@ def test_online_row_checker_rejects_a_journal_version_of_a_dataset_preprint(regi
 def test_cli_add_contribution_online_rejects_the_journal_version_of_a_dataset_preprint(registry, tmp_path, monkeypatch):
     """The same rule through `ctcurate add-contribution --online` (dry run, so nothing is written)."""
     from click.testing import CliRunner
-    from contribution_helpers import make_synthetic_dataset, noise_png, write_contribution_sheet
+    from contribution_helpers import (
+        make_synthetic_dataset,
+        noise_png,
+        write_contribution_sheet,
+    )
 
     from ctcurate.cli import main
 
@@ -683,3 +724,152 @@ def test_cli_add_contribution_online_rejects_the_journal_version_of_a_dataset_pr
     assert online.exit_code == 1, online.output
     assert "rejected  new-p1-1.png: doi.same-paper" in online.output
     assert registry.count("works", journal) >= 1
+
+
+# --- the registries as their documentation describes them (issue 11) ---------------------------
+
+NEW_PREPRINT = "10.64898/2025.12.10.700001"
+SYNTHETIC_JOURNAL = "10.5555/synthetic.2026.001"
+
+
+def test_biorxiv_error_envelope_is_a_bad_answer_not_absence(registry, tmp_path):
+    from fake_registry import ERROR_ENVELOPE
+
+    registry.script("details", PREPRINT, Reply(body=ERROR_ENVELOPE))
+    with make(tmp_path / "c.sqlite") as r:
+        res = r.resolve(PREPRINT)
+    assert [f.code for f in res.findings] == ["doi.bad-answer"]
+    assert "the API reported 'error: the service is temporarily unavailable'" in res.findings[0].message
+    assert res.exists is True and res.preprint_server is None  # doi.org and Crossref know it
+    with make(tmp_path / "c.sqlite") as r:
+        again = r.resolve(PREPRINT)
+    assert again.preprint_server == "medrxiv"  # nothing was cached from the error: asked again
+    assert registry.count("details", PREPRINT) == 2
+
+
+def test_no_posts_found_is_still_absence():
+    assert judge_biorxiv(200, json.dumps({"messages": [{"status": "no posts found"}], "collection": []})) is False
+    with pytest.raises(_BadAnswer):
+        judge_biorxiv(200, json.dumps({"messages": [{"status": "Error: unknown server"}], "collection": []}))
+
+
+def test_new_prefix_preprint_and_its_journal_through_preprint_doi(registry):
+    with make() as r:
+        res = r.resolve(NEW_PREPRINT)
+    assert (res.exists, res.preprint_server) == (True, "biorxiv")
+    assert (res.published_doi, res.published_container) == (SYNTHETIC_JOURNAL, "Journal of Synthetic Results")
+
+
+def test_read_pubs_picks_the_record_of_its_preprint():
+    body = json.dumps(
+        {
+            "messages": [{"status": "ok"}],
+            "collection": [
+                {"preprint_doi": "10.1101/2020.01.01.111111", "published_doi": "10.1/other"},
+                {"preprint_doi": "10.1101/2020.02.02.222222v2", "published_doi": "10.1/mine", "published_journal": "J"},
+            ],
+        }
+    )
+    assert read_pubs(body, "10.1101/2020.02.02.222222") == {"published_doi": "10.1/mine", "published_container": "J"}
+
+
+def test_journal_article_finds_its_preprint_in_reverse(registry):
+    with make() as r:
+        res = r.resolve(SYNTHETIC_JOURNAL)
+        assert res.preprint_dois == (NEW_PREPRINT,)
+        assert same_paper(SYNTHETIC_JOURNAL, NEW_PREPRINT, r)
+    assert registry.count("pubs", SYNTHETIC_JOURNAL) == 2  # medRxiv first, then bioRxiv
+
+
+def test_old_preprint_id_under_the_new_prefix_is_not_found(registry):
+    with make() as r:
+        res = r.resolve("10.64898/2020.02.25.20021568")
+    assert res.exists is False and [f.code for f in res.findings] == ["doi.not-found"]
+
+
+def test_derived_doi_near_the_change_over_asks_which_exists(registry):
+    from ctcurate.doi.resolve import settle_derived
+
+    registry.minted_new.add("2025.11.28.654321")  # submitted before, posted after the change
+    pre = preprint_from_filename("2025.11.28.654321-p1-1.png")
+    refs = [DoiRef(doi=pre.doi, row=2, derived=True, alternatives=pre.alternatives)]
+    with make() as r:
+        findings = online_doi_findings(refs, r)
+        settled = settle_derived(refs, r)
+    assert findings == []
+    assert [x.doi for x in settled] == ["10.64898/2025.11.28.654321"]
+
+
+def test_derived_doi_of_a_new_preprint_is_not_a_false_not_found(registry, tmp_path):
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    wb.active.append(["File name", "DOI"])
+    wb.active.append(["2026.01.12.12345678-p3-9.png", None])
+    wb.save(tmp_path / "COVID-CT-MetaInfo.xlsx")
+    refs, _ = read_sheet_dois(tmp_path)
+    assert [r.doi for r in refs] == ["10.64898/2026.01.12.12345678"]
+    with make() as r:
+        assert online_doi_findings(refs, r) == []
+
+
+# --- damaged cache rows, hangs (issue 12) -------------------------------------------------------
+
+
+def _damage(path: Path, sql: str) -> None:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        conn.execute(sql)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE doi_answers SET checked_at = 'yesterday' WHERE key = 'handle'",
+        "UPDATE doi_answers SET body = 'not json {' WHERE key = 'crossref'",
+        "UPDATE doi_answers SET found = 7 WHERE key = 'crossref'",
+    ],
+)
+def test_damaged_cache_row_is_dropped_and_asked_again(registry, tmp_path, sql):
+    cache = tmp_path / "c.sqlite"
+    with make(cache) as r:
+        r.resolve(BMJ)
+    _damage(cache, sql)
+    asked = registry.count()
+    with make(cache, offline=True) as r:
+        offline = r.resolve(BMJ)
+    assert [f.code for f in offline.findings] == ["doi.cache-damaged", "doi.not-cached"]
+    assert "dropped and not checked (offline)" in offline.findings[0].message
+    with make(cache) as r:
+        online = r.resolve(BMJ)
+    assert online.exists is True and online.findings == ()  # dropped once, warned once
+    assert registry.count() == asked + 1
+    with make(cache, offline=True) as r:
+        assert r.resolve(BMJ).findings == ()
+
+
+def test_a_dripping_body_ends_at_the_request_deadline(registry):
+    registry.script("handle", BMJ, *[Reply(drip=0.05)] * 3)
+    settings = ResolverSettings.from_env(timeout=0.4, max_retries=0, backoff_base=0.01)
+    started = datetime.now(UTC)
+    with Resolver(settings) as r:
+        res = r.resolve(BMJ)
+    assert (datetime.now(UTC) - started).total_seconds() < 5
+    assert [f.code for f in res.findings] == ["doi.unreachable"]
+    assert "no answer within 0.4 s" in res.findings[0].message
+    assert res.exists is True  # Crossref still answered
+
+
+def test_a_day_long_rate_limit_interval_is_unreachable_not_a_hang():
+    with (
+        FakeRegistry(headers={"x-rate-limit-limit": "1", "x-rate-limit-interval": "86400s"}) as reg,
+        Resolver(_settings(reg, max_retries=0)) as r,
+    ):
+        first = r.resolve("10.5555/a")  # every service's first answer says: one request a day
+        second = r.resolve("10.5555/b")
+    assert first.exists is True
+    assert second.exists is None and [f.code for f in second.findings] == ["doi.unreachable"]
+    assert "rate-limited: the service's pacing asks for a wait of 86400 s (more than 120 s)" in (
+        second.findings[0].message
+    )

@@ -387,3 +387,137 @@ def test_a_pending_contribution_is_said_first(tiny):
     (root / ".ctcurate" / "apply-journal.json").unlink()
     (meta / ".ctcurate-staging-x").mkdir()
     assert codes_of(validate(metadata=meta, images=root)) == [("dataset.pending-contribution", str(root), None)]
+# --- defects a census finds that validate used to let through (issue 11) ----------------------
+
+
+def _rewrite_covid(meta: Path, edit) -> None:
+    from openpyxl import load_workbook
+
+    path = meta / "COVID-CT-MetaInfo.xlsx"
+    wb = load_workbook(path)
+    edit(wb.active)
+    wb.save(path)
+
+
+def test_a_row_naming_another_rows_image_is_a_duplicate(tiny):
+    root, meta = tiny
+    _rewrite_covid(meta, lambda ws: ws.__setitem__("A2", "p1-b"))  # completes to row 3's file
+    result = validate(metadata=meta, images=root)
+    dup = [f for f in result.findings if f.code == "file.duplicate"]
+    assert [(f.row, f.column, f.value) for f in dup] == [(2, "File name", "p1-b")]
+    assert dup[0].message == "names the image 'p1-b.png', which row 3 already describes"
+    assert [(f.code, f.value) for f in result.findings if f.code != "file.duplicate"] == [
+        ("file.no-row", "p1-a.png")
+    ]
+    assert not validate(metadata=meta, images=root, plan_fixes=True).fixes  # no fix makes a second p1-b.png row
+
+
+def test_repeated_row_is_located_at_its_file_name(tiny):
+    root, meta = tiny
+    _rewrite_covid(meta, lambda ws: [ws.cell(3, c, ws.cell(2, c).value) for c in range(1, 12)])
+    [dup] = [f for f in validate(metadata=meta, images=root).findings if f.code == "row.duplicate"]
+    assert (dup.row, dup.column, dup.value) == (3, "File name", "p1-a.png")
+
+
+def test_patient_ids_spelled_another_way(tiny):
+    root, meta = tiny
+
+    def edit(ws):
+        ws["B2"], ws["B3"], ws["B4"] = "patient 1", "P-1", "Patient 0002"
+
+    _rewrite_covid(meta, edit)
+    write_noncovid_csv(meta / "NonCOVID-CT-MetaInfo.csv", [("0.jpg", "Crawled Patient 07"), ("1.jpg", "patient 5")])
+    result = validate(metadata=meta, images=root, plan_fixes=True)
+    forms = {(f.file, f.row): f for f in result.findings if f.code == "patient.id-form"}
+    assert sorted((file[:5], row, f.value) for (file, row), f in forms.items()) == [
+        ("COVID", 2, "patient 1"),
+        ("COVID", 3, "P-1"),
+        ("COVID", 4, "Patient 0002"),
+        ("NonCO", 2, "Crawled Patient 07"),
+        ("NonCO", 3, "patient 5"),
+    ]
+    assert forms[("COVID-CT-MetaInfo.xlsx", 3)].hint == "write it as 'Patient 1' (ctcurate validate --fix does)"
+    assert forms[("NonCOVID-CT-MetaInfo.csv", 3)].hint.endswith("not rewritten by --fix: no single ID of the "
+                                                                "dataset's form follows from it")
+    rewrites = sorted((f.path.name[:5], f.row, f.old, f.new) for f in result.fixes if f.code == "patient.id-form")
+    assert rewrites == [
+        ("COVID", 2, "patient 1", "Patient 1"),
+        ("COVID", 3, "P-1", "Patient 1"),
+        ("COVID", 4, "Patient 0002", "Patient 2"),
+        ("NonCO", 2, "Crawled Patient 07", "crawled_patient_7"),
+    ]
+
+
+def test_contributed_noncovid_patient_keeps_the_dataset_wide_form(tiny):
+    root, meta = tiny
+    write_noncovid_csv(meta / "NonCOVID-CT-MetaInfo.csv", [("0.jpg", "medpix_patient_3"), ("1.jpg", "Patient 218")])
+    assert validate(metadata=meta, images=root).findings == []
+
+
+def test_patient_id_rewrite_that_would_merge_two_people_is_left(tiny):
+    root, meta = tiny
+    _rewrite_covid(meta, lambda ws: ws.__setitem__("B4", "P-1"))  # row 4 is 50 F; Patient 1 is 41 M
+    result = validate(metadata=meta, images=root, plan_fixes=True)
+    [form] = [f for f in result.findings if f.code == "patient.id-form"]
+    assert form.hint.endswith("Patient 1 (row 2) has another age or gender: is this the same person?")
+    assert not [f for f in result.fixes if f.code == "patient.id-form"]
+
+
+def test_merged_range_is_named_and_filled_by_fix(tiny):
+    root, meta = tiny
+
+    def edit(ws):
+        ws["E2"] = "Wuhan"
+        ws.merge_cells("E2:E4")
+
+    _rewrite_covid(meta, edit)
+    result = validate(metadata=meta, images=root, plan_fixes=True)
+    [merged] = [f for f in result.findings if f.code == "sheet.merged-cells"]
+    assert (merged.row, merged.column, merged.value) == (2, "Location", "E2:E4")
+    assert [r.location for r in result.covid_rows] == ["Wuhan"] * 3
+    fills = [(f.row, f.column, f.new) for f in result.fixes if f.code == "sheet.merged-cells"]
+    assert fills == [(3, "Location", "Wuhan"), (4, "Location", "Wuhan")]
+
+
+def test_hidden_column_with_content_is_reported(tiny):
+    root, meta = tiny
+
+    def edit(ws):
+        ws["E2"] = "Wuhan"
+        ws.column_dimensions["E"].hidden = True
+
+    _rewrite_covid(meta, edit)
+    [hidden] = [f for f in validate(metadata=meta, images=root).findings if f.code == "sheet.hidden-column"]
+    assert hidden.column == "Location" and "hidden" in hidden.message
+
+
+def test_overlong_cell_is_reported(tiny):
+    root, meta = tiny
+    _rewrite_covid(meta, lambda ws: ws.__setitem__("K2", "['" + "x" * 10000 + "']"))
+    [long] = [f for f in validate(metadata=meta, images=root).findings if f.code == "cell.too-long"]
+    assert (long.row, long.column) == (2, "Captions")
+    assert long.message == "cell holds 10,004 characters (more than 4,000 for this column)"
+
+
+def test_cyrillic_letter_in_a_doi_is_a_lookalike(tiny):
+    root, meta = tiny
+    _rewrite_covid(meta, lambda ws: ws.__setitem__("J2", "10.1016/\u0458.ijid.2020.03.001"))
+    result = validate(metadata=meta, images=root, plan_fixes=True)
+    [look] = [f for f in result.findings if f.code == "doi.lookalike"]
+    assert (look.row, look.hint) == (2, "write it as 10.1016/j.ijid.2020.03.001")
+    assert [(f.row, f.new) for f in result.fixes if f.column == "DOI"] == [(2, "10.1016/j.ijid.2020.03.001")]
+
+
+def test_new_prefix_doi_beside_its_preprint_file_is_no_mismatch(tmp_path):
+    path = write_xlsx(
+        tmp_path / "s.xlsx",
+        [
+            covid_row("2020.02.10.20021584-p6-52%0.png", doi="10.64898/2020.02.10.20021584"),
+            covid_row("2026.01.28.12345678-p1.png", "Patient 2"),
+        ],
+    )
+    result = validate(metadata=path, plan_fixes=True)
+    assert [(f.code, f.row, f.hint) for f in result.findings if f.code.startswith("doi.")] == [
+        ("doi.derivable", 3, "set the DOI to 10.64898/2026.01.28.12345678")
+    ]
+    assert [(f.row, f.new) for f in result.fixes if f.column == "DOI"] == [(3, "10.64898/2026.01.28.12345678")]

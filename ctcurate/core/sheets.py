@@ -55,6 +55,7 @@ class Sheet:
     rows: list[SheetRow]
     findings: list[Finding] = field(default_factory=list)
     encoding: str | None = None  # .csv only
+    merges: tuple[str, ...] = ()  # .xlsx merged ranges (`E30:E33`); covered cells read as the range's value
 
     def records(self, columns: dict[str, str]) -> Iterator[tuple[int, dict[str, CellValue]]]:
         """Rows as `(number, {canonical column: value})`; `columns` maps canonical -> header cell."""
@@ -252,7 +253,14 @@ def _read_workbook(
     _hidden(stream.hidden_rows, stream.hidden_cols, label, findings)
     rows = _merged(stream.merges, rows, label, findings)
     _unnamed(header, rows, len(header), label, findings)
-    return Sheet(path=path, name=title, header=header, rows=rows, findings=_named(findings, header))
+    return Sheet(
+        path=path,
+        name=title,
+        header=header,
+        rows=rows,
+        findings=_named(findings, header),
+        merges=tuple(stream.merges),
+    )
 
 
 def _named(findings: list[Finding], header: tuple[str, ...]) -> list[Finding]:

@@ -7,6 +7,7 @@ included, is returned for the caller to judge. Imports nothing else from ctcurat
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import threading
@@ -15,8 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 
@@ -34,13 +37,14 @@ class HttpPolicy:
     """How hard and how politely to try. Defaults suit the public registries."""
 
     user_agent: str = "ctcurate"
-    timeout: float = 15.0  # seconds, for connecting and for each read
+    timeout: float = 15.0  # seconds: the whole request (connect, headers and body), not each read
     max_retries: int = 4  # further tries after the first, for 5xx, 429 and connection errors
     backoff_base: float = 0.5  # first wait in seconds; doubles with each retry
     backoff_max: float = 30.0
-    retry_after_max: float = 120.0  # a longer Retry-After than this gives up instead of stalling
-    max_concurrent: Mapping[str, int] = field(default_factory=dict)  # per service; default below
+    retry_after_max: float = 120.0  # a longer Retry-After or pacing wait than this gives up instead of stalling
+    max_concurrent: Mapping[str, int] = field(default_factory=dict)  # per service, until it says otherwise
     default_concurrent: int = 5
+    concurrent_ceiling: int = 5  # the most a service's own `x-concurrency-limit` can raise it to
     give_up_after: int = 3  # requests to one service that failed in a row before the rest fail fast
 
 
@@ -91,27 +95,80 @@ def parse_retry_after(text: str | None, now: Callable[[], datetime] | None = Non
     return max(0.0, (when - current).total_seconds())
 
 
+class RateLimited(Exception):
+    """The service's pacing asks for a longer wait than the policy allows."""
+
+
+class _Slots:
+    """A concurrency cap the service's answers may change while requests are in flight."""
+
+    def __init__(self, limit: int) -> None:
+        self._cond = threading.Condition()
+        self.limit = max(1, limit)
+        self.in_use = 0
+
+    def set_limit(self, limit: int) -> None:
+        with self._cond:
+            self.limit = max(1, limit)
+            self._cond.notify_all()
+
+    def __enter__(self) -> None:
+        with self._cond:
+            while self.in_use >= self.limit:
+                self._cond.wait()
+            self.in_use += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self.in_use -= 1
+            self._cond.notify_all()
+
+
+# Crossref's pools (`x-api-pool`) and their concurrency when no `x-concurrency-limit` says it.
+POOL_CONCURRENCY = {"public": 1, "polite": 3}
+
+
 class ServiceGate:
     """Concurrency cap and request pacing for one service (one host in production).
 
-    Pacing follows the service's own `x-rate-limit-limit` / `x-rate-limit-interval` headers; a 429
-    pauses every thread of the service until its Retry-After has passed.
+    Both follow the service's own headers: `x-concurrency-limit` (else `x-api-pool`) sizes the
+    cap, `x-rate-limit-limit` / `x-rate-limit-interval` space the requests; a 429 pauses every
+    thread of the service until its Retry-After has passed.
     """
 
-    def __init__(self, max_concurrent: int, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
-        self.slots = threading.BoundedSemaphore(max(1, max_concurrent))
+    def __init__(
+        self,
+        max_concurrent: int,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        ceiling: int = 5,
+    ) -> None:
+        self.slots = _Slots(max_concurrent)
+        self.ceiling = max(1, ceiling)
+        self.pool: str | None = None  # Crossref's x-api-pool, as last seen
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
         self._next = 0.0
+        self._last_start = -math.inf
         self.spacing = 0.0  # seconds between request starts
         self.failures_in_row = 0  # requests that ended Unreachable since the last answer
 
-    def wait_turn(self) -> float:
-        """Block until this thread may start a request; returns the time waited."""
+    @property
+    def concurrency(self) -> int:
+        return self.slots.limit
+
+    def wait_turn(self, max_wait: float = math.inf) -> float:
+        """Block until this thread may start a request; returns the time waited.
+
+        Raises `RateLimited` (and keeps no turn) when that wait would be longer than `max_wait`.
+        """
         with self._lock:
             now = self._clock()
             start = max(now, self._next)
+            if start - now > max_wait:
+                raise RateLimited(f"the service's pacing asks for a wait of {start - now:.0f} s")
+            self._last_start = start
             self._next = start + self.spacing
         delay = start - now
         if delay > 0:
@@ -119,6 +176,7 @@ class ServiceGate:
         return delay
 
     def observe(self, headers: Mapping[str, str]) -> None:
+        self._observe_concurrency(headers)
         limit, interval = headers.get("x-rate-limit-limit"), parse_interval(headers.get("x-rate-limit-interval"))
         try:
             count = float(limit) if limit is not None else 0.0
@@ -127,10 +185,47 @@ class ServiceGate:
         if count > 0 and interval is not None:
             with self._lock:
                 self.spacing = interval / count
+                # the request just answered already counts: the next one waits its spacing from it
+                self._next = max(self._next, self._last_start + self.spacing)
+
+    def _observe_concurrency(self, headers: Mapping[str, str]) -> None:
+        pool = (headers.get("x-api-pool") or "").strip().lower() or None
+        if pool:
+            self.pool = pool
+        try:
+            limit: int | None = int(headers.get("x-concurrency-limit", "").strip())
+        except ValueError:
+            limit = POOL_CONCURRENCY.get(pool or "")
+        if limit is not None and limit > 0:
+            self.slots.set_limit(min(limit, self.ceiling))
 
     def pause(self, seconds: float) -> None:
         with self._lock:
             self._next = max(self._next, self._clock() + seconds)
+
+
+class _Deadline(Exception):
+    """The answer did not arrive completely before the request's deadline."""
+
+
+def _read_body(raw: Any, deadline: float) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _Deadline
+        sock = getattr(getattr(raw, "_connection", None), "sock", None)
+        if sock is not None:
+            sock.settimeout(left)
+        try:
+            chunk = raw.read1(65536)
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            if time.monotonic() >= deadline or isinstance(exc, (TimeoutError, urllib3.exceptions.TimeoutError)):
+                raise _Deadline from None
+            raise requests.ConnectionError(str(exc)) from None
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 class PoliteClient:
@@ -158,7 +253,7 @@ class PoliteClient:
         with self._lock:
             if service not in self._gates:
                 cap = self.policy.max_concurrent.get(service, self.policy.default_concurrent)
-                self._gates[service] = ServiceGate(cap, self._clock, self._sleep)
+                self._gates[service] = ServiceGate(cap, self._clock, self._sleep, self.policy.concurrent_ceiling)
             return self._gates[service]
 
     def _session(self) -> requests.Session:
@@ -199,28 +294,29 @@ class PoliteClient:
         policy = self.policy
         attempt = 0
         while True:
-            gate.wait_turn()
+            try:
+                gate.wait_turn(policy.retry_after_max)
+            except RateLimited as exc:
+                raise Unreachable(url, f"rate-limited: {exc} (more than {policy.retry_after_max:g} s)") from None
             retry_after: float | None = None
             with gate.slots:
                 with self._lock:
                     self.stats.requests += 1
                 try:
-                    resp = self._session().get(url, timeout=policy.timeout, allow_redirects=True)
-                    text = resp.text
-                except requests.Timeout:
+                    status, text, headers = self._fetch(url)
+                except (requests.Timeout, _Deadline):
                     reason = f"no answer within {policy.timeout:g} s"
                 except requests.RequestException as exc:
                     reason = f"connection failed ({type(exc).__name__})"
                 else:
-                    headers = {k.lower(): v for k, v in resp.headers.items()}
                     gate.observe(headers)
-                    if resp.status_code == 429:
+                    if status == 429:
                         retry_after = parse_retry_after(headers.get("retry-after"))
                         reason = "HTTP 429 Too Many Requests"
-                    elif resp.status_code >= 500:
-                        reason = f"HTTP {resp.status_code}"
+                    elif status >= 500:
+                        reason = f"HTTP {status}"
                     else:
-                        return Answer(resp.status_code, text, headers)
+                        return Answer(status, text, headers)
             tripped = policy.give_up_after and gate.failures_in_row >= policy.give_up_after
             if attempt >= policy.max_retries or tripped:
                 tries = attempt + 1
@@ -237,6 +333,18 @@ class PoliteClient:
                 self.stats.retries += 1
                 self.stats.waits.append(wait)
             attempt += 1
+
+    def _fetch(self, url: str) -> tuple[int, str, dict[str, str]]:
+        """One GET whose whole answer must arrive within the policy's timeout.
+
+        requests' own timeout is per socket read, so a body dripped a byte at a time never ends;
+        here the body is read piecewise against one deadline, each read bounded by the time left.
+        """
+        deadline = time.monotonic() + self.policy.timeout
+        with self._session().get(url, timeout=self.policy.timeout, allow_redirects=True, stream=True) as resp:
+            headers = {k.lower(): v for k, v in resp.headers.items()}
+            body = _read_body(resp.raw, deadline)
+            return resp.status_code, body.decode(resp.encoding or "utf-8", errors="replace"), headers
 
     def close(self) -> None:
         with self._lock:

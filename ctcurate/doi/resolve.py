@@ -39,22 +39,29 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol
-from urllib.parse import quote
+from typing import Any, Literal, Protocol, Self
+from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, ConfigDict
 
 from ctcurate import __version__
-from ctcurate.doi.normalize import is_valid, parse, preprint_from_doi, preprint_from_filename, strip_version
 from ctcurate.core.findings import Finding, error, warning
-from ctcurate.doi.polite_http import HttpPolicy, PoliteClient, Unreachable
 from ctcurate.core.dataset import read_sheet_keys
 from ctcurate.core.layout import COVID_CLASS, COVID_SHEET
 from ctcurate.core.sheets import SheetError
 from ctcurate.core.store import cache_location, open_cache, select_in
+from ctcurate.doi.normalize import (
+    PreprintId,
+    is_valid,
+    parse,
+    preprint_from_doi,
+    preprint_from_filename,
+    strip_version,
+)
+from ctcurate.doi.polite_http import HttpPolicy, PoliteClient, Unreachable
 
 DOI_URL_ENV = "CTCURATE_DOI_URL"
 CROSSREF_URL_ENV = "CTCURATE_CROSSREF_URL"
@@ -65,8 +72,11 @@ DEFAULT_DOI_URL = "https://doi.org"
 DEFAULT_CROSSREF_URL = "https://api.crossref.org"
 DEFAULT_BIORXIV_URL = "https://api.biorxiv.org"
 
-# Services are also the concurrency keys: at most this many requests in flight to each.
-DEFAULT_CONCURRENCY = {"doi": 5, "crossref": 5, "biorxiv": 3}
+# Services are also the concurrency keys: at most this many requests in flight to each, until
+# the service's own headers say otherwise. Crossref's pools: 1 at once in the public pool, 3 in
+# the polite pool (requests that give a mailto); its `x-concurrency-limit` answers overrule both.
+DEFAULT_CONCURRENCY = {"doi": 5, "biorxiv": 3}
+CROSSREF_CONCURRENCY = {"public": 1, "polite": 3}
 _SERVICE_NAMES = {"doi": "doi.org", "crossref": "Crossref", "biorxiv": "the bioRxiv/medRxiv API"}
 
 SHEET_FILE = COVID_SHEET
@@ -112,13 +122,19 @@ class ResolverSettings:
         contact = f"; mailto:{self.mailto}" if self.mailto else ""
         return f"ctcurate/{__version__} (COVID-CT curation toolkit{contact})"
 
+    @property
+    def crossref_query(self) -> str:
+        """Crossref's polite pool also recognises the mailto as a query parameter."""
+        return f"?{urlencode({'mailto': self.mailto})}" if self.mailto else ""
+
     def http_policy(self) -> HttpPolicy:
+        crossref = CROSSREF_CONCURRENCY["polite" if self.mailto else "public"]
         return HttpPolicy(
             user_agent=self.user_agent,
             timeout=self.timeout,
             max_retries=self.max_retries,
             backoff_base=self.backoff_base,
-            max_concurrent=dict(self.concurrency),
+            max_concurrent={"crossref": crossref, **self.concurrency},
         )
 
 
@@ -191,12 +207,25 @@ class DoiCache:
         )
         self._conn.commit()
 
-    def load(self, dois: Sequence[str]) -> dict[str, dict[str, StoredAnswer]]:
+    def load(self, dois: Sequence[str]) -> tuple[dict[str, dict[str, StoredAnswer]], dict[str, list[str]]]:
+        """Cached answers by DOI and key, and the rows that were damaged (dropped: a cache is only a
+        cache, they are asked again) by DOI."""
         out: dict[str, dict[str, StoredAnswer]] = {}
+        damaged: dict[str, list[str]] = {}
         sql = "SELECT doi, key, found, body, checked_at FROM doi_answers WHERE doi IN ({marks})"
         for doi, key, found, body, checked in select_in(self._conn, sql, list(dict.fromkeys(dois))):
-            out.setdefault(doi, {})[key] = StoredAnswer(key, bool(found), body, datetime.fromisoformat(checked))
-        return out
+            answer = _stored(key, found, body, checked)
+            if answer is None:
+                damaged.setdefault(str(doi), []).append(str(key))
+            else:
+                out.setdefault(doi, {})[key] = answer
+        for doi, keys in damaged.items():
+            self.drop(doi, keys)
+        return out, damaged
+
+    def drop(self, doi: str, keys: Iterable[str]) -> None:
+        with self._conn:
+            self._conn.executemany("DELETE FROM doi_answers WHERE doi = ? AND key = ?", [(doi, k) for k in keys])
 
     def save(self, doi: str, answers: Iterable[StoredAnswer]) -> None:
         with self._conn:
@@ -207,6 +236,17 @@ class DoiCache:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _stored(key: object, found: object, body: object, checked: object) -> StoredAnswer | None:
+    """A cache row as a `StoredAnswer`; None when a field is not what this module writes."""
+    if not isinstance(key, str) or found not in (0, 1) or not isinstance(body, str) or not isinstance(checked, str):
+        return None
+    try:
+        when = datetime.fromisoformat(checked)
+    except ValueError:
+        return None
+    return StoredAnswer(key, bool(found), body, when if when.tzinfo else when.replace(tzinfo=UTC))
 
 
 # --- reading the services' answers (pure) ---------------------------------------------------
@@ -246,6 +286,8 @@ def judge_crossref(status: int, text: str) -> bool:
 
 
 def judge_biorxiv(status: int, text: str) -> bool:
+    """The bioRxiv API answers HTTP 200 even for errors: `messages[0].status` tells "ok" and
+    "no posts found" (a real answer) from an error, which says nothing about the DOI."""
     if status == 404:
         return False
     if status != 200:
@@ -253,7 +295,19 @@ def judge_biorxiv(status: int, text: str) -> bool:
     body = _json(text)
     if not isinstance(body, dict) or not isinstance(body.get("collection", []), list):
         raise _BadAnswer("no 'collection' list")
-    return bool(body.get("collection"))
+    collection = body.get("collection")
+    if not collection:
+        said = _api_status(body)
+        if said is not None and said != "no posts found":
+            raise _BadAnswer(f"the API reported {said!r}")
+    return bool(collection)
+
+
+def _api_status(body: Mapping[str, Any]) -> str | None:
+    messages = body.get("messages")
+    first = messages[0] if isinstance(messages, list) and messages else None
+    status = first.get("status") if isinstance(first, dict) else None
+    return " ".join(str(status).split()).lower() if status is not None else None
 
 
 def _first(value: object) -> str | None:
@@ -305,16 +359,38 @@ def read_details(text: str) -> dict[str, Any]:
     }
 
 
-def read_pubs(text: str) -> dict[str, Any]:
-    entry = json.loads(text)["collection"][0]
+def _pubs_preprint(entry: Mapping[str, Any]) -> str:
+    """The preprint a `/pubs` record is about: `preprint_doi` (older answers: `biorxiv_doi`)."""
+    return strip_version(parse(entry.get("preprint_doi") or entry.get("biorxiv_doi")).doi)
+
+
+def read_pubs(text: str, preprint: str | None = None) -> dict[str, Any]:
+    """The journal version from a `/pubs` answer: the record of `preprint` when given, else the first."""
+    records = [e for e in json.loads(text)["collection"] if isinstance(e, dict)]
+    entry = next((e for e in records if preprint and _pubs_preprint(e) == strip_version(preprint)), records[0])
     doi = parse(entry.get("published_doi")).doi
     return {"published_doi": doi or None, "published_container": _first(entry.get("published_journal"))}
+
+
+def read_reverse_pubs(text: str, journal_doi: str) -> tuple[str, ...]:
+    """The preprints a `/pubs/<server>/<journal DOI>` answer gives for that journal article."""
+    records = [e for e in json.loads(text)["collection"] if isinstance(e, dict)]
+    found = [_pubs_preprint(e) for e in records if parse(e.get("published_doi")).doi == journal_doi]
+    return tuple(dict.fromkeys(d for d in found if is_valid(d)))
 
 
 def url_path(doi: str) -> str:
     """The DOI as a URL path: `?`, `#`, `%` escaped, and `.`/`..` segments too, so that no DOI can
     make the client ask about a different one (`10.1/../../10.1136/bmj.m606`)."""
     return "/".join(seg.replace(".", "%2E") if seg in (".", "..") else quote(seg, safe="()") for seg in doi.split("/"))
+
+
+def _readable(reader: Callable[[str], object], text: str) -> bool:
+    try:
+        _check_readable(reader, text)
+    except _BadAnswer:
+        return False
+    return True
 
 
 def _check_readable(reader: Callable[[str], object], text: str) -> None:
@@ -339,6 +415,7 @@ class _Lookup:
         self.used: list[StoredAnswer] = []
         self.findings: list[Finding] = []
         self.not_cached: list[str] = []
+        self.damaged: list[str] = []  # cache keys whose stored body this module cannot read
 
     def _fresh(self, a: StoredAnswer) -> bool:
         ttl = self.r.settings.ttl_found if a.found else self.r.settings.ttl_not_found
@@ -353,6 +430,9 @@ class _Lookup:
         reader: Callable[[str], object],
     ) -> StoredAnswer | None:
         hit = self.cached.get(key)
+        if hit and hit.found and not _readable(reader, hit.body):
+            self.damaged.append(key)
+            hit = None
         if hit and (self.r.offline or (not self.r.refresh and self._fresh(hit))):
             self.used.append(hit)
             return hit
@@ -397,7 +477,7 @@ class _Lookup:
         handle = self.answer("handle", "doi", handle_url, judge_handle, json.loads)
         exists = handle.found if handle else None
         if exists is not False:
-            works_url = f"{s.crossref_url.rstrip('/')}/works/{path}"
+            works_url = f"{s.crossref_url.rstrip('/')}/works/{path}{s.crossref_query}"
             crossref = self.answer("crossref", "crossref", works_url, judge_crossref, read_crossref)
             if crossref and crossref.found:
                 fields.update(read_crossref(crossref.body))
@@ -405,6 +485,8 @@ class _Lookup:
             preprint = preprint_from_doi(self.doi)
             if preprint:
                 exists = self._preprint(preprint.server, path, fields, exists)
+            elif exists and not fields.get("preprint_dois"):
+                self._reverse_preprint(path, fields)
         if exists is False:
             self.findings.append(
                 error(
@@ -415,6 +497,16 @@ class _Lookup:
                 )
             )
         self._merge_unreachable()
+        if self.damaged:
+            again = "not checked (offline)" if self.r.offline else "asked again"
+            self.findings.append(
+                warning(
+                    "doi.cache-damaged",
+                    f"damaged cached answer(s) ({', '.join(self.damaged)}) dropped and {again}",
+                    value=self.doi,
+                    hint="nothing to do: the cache is rebuilt as answers come in",
+                )
+            )
         if self.not_cached:
             self.findings.append(
                 warning(
@@ -468,9 +560,23 @@ class _Lookup:
             if info["says_published"]:
                 pubs = self.answer(f"pubs/{name}", "biorxiv", f"{base}/pubs/{name}/{path}", judge_biorxiv, read_pubs)
                 if pubs and pubs.found:
-                    fields.update({k: v for k, v in read_pubs(pubs.body).items() if v})
+                    fields.update({k: v for k, v in read_pubs(pubs.body, self.doi).items() if v})
             return True if exists is None else exists
         return exists
+
+
+    def _reverse_preprint(self, path: str, fields: dict[str, Any]) -> None:
+        """A journal article's preprint from bioRxiv's `/pubs/<server>/<journal DOI>`, for when
+        Crossref has no `has-preprint` relation (many publishers never deposit one)."""
+        base = self.r.settings.biorxiv_url.rstrip("/")
+        for name in ("medrxiv", "biorxiv"):
+            pubs = self.answer(f"pubs/{name}", "biorxiv", f"{base}/pubs/{name}/{path}", judge_biorxiv, json.loads)
+            if pubs is None:
+                return
+            found = read_reverse_pubs(pubs.body, self.doi) if pubs.found else ()
+            if found:
+                fields["preprint_dois"] = found
+                return
 
 
 class Resolver:
@@ -515,13 +621,17 @@ class Resolver:
                 findings=(error("doi.malformed", "not a DOI (expected 10.NNNN/suffix)", value=raw),),
             )
         todo = [d for d in todo if d not in self._done]
-        cached = self.cache.load(todo) if self.cache and todo else {}
+        cached, damaged = self.cache.load(todo) if self.cache and todo else ({}, {})
         lookups = [_Lookup(self, d, cached.get(d, {})) for d in todo]
+        for lookup in lookups:
+            lookup.damaged.extend(damaged.get(lookup.doi, []))
         if lookups:
             workers = max(1, min(self.settings.workers, len(lookups)))
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ctcurate-doi") as pool:
                 for lookup, resolution in zip(lookups, pool.map(_Lookup.run, lookups)):
                     self._done[lookup.doi] = resolution
+                    if self.cache and lookup.damaged:
+                        self.cache.drop(lookup.doi, lookup.damaged)
                     if self.cache and lookup.fetched:
                         self.cache.save(lookup.doi, lookup.fetched)
         return {d: self._done[query[d]] for d in order}
@@ -531,7 +641,7 @@ class Resolver:
         if self.cache:
             self.cache.close()
 
-    def __enter__(self) -> Resolver:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -572,10 +682,34 @@ class DoiRef:
     row: int | None = None
     column: str | None = None
     derived: bool = False
+    alternatives: tuple[str, ...] = ()  # other DOIs the file name may mean (near the 10.64898 change-over)
 
     @property
     def norm(self) -> str:
         return parse(self.doi).doi
+
+
+def derived_ref(pre: PreprintId, **where: Any) -> DoiRef:
+    """The DOI a preprint file name gives, with the other prefix's DOI when its date is near the change."""
+    return DoiRef(doi=pre.doi, derived=True, alternatives=pre.alternatives, **where)
+
+
+def settle_derived(refs: Sequence[DoiRef], resolver: Resolver) -> list[DoiRef]:
+    """Derived DOIs whose prefix the file name's date cannot tell: the candidate the registry has.
+
+    Where neither (or both) exist, the date's prefix stays, and its answer is what gets reported.
+    """
+    open_refs = [r for r in refs if r.alternatives]
+    if not open_refs:
+        return list(refs)
+    found = resolver.resolve_many(d for r in open_refs for d in (r.doi, *r.alternatives))
+    out = []
+    for ref in refs:
+        if ref.alternatives:
+            existing = [d for d in (ref.doi, *ref.alternatives) if found[parse(d).doi].exists]
+            ref = replace(ref, doi=existing[0] if len(existing) == 1 else ref.doi, alternatives=())
+        out.append(ref)
+    return out
 
 
 def _as_refs(items: Iterable[DoiRef | str]) -> list[DoiRef]:
@@ -623,7 +757,7 @@ def online_doi_findings(refs: Iterable[DoiRef | str], resolver: Resolver, *, eve
     Each distinct DOI is asked once; its findings are placed at its first row and name the others,
     or, with `every_row` (a verdict per row, as add-contribution needs), repeated at each row.
     """
-    all_refs = _as_refs(refs)
+    all_refs = settle_derived(_as_refs(refs), resolver)
     groups: dict[str, list[DoiRef]] = {}
     for ref in all_refs:
         groups.setdefault(ref.norm, []).append(ref)
@@ -729,7 +863,7 @@ def online_row_checker(
                 if (parsed := parse(raw)).valid:  # malformed ones are the offline checks' to report
                     refs.append(DoiRef(doi=parsed.doi, file=sheet_name, row=r.row, column=DOI_COLUMN))
             elif pre := preprint_from_filename(name):
-                refs.append(DoiRef(doi=pre.doi, file=sheet_name, row=r.row, column=DOI_COLUMN, derived=True))
+                refs.append(derived_ref(pre, file=sheet_name, row=r.row, column=DOI_COLUMN))
         findings = online_doi_findings(refs, resolver, every_row=True)
         return findings + same_paper_findings(refs, existing, resolver)
 
@@ -756,7 +890,7 @@ def read_sheet_dois(metadata_dir: Path) -> tuple[list[DoiRef], list[Finding]]:
                 findings.append(error("doi.malformed", "not a DOI (expected 10.NNNN/suffix)", value=key.doi,
                                       file=path.name, row=key.row, column=DOI_COLUMN))
         elif key.file_name and (pre := preprint_from_filename(key.file_name)):
-            refs.append(DoiRef(doi=pre.doi, file=path.name, row=key.row, column=DOI_COLUMN, derived=True))
+            refs.append(derived_ref(pre, file=path.name, row=key.row, column=DOI_COLUMN))
     return refs, findings
 
 
@@ -792,11 +926,13 @@ __all__ = [
     "read_sheet_dois",
     "same_paper",
     "same_paper_findings",
+    "settle_derived",
 ]
 
 
 def resolve_refs(refs: Sequence[DoiRef], resolver: Resolver, from_sheet: bool) -> tuple[list[Resolution], list[Finding]]:
     """`doi resolve`: one answer per distinct paper and the findings (located on the sheet's rows when `from_sheet`)."""
+    refs = settle_derived(refs, resolver)  # a file name dated near the 10.64898 change-over
     resolved = resolver.resolve_many(r.norm for r in refs)
     results = list({r.doi: r for r in resolved.values()}.values())  # `v2` forms share one answer
     if from_sheet:

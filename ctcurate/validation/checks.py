@@ -17,11 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ctcurate.doi import normalize as doi_lib
+from openpyxl.utils import range_boundaries
+
 from ctcurate.core import layout
 from ctcurate.core.pending import pending_findings
 from ctcurate.core.findings import Finding, error, summarize, warning
-from ctcurate.core.images import UnreadableImage, format_of_suffix, open_image, sniff_format
+from ctcurate.core.images import (
+    UnreadableImage,
+    format_of_suffix,
+    open_image,
+    sniff_format,
+)
+from ctcurate.doi import normalize as doi_lib
 from ctcurate.validation.schemas import (
     COVID_COLUMNS,
     NONCOVID_COLUMNS,
@@ -29,11 +36,13 @@ from ctcurate.validation.schemas import (
     CellValue,
     CovidRow,
     NonCovidRow,
+    PatientIdRewrite,
     SplitEntry,
     check_covid_rows,
     check_noncovid_rows,
     clean_text,
     parse_captions,
+    patient_id_rewrites,
 )
 from ctcurate.core.dataset import read_split_lines
 from ctcurate.core.sheets import Sheet, SheetError, find_columns, read_sheet
@@ -235,6 +244,11 @@ def validate(
     if plan_fixes:
         for class_dir, (sheet, cols) in sheets.items():
             fixes += _cell_fixes(sheet, cols, covid_rows if class_dir == COVID_CLASS else None)
+            fixes += _merged_fills(sheet)
+            if class_dir == COVID_CLASS:
+                fixes += _patient_id_fixes(sheet, cols["patient_id"], patient_id_rewrites(covid_rows, False))
+            else:
+                fixes += _patient_id_fixes(sheet, cols["patient_id"], patient_id_rewrites(noncovid_rows, True))
 
     findings = _by_file_and_row(findings)
     summary = summarize(findings) | {
@@ -267,14 +281,20 @@ def _online_doi_checks(
     rows: list[CovidRow], file: str, resolver: Resolver
 ) -> tuple[list[Finding], dict[str, Resolution]]:
     """Every row's DOI (or the preprint DOI its file name gives) asked once of the registries."""
-    from ctcurate.doi.resolve import DoiRef, online_doi_findings
+    from ctcurate.doi.resolve import (
+        DoiRef,
+        derived_ref,
+        online_doi_findings,
+        settle_derived,
+    )
 
     refs = []
     for r in rows:
         if r.doi and doi_lib.is_valid(r.doi):  # malformed ones are already reported
             refs.append(DoiRef(doi=r.doi, file=file, row=r.row, column="DOI"))
         elif not r.doi and (derived := doi_lib.preprint_from_filename(r.file_name)):
-            refs.append(DoiRef(doi=derived.doi, file=file, row=r.row, column="DOI", derived=True))
+            refs.append(derived_ref(derived, file=file, row=r.row, column="DOI"))
+    refs = settle_derived(refs, resolver)
     findings = online_doi_findings(refs, resolver)
     return findings, resolver.resolve_many(ref.norm for ref in refs)
 
@@ -480,12 +500,22 @@ def _match_rows(
     label = sheet.path.name
     raw_by_row = {r.number: r.values for r in sheet.rows}
     name_index = sheet.header.index(name_col)
+    claimed_by: dict[str, int] = {}
+    for number, name, _patient in rows:
+        if name in universe:
+            claimed_by.setdefault(name, number)
     for number, name, _patient in rows:
         if name in universe:
             resolved[number] = name
             continue
         hits = _candidates(name, universe, lower) if universe else []
+        if len(hits) == 1 and hits[0] in claimed_by:
+            resolved[number] = None
+            findings.append(_same_image(label, number, name_col, name, hits[0], claimed_by[hits[0]]))
+            continue
         resolved[number] = hits[0] if len(hits) == 1 else None
+        if len(hits) == 1:
+            claimed_by[hits[0]] = number
         if len(hits) == 1:
             vals = raw_by_row.get(number, ())
             old = vals[name_index] if name_index < len(vals) else None
@@ -527,6 +557,20 @@ def _match_rows(
                 )
             )
     return resolved, findings, fixes
+
+
+def _same_image(label: str, number: int, column: str, name: str, image: str, other: int) -> Finding:
+    """A row whose name, completed, is the image another row already describes."""
+    return error(
+        "file.duplicate",
+        f"names the image {image!r}, which row {other} already describes",
+        file=label,
+        row=number,
+        column=column,
+        value=name,
+        hint="each image gets exactly one row: correct this row's file name "
+        "(its own image is then the one reported as having no row)",
+    )
 
 
 # --- patients across splits -----------------------------------------------------------------
@@ -659,7 +703,7 @@ def _cell_fixes(sheet: Sheet, cols: dict[str, str], covid_rows: list[CovidRow] |
             parsed = doi_lib.parse(raw_doi)
             derived = doi_lib.preprint_from_filename(model.file_name)
             if raw_doi is None or not str(raw_doi).strip():
-                if derived:
+                if derived and not derived.alternatives:  # near the prefix change only the registry knows
                     fixes.append(CellFix(sheet.path, row.number, cols["doi"], raw_doi, derived.doi, "doi.derivable"))
             elif parsed.valid and parsed.repairs:  # a case difference alone is no defect: left as written
                 fixes.append(CellFix(sheet.path, row.number, cols["doi"], raw_doi, parsed.doi, "doi.whitespace"))
@@ -674,11 +718,51 @@ def _cell_fixes(sheet: Sheet, cols: dict[str, str], covid_rows: list[CovidRow] |
     return fixes
 
 
+def _merged_fills(sheet: Sheet) -> list[CellFix]:
+    """`--fix` fills a merged range of one column down: each covered cell gets the range's value.
+
+    A range across columns is left merged (which of its columns the value belongs to needs a person).
+    """
+    fixes = []
+    values = {r.number: r.values for r in sheet.rows}
+    for ref in sheet.merges:
+        min_col, min_row, max_col, max_row = (int(b or 0) for b in range_boundaries(ref))
+        if min_col != max_col or min_row not in values or not 0 < min_col <= len(sheet.header):
+            continue
+        head = sheet.header[min_col - 1]
+        top = values[min_row]
+        value = top[min_col - 1] if min_col <= len(top) else None
+        if not head.strip() or value is None:
+            continue
+        for number in range(min_row + 1, max_row + 1):
+            if number in values:
+                fixes.append(CellFix(sheet.path, number, head, None, value, "sheet.merged-cells"))
+    return fixes
+
+
+def _patient_id_fixes(sheet: Sheet, column: str, rewrites: list[PatientIdRewrite]) -> list[CellFix]:
+    """Patient IDs rewritten to the dataset's form, where that is unambiguous."""
+    raw = {r.number: r.values for r in sheet.rows}
+    index = sheet.header.index(column)
+    fixes = []
+    for rw in rewrites:
+        if rw.new is not None:
+            vals = raw.get(rw.row, ())
+            old = vals[index] if index < len(vals) else None
+            fixes.append(CellFix(sheet.path, rw.row, column, old, rw.new, "patient.id-form"))
+    return fixes
+
+
+# A fix that decides what a cell means wins over one that only tidies it (whitespace), and a
+# merged range's fill-down only writes cells no other fix writes.
+_FIX_RANK = {"file.missing": 2, "patient.id-form": 2, "sheet.merged-cells": 0}
+
+
 def _dedupe(fixes: list[CellFix]) -> list[CellFix]:
-    """One fix per cell; a file-name completion wins over a whitespace strip of the same cell."""
+    """One fix per cell: the highest-ranked one (see `_FIX_RANK`; others rank 1)."""
     out: dict[tuple[Path, int, str], CellFix] = {}
     for f in fixes:
         key = (f.path, f.row, f.column)
-        if key not in out or f.code == "file.missing":
+        if key not in out or _FIX_RANK.get(f.code, 1) > _FIX_RANK.get(out[key].code, 1):
             out[key] = f
     return sorted(out.values(), key=lambda f: (str(f.path), f.row, f.column))

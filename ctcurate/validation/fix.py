@@ -12,6 +12,7 @@ import io
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from openpyxl import load_workbook
 from openpyxl.cell import MergedCell
@@ -97,11 +98,22 @@ def _fix_xlsx(src: Path, dst: Path, fixes: list[CellFix]) -> None:
         if col is None:
             continue
         cell = ws.cell(row=fx.row, column=col)
-        if isinstance(cell, MergedCell):
-            continue  # covered by a merge: the value lives in the range's first cell, fixed there
-        cell.value = fx.new
+        if isinstance(cell, MergedCell) and not _unmerge_column_range(ws, cell.coordinate):
+            continue  # covered by a merge across columns: left as is, the value lives in its first cell
+        ws.cell(row=fx.row, column=col).value = fx.new
     with atomic_path(dst) as tmp:
         wb.save(tmp)
+
+
+def _unmerge_column_range(ws: Any, coordinate: str) -> bool:
+    """Unmerge the one-column range covering `coordinate` (its cells are then filled by fixes)."""
+    for rng in list(ws.merged_cells.ranges):
+        if coordinate in rng:
+            if rng.min_col != rng.max_col:
+                return False
+            ws.unmerge_cells(str(rng))
+            return True
+    return False
 
 
 def _header_row(ws: object) -> int:

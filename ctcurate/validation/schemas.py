@@ -27,10 +27,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ctcurate.doi import normalize as doi_lib
 from ctcurate.contribution.source import ContributionRow
 from ctcurate.core.codes import REGISTRY
 from ctcurate.core.findings import Finding, Severity, error, warning
+from ctcurate.doi import normalize as doi_lib
 
 CellValue = str | int | float | bool | None
 
@@ -51,6 +51,11 @@ COVID_COLUMNS: dict[str, str] = {
 NONCOVID_COLUMNS: dict[str, str] = {"image_name": "image name", "patient_id": "patient id"}
 
 SAME_AS_ABOVE = ("same as above", "same as above.", "ditto")
+# Longest sensible cell: the real sheet's longest is 2,023 characters (a Severity cell); a file
+# name or an identifier longer than a file system allows is never right.
+MAX_TEXT = 4000
+MAX_IDENTIFIER = 255
+IDENTIFIER_COLUMNS = frozenset({"file_name", "image_name", "patient_id", "age", "gender", "doi"})
 MAX_AGE = 120
 GENDER_WORDS = {"MALE": "M", "FEMALE": "F", "MAN": "M", "WOMAN": "F"}
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"), None)
@@ -571,6 +576,30 @@ def _resolve_same_as_above(
             above = resolved
 
 
+def _overlong_cells(
+    cells: Mapping[str, CellValue], columns: Mapping[str, str], number: int, file: str | None
+) -> list[Finding]:
+    """`cell.too-long`: a cell longer than its column can sensibly hold (a paste gone wrong)."""
+    out = []
+    for key, value in cells.items():
+        if not isinstance(value, str):
+            continue
+        limit = MAX_IDENTIFIER if key in IDENTIFIER_COLUMNS else MAX_TEXT
+        if len(value) > limit:
+            out.append(
+                warning(
+                    "cell.too-long",
+                    f"cell holds {len(value):,} characters (more than {limit:,} for this column)",
+                    file=file,
+                    row=number,
+                    column=columns.get(key, key),
+                    value=_short(value),
+                    hint="check for text pasted into the wrong cell or pasted several times",
+                )
+            )
+    return out
+
+
 def _parse_rows(
     model: type[BaseModel],
     records: Iterable[Record],
@@ -610,6 +639,7 @@ def _parse_rows(
                 )
             )
             continue
+        findings.extend(_overlong_cells(original, columns, number, file))
         notes: list[Note] = []
         data: dict[str, Any] = {columns[k]: v for k, v in cells.items() if k in columns}
         data["row"] = number
@@ -629,6 +659,7 @@ def _parse_rows(
                     f"row repeats row {seen_rows[signature]} exactly",
                     file=file,
                     row=number,
+                    column=columns[name_key],
                     value=name,
                     hint=f"delete one of rows {seen_rows[signature]} and {number}",
                 )
@@ -653,6 +684,116 @@ def _parse_rows(
     return parsed, findings
 
 
+# --- patient ID forms -----------------------------------------------------------------------
+
+# The dataset's own forms: `Patient 12` (COVID sheet, and contributions in both sheets: add-contribution
+# numbers patients dataset-wide), `crawled_patient_12` / `medpix_patient_12` (the original NonCOVID
+# images, by where they were collected).
+_COVID_ID = re.compile(r"Patient [1-9]\d*|Patient 0")
+_NONCOVID_ID = re.compile(r"(?:crawled|medpix)_patient_(?:[1-9]\d*|0)|Patient [1-9]\d*|Patient 0")
+_COVID_LOOSE = re.compile(r"(?:patient|pat|pt|p)[\s._#:-]*(\d+)", re.IGNORECASE)
+_NONCOVID_LOOSE = re.compile(r"(crawled|medpix)[\s._-]*(?:patient|pt|p)?[\s._#:-]*(\d+)", re.IGNORECASE)
+
+
+def canonical_patient_id(text: str, noncovid: bool) -> str | None:
+    """The dataset's spelling of a patient ID written another way (`P-109` -> `Patient 109`).
+
+    None when `text` is already canonical or no single canonical form follows from it (a
+    NonCOVID `patient 5` does not say whether it was crawled, from MedPix or contributed).
+    """
+    if (_NONCOVID_ID if noncovid else _COVID_ID).fullmatch(text):
+        return None
+    if noncovid:
+        m = _NONCOVID_LOOSE.fullmatch(text)
+        return f"{m[1].lower()}_patient_{int(m[2])}" if m else None
+    m = _COVID_LOOSE.fullmatch(text)
+    return f"Patient {int(m[1])}" if m else None
+
+
+@dataclass(frozen=True)
+class PatientIdRewrite:
+    """A patient ID not in the dataset's form, and what `--fix` writes instead (None: left as is)."""
+
+    row: int
+    old: str
+    new: str | None
+    why_not: str | None = None
+
+
+def patient_id_rewrites(rows: Iterable[CovidRow | NonCovidRow], noncovid: bool) -> list[PatientIdRewrite]:
+    """Every patient ID that spells one of the dataset's forms another way; a rewrite only where
+    it is unambiguous. IDs of another scheme altogether (`np0`) are left alone.
+
+    Ambiguous: no single canonical form, or the canonical ID's other rows give another age or
+    gender (then the rewrite would merge two people).
+    """
+    rows = list(rows)
+    people: dict[str, list[CovidRow | NonCovidRow]] = defaultdict(list)
+    for r in rows:
+        people[r.patient_id].append(r)
+    form = _NONCOVID_ID if noncovid else _COVID_ID
+    out = []
+    for r in rows:
+        if form.fullmatch(r.patient_id):
+            continue
+        new = canonical_patient_id(r.patient_id, noncovid)
+        if new is None:
+            if not (_COVID_LOOSE.fullmatch(r.patient_id) or _NONCOVID_LOOSE.fullmatch(r.patient_id)):
+                continue  # an ID of another scheme altogether, not a misspelling of the dataset's
+            why = "no single ID of the dataset's form follows from it"
+            out.append(PatientIdRewrite(r.row, r.patient_id, None, why))
+            continue
+        clash = _clashing_row(r, people.get(new, []))
+        if clash is not None:
+            why = f"{new} (row {clash}) has another age or gender: is this the same person?"
+            out.append(PatientIdRewrite(r.row, r.patient_id, None, why))
+        else:
+            out.append(PatientIdRewrite(r.row, r.patient_id, new))
+    return out
+
+
+def _clashing_row(row: CovidRow | NonCovidRow, others: list[CovidRow | NonCovidRow]) -> int | None:
+    if not isinstance(row, CovidRow):
+        return None
+    for other in others:
+        if not isinstance(other, CovidRow):
+            continue
+        age, other_age = row.age if row.age is not None else row.age_text, (
+            other.age if other.age is not None else other.age_text
+        )
+        if (age is not None and other_age is not None and age != other_age) or (
+            row.gender and other.gender and row.gender != other.gender
+        ):
+            return other.row
+    return None
+
+
+def _patient_id_findings(
+    rows: list[CovidRow] | list[NonCovidRow], noncovid: bool, file: str | None
+) -> list[Finding]:
+    form = "crawled_patient_N, medpix_patient_N or Patient N" if noncovid else "Patient N"
+    column = NONCOVID_COLUMNS["patient_id"] if noncovid else COVID_COLUMNS["patient_id"]
+    out = []
+    for rw in patient_id_rewrites(rows, noncovid):
+        hint = (
+            f"write it as {rw.new!r} (ctcurate validate --fix does)"
+            if rw.new
+            else f"write it in the form {form}; not rewritten by --fix: {rw.why_not}"
+        )
+        out.append(
+            warning(
+                "patient.id-form",
+                f"patient ID {rw.old!r} is not in the dataset's form {form}",
+                file=file,
+                row=rw.row,
+                column=column,
+                value=rw.old,
+                hint=hint,
+            )
+        )
+    return out
+
+
 def check_covid_rows(records: Iterable[Record], file: str | None = None) -> tuple[list[CovidRow], list[Finding]]:
     """Validate COVID metadata rows given as `(row number, {canonical column: cell})`.
 
@@ -665,6 +806,7 @@ def check_covid_rows(records: Iterable[Record], file: str | None = None) -> tupl
 
     parsed, findings = _parse_rows(CovidRow, records, COVID_COLUMNS, ("file_name", "patient_id"), file, doi_check)
     models = [obj for obj in parsed if isinstance(obj, CovidRow)]
+    findings.extend(_patient_id_findings(models, False, file))
     findings.extend(_patient_conflicts(models, file))
     return models, findings
 
@@ -672,7 +814,9 @@ def check_covid_rows(records: Iterable[Record], file: str | None = None) -> tupl
 def check_noncovid_rows(records: Iterable[Record], file: str | None = None) -> tuple[list[NonCovidRow], list[Finding]]:
     """Validate NonCOVID metadata rows given as `(row number, {canonical column: cell})`."""
     parsed, findings = _parse_rows(NonCovidRow, records, NONCOVID_COLUMNS, ("image_name", "patient_id"), file)
-    return [obj for obj in parsed if isinstance(obj, NonCovidRow)], findings
+    models = [obj for obj in parsed if isinstance(obj, NonCovidRow)]
+    findings.extend(_patient_id_findings(models, True, file))
+    return models, findings
 
 
 def _patient_conflicts(rows: list[CovidRow], file: str | None) -> list[Finding]:

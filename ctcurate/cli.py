@@ -320,12 +320,20 @@ def check_leakage(
     data: str | None, splits: str | None, metadata: str | None, against: str | None, fmt: str,
     output: str | None, fix_splits: str | None, jobs: int | None, threshold: int, cache: str | None,
 ) -> None:
-    """Find duplicate images and leaks across splits, labels, patients and source figures."""
+    """Find duplicate images and leaks across splits, labels, patients and source figures.
+
+    \b
+    Exit status:
+      0  no duplicates, leaks or unreadable images
+      1  problems found (reported; with --fix-splits, corrected lists written)
+      2  usage error, unreadable input or unusable cache file
+    """
     import sqlite3
     from pathlib import Path
 
     from ctcurate.leakage import report as report_lib
     from ctcurate.core.atomic import atomic_write
+    from ctcurate.core.progress import StepBars
     from ctcurate.core.layout import IMAGES_DIR, default_metadata_dir
     from ctcurate.leakage.pipeline import check_leakage as run_check
 
@@ -334,17 +342,7 @@ def check_leakage(
     for name, value in (("--metadata", metadata), ("--splits", splits), ("--against", against)):
         if value and not Path(value).is_dir():
             _exit_with_error(f"{name} {value}: no such folder")
-    bar = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, desc="hashing", unit="img", file=sys.stderr, leave=False, disable=None)
-        bar.n = done
-        bar.refresh()
-
+    bars = StepBars()
     try:
         result = run_check(
             root,
@@ -354,15 +352,14 @@ def check_leakage(
             cache_path=Path(cache) if cache else None,
             jobs=jobs,
             threshold=threshold,
-            progress=progress,
+            progress=bars,
         )
     except OSError as exc:
         _exit_with_error(f"{getattr(exc, 'filename', None) or root}: {exc.strerror or exc}")
     except sqlite3.Error as exc:
         _exit_with_error(f"{cache or 'cache'}: cannot use the cache file: {exc}")
     finally:
-        if bar is not None:
-            bar.close()
+        bars.close()
 
     def resolve(rel: str) -> Path | None:
         if rel.startswith("new:") and against:
@@ -382,6 +379,7 @@ def check_leakage(
         if output:
             with atomic_write(output) as fh:
                 fh.write(text if text.endswith("\n") else text + "\n")
+            click.echo(f"wrote {output}: {report_lib.summary_line(result)}", err=True)
         else:
             click.echo(text)
         if fix_splits:

@@ -125,6 +125,13 @@ def test_fix_splits_writes_new_lists_and_keeps_originals(small, tmp_path):
     assert assign["CT_COVID/e.png"] == assign["CT_COVID/f.png"]
     assert assign["CT_COVID/2020.02.25.20021568-p23-108%0.png"] == assign["CT_COVID/2020.02.25.20021568-p23-108%1.png"]
     assert "fix-splits: moved" in result.stderr
+    # what moving images cannot fix is said, on the terminal and in the README beside the lists
+    assert "fix-splits cannot fix 1 label conflicts: a person must pick the right label" in result.stderr
+    assert "fix-splits cannot fix 1 duplicates within a split" in result.stderr
+    readme = (out / "README.md").read_text()
+    moved = [line for line in readme.splitlines() if " -> " in line]
+    assert moved and all(line.startswith("  CT_") for line in moved)
+    assert "Not fixed: 1 label conflicts" in readme and "  CT_COVID/c.png" in readme
 
 
 def test_against_reports_contribution_duplicates(small, real_data, tmp_path):
@@ -145,4 +152,6 @@ def test_against_reports_contribution_duplicates(small, real_data, tmp_path):
     html = run(*_args(root, meta, "--against", str(tmp_path / "contrib"), "--format", "html", "--output", str(tmp_path / "r.html")))
     assert html.exit_code == 1
     page = (tmp_path / "r.html").read_text()
-    assert page.count("data:image/jpeg;base64,") == 4  # both sides of both pairs have a preview
+    # one group (the picture, its dataset copy and the contributed copy), each member with a preview
+    assert page.count('<div class="group"') == 1 and 'data-level="cross-split"' in page
+    assert page.count("data:image/jpeg;base64,") == 3

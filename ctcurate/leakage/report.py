@@ -49,6 +49,12 @@ def to_csv(report: LeakageReport) -> str:
     return buf.getvalue()
 
 
+def summary_line(report: LeakageReport) -> str:
+    """One line for the terminal: groups per severity level, most severe first, and unreadable files."""
+    counts = ", ".join(f"{n} {lv.title.lower()}" for lv, n in count_by_level(groups_of(report)))
+    return f"{counts}; {len(report.findings)} unreadable of {report.stats.get('images', 0)} images"
+
+
 def to_text(report: LeakageReport) -> str:
     lines = []
     for p in report.pairs:

@@ -62,6 +62,7 @@ def main() -> None:
 )
 @click.option("--offline", is_flag=True, help="With --online: answer only from the DOI cache.")
 @click.option("--mailto", metavar="ADDR", help="With --online: contact address for the registries (or $CTCURATE_MAILTO).")
+@click.option("--quiet", "-q", is_flag=True, help="Text format: print the summary only, not every finding.")
 def validate(
     metadata: Path | None,
     images: Path | None,
@@ -72,6 +73,7 @@ def validate(
     online: bool = False,
     offline: bool = False,
     mailto: str | None = None,
+    quiet: bool = False,
 ) -> None:
     """Check the metadata sheet, split lists and images; report every problem at once.
 
@@ -81,7 +83,11 @@ def validate(
 
     from ctcurate.core import findings as findings_lib
     from ctcurate.core.atomic import atomic_write
-    from ctcurate.validation.fix import FixError, write_fixed
+    import shutil
+
+    from ctcurate.validation import render
+    from ctcurate.validation.fix import FixError, validate_copy, write_fixed
+    from ctcurate.validation.render import fixable
     from ctcurate.core.htmlpage import findings_page
     from ctcurate.validation.checks import FINDING_CODES, InputError
     from ctcurate.validation.checks import validate as run_validate
@@ -90,9 +96,9 @@ def validate(
         raise click.UsageError("--offline and --mailto go with --online")
     try:
         if online:
-            result = _validate_online(metadata, images, splits, fix_out is not None, offline, mailto)
+            result = _validate_online(metadata, images, splits, True, offline, mailto)
         else:
-            result = run_validate(metadata, images, splits, plan_fixes=fix_out is not None)
+            result = run_validate(metadata, images, splits, plan_fixes=True)
     except InputError as exc:
         _exit_with_error(str(exc))
     not_checked = None if result.images_checked else (
@@ -103,9 +109,12 @@ def validate(
         report = findings_lib.to_json(result.findings, **extra) + "\n"
     elif fmt == "html":
         title = "ctcurate validate" + (f": {metadata}" if metadata else "")
-        report = findings_page(result.findings, title, result.summary, FINDING_CODES)
+        report = findings_page(result.findings, title, result.summary, FINDING_CODES, fixable(result.findings, result.fixes))
     else:
-        report = findings_lib.to_text(result.findings) + "\n" + (f"{not_checked}\n" if not_checked else "")
+        colour = output is None and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        width = shutil.get_terminal_size((100, 24)).columns if output is None and sys.stdout.isatty() else 100
+        report = render.to_text(result.findings, result.fixes, FINDING_CODES, quiet, width, colour)
+        report += f"{not_checked}\n" if not_checked else ""
         if online:
             papers = {r.doi: r for r in result.dois.values()}.values()
             report += "\nDOIs:\n" + "".join(f"  {r.describe()}\n" for r in papers)
@@ -134,6 +143,9 @@ def validate(
             _exit_with_error(str(exc) if isinstance(exc, FixError) else f"{fix_out}: cannot write ({exc})")
         for path, count in fixed.written.items():
             click.echo(f"fixed copy: {path} ({count} change(s))", err=True)
+        left = validate_copy(result, fixed, fix_out).findings
+        click.echo(f"the fixed copy still has {len(left)} of the {len(result.findings)} finding(s): "
+                   f"{render.headline(left)} (see them: ctcurate validate --metadata {fix_out})", err=True)
     sys.exit(EXIT_FOUND if findings_lib.has_errors(result.findings) else EXIT_OK)
 
 

@@ -100,7 +100,7 @@ def test_no_arguments_validates_embedded_metadata_without_images(no_data_env):
     )
     # the summary comes first, then the details, errors before warnings, each code under one heading
     assert lines[0] == (
-        "2 error(s), 384 warning(s); `--fix OUT` would fix 371 of them (in a copy; the input is never changed)"
+        "2 error(s), 384 warning(s); `--fix OUT` would fix 371 of them (in a copy)"
     )
     assert lines[3].startswith("  error        2     -  patient.conflict       one patient ID with conflicting")
     headings = [line for line in lines if line.startswith(("error: ", "warning: "))]

@@ -56,7 +56,7 @@ def summary_text(findings: list[Finding], fixed: list[Finding], descriptions: Ma
         return "no problems found"
     lines = [
         _paint(head, "error" if errors else "warning", colour)
-        + f"; `--fix OUT` would fix {len(fixed)} of them (in a copy; the input is never changed)",
+        + f"; `--fix OUT` would fix {len(fixed)} of them (in a copy)",
         "",
         f"  {'severity':<8} {'count':>5} {'--fix':>5}  {'code':<22} meaning",
     ]

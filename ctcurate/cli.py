@@ -391,7 +391,7 @@ def check_leakage(
         if output:
             with atomic_write(output) as fh:
                 fh.write(text if text.endswith("\n") else text + "\n")
-            click.echo(f"wrote {output}: {report_lib.summary_line(result)}", err=True)
+            click.echo(f"wrote {output}: {report_lib.summary_line(result)}")  # stdout is free: the report is in the file
         else:
             click.echo(text)
         if fix_splits:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from . import __version__
+from .benchmark import DEVICE_NAMES, MODEL_NAMES
 
 EXIT_OK, EXIT_FOUND, EXIT_USAGE = 0, 1, 2
 
@@ -194,28 +195,37 @@ def _data_root_or_exit(raw: str | os.PathLike[str] | None) -> Path:
     "--output", type=click.Path(path_type=Path), default=Path("schemas"), show_default=True,
     help="Folder for the *.schema.json files.",
 )
-@click.option("--check", is_flag=True, help="Write nothing; exit 1 when a file in the folder is missing or stale.")
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 when a file in the folder is missing or stale, 2 when there is no such folder.")
 def schema(output: Path, check: bool) -> None:
     """Write the JSON Schema of every metadata model (sheet rows, split entries, findings)."""
     from ctcurate.core.atomic import atomic_write
     from ctcurate.validation.schemas import json_schemas
 
-    stale = []
+    if check and not output.is_dir():
+        _exit_with_error(
+            f"{output}: no such folder; run this in the repository's root (it holds schemas/) or pass --output DIR"
+        )
+    changed = []
     for name, text in json_schemas().items():
         target = output / name
         current = target.read_text(encoding="utf-8") if target.is_file() else None
         if current == text:
             continue
-        stale.append(target)
+        changed.append((target, "missing" if current is None else "stale"))
         if not check:
             try:
                 with atomic_write(target) as fh:
                     fh.write(text)
             except OSError as exc:
                 _exit_with_error(f"{target}: cannot write ({exc.strerror})")
-    for target in stale:
-        click.echo(f"{'stale' if check else 'wrote'} {target}")
-    sys.exit(EXIT_FOUND if check and stale else EXIT_OK)
+    for target, state in changed:
+        if not check:
+            click.echo(f"wrote {target}")
+        elif state == "missing":
+            click.echo(f"missing {target} (run `ctcurate schema --output {output}` to write it)")
+        else:
+            click.echo(f"stale {target}: differs from the models (run `ctcurate schema --output {output}`)")
+    sys.exit(EXIT_FOUND if check and changed else EXIT_OK)
 
 
 # --- add-contribution -----------------------------------------------------------------------
@@ -434,13 +444,14 @@ def _progress_printer(quiet: bool):  # type: ignore[no-untyped-def]
 @main.command()
 @click.option("--data", "data_root", type=click.Path(file_okay=False), help="Folder holding Images-processed/ (default: $CTCURATE_DATA).")
 @click.option("--splits", type=click.Path(file_okay=False), help="Data-split folder (default: the repository's metadata/Data-split).")
-@click.option("--model", default=None, help="densenet169 (default), densenet121, resnet18, resnet50, or tiny.")
+@click.option("--model", type=click.Choice(MODEL_NAMES), default=None, show_default="densenet169; tiny with --smoke", help="Network to train.")
 @click.option("--weights", default="none", show_default=True, help="imagenet (torchvision's, needs network once), none, or a state-dict file.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (default 30; smoke 8).")
 @click.option("--image-size", type=click.IntRange(min=16), default=None, help="Crop size in pixels (default 224; smoke 96).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (default 16).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam learning rate (default 1e-4; smoke 1e-3).")
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present, else CPU), cuda[:N] or cpu.")
+@click.option("--device", type=click.Choice(DEVICE_NAMES), metavar="[auto|cpu|cuda|cuda:N]", default="auto", show_default=True, help="auto: CUDA when present, else CPU.")
+@click.option("--seeds", type=click.IntRange(1, 20), default=1, show_default=True, help="With --with-contribution: train each arm with this many seeds (seed, seed+1, ...); a change is called significant only when it stands out from both test-image resampling and seed-to-seed noise (needs 2 or more).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw; same seed, same device, same numbers.")
 @click.option("--with-contribution", "with_contribution", type=click.Path(file_okay=False), help="Also train with this contribution's images added to train and compare.")
 @click.option("--score", "score_dir", type=click.Path(file_okay=False), help="Flag contributed images whose prediction confidently contradicts their label.")
@@ -473,13 +484,35 @@ def benchmark(
     cache_dir: str | None,
     bootstrap: int,
     quiet: bool,
+    seeds: int = 1,
 ) -> None:
-    """Train and evaluate the DenseNet-169 baseline (GPU when present) to verify contributions."""
+    """Train and evaluate the DenseNet-169 baseline (GPU when present) to verify contributions.
+
+    A full run trains for hours on a CPU and minutes on a GPU; --smoke checks the set-up in a minute.
+
+    \b
+    Exit status:
+      0  done
+      1  the contribution significantly hurts, or contributed labels look wrong
+      2  usage error or unreadable input
+    """
     from .benchmark import MissingExtra, require_extra
     from ctcurate.core.findings import Severity
     from ctcurate.core.findings import to_text as findings_text
     from ctcurate.core.layout import SPLITS_DIR, default_metadata_dir
 
+    # Everything that needs no torch is checked first: a wrong option costs no 10 s torch import.
+    root = _data_root_or_exit(data_root)
+    splits_dir = Path(splits) if splits else default_metadata_dir() / SPLITS_DIR
+    if not splits_dir.is_dir():
+        _exit_with_error(f"{splits_dir}: no such split folder")
+    if leakage_report and not dedupe_test:
+        _exit_with_error("--leakage-report only makes sense with --dedupe-test")
+    if seeds > 1 and not with_contribution:
+        _exit_with_error("--seeds only makes sense with --with-contribution")
+    for name, folder in (("--with-contribution", with_contribution), ("--score", score_dir)):
+        if folder and not Path(folder).is_dir():
+            _exit_with_error(f"{name} {folder}: no such folder")
     try:
         require_extra()
     except MissingExtra as exc:
@@ -487,15 +520,7 @@ def benchmark(
     from .benchmark.model import WeightsError
     from .benchmark.report import text_table, write_outputs
     from .benchmark.run import BenchmarkOptions, run_benchmark, with_smoke_defaults
-    from .benchmark.train import DeviceError, TrainConfig
-
-    root = _data_root_or_exit(data_root)
-    splits_dir = Path(splits) if splits else default_metadata_dir() / SPLITS_DIR
-    if not splits_dir.is_dir():
-        _exit_with_error(f"{splits_dir}: no such split folder")
-    if leakage_report and not dedupe_test:
-        click.echo("error: --leakage-report only makes sense with --dedupe-test", err=True)
-        sys.exit(EXIT_USAGE)
+    from .benchmark.train import DeviceError, TrainConfig, resolve_device
     explicit = {k: v for k, v in (("model", model), ("epochs", epochs), ("image_size", image_size), ("batch_size", batch_size), ("lr", lr)) if v is not None}
     cfg = TrainConfig(weights=weights, device=device, seed=seed, **explicit)  # type: ignore[arg-type]
     if smoke:
@@ -512,9 +537,14 @@ def benchmark(
         leakage_report=Path(leakage_report) if leakage_report else None,
         cache_dir=Path(cache_dir) if cache_dir else None,
         bootstrap=bootstrap,
+        seeds=seeds,
     )
     stage = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     try:
+        if not smoke and resolve_device(device).type == "cpu":
+            runs = 2 * seeds if with_contribution else 1
+            click.echo(f"warning: training {runs} model(s) of {cfg.epochs} epochs on the CPU takes hours; "
+                       "--smoke checks the set-up in a minute, a GPU does the full run in minutes", err=True)
         result = run_benchmark(opts, on_progress=_progress_printer(quiet), on_stage=stage)
     except (WeightsError, DeviceError) as exc:
         _exit_with_error(f"{exc}")

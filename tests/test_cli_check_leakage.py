@@ -127,7 +127,7 @@ def test_fix_splits_writes_new_lists_and_keeps_originals(small, tmp_path):
     assert "fix-splits: moved" in result.stderr
     # what moving images cannot fix is said, on the terminal and in the README beside the lists
     assert "fix-splits cannot fix 1 label conflicts: a person must pick the right label" in result.stderr
-    assert "fix-splits cannot fix 1 duplicates within a split" in result.stderr
+    assert "fix-splits cannot fix 1 in-split duplicates" in result.stderr
     readme = (out / "README.md").read_text()
     moved = [line for line in readme.splitlines() if " -> " in line]
     assert moved and all(line.startswith("  CT_") for line in moved)

@@ -167,3 +167,100 @@ def paired_difference(
         for k in METRIC_NAMES:
             samples[k].append(mb[k] - ma[k])
     return {k: Estimate(full[k], *_interval(samples[k], level)) for k in METRIC_NAMES}
+
+
+@dataclass(frozen=True)
+class SeedComparison:
+    """The change of one metric from arm A to arm B, each trained with the same several seeds.
+
+    `change`: the mean over seeds of metric(B, seed) - metric(A, seed), with a paired bootstrap
+    interval over test images (the same resampled images score every model). `seed_low`/`seed_high`:
+    a Student-t interval of that mean over the per-seed changes (training noise on a fixed test set).
+    `significant`: both intervals exclude 0; None with one seed, where training noise is unmeasured.
+    """
+
+    change: Estimate
+    per_seed: tuple[float, ...]
+    seed_sd: float
+    seed_low: float
+    seed_high: float
+    significant: bool | None
+
+    def as_dict(self) -> dict[str, object]:
+        r = lambda v: None if np.isnan(v) else round(float(v), 6)  # noqa: E731
+        return self.change.as_dict() | {
+            "per_seed": [r(v) for v in self.per_seed],
+            "seed_sd": r(self.seed_sd),
+            "seed_ci_low": r(self.seed_low),
+            "seed_ci_high": r(self.seed_high),
+            "significant": self.significant,
+        }
+
+
+def _excludes_zero(low: float, high: float) -> bool:
+    return not np.isnan(low) and (low > 0 or high < 0)
+
+
+def seed_comparison(
+    y_true: Sequence[int] | np.ndarray,
+    probs_a: Sequence[np.ndarray],
+    probs_b: Sequence[np.ndarray],
+    threshold: float = DEFAULT_THRESHOLD,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, SeedComparison]:
+    """Arm B against arm A, seed by seed (`probs_a[k]` and `probs_b[k]` share seed k).
+
+    A change counts only when it stands out from both sources of noise: test-set resampling (the
+    bootstrap interval) and seed-to-seed training variation (the t interval over seeds).
+    """
+    from scipy import stats
+
+    if len(probs_a) != len(probs_b) or not probs_a:
+        raise ValueError("both arms need the same, non-zero number of seeds")
+    y = np.asarray(y_true, dtype=np.int64)
+    pas = [np.asarray(p, dtype=np.float64) for p in probs_a]
+    pbs = [np.asarray(p, dtype=np.float64) for p in probs_b]
+
+    def mean_change(idx: np.ndarray | slice) -> dict[str, list[float]]:
+        per: dict[str, list[float]] = {k: [] for k in METRIC_NAMES}
+        for pa, pb in zip(pas, pbs):
+            ma, mb = point_metrics(y[idx], pa[idx], threshold), point_metrics(y[idx], pb[idx], threshold)
+            for k in METRIC_NAMES:
+                per[k].append(mb[k] - ma[k])
+        return per
+
+    full = mean_change(slice(None))
+    boot: dict[str, list[float]] = {k: [] for k in METRIC_NAMES}
+    for idx in _bootstrap_indices(y.size, resamples, seed):
+        for k, v in mean_change(idx).items():
+            boot[k].append(float(np.nanmean(v)) if not np.all(np.isnan(v)) else float("nan"))
+    n = len(pas)
+    out = {}
+    for k in METRIC_NAMES:
+        d = np.asarray(full[k], dtype=np.float64)
+        change = Estimate(float(np.mean(d)), *_interval(boot[k], level))
+        if n > 1:
+            sd = float(np.std(d, ddof=1))
+            half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / np.sqrt(n)
+            low, high = change.value - half, change.value + half
+            significant: bool | None = _excludes_zero(change.low, change.high) and _excludes_zero(low, high)
+        else:
+            sd, low, high, significant = float("nan"), float("nan"), float("nan"), None
+        out[k] = SeedComparison(change, tuple(float(v) for v in d), sd, low, high, significant)
+    return out
+
+
+def arm_summary(y_true: Sequence[int] | np.ndarray, probs: Sequence[np.ndarray], threshold: float = DEFAULT_THRESHOLD) -> dict[str, dict[str, object]]:
+    """Each metric of one arm over its seeds: the per-seed values, their mean and standard deviation."""
+    values = [point_metrics(y_true, p, threshold) for p in probs]
+    out: dict[str, dict[str, object]] = {}
+    for k in METRIC_NAMES:
+        v = np.array([m[k] for m in values], dtype=np.float64)
+        out[k] = {
+            "mean": round(float(np.mean(v)), 6),
+            "sd": round(float(np.std(v, ddof=1)), 6) if len(v) > 1 else None,
+            "values": [round(float(x), 6) for x in v],
+        }
+    return out

@@ -32,6 +32,42 @@ def _metric_rows(m: dict[str, dict[str, float | None]]) -> list[str]:
     return [f"  {LABELS[k]:<36}{_fmt(v['value']):>7}   [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]" for k, v in m.items()]
 
 
+def _verdict(v: dict[str, object]) -> str:
+    if v["significant"] is None:
+        return "n/a"
+    if not v["significant"]:
+        return "no"
+    return "yes, better" if float(v["value"] or 0) > 0 else "yes, worse"  # type: ignore[arg-type]
+
+
+def _mean_sd(arm: dict[str, object]) -> str:
+    sd = arm["sd"]
+    return f"{float(arm['mean']):.3f}" + (f" ±{float(sd):.3f}" if sd is not None else "      ")  # type: ignore[arg-type]
+
+
+def _contribution_rows(c: dict[str, object]) -> list[str]:
+    """Both arms (mean ± SD over seeds), the mean change with its two intervals, and the verdict."""
+    seeds: list[int] = c["seeds"]  # type: ignore[assignment]
+    arms: dict[str, dict[str, dict[str, object]]] = c["arms"]  # type: ignore[assignment]
+    without, with_ = arms["official train"], arms["official train + contribution"]
+    lines = [
+        f"with the contribution ({c['images']} images added to train), same test split, "
+        f"{len(seeds)} seed(s) per arm ({', '.join(map(str, seeds))}):",
+        f"  {'metric':<36}{'without':>14} {'with':>14} {'change':>8}  95% CI: test images   seeds            significant",
+    ]
+    for k, v in c["difference"].items():  # type: ignore[attr-defined]
+        seed_ci = "n/a" if v["seed_ci_low"] is None else f"[{v['seed_ci_low']:+.3f}, {v['seed_ci_high']:+.3f}]"
+        lines.append(
+            f"  {LABELS[k]:<36}{_mean_sd(without[k]):>14} {_mean_sd(with_[k]):>14} {(v['value'] or 0):+8.3f}  "
+            f"[{(v['ci_low'] or 0):+.3f}, {(v['ci_high'] or 0):+.3f}]  {seed_ci:<17}{_verdict(v)}"
+        )
+    if len(seeds) == 1:
+        lines.append("  one seed cannot tell a change from training noise: rerun with --seeds 3 (or more) for a verdict")
+    else:
+        lines.append("  significant = both 95% intervals (over test images, and over seeds) exclude 0")
+    return lines
+
+
 def text_table(result: BenchmarkResult) -> str:
     r = result.results
     p, t, tr, d = r["protocol"], r["test"], r["training"], r["data"]
@@ -49,15 +85,7 @@ def text_table(result: BenchmarkResult) -> str:
         f"  confusion: TP {t['confusion']['tp']}  FN {t['confusion']['fn']}  FP {t['confusion']['fp']}  TN {t['confusion']['tn']}  (COVID positive)",
     ]
     if "contribution" in r:
-        c = r["contribution"]
-        lines += ["", f"with the contribution ({c['images']} images added to train), same seed, same test split:"]
-        lines.append(f"  {'metric':<36}{'with':>7}   {'change':>7}   95% CI of change      significant")
-        for k, v in c["difference"].items():
-            w = c["test"]["metrics"][k]["value"]
-            lines.append(
-                f"  {LABELS[k]:<36}{_fmt(w):>7}   {(v['value'] or 0):+7.3f}   [{(v['ci_low'] or 0):+.3f}, {(v['ci_high'] or 0):+.3f}]"
-                f"      {'yes' if v['significant'] else 'no'}"
-            )
+        lines += ["", *_contribution_rows(r["contribution"])]
     if "score" in r:
         s = r["score"]
         lines += ["", f"scored {s['images']} contributed images: {len(s['flagged'])} likely label error(s) (p >= {s['threshold']})"]

@@ -45,6 +45,7 @@ class BenchmarkOptions:
     leakage_report: Path | None = None
     cache_dir: Path | None = None
     bootstrap: int = metrics.DEFAULT_RESAMPLES
+    seeds: int = 1  # with_contribution: each arm is trained with seeds seed, seed+1, ...
 
 
 @dataclass
@@ -261,20 +262,16 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
         if cimages is None:
             out.fatal = True
             return out
-        stage(f"training again with the same seed on {len(train_set)} + {len(cimages)} contributed images")
-        plus = train(cfg, ImageSet.concat(train_set, cimages), val_set, build, on_progress)
-        prob_plus, _ = predict(plus.model, test_set, plus.device, plus.amp_dtype)
+        arms = _train_arms(opts, train_set, ImageSet.concat(train_set, cimages), val_set, test_set, build, (base, prob), on_progress, stage)
+        plus, prob_plus = arms.plus_first
         est_plus = metrics.bootstrap_metrics(y_test, prob_plus, resamples=opts.bootstrap, seed=cfg.seed)
-        diff = metrics.paired_difference(y_test, prob, prob_plus, resamples=opts.bootstrap, seed=cfg.seed)
+        verdicts = metrics.seed_comparison(y_test, arms.base_probs, arms.plus_probs, resamples=opts.bootstrap, seed=cfg.seed)
         fpr2, tpr2, _ = metrics.roc_curve(y_test, prob_plus)
         out.curves["official train + contribution"] = (fpr2, tpr2, est_plus["auc"].value)
         comparison = {}
         for k in metrics.METRIC_NAMES:
-            d = diff[k]
             base_est = est[k]
-            comparison[k] = d.as_dict() | {
-                # The paired interval of the difference excludes 0: a real change, not noise.
-                "significant": bool(not np.isnan(d.low) and (d.low > 0 or d.high < 0)),
+            comparison[k] = verdicts[k].as_dict() | {
                 # The new point estimate falls outside the baseline's own interval.
                 "outside_baseline_ci": bool(not np.isnan(base_est.low) and not (base_est.low <= est_plus[k].value <= base_est.high)),
             }
@@ -285,15 +282,23 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
             "cache": _cache_json(cinfo),
             "training": _training_json(plus),
             "test": {"metrics": _estimates(est_plus), "confusion": metrics.confusion(y_test, prob_plus)},
+            "seeds": arms.seeds,
+            "arms": {
+                "official train": metrics.arm_summary(y_test, arms.base_probs),
+                "official train + contribution": metrics.arm_summary(y_test, arms.plus_probs),
+            },
+            "decided_by": SIGNIFICANCE_RULE,
             "difference": comparison,
         }
         for k in ("auc", "accuracy", "f1"):
-            if comparison[k]["significant"] and diff[k].value < 0:
+            v = verdicts[k]
+            if v.significant and v.change.value < 0:
                 out.findings.append(
                     warning(
                         "benchmark.contribution-hurts",
-                        f"adding the contribution lowers test {k} by {-diff[k].value:.3f} (95% CI of the change "
-                        f"{diff[k].low:+.3f} to {diff[k].high:+.3f})",
+                        f"adding the contribution lowers test {k} by {-v.change.value:.3f} over {len(arms.seeds)} seeds "
+                        f"(95% CI over test images {v.change.low:+.3f} to {v.change.high:+.3f}, over seeds "
+                        f"{v.seed_low:+.3f} to {v.seed_high:+.3f})",
                         file=str(opts.with_contribution),
                         column=k,
                     )
@@ -351,6 +356,53 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
     results["findings"] = [f.model_dump(mode="json") for f in out.findings]
     out.results = results
     return out
+
+
+SIGNIFICANCE_RULE = (
+    "each arm is trained once per seed; the change is the mean over seeds of (with - without) on the same "
+    "test images; significant when both its 95% paired bootstrap interval over test images and its 95% "
+    "Student-t interval over the per-seed changes exclude 0 (needs 2 or more seeds)"
+)
+
+
+@dataclass(frozen=True)
+class Arms:
+    """Test probabilities of both arms, one array per seed (same order); the first seed's contribution model."""
+
+    seeds: list[int]
+    base_probs: list[np.ndarray]
+    plus_probs: list[np.ndarray]
+    plus_first: tuple[Trained, np.ndarray]
+
+
+def _train_arms(
+    opts: BenchmarkOptions,
+    train_set: ImageSet,
+    plus_set: ImageSet,
+    val_set: ImageSet,
+    test_set: ImageSet,
+    build: Callable[[], tuple[Any, str]],
+    first_base: tuple[Trained, np.ndarray],
+    on_progress: Callable[[Progress], None] | None,
+    stage: Stage,
+) -> Arms:
+    """Train without (beyond the first seed, already done) and with the contribution, seed by seed."""
+    seeds = [opts.config.seed + k for k in range(opts.seeds)]
+    base_probs, plus_probs = [first_base[1]], []
+    plus_first: tuple[Trained, np.ndarray] | None = None
+    for n, s in enumerate(seeds, 1):
+        cfg = replace(opts.config, seed=s)
+        if n > 1:
+            stage(f"seed {s} ({n}/{len(seeds)}): training without the contribution on {len(train_set)} images")
+            t = train(cfg, train_set, val_set, build, on_progress)
+            base_probs.append(predict(t.model, test_set, t.device, t.amp_dtype)[0])
+        stage(f"seed {s} ({n}/{len(seeds)}): training with the contribution on {len(plus_set)} images")
+        t = train(cfg, plus_set, val_set, build, on_progress)
+        p = predict(t.model, test_set, t.device, t.amp_dtype)[0]
+        plus_probs.append(p)
+        plus_first = plus_first or (t, p)
+    assert plus_first is not None
+    return Arms(seeds, base_probs, plus_probs, plus_first)
 
 
 def with_smoke_defaults(cfg: TrainConfig, explicit: Mapping[str, object]) -> TrainConfig:

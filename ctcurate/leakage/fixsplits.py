@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ctcurate.core.atomic import atomic_write
 from ctcurate.core.layout import SPLIT_NAMES, label_of_class, split_files
-from ctcurate.leakage.groups import LEVELS, groups_of
+from ctcurate.leakage.groups import LEVELS, Level, groups_of
 from ctcurate.leakage.pipeline import LeakageReport, _components
 
 MAX_RATIO_DRIFT = 0.02
@@ -35,13 +35,17 @@ class FixResult:
         drift = ", ".join(
             f"{s} {self.ratios_before[s]:.3f}->{self.ratios_after.get(s, 0):.3f}" for s in sorted(self.ratios_before)
         )
-        lines = [f"fix-splits: moved {len(self.moved)} image(s); first-class share per split {drift}; wrote {len(self.written)} list(s)"]
-        lines += [f"fix-splits cannot fix {len(keys)} {title.lower()}: {_fix_advice(title)}" for title, keys in self.unfixable.items()]
+        lines = [f"fix-splits: moved {len(self.moved)} image(s); first-class share per split {drift}; wrote {sum(p.suffix == '.txt' for p in self.written)} list(s) and README.md"]
+        lines += [f"fix-splits cannot fix {len(keys)} {_level(title).short}: {_fix_advice(title)}" for title, keys in self.unfixable.items()]
         return "\n".join(lines)
 
 
+def _level(title: str) -> Level:
+    return next(lv for lv in LEVELS if lv.title == title)
+
+
 def _fix_advice(title: str) -> str:
-    lv = next(lv for lv in LEVELS if lv.title == title)
+    lv = _level(title)
     return "a person must pick the right label" if lv.id == "label-conflict" else "they stay in their split (remove extra copies by hand)"
 
 

@@ -15,10 +15,11 @@ from ctcurate.leakage.pipeline import LeakageReport, Pair
 
 @dataclass(frozen=True)
 class Level:
-    """One severity level: its id, heading, colour, the kinds it covers and what to do."""
+    """One severity level: its id, heading, short name, colour, the kinds it covers and what to do."""
 
     id: str
     title: str
+    short: str
     colour: str
     kinds: tuple[str, ...]
     todo: str
@@ -27,14 +28,14 @@ class Level:
 
 LEVELS: tuple[Level, ...] = (
     Level(
-        "label-conflict", "Label conflicts", "#b00020", ("label-conflict",),
+        "label-conflict", "Label conflicts", "label conflicts", "#b00020", ("label-conflict",),
         "One picture is filed under both COVID and NonCOVID. A person must decide which label is right "
         "(read the source paper), then remove the wrong copy from the sheet, the class folder and the split "
         "lists. --fix-splits cannot fix this: it only moves images between splits.",
         False,
     ),
     Level(
-        "cross-split", "Leaks across splits", "#d35400",
+        "cross-split", "Leaks across splits", "cross-split leaks", "#d35400",
         ("leak-train-val", "leak-train-test", "leak-val-test", "contribution-duplicate"),
         "The same picture is in two splits, so the test score measures memory. "
         "`ctcurate check-leakage --fix-splits OUT` writes split lists that keep each group in one split; "
@@ -42,13 +43,13 @@ LEVELS: tuple[Level, ...] = (
         True,
     ),
     Level(
-        "group-leak", "Patient and source-figure leaks", "#a07800", ("patient-leak", "source-leak"),
+        "group-leak", "Patient and source-figure leaks", "patient/source-figure leaks", "#a07800", ("patient-leak", "source-leak"),
         "Different pictures of one patient, or cut from one figure of one paper, sit in different splits. "
         "`--fix-splits OUT` moves each patient and source figure wholly into one split.",
         True,
     ),
     Level(
-        "duplicate", "Duplicates within a split", "#546e7a", ("duplicate", "unsplit"),
+        "duplicate", "Duplicates within a split", "in-split duplicates", "#546e7a", ("duplicate", "unsplit"),
         "Copies of one picture inside one split: no leak, but they weigh the picture twice in training. "
         "Remove the extra copies if you want; --fix-splits leaves them where they are.",
         False,

@@ -51,7 +51,11 @@ def to_csv(report: LeakageReport) -> str:
 
 def summary_line(report: LeakageReport) -> str:
     """One line for the terminal: groups per severity level, most severe first, and unreadable files."""
-    counts = ", ".join(f"{n} {lv.title.lower()}" for lv, n in count_by_level(groups_of(report)))
+    groups = groups_of(report)
+    counts = ", ".join(
+        f"{n} {'other ' if also_in(groups, k) and lv.id != 'duplicate' else ''}{lv.short}"
+        for k, (lv, n) in enumerate(count_by_level(groups))
+    )
     return f"{counts}; {len(report.findings)} unreadable of {report.stats.get('images', 0)} images"
 
 

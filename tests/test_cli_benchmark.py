@@ -135,7 +135,7 @@ def test_with_contribution_and_score(real_data: Path, cache_dir: Path, tmp_path:
         with_value = c["test"]["metrics"][k]["value"]
         assert d["value"] == pytest.approx(with_value - data["test"]["metrics"][k]["value"], abs=2e-6), k
         assert d["ci_low"] <= d["value"] <= d["ci_high"], k
-        assert d["significant"] == (d["ci_low"] > 0 or d["ci_high"] < 0)
+        assert d["significant"] is None and d["seed_sd"] is None  # one seed: no verdict
     # The second model saw more images, so its training history is its own.
     assert c["training"]["history"] != data["training"]["history"]
     s = data["score"]
@@ -147,7 +147,9 @@ def test_with_contribution_and_score(real_data: Path, cache_dir: Path, tmp_path:
     assert result.exit_code == (1 if expected or "benchmark.contribution-hurts" in result.stderr else 0)
     for f in s["flagged"]:
         assert f"{f['image']}: declared {f['declared']}, predicted {f['predicted']} (p = {f['probability']:.3f})" in result.stdout
-    assert "with the contribution (6 images added to train), same seed, same test split:" in result.stdout
+    assert "with the contribution (6 images added to train), same test split, 1 seed(s) per arm (0):" in result.stdout
+    assert "one seed cannot tell a change from training noise: rerun with --seeds 3 (or more) for a verdict" in result.stdout
+    assert "benchmark.contribution-hurts" not in result.stderr
 
 
 def test_missing_image_is_a_one_line_error(real_data: Path, tmp_path: Path) -> None:
@@ -208,8 +210,33 @@ def test_weights_file_round_trip_and_errors(real_data: Path, cache_dir: Path, tm
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--model", "nope"], "error: unknown model 'nope'; choose one of densenet169, densenet121, resnet18, resnet50, tiny\n"),
-        (["--device", "tpu"], "error: --device tpu: expected auto, cpu or cuda[:N]\n"),
+        (["--model", "nope"], "'nope' is not one of 'densenet169', 'densenet121', 'resnet18', 'resnet50', 'tiny'."),
+        (["--device", "tpu"], "'tpu' is not one of 'auto', 'cpu', 'cuda', 'cuda:0',"),
+    ],
+)
+def test_model_and_device_are_choices(real_data: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    result = _invoke(["--smoke", "--data", str(real_data), "--output", str(tmp_path / "o"), *args])
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
+def test_options_are_checked_before_torch_is_imported(real_data: Path, tmp_path: Path) -> None:
+    """A wrong folder or combination fails in a fraction of a second, without loading torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from click.testing import CliRunner; from ctcurate.cli import main; "
+        f"r = CliRunner().invoke(main, ['benchmark', '--data', {str(real_data)!r}, '--with-contribution', {str(tmp_path / 'nope')!r}]); "
+        "print(r.exit_code, r.stderr.strip(), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == f"2 error: --with-contribution {tmp_path / 'nope'}: no such folder False"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
         (["--weights", "/no/such.pt"], "error: /no/such.pt: weights file not found (--weights takes imagenet, none or a file path)\n"),
     ],
 )

@@ -198,7 +198,7 @@ class SeedComparison:
 
 
 def _excludes_zero(low: float, high: float) -> bool:
-    return not np.isnan(low) and (low > 0 or high < 0)
+    return bool(not np.isnan(low) and (low > 0 or high < 0))
 
 
 def seed_comparison(
@@ -244,8 +244,8 @@ def seed_comparison(
         if n > 1:
             sd = float(np.std(d, ddof=1))
             half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / np.sqrt(n)
-            low, high = change.value - half, change.value + half
-            significant: bool | None = _excludes_zero(change.low, change.high) and _excludes_zero(low, high)
+            low, high = float(change.value - half), float(change.value + half)
+            significant: bool | None = bool(_excludes_zero(change.low, change.high) and _excludes_zero(low, high))
         else:
             sd, low, high, significant = float("nan"), float("nan"), float("nan"), None
         out[k] = SeedComparison(change, tuple(float(v) for v in d), sd, low, high, significant)
@@ -264,3 +264,29 @@ def arm_summary(y_true: Sequence[int] | np.ndarray, probs: Sequence[np.ndarray],
             "values": [round(float(x), 6) for x in v],
         }
     return out
+
+
+def roc_band(
+    y_true: Sequence[int] | np.ndarray,
+    score: Sequence[float] | np.ndarray,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+    points: int = 101,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr grid, low tpr, high tpr): a pointwise bootstrap band around the ROC curve over test images."""
+    y, p = _as_arrays(y_true, score)
+    grid = np.linspace(0.0, 1.0, points)
+    curves = []
+    for idx in _bootstrap_indices(y.size, resamples, seed):
+        yb = y[idx]
+        if yb.min() == yb.max():
+            continue  # one class only: no curve
+        fpr, tpr, _ = roc_curve(yb, p[idx])
+        curves.append(np.interp(grid, fpr, tpr))
+    if not curves:
+        nan = np.full_like(grid, np.nan)
+        return grid, nan, nan
+    arr = np.vstack(curves)
+    alpha = (1.0 - level) / 2.0
+    return grid, np.quantile(arr, alpha, axis=0), np.quantile(arr, 1.0 - alpha, axis=0)

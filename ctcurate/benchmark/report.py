@@ -100,6 +100,19 @@ def text_table(result: BenchmarkResult) -> str:
     return "\n".join(lines)
 
 
+def run_title(results: dict[str, object]) -> str:
+    """What kind of run the figures show: a smoke check, from scratch, or from given weights."""
+    p: dict[str, object] = results["protocol"]  # type: ignore[assignment]
+    t: dict[str, object] = results["training"]  # type: ignore[assignment]
+    if p["smoke"]:
+        kind = "SMOKE run (tiny model, subset; not a result)" if p["model"] == "tiny" else "SMOKE run (subset; not a result)"
+    elif not p["pretrained"]:
+        kind = "trained from scratch"
+    else:
+        kind = f"from {t['weights']} weights"
+    return f"{p['model']}, {kind}"
+
+
 def write_outputs(result: BenchmarkResult, output: Path) -> list[Path]:
     """results.json, roc.png and confusion.png in `output`; returns the paths written."""
     output.mkdir(parents=True, exist_ok=True)
@@ -107,8 +120,7 @@ def write_outputs(result: BenchmarkResult, output: Path) -> list[Path]:
     with atomic_write(paths[0]) as fh:
         json.dump(result.results, fh, indent=2, ensure_ascii=False)
         fh.write("\n")
-    p = result.results["protocol"]
-    title = f"{p['model']}, test split"
-    plots.roc_png(paths[1], result.curves, f"ROC: {title}")
+    title = run_title(result.results)
+    plots.roc_png(paths[1], result.curves, f"ROC: {title}", result.bands, result.results["test"]["n"])
     plots.confusion_png(paths[2], result.confusion, f"Confusion: {title}")
     return paths

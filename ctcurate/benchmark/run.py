@@ -59,6 +59,7 @@ class BenchmarkResult:
     findings: list[Finding] = field(default_factory=list)
     curves: dict[str, tuple[np.ndarray, np.ndarray, float]] = field(default_factory=dict)
     confusion: dict[str, int] = field(default_factory=dict)
+    bands: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)  # ROC 95% bands
     fatal: bool = False
 
 
@@ -218,6 +219,7 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
     est = metrics.bootstrap_metrics(y_test, prob, resamples=opts.bootstrap, seed=cfg.seed)
     fpr, tpr, _ = metrics.roc_curve(y_test, prob)
     out.curves["official train"] = (fpr, tpr, est["auc"].value)
+    out.bands["official train"] = metrics.roc_band(y_test, prob, resamples=opts.bootstrap, seed=cfg.seed)
     out.confusion = metrics.confusion(y_test, prob)
 
     results: dict[str, Any] = {
@@ -268,6 +270,7 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
         verdicts = metrics.seed_comparison(y_test, arms.base_probs, arms.plus_probs, resamples=opts.bootstrap, seed=cfg.seed)
         fpr2, tpr2, _ = metrics.roc_curve(y_test, prob_plus)
         out.curves["official train + contribution"] = (fpr2, tpr2, est_plus["auc"].value)
+        out.bands["official train + contribution"] = metrics.roc_band(y_test, prob_plus, resamples=opts.bootstrap, seed=cfg.seed)
         comparison = {}
         for k in metrics.METRIC_NAMES:
             base_est = est[k]

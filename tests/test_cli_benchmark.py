@@ -276,3 +276,44 @@ def test_score_alone_with_a_sheet_declaring_labels(real_data: Path, cache_dir: P
     assert all(0 <= a["p_covid"] <= 1 for a in s["all"])
     assert result.exit_code == (1 if s["flagged"] else 0)
     assert f"scored 3 contributed images: {len(s['flagged'])} likely label error(s) (p >= 0.99)" in result.stdout
+
+
+def _copies(real_data: Path, root: Path, per_class: int, flip: bool, copies: int = 1) -> Path:
+    """Copies of smoke-subset train images as a contribution, with their labels or the opposite ones."""
+    samples, _ = official_samples(real_data, SPLITS)
+    train = [s for s in smoke_subset(samples, SMOKE_SUBSET, seed=0) if s.split == "train"]
+    chosen = [s for s in train if s.label == 1][:per_class] + [s for s in train if s.label == 0][:per_class]
+    for s in chosen:
+        cls = "CT_COVID" if (s.label == 1) != flip else "CT_NonCOVID"
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for k in range(copies):
+            shutil.copy(s.path, root / cls / f"copy{k}-{s.path.name}")
+    return root
+
+
+@pytest.mark.parametrize("kind", ["duplicates", "flipped"])
+def test_multi_seed_verdict_on_the_smoke_model(kind: str, real_data: Path, cache_dir: Path, tmp_path: Path) -> None:
+    """Duplicated training images change nothing that beats the noise; images with flipped labels hurt."""
+    if kind == "duplicates":
+        folder = _copies(real_data, tmp_path / "c", per_class=16, flip=False)
+    else:  # every train image twice more, under the other label: the model learns the labels backwards
+        folder = _copies(real_data, tmp_path / "c", per_class=SMOKE_SUBSET["train"], flip=True, copies=2)
+    out = tmp_path / "res"
+    result = _invoke(["--smoke", "--epochs", "5", "--data", str(real_data), "--output", str(out), "--cache-dir", str(cache_dir),
+                      "--with-contribution", str(folder), "--seeds", "3", "--bootstrap", "300"])
+    data = json.loads((out / "results.json").read_text())
+    c = data["contribution"]
+    assert c["seeds"] == [0, 1, 2]
+    for arm in c["arms"].values():
+        assert len(arm["auc"]["values"]) == 3 and arm["auc"]["sd"] is not None
+    auc = c["difference"]["auc"]
+    assert len(auc["per_seed"]) == 3 and auc["value"] == pytest.approx(sum(auc["per_seed"]) / 3, abs=1e-5)
+    assert auc["seed_ci_low"] <= auc["value"] <= auc["seed_ci_high"]
+    if kind == "duplicates":
+        assert not any(d["significant"] for d in c["difference"].values()), c["difference"]
+        assert result.exit_code == 0, result.output
+    else:
+        assert auc["significant"] is True and auc["value"] < -0.1, auc
+        assert result.exit_code == 1
+        assert "benchmark.contribution-hurts" in result.stderr and "over 3 seeds" in result.stderr
+        assert "yes, worse" in result.stdout

@@ -35,7 +35,7 @@ def roc_png(
         band = (bands or {}).get(name)
         if band is not None and not np.isnan(band[1]).all():
             ax.fill_between(band[0], band[1], band[2], color=colour, alpha=0.18, linewidth=0,
-                            label="95% band (bootstrap over test images)" if k == 0 else None)
+                            label="95% bands (bootstrap over test images)" if k == 0 else None)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
     sub = f"\n{n} test images" if n is not None else ""
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)")
@@ -50,7 +50,7 @@ def confusion_png(path: Path, counts: dict[str, int], title: str) -> None:
     grid = np.array([[counts["tp"], counts["fn"]], [counts["fp"], counts["tn"]]])
     rows = grid.sum(axis=1, keepdims=True)
     share = np.divide(grid, rows, out=np.zeros(grid.shape, dtype=float), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(4.8, 4.4), dpi=100)
+    fig, ax = plt.subplots(figsize=(5.4, 4.6), dpi=100)
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     labels = ["COVID", "NonCOVID"]
     ax.set_xticks([0, 1], labels=labels)

@@ -105,7 +105,7 @@ def run_title(results: dict[str, object]) -> str:
     p: dict[str, object] = results["protocol"]  # type: ignore[assignment]
     t: dict[str, object] = results["training"]  # type: ignore[assignment]
     if p["smoke"]:
-        kind = "SMOKE run (tiny model, subset; not a result)" if p["model"] == "tiny" else "SMOKE run (subset; not a result)"
+        kind = "SMOKE run on a subset (not a result)"
     elif not p["pretrained"]:
         kind = "trained from scratch"
     else:
@@ -122,5 +122,5 @@ def write_outputs(result: BenchmarkResult, output: Path) -> list[Path]:
         fh.write("\n")
     title = run_title(result.results)
     plots.roc_png(paths[1], result.curves, f"ROC: {title}", result.bands, result.results["test"]["n"])
-    plots.confusion_png(paths[2], result.confusion, f"Confusion: {title}")
+    plots.confusion_png(paths[2], result.confusion, f"Confusion: {title}")  # the official-train model
     return paths

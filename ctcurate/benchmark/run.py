@@ -218,8 +218,8 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
     prob, test_loss = predict(base.model, test_set, base.device, base.amp_dtype)
     est = metrics.bootstrap_metrics(y_test, prob, resamples=opts.bootstrap, seed=cfg.seed)
     fpr, tpr, _ = metrics.roc_curve(y_test, prob)
-    out.curves["official train"] = (fpr, tpr, est["auc"].value)
-    out.bands["official train"] = metrics.roc_band(y_test, prob, resamples=opts.bootstrap, seed=cfg.seed)
+    out.curves[_curve_name("official train", opts)] = (fpr, tpr, est["auc"].value)
+    out.bands[_curve_name("official train", opts)] = metrics.roc_band(y_test, prob, resamples=opts.bootstrap, seed=cfg.seed)
     out.confusion = metrics.confusion(y_test, prob)
 
     results: dict[str, Any] = {
@@ -269,8 +269,8 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
         est_plus = metrics.bootstrap_metrics(y_test, prob_plus, resamples=opts.bootstrap, seed=cfg.seed)
         verdicts = metrics.seed_comparison(y_test, arms.base_probs, arms.plus_probs, resamples=opts.bootstrap, seed=cfg.seed)
         fpr2, tpr2, _ = metrics.roc_curve(y_test, prob_plus)
-        out.curves["official train + contribution"] = (fpr2, tpr2, est_plus["auc"].value)
-        out.bands["official train + contribution"] = metrics.roc_band(y_test, prob_plus, resamples=opts.bootstrap, seed=cfg.seed)
+        out.curves[_curve_name("official train + contribution", opts)] = (fpr2, tpr2, est_plus["auc"].value)
+        out.bands[_curve_name("official train + contribution", opts)] = metrics.roc_band(y_test, prob_plus, resamples=opts.bootstrap, seed=cfg.seed)
         comparison = {}
         for k in metrics.METRIC_NAMES:
             base_est = est[k]
@@ -359,6 +359,11 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
     results["findings"] = [f.model_dump(mode="json") for f in out.findings]
     out.results = results
     return out
+
+
+def _curve_name(arm: str, opts: BenchmarkOptions) -> str:
+    """The ROC legend: which seed's model is drawn when each arm has several."""
+    return f"{arm}, seed {opts.config.seed}" if opts.seeds > 1 and opts.with_contribution else arm
 
 
 SIGNIFICANCE_RULE = (

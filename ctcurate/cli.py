@@ -557,7 +557,7 @@ def benchmark(
         _exit_with_error(f"cannot write results to {output}: {exc}")
     click.echo(text_table(result))
     problems = [f for f in result.findings if f.code in ("benchmark.label-suspect", "benchmark.contribution-hurts")]
-    others = [f for f in result.findings if f not in problems]
+    others = [f for f in result.findings if f.code != "benchmark.label-suspect"]  # those are in the table
     if others:
         click.echo(findings_text(others), err=True)
     click.echo(f"results: {', '.join(str(p) for p in paths)}", err=True)

@@ -310,10 +310,12 @@ def test_multi_seed_verdict_on_the_smoke_model(kind: str, real_data: Path, cache
     assert len(auc["per_seed"]) == 3 and auc["value"] == pytest.approx(sum(auc["per_seed"]) / 3, abs=1e-5)
     assert auc["seed_ci_low"] <= auc["value"] <= auc["seed_ci_high"]
     if kind == "duplicates":
-        assert not any(d["significant"] for d in c["difference"].values()), c["difference"]
+        assert c["verdict"] == {"metrics": ["auc", "accuracy", "f1"], "better": [], "worse": [], "summary": "no significant change"}, c["difference"]
         assert result.exit_code == 0, result.output
+        assert "verdict on ROC AUC, accuracy, F1 (COVID positive): no significant change" in result.stdout
     else:
         assert auc["significant"] is True and auc["value"] < -0.1, auc
+        assert c["verdict"]["summary"] == "worse" and "auc" in c["verdict"]["worse"]
         assert result.exit_code == 1
-        assert "benchmark.contribution-hurts" in result.stderr and "over 3 seeds" in result.stderr
-        assert "yes, worse" in result.stdout
+        assert "benchmark.contribution-hurts: adding the contribution lowers test auc by" in result.stderr
+        assert "over 3 seeds" in result.stderr

@@ -62,6 +62,16 @@ def test_csv_output_to_file(small, tmp_path):
     assert result.exit_code == 1
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert [(r["a"], r["b"], r["kind"]) for r in rows] == [(a, b, ";".join(k)) for (a, b), k in sorted(EXPECTED_PAIRS.items())]
+    # the report is in the file; stdout counts the groups per kind, worst first
+    assert result.stdout == (
+        f"wrote {out}: 1 label conflicts, 2 other cross-split leaks, 2 patient/source-figure leaks, "
+        "1 in-split duplicates; 1 unreadable of 15 images\n"
+    )
+
+
+def test_help_lists_the_exit_codes():
+    text = run("--help").output
+    assert "0  no duplicates, leaks or unreadable images" in text and "2  usage error" in text
 
 
 def test_clean_dataset_exits_0(tmp_path, real_data):

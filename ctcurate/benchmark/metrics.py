@@ -187,14 +187,18 @@ class SeedComparison:
     significant: bool | None
 
     def as_dict(self) -> dict[str, object]:
-        r = lambda v: None if np.isnan(v) else round(float(v), 6)  # noqa: E731
-        return self.change.as_dict() | {
-            "per_seed": [r(v) for v in self.per_seed],
-            "seed_sd": r(self.seed_sd),
-            "seed_ci_low": r(self.seed_low),
-            "seed_ci_high": r(self.seed_high),
+        out: dict[str, object] = dict(self.change.as_dict())
+        return out | {
+            "per_seed": [_rounded(v) for v in self.per_seed],
+            "seed_sd": _rounded(self.seed_sd),
+            "seed_ci_low": _rounded(self.seed_low),
+            "seed_ci_high": _rounded(self.seed_high),
             "significant": self.significant,
         }
+
+
+def _rounded(v: float) -> float | None:
+    return None if np.isnan(v) else round(float(v), 6)
 
 
 def _excludes_zero(low: float, high: float) -> bool:
@@ -215,7 +219,7 @@ def seed_comparison(
     A change counts only when it stands out from both sources of noise: test-set resampling (the
     bootstrap interval) and seed-to-seed training variation (the t interval over seeds).
     """
-    from scipy import stats
+    from scipy import stats  # type: ignore[import-untyped]
 
     if len(probs_a) != len(probs_b) or not probs_a:
         raise ValueError("both arms need the same, non-zero number of seeds")

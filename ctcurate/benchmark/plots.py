@@ -11,11 +11,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from ctcurate.core.atomic import atomic_path  # noqa: E402
-
+from ctcurate.core.atomic import atomic_path
 
 Band = tuple[np.ndarray, np.ndarray, np.ndarray]  # fpr grid, low tpr, high tpr
 

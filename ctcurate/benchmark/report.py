@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from ctcurate.core.atomic import atomic_write
+
 from . import plots
 from .run import BenchmarkResult
 
@@ -51,8 +52,8 @@ def _contribution_rows(c: dict[str, object]) -> list[str]:
     arms: dict[str, dict[str, dict[str, object]]] = c["arms"]  # type: ignore[assignment]
     without, with_ = arms["official train"], arms["official train + contribution"]
     lines = [
-        f"with the contribution ({c['images']} images added to train), same test split, "
-        f"{len(seeds)} seed(s) per arm ({', '.join(map(str, seeds))}):",
+        (f"with the contribution ({c['images']} images added to train), same test split, "
+        f"{len(seeds)} seed(s) per arm ({', '.join(map(str, seeds))}):"),
         f"  {'metric':<36}{'without':>14} {'with':>14} {'change':>8}  95% CI: test images   seeds            significant",
     ]
     for k, v in c["difference"].items():  # type: ignore[attr-defined]
@@ -63,8 +64,17 @@ def _contribution_rows(c: dict[str, object]) -> list[str]:
         )
     if len(seeds) == 1:
         lines.append("  one seed cannot tell a change from training noise: rerun with --seeds 3 (or more) for a verdict")
-    else:
-        lines.append("  significant = both 95% intervals (over test images, and over seeds) exclude 0")
+        return lines
+    verdict: dict[str, object] = c["verdict"]  # type: ignore[assignment]
+    lines.append("  significant = both 95% intervals (over test images, and over seeds) exclude 0")
+    def named(ks: object) -> str:
+        return ", ".join(LABELS[k] for k in ks)  # type: ignore[attr-defined]
+
+    lines.append(
+        f"  verdict on {named(verdict['metrics'])}: {verdict['summary']}"
+        + (f" (better: {named(verdict['better'])})" if verdict["better"] else "")
+        + (f" (worse: {named(verdict['worse'])})" if verdict["worse"] else "")
+    )
     return lines
 
 
@@ -77,8 +87,8 @@ def text_table(result: BenchmarkResult) -> str:
         f"seed {p['seed']}, on {tr['device']}" + (f" ({tr['mixed_precision']} mixed precision)" if tr["mixed_precision"] else "")
         + (" [smoke run: small model on a subset]" if p["smoke"] else ""),
         "images: " + ", ".join(f"{s} {c['COVID']} COVID + {c['NonCOVID']} NonCOVID" for s, c in counts.items()),
-        f"best epoch {tr['best_epoch']} of {p['epochs']} (by val AUC); epoch time {tr['epoch_seconds_mean']:.2f} s, "
-        f"{100 * tr['data_wait_share']:.0f}% of it waiting for data",
+        (f"best epoch {tr['best_epoch']} of {p['epochs']} (by val AUC); epoch time {tr['epoch_seconds_mean']:.2f} s, "
+        f"{100 * tr['data_wait_share']:.0f}% of it waiting for data"),
         "",
         f"test ({t['n']} images)                      value   95% CI (bootstrap)",
         *_metric_rows(t["metrics"]),

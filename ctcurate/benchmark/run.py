@@ -292,8 +292,9 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
             },
             "decided_by": SIGNIFICANCE_RULE,
             "difference": comparison,
+            "verdict": _verdict(verdicts),
         }
-        for k in ("auc", "accuracy", "f1"):
+        for k in VERDICT_METRICS:
             v = verdicts[k]
             if v.significant and v.change.value < 0:
                 out.findings.append(
@@ -359,6 +360,22 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
     results["findings"] = [f.model_dump(mode="json") for f in out.findings]
     out.results = results
     return out
+
+
+# The metrics a contribution is judged on: precision, recall and specificity trade against each
+# other as the operating point moves, so a shift among them is not "better" or "worse" by itself.
+VERDICT_METRICS = ("auc", "accuracy", "f1")
+
+
+def _verdict(verdicts: Mapping[str, metrics.SeedComparison]) -> dict[str, object]:
+    """Which verdict metrics changed significantly, and in which direction (None: one seed, no verdict)."""
+    judged = {k: verdicts[k] for k in VERDICT_METRICS}
+    if any(v.significant is None for v in judged.values()):
+        return {"metrics": list(VERDICT_METRICS), "better": None, "worse": None, "summary": "no verdict with one seed"}
+    better = [k for k, v in judged.items() if v.significant and v.change.value > 0]
+    worse = [k for k, v in judged.items() if v.significant and v.change.value < 0]
+    summary = "worse" if worse and not better else "better" if better and not worse else "mixed" if better else "no significant change"
+    return {"metrics": list(VERDICT_METRICS), "better": better, "worse": worse, "summary": summary}
 
 
 def _curve_name(arm: str, opts: BenchmarkOptions) -> str:

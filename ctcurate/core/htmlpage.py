@@ -62,9 +62,9 @@ def findings_page(
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{e(title)}</title><style>{_STYLE}{_code_css(rows)}</style></head><body>",
         f"<h1>{e(title)}</h1>",
-        f'<p class="meta" id="summary">{e(str(summary.get("errors", 0)))} error(s), '
+        (f'<p class="meta" id="summary">{e(str(summary.get("errors", 0)))} error(s), '
         f"{e(str(summary.get('warnings', 0)))} warning(s); <code>--fix OUT</code> fixes {len(fixed_ids)} of them "
-        "in a copy (marked ✓ below)</p>",
+        "in a copy (marked ✓ below)</p>"),
     ]
     extra = {k: v for k, v in summary.items() if k not in ("errors", "warnings", "by_code")}
     if extra:
@@ -115,11 +115,11 @@ def _code_section(sev: Severity, code: str, n: int, can: int, findings: list[Fin
     is_open = " open" if sev is Severity.ERROR or n <= 10 else ""
     fix_note = f", {can} fixed by --fix" if can else ""
     out = [
-        f'<details class="code sev-{sev.value} {_slug(code)}" id="{e(code)}"{is_open}>'
-        f'<summary><span class="sev">{sev.value}</span> {e(code)} <span class="meta">— {n} finding(s){fix_note}. {e(meaning)}</span></summary>',
-        '<table class="findings"><colgroup><col class="file"><col class="row"><col class="column"><col class="val">'
+        (f'<details class="code sev-{sev.value} {_slug(code)}" id="{e(code)}"{is_open}>'
+        f'<summary><span class="sev">{sev.value}</span> {e(code)} <span class="meta">— {n} finding(s){fix_note}. {e(meaning)}</span></summary>'),
+        ('<table class="findings"><colgroup><col class="file"><col class="row"><col class="column"><col class="val">'
         '<col><col class="fix"></colgroup>'
-        "<tr><th>file</th><th>row</th><th>column</th><th>value</th><th>message</th><th>--fix</th></tr>",
+        "<tr><th>file</th><th>row</th><th>column</th><th>value</th><th>message</th><th>--fix</th></tr>"),
     ]
     for f in mine:
         hint = f'<div class="hint">hint: {e(f.hint)}</div>' if f.hint else ""

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, TYPE_CHECKING, TypeVar
+from typing import IO, TYPE_CHECKING, Self, TypeVar
 
 if TYPE_CHECKING:
-    from tqdm import tqdm
+    from tqdm import tqdm  # type: ignore[import-untyped]
 
 StepProgress = Callable[[str, int, int], None]
 """`(step, done, total)`: called with done = 0 when a step starts and after each unit of work."""
@@ -44,7 +44,7 @@ class StepBars:
     def __init__(self, stream: IO[str] | None = None, enabled: bool | None = None) -> None:
         self._stream = stream if stream is not None else sys.stderr
         self._enabled = self._stream.isatty() if enabled is None else enabled
-        self._bar: tqdm | None = None  # type: ignore[type-arg]
+        self._bar: tqdm | None = None
         self._step = ""
 
     def __call__(self, step: str, done: int, total: int) -> None:
@@ -65,7 +65,7 @@ class StepBars:
             self._bar.close()
             self._bar = None
 
-    def __enter__(self) -> StepBars:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,9 +16,16 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-
 from ctcurate.core.images import UnreadableImage, open_image
-from ctcurate.leakage.groups import KIND_LEVEL, LEVELS, Group, also_in, count_by_level, groups_of, level_of
+from ctcurate.leakage.groups import (
+    KIND_LEVEL,
+    LEVELS,
+    Group,
+    also_in,
+    count_by_level,
+    groups_of,
+    level_of,
+)
 from ctcurate.leakage.pipeline import LeakageReport, Pair
 
 

@@ -141,7 +141,7 @@ def test_fix_splits_writes_new_lists_and_keeps_originals(small, tmp_path):
     readme = (out / "README.md").read_text()
     moved = [line for line in readme.splitlines() if " -> " in line]
     assert moved and all(line.startswith("  CT_") for line in moved)
-    assert "Not fixed: 1 label conflicts" in readme and "  CT_COVID/c.png" in readme
+    assert "Not fixed: 1 label conflicts" in readme and "  CT_COVID/c.png = CT_NonCOVID/c_copy.png\n" in readme
 
 
 def test_against_reports_contribution_duplicates(small, real_data, tmp_path):

@@ -33,11 +33,13 @@ def _metric_rows(m: dict[str, dict[str, float | None]]) -> list[str]:
     return [f"  {LABELS[k]:<36}{_fmt(v['value']):>7}   [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]" for k, v in m.items()]
 
 
-def _verdict(v: dict[str, object]) -> str:
+def _verdict(v: dict[str, object], judged: bool) -> str:
     if v["significant"] is None:
         return "n/a"
     if not v["significant"]:
         return "no"
+    if not judged:
+        return "moved (operating point)"
     return "yes, better" if float(v["value"] or 0) > 0 else "yes, worse"  # type: ignore[arg-type]
 
 
@@ -51,6 +53,7 @@ def _contribution_rows(c: dict[str, object]) -> list[str]:
     seeds: list[int] = c["seeds"]  # type: ignore[assignment]
     arms: dict[str, dict[str, dict[str, object]]] = c["arms"]  # type: ignore[assignment]
     without, with_ = arms["official train"], arms["official train + contribution"]
+    judged: list[str] = c["verdict"]["metrics"]  # type: ignore[index]
     lines = [
         (f"with the contribution ({c['images']} images added to train), same test split, "
         f"{len(seeds)} seed(s) per arm ({', '.join(map(str, seeds))}):"),
@@ -60,13 +63,14 @@ def _contribution_rows(c: dict[str, object]) -> list[str]:
         seed_ci = "n/a" if v["seed_ci_low"] is None else f"[{v['seed_ci_low']:+.3f}, {v['seed_ci_high']:+.3f}]"
         lines.append(
             f"  {LABELS[k]:<36}{_mean_sd(without[k]):>14} {_mean_sd(with_[k]):>14} {(v['value'] or 0):+8.3f}  "
-            f"[{(v['ci_low'] or 0):+.3f}, {(v['ci_high'] or 0):+.3f}]  {seed_ci:<17}{_verdict(v)}"
+            f"[{(v['ci_low'] or 0):+.3f}, {(v['ci_high'] or 0):+.3f}]  {seed_ci:<17}{_verdict(v, k in judged)}"
         )
     if len(seeds) == 1:
         lines.append("  one seed cannot tell a change from training noise: rerun with --seeds 3 (or more) for a verdict")
         return lines
     verdict: dict[str, object] = c["verdict"]  # type: ignore[assignment]
-    lines.append("  significant = both 95% intervals (over test images, and over seeds) exclude 0")
+    lines.append("  significant = both 95% intervals (over test images, and over seeds) exclude 0; precision, recall,")
+    lines.append("  specificity and F1 move with the operating point, so the verdict rests on AUC and accuracy")
     def named(ks: object) -> str:
         return ", ".join(LABELS[k] for k in ks)  # type: ignore[attr-defined]
 

@@ -11,6 +11,7 @@ moved and what is left. Imports `leakage`, `layout`, `atomic`.
 
 from __future__ import annotations
 
+import textwrap
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -55,7 +56,7 @@ def unfixable(report: LeakageReport) -> dict[str, list[str]]:
     for g in groups_of(report):
         lv = LEVELS[g.level]
         if not lv.fixable:
-            out.setdefault(lv.title, []).append(g.key)
+            out.setdefault(lv.title, []).append(" = ".join(g.members))
     return out
 
 
@@ -73,7 +74,7 @@ def readme(result: FixResult, report: LeakageReport) -> str:
         lv = next(lv for lv in LEVELS if lv.title == title)
         lines += ["", f"Not fixed: {len(keys)} {title.lower()} (moving images cannot fix these)."]
         lines += [f"  {k}" for k in keys]
-        lines.append("  What to do: " + lv.todo.replace("`", ""))
+        lines += textwrap.wrap("What to do: " + lv.todo.replace("`", ""), 96, initial_indent="  ", subsequent_indent="  ")
     return "\n".join(lines) + "\n"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -180,6 +181,25 @@ def test_html_report_is_self_contained_and_escaped(tmp_path, no_data_env):
     assert "http" not in page.replace("http-equiv", "")  # nothing loaded from elsewhere
     assert "gender.invalid" in page and "a gender other than M or F" in page
     assert result.output.splitlines()[0] == f"wrote {out}: 2 error(s), 0 warning(s)"
+
+
+def test_html_report_filters_and_folds_by_code(tmp_path, no_data_env):
+    meta = tmp_path / "m"
+    meta.mkdir()
+    write_xlsx(meta / "COVID-CT-MetaInfo.xlsx", [covid_row("a.png", gender="X"), covid_row("b.png", age="40+", gender="F ")])
+    out = tmp_path / "report.html"
+    assert run("--metadata", str(meta), "--format", "html", "--output", str(out)).exit_code == 1
+    page = out.read_text(encoding="utf-8")
+    # the code table: errors first, with severity and how many --fix fixes
+    rows = re.findall(r'<tr class="(error|warning)"><td><input type="checkbox" id="(c-[a-z0-9-]+)" checked', page)
+    assert rows[0] == ("error", "c-gender-invalid") and {r[0] for r in rows[1:]} == {"warning"}
+    # one foldable section per code (errors open), hidden by its box or its severity's box
+    assert '<details class="code sev-error c-gender-invalid" id="gender.invalid" open>' in page
+    assert "body:has(#c-gender-invalid:not(:checked)) details.c-gender-invalid{display:none}" in page
+    assert 'id="show-error" checked' in page and 'id="show-warning" checked' in page and 'id="hide-fixed"' in page
+    # what --fix fixes is marked (the stray space after F), what needs a person is not (40+)
+    assert re.search(r'<tr class="fixed"><td>COVID-CT-MetaInfo.xlsx</td><td>3</td><td>Gender</td>.*?<td class="fix">✓</td>', page)
+    assert re.search(r'<tr class="manual"><td>COVID-CT-MetaInfo.xlsx</td><td>3</td><td>Age</td>', page)
 
 
 def test_clean_metadata_exits_0_and_warnings_alone_exit_0(tmp_path, no_data_env):

@@ -1,9 +1,11 @@
-"""Classification metrics with bootstrap confidence intervals, in pure numpy (no torch, no sklearn).
+"""Classification metrics with bootstrap confidence intervals, in numpy (scipy only for a t quantile; no torch).
 
 Owns the numbers a benchmark reports: accuracy, precision, recall (sensitivity), specificity, F1
 with COVID as the positive class, F1 under the reference script's convention (NonCOVID positive),
-ROC AUC, each with a percentile bootstrap 95% interval, and the paired bootstrap of a difference
-between two models scored on the same test images. Labels are 1 = COVID, 0 = NonCOVID.
+ROC AUC, each with a percentile bootstrap 95% interval, the ROC curve's bootstrap band, the paired
+bootstrap of a difference between two models scored on the same test images, and the multi-seed
+comparison of two arms (test-image bootstrap and seed-to-seed t interval). Labels are 1 = COVID,
+0 = NonCOVID.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """One benchmark run from options to results: the orchestration the `benchmark` command calls.
 
 Owns the order of the steps (samples, cached pixels, training, test metrics, contribution
-comparison, contribution scoring, test de-duplication) and the findings that decide the exit code.
+comparison over `--seeds` seeds per arm and its verdict, contribution scoring, test
+de-duplication) and the findings that decide the exit code.
 Writes nothing itself: `report` renders and saves the result.
 """
 

@@ -2,7 +2,8 @@
 
 Owns turning a list of `CellFix` into files: an .xlsx is edited cell by cell through openpyxl so
 its other sheets and styles stay, a .csv is rewritten in its own encoding and line ending, split
-lists are copied with whitespace removed. Every file is written atomically.
+lists are copied with whitespace removed. Every file is written atomically. `validate_copy` then
+validates what was written, so the command can say what the copy still has.
 """
 
 from __future__ import annotations

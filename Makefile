@@ -11,33 +11,57 @@ export CTCURATE_DATA
 OUT    ?= out
 
 .PHONY: demo test lint bench install install-test clean chromium
+SHELL := /bin/bash
+
+# pip's output goes to a log (shown only when it fails), so that the demo fits one screen.
+INSTALL_LOG = $(VENV)/install.log
+QUIET_PIP   = >>$(INSTALL_LOG) 2>&1 || { cat $(INSTALL_LOG); exit 1; }
 
 $(VENV)/bin/python:
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	@echo "creating $(VENV) and installing ctcurate (log: $(INSTALL_LOG))"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) install -q --upgrade pip $(QUIET_PIP)
 
 $(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml
-	$(PIP) install -q -e .
-	touch $@
+	@$(PIP) install -q -e . $(QUIET_PIP)
+	@touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed requirements/test.txt
-	$(PIP) install -q -r requirements/test.txt
-	touch $@
+	@echo "installing the test and benchmark extras into $(VENV) (log: $(INSTALL_LOG))"
+	@$(PIP) install -q -r requirements/test.txt $(QUIET_PIP)
+	@touch $@
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# The demo: validate and check-leakage on the real data, both HTML reports, corrected split lists,
+# then a summary. Exit status 1 from a command means "problems found", which is what it is shown for.
+CT = $(VENV)/bin/ctcurate
 demo: install
 	@mkdir -p $(OUT)
-	$(VENV)/bin/ctcurate validate --images "$(CTCURATE_DATA)" --format html --output $(OUT)/validate.html || true
-	$(VENV)/bin/ctcurate validate --images "$(CTCURATE_DATA)"; test $$? -le 1
-	@# check-leakage: exit 1 means leaks were found (and shown), which is what the demo is for
-	$(VENV)/bin/ctcurate check-leakage --data "$(CTCURATE_DATA)" --cache $(OUT)/cache.sqlite --format html --output $(OUT)/leakage.html; test $$? -le 1
-	$(VENV)/bin/ctcurate check-leakage --data "$(CTCURATE_DATA)" --cache $(OUT)/cache.sqlite --fix-splits $(OUT)/fixed-splits; test $$? -le 1
+	@echo "== 1/2 ctcurate validate: the metadata sheets, split lists and images in $(CTCURATE_DATA)"
+	@$(CT) validate --images "$(CTCURATE_DATA)" --format html --output $(OUT)/validate.html 2>/dev/null; test $$? -le 1
+	@$(CT) validate --images "$(CTCURATE_DATA)" --quiet | tee $(OUT)/validate-summary.txt; test $${PIPESTATUS[0]} -le 1
+	@echo
+	@echo "== 2/2 ctcurate check-leakage: duplicate pictures, and leaks across splits, labels, patients, figures"
+	@$(CT) check-leakage --data "$(CTCURATE_DATA)" --cache $(OUT)/cache.sqlite --format html --output $(OUT)/leakage.html \
+		--fix-splits $(OUT)/fixed-splits --force | tee $(OUT)/leakage-summary.txt; test $${PIPESTATUS[0]} -le 1
+	@echo
+	@echo "== summary"
+	@echo "validate:       $$(head -1 $(OUT)/validate-summary.txt)"
+	@echo "check-leakage:  $$(sed -n 's/^wrote [^:]*: //p' $(OUT)/leakage-summary.txt)"
+	@echo "reports:        $(OUT)/validate.html and $(OUT)/leakage.html (open them in a browser)"
+	@echo "new splits:     $(OUT)/fixed-splits/ ($(OUT)/fixed-splits/README.md says what moved and what it cannot fix)"
+	@echo "next:           source $(VENV)/bin/activate   (or call $(CT) directly), then for example"
+	@echo "                ctcurate validate --fix $(OUT)/fixed-metadata   # a corrected copy of the sheets"
+	@echo "                ctcurate check-leakage --help                 # every option; docs/ has each command's page"
 
-# The check-leakage HTML report is tested in headless Chromium (Debian's package; CI runs as root).
+# The HTML reports are tested in headless Chromium (Debian's package). As root (CI) `make test`
+# installs it; anyone else is told the command, and outside CI the browser tests then skip.
 chromium:
-	@command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y --no-install-recommends chromium)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y --no-install-recommends chromium; \
+	else echo "note: chromium is missing and installing it needs root: sudo apt-get install chromium (the browser tests skip without it, and fail in CI)"; fi
 
 test: install-test chromium lint
 	$(PY) -m pytest -n 2 -q

@@ -9,6 +9,7 @@ so the same option has the same name, type and help everywhere.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from . import __version__
+from .benchmark import DEVICE_NAMES, MODEL_NAMES
 
 if TYPE_CHECKING:
     from ctcurate.benchmark.train import Progress as EpochProgress
@@ -163,10 +165,11 @@ def main() -> None:
     mailto_option,
     cache_option,
     force_option("--fix"),
+    click.option("--quiet", "-q", is_flag=True, help="Text format: print the summary only, not every finding."),
 )
 def validate(metadata: Path | None, data: Path | None, splits: Path | None, fmt: str, output: Path | None,
              fix_out: Path | None, online: bool, offline: bool, mailto: str | None, cache: Path | None,
-             force: bool) -> None:
+             force: bool, quiet: bool) -> None:
     """Check the metadata sheet, split lists and images; report every problem at once.
 
     Exit status: 0 no errors (warnings allowed), 1 errors found, 2 usage or unreadable input.
@@ -180,10 +183,13 @@ def validate(metadata: Path | None, data: Path | None, splits: Path | None, fmt:
         raise click.UsageError("--offline and --mailto go with --online" if not cache else "--cache goes with --online")
     try:
         with _resolver(online, cache, offline, mailto) as resolver:
-            result = run_validate(metadata, data, splits, plan_fixes=fix_out is not None, resolver=resolver)
+            result = run_validate(metadata, data, splits, plan_fixes=True, resolver=resolver)
     except InputError as exc:
         _exit_with_error(str(exc))
-    _emit(report.render(result, fmt, "ctcurate validate" + (f": {metadata}" if metadata else "")), output)
+    terminal = output is None and sys.stdout.isatty()
+    _emit(report.render(result, fmt, "ctcurate validate" + (f": {metadata}" if metadata else ""), quiet=quiet,
+                        width=shutil.get_terminal_size((100, 24)).columns if terminal else 100,
+                        colour=terminal and not os.environ.get("NO_COLOR")), output)
     if output is not None:
         click.echo(f"wrote {output}: {result.summary['errors']} error(s), {result.summary['warnings']} warning(s)", err=True)
     if not result.images_checked and fmt != "text":
@@ -209,6 +215,12 @@ def _write_fixed(result: ValidationResult, fix_out: Path, force: bool) -> None:
         _exit_with_error(f"{fix_out}: cannot write ({exc})")
     for path, count in fixed.written.items():
         click.echo(f"fixed copy: {path} ({count} change(s))", err=True)
+    from ctcurate.validation.fix import validate_copy
+    from ctcurate.validation.render import headline
+
+    left = validate_copy(result, fixed, fix_out).findings
+    click.echo(f"the fixed copy still has {len(left)} of the {len(result.findings)} finding(s): "
+               f"{headline(left)} (see them: ctcurate validate --metadata {fix_out})", err=True)
 
 
 # --- schema ---------------------------------------------------------------------------------
@@ -219,19 +231,26 @@ def _write_fixed(result: ValidationResult, fix_out: Path, force: bool) -> None:
               help="Folder for the *.schema.json files.")
 @click.option("--docs", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True,
               help="Folder of the command pages whose finding-code tables are generated from the code registry.")
-@click.option("--check", is_flag=True, help="Write nothing; exit 1 when a file in the folder is missing or stale.")
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 when a file in the folder is missing or stale, "
+              "2 when there is no such folder.")
 def schema(output: Path, docs: Path, check: bool) -> None:
     """Write the JSON Schema of every metadata model (sheet rows, split entries, findings) and the docs' code tables."""
     from ctcurate.core.codes import doc_tables
     from ctcurate.validation.schemas import json_schemas
 
+    if check and not output.is_dir():
+        _exit_with_error(f"{output}: no such folder; run this in the repository's root (it holds schemas/) or pass --output DIR")
     generated = {output / name: text for name, text in json_schemas().items()} | doc_tables(docs)
     stale = [(target, text) for target, text in generated.items()
              if (target.read_text(encoding="utf-8") if target.is_file() else None) != text]
     for target, text in stale:
         if not check:
             _emit(text, target)
-        click.echo(f"{'stale' if check else 'wrote'} {target}")
+            click.echo(f"wrote {target}")
+        elif not target.is_file():
+            click.echo(f"missing {target} (run `ctcurate schema --output {output}` to write it)")
+        else:
+            click.echo(f"stale {target}: differs from the models (run `ctcurate schema --output {output}`)")
     sys.exit(EXIT_FOUND if check and stale else EXIT_OK)
 
 
@@ -338,8 +357,17 @@ def _write_template(template: Path, force: bool) -> NoReturn:
 def check_leakage(data: Path | None, splits: Path | None, metadata: Path | None, against: Path | None, fmt: str,
                   output: Path | None, fix_splits: Path | None, jobs: int | None, threshold: int, cache: Path | None,
                   force: bool) -> None:
-    """Find duplicate images and leaks across splits, labels, patients and source figures."""
+    """Find duplicate images and leaks across splits, labels, patients and source figures.
+
+    \b
+    Exit status:
+      0  no duplicates, leaks or unreadable images
+      1  problems found (reported; with --fix-splits, corrected lists written)
+      2  usage error, unreadable input or unusable cache file
+    """
     import sqlite3
+
+    from ctcurate.core.progress import StepBars
 
     from ctcurate.core.layout import SPLITS_DIR, default_metadata_dir
     from ctcurate.core.sheets import SheetError
@@ -354,10 +382,16 @@ def check_leakage(data: Path | None, splits: Path | None, metadata: Path | None,
     if fix_splits:  # refused before the long run, not after it
         _refuse_existing(fix_splits, force)
     try:
-        with _progress_bar("hashing") as progress, _against_images(against) as new_images:
-            result = run_check(root, splits_dir=splits, metadata_dir=meta_dir if meta_dir.is_dir() else None,
-                               against=new_images, cache_path=cache, jobs=jobs, threshold=threshold, progress=progress)
+        bars = StepBars()
+        with _against_images(against) as new_images:
+            try:
+                result = run_check(root, splits_dir=splits, metadata_dir=meta_dir if meta_dir.is_dir() else None,
+                                   against=new_images, cache_path=cache, jobs=jobs, threshold=threshold, progress=bars)
+            finally:
+                bars.close()
             _emit(report.render(result, fmt, root, {k: v[0] for k, v in (new_images or {}).items()}), output)
+            if output is not None:
+                click.echo(f"wrote {output}: {report.summary_line(result)}")  # stdout is free: the report is in the file
     except (OSError, SheetError) as exc:
         _exit_with_error(f"{getattr(exc, 'filename', None) or root}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc))
     except sqlite3.Error as exc:
@@ -379,26 +413,6 @@ def _against_images(against: Path | None) -> Iterator[dict[str, tuple[Path, str 
         if contribution.root is None:
             _exit_with_error(f"--against {against}: " + "; ".join(f"{f.code}: {f.message}" for f in contribution.findings))
         yield {rel: (img.path, img.class_dir) for rel, img in labelled_images(contribution).items()}
-
-
-@contextmanager
-def _progress_bar(desc: str) -> Iterator[Callable[[int, int], None]]:
-    """A `(done, total)` callback drawing a tqdm bar on stderr (only on a terminal), closed on exit."""
-    bars: list[Any] = []
-
-    def progress(done: int, total: int) -> None:
-        if not bars:
-            from tqdm import tqdm
-
-            bars.append(tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False, disable=None))
-        bars[0].n = done
-        bars[0].refresh()
-
-    try:
-        yield progress
-    finally:
-        for bar in bars:
-            bar.close()
 
 
 if TYPE_CHECKING:
@@ -457,13 +471,18 @@ def _progress_printer(quiet: bool) -> Callable[[EpochProgress], None]:
 @_apply(
     data_option(),
     splits_option("Data-split folder (default: the repository's metadata/Data-split)."),
-    click.option("--model", default=None, help="densenet169 (default), densenet121, resnet18, resnet50, or tiny."),
+    click.option("--model", type=click.Choice(MODEL_NAMES), default=None, show_default="densenet169; tiny with --smoke",
+                 help="Network to train."),
     click.option("--weights", default="none", show_default=True, help="imagenet (torchvision's, needs network once), none, or a state-dict file."),
     click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (default 30; smoke 8)."),
     click.option("--image-size", type=click.IntRange(min=16), default=None, help="Crop size in pixels (default 224; smoke 96)."),
     click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (default 16)."),
     click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam learning rate (default 1e-4; smoke 1e-3)."),
-    click.option("--device", default="auto", show_default=True, help="auto (CUDA when present, else CPU), cuda[:N] or cpu."),
+    click.option("--device", type=click.Choice(DEVICE_NAMES), metavar="[auto|cpu|cuda|cuda:N]", default="auto",
+                 show_default=True, help="auto: CUDA when present, else CPU."),
+    click.option("--seeds", type=click.IntRange(1, 20), default=1, show_default=True,
+                 help="With --with-contribution: train each arm with this many seeds (seed, seed+1, ...); a change is "
+                 "called significant only when it stands out from both test-image resampling and seed-to-seed noise."),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw; same seed, same device, same numbers."),
     click.option("--with-contribution", "with_contribution", type=click.Path(path_type=Path), help="Also train with this contribution's images (a folder or .zip) added to train and compare."),
     click.option("--score", "score_dir", type=click.Path(path_type=Path), help="Flag contributed images (a folder or .zip) whose prediction confidently contradicts their label."),
@@ -478,9 +497,19 @@ def _progress_printer(quiet: bool) -> Callable[[EpochProgress], None]:
     click.option("--quiet", is_flag=True, help="No progress bar."),
 )
 def benchmark(quiet: bool, output: Path, **options: Any) -> None:
-    """Train and evaluate the DenseNet-169 baseline (GPU when present) to verify contributions."""
+    """Train and evaluate the DenseNet-169 baseline (GPU when present) to verify contributions.
+
+    A full run trains for hours on a CPU and minutes on a GPU; --smoke checks the set-up in a minute.
+
+    \b
+    Exit status:
+      0  done
+      1  the contribution significantly hurts, or contributed labels look wrong
+      2  usage error or unreadable input
+    """
     from .benchmark import MissingExtra, require_extra
 
+    _check_benchmark_arguments(**options)  # before the torch import: a wrong option costs no 10 s
     try:
         require_extra()
     except MissingExtra as exc:
@@ -488,11 +517,16 @@ def benchmark(quiet: bool, output: Path, **options: Any) -> None:
     from .benchmark.model import WeightsError
     from .benchmark.report import text_table, write_outputs
     from .benchmark.run import run_benchmark
-    from .benchmark.train import DeviceError
+    from .benchmark.train import DeviceError, resolve_device
 
     stage = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     try:
-        result = run_benchmark(_benchmark_options(**options), on_progress=_progress_printer(quiet), on_stage=stage)
+        opts = _benchmark_options(**options)
+        if not opts.smoke and resolve_device(opts.config.device).type == "cpu":
+            runs = 2 * opts.seeds if opts.with_contribution else 1
+            click.echo(f"warning: training {runs} model(s) of {opts.config.epochs} epochs on the CPU takes hours; "
+                       "--smoke checks the set-up in a minute, a GPU does the full run in minutes", err=True)
+        result = run_benchmark(opts, on_progress=_progress_printer(quiet), on_stage=stage)
     except (WeightsError, DeviceError) as exc:
         _exit_with_error(f"{exc}")
     if result.fatal:
@@ -519,6 +553,23 @@ if TYPE_CHECKING:
     from ctcurate.benchmark.run import BenchmarkOptions
 
 
+def _check_benchmark_arguments(data: Path | None, splits: Path | None, dedupe_test: bool, leakage_report: Path | None,
+                               seeds: int, with_contribution: Path | None, score_dir: Path | None, **_: Any) -> None:
+    """Every check that needs no torch; exit 2 on the first that fails."""
+    from ctcurate.core.layout import SPLITS_DIR, default_metadata_dir
+
+    _data_root_or_exit(data)
+    if not (splits or default_metadata_dir() / SPLITS_DIR).is_dir():
+        _exit_with_error(f"{splits or default_metadata_dir() / SPLITS_DIR}: no such split folder")
+    if leakage_report and not dedupe_test:
+        _exit_with_error("--leakage-report only makes sense with --dedupe-test")
+    if seeds > 1 and not with_contribution:
+        _exit_with_error("--seeds only makes sense with --with-contribution")
+    for name, source in (("--with-contribution", with_contribution), ("--score", score_dir)):
+        if source and not (source.is_dir() or source.suffix.lower() == ".zip" and source.is_file()):
+            _exit_with_error(f"{name} {source}: no such folder or .zip")
+
+
 def _benchmark_options(data: Path | None, splits: Path | None, model: str | None, weights: str, epochs: int | None,
                        image_size: int | None, batch_size: int | None, lr: float | None, device: str, seed: int,
                        smoke: bool, dedupe_test: bool, leakage_report: Path | None, **rest: Any) -> BenchmarkOptions:
@@ -541,7 +592,7 @@ def _benchmark_options(data: Path | None, splits: Path | None, model: str | None
         data_root=root, splits_dir=splits_dir, config=with_smoke_defaults(cfg, explicit) if smoke else cfg, smoke=smoke,
         with_contribution=rest["with_contribution"], score=rest["score_dir"], score_threshold=rest["score_threshold"],
         dedupe_test=dedupe_test, leakage_report=leakage_report, cache=rest["cache"], cache_dir=rest["cache_dir"],
-        bootstrap=rest["bootstrap"],
+        bootstrap=rest["bootstrap"], seeds=rest["seeds"],
     )
 
 

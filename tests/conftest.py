@@ -58,3 +58,33 @@ def _no_internet_for_doi_services(monkeypatch: pytest.MonkeyPatch, tmp_path_fact
         monkeypatch.setenv(name, _OFFLINE_URL)
     monkeypatch.setenv("CTCURATE_CACHE", str(tmp_path_factory.mktemp("doi-cache") / "cache.sqlite"))
     monkeypatch.delenv("CTCURATE_MAILTO", raising=False)
+
+
+CHROMIUM_HINT = (
+    "chromium is not installed, so the browser tests are skipped. Install it with "
+    "`sudo apt-get install chromium` (Debian/Ubuntu; `make test` does this itself when run as root). "
+    "In CI (CI=true) a missing chromium fails these tests instead."
+)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Headless Chromium for the HTML reports: skipped with the install line outside CI, failed in CI."""
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail(CHROMIUM_HINT)
+        pytest.skip(CHROMIUM_HINT)
+    return exe
+
+
+def chromium_dom(exe: str, page: Path, tmp_path: Path, fragment: str = "") -> str:
+    """The page's DOM after its scripts ran (headless, no network, throw-away profile)."""
+    import subprocess
+
+    cmd = [
+        exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000", "--dump-dom", page.as_uri() + fragment,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout

@@ -95,3 +95,55 @@ def test_bad_inputs_raise() -> None:
         metrics.point_metrics([0, 1], [0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="labels must be"):
         metrics.point_metrics([0, 2], [0.1, 0.2])
+
+
+def _scores(rng: np.random.Generator, y: np.ndarray, skill: float, noise: float) -> np.ndarray:
+    """Probabilities that separate the classes by `skill`, blurred by `noise`."""
+    return 1 / (1 + np.exp(-(skill * (2 * y - 1) + rng.normal(0, noise, y.size))))
+
+
+def test_seed_comparison_needs_both_noises_to_be_beaten() -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 100)
+    same = [_scores(rng, y, 1.0, 1.0) for _ in range(4)]
+    other = [_scores(rng, y, 1.0, 1.0) for _ in range(4)]  # another draw of the same quality
+    worse = [_scores(rng, y, 0.1, 1.0) for _ in range(4)]  # close to chance
+    v = metrics.seed_comparison(y, same, other, resamples=300)
+    assert not any(c.significant for c in v.values())
+    v = metrics.seed_comparison(y, same, worse, resamples=300)
+    assert v["auc"].significant is True and v["auc"].change.value < -0.2
+    assert v["auc"].change.low <= v["auc"].change.value <= v["auc"].change.high
+    assert v["auc"].seed_low <= v["auc"].change.value <= v["auc"].seed_high
+    assert v["auc"].change.value == pytest.approx(np.mean(v["auc"].per_seed))
+
+
+def test_seed_noise_alone_can_veto_a_change() -> None:
+    """A change the test bootstrap trusts, but that flips sign from seed to seed, is not significant."""
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1], 300)
+    base = [_scores(rng, y, 1.0, 0.6) for _ in range(3)]
+    swings = [_scores(rng, y, s, 0.6) for s in (2.5, 0.4, 1.8)]  # better, much worse, better
+    v = metrics.seed_comparison(y, base, swings, resamples=300)["auc"]
+    assert v.change.low > 0 or v.change.high < 0  # the test images alone would call it
+    assert v.seed_low < 0 < v.seed_high and v.significant is False
+
+
+def test_one_seed_gives_no_verdict() -> None:
+    rng = np.random.default_rng(2)
+    y = np.repeat([0, 1], 50)
+    v = metrics.seed_comparison(y, [_scores(rng, y, 1.0, 1.0)], [_scores(rng, y, 0.0, 1.0)], resamples=200)
+    assert all(c.significant is None for c in v.values())
+    assert v["auc"].as_dict()["seed_sd"] is None and v["auc"].as_dict()["significant"] is None
+    with pytest.raises(ValueError):
+        metrics.seed_comparison(y, [], [])
+
+
+def test_roc_band_brackets_the_curve() -> None:
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1], 80)
+    p = _scores(rng, y, 1.0, 1.0)
+    grid, low, high = metrics.roc_band(y, p, resamples=300)
+    fpr, tpr, _ = metrics.roc_curve(y, p)
+    mid = np.interp(grid, fpr, tpr)
+    assert np.all(low <= high) and np.mean((low <= mid + 1e-9) & (mid <= high + 1e-9)) > 0.95
+    assert 0.05 < float(np.mean(high - low)) < 0.4

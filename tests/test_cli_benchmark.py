@@ -135,7 +135,7 @@ def test_with_contribution_and_score(real_data: Path, cache_dir: Path, tmp_path:
         with_value = c["test"]["metrics"][k]["value"]
         assert d["value"] == pytest.approx(with_value - data["test"]["metrics"][k]["value"], abs=2e-6), k
         assert d["ci_low"] <= d["value"] <= d["ci_high"], k
-        assert d["significant"] == (d["ci_low"] > 0 or d["ci_high"] < 0)
+        assert d["significant"] is None and d["seed_sd"] is None  # one seed: no verdict
     # The second model saw more images, so its training history is its own.
     assert c["training"]["history"] != data["training"]["history"]
     s = data["score"]
@@ -147,7 +147,9 @@ def test_with_contribution_and_score(real_data: Path, cache_dir: Path, tmp_path:
     assert result.exit_code == (1 if expected or "benchmark.contribution-hurts" in result.stderr else 0)
     for f in s["flagged"]:
         assert f"{f['image']}: declared {f['declared']}, predicted {f['predicted']} (p = {f['probability']:.3f})" in result.stdout
-    assert "with the contribution (6 images added to train), same seed, same test split:" in result.stdout
+    assert "with the contribution (6 images added to train), same test split, 1 seed(s) per arm (0):" in result.stdout
+    assert "one seed cannot tell a change from training noise: rerun with --seeds 3 (or more) for a verdict" in result.stdout
+    assert "benchmark.contribution-hurts" not in result.stderr
 
 
 def test_missing_image_is_a_one_line_error(real_data: Path, tmp_path: Path) -> None:
@@ -208,8 +210,33 @@ def test_weights_file_round_trip_and_errors(real_data: Path, cache_dir: Path, tm
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--model", "nope"], "error: unknown model 'nope'; choose one of densenet169, densenet121, resnet18, resnet50, tiny\n"),
-        (["--device", "tpu"], "error: --device tpu: expected auto, cpu or cuda[:N]\n"),
+        (["--model", "nope"], "'nope' is not one of 'densenet169', 'densenet121', 'resnet18', 'resnet50', 'tiny'."),
+        (["--device", "tpu"], "'tpu' is not one of 'auto', 'cpu', 'cuda', 'cuda:0',"),
+    ],
+)
+def test_model_and_device_are_choices(real_data: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    result = _invoke(["--smoke", "--data", str(real_data), "--output", str(tmp_path / "o"), *args])
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
+def test_options_are_checked_before_torch_is_imported(real_data: Path, tmp_path: Path) -> None:
+    """A wrong folder or combination fails in a fraction of a second, without loading torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from click.testing import CliRunner; from ctcurate.cli import main; "
+        f"r = CliRunner().invoke(main, ['benchmark', '--data', {str(real_data)!r}, '--with-contribution', {str(tmp_path / 'nope')!r}]); "
+        "print(r.exit_code, r.stderr.strip(), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == f"2 error: --with-contribution {tmp_path / 'nope'}: no such folder False"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
         (["--weights", "/no/such.pt"], "error: /no/such.pt: weights file not found (--weights takes imagenet, none or a file path)\n"),
     ],
 )
@@ -249,3 +276,47 @@ def test_score_alone_with_a_sheet_declaring_labels(real_data: Path, cache_dir: P
     assert all(0 <= a["p_covid"] <= 1 for a in s["all"])
     assert result.exit_code == (1 if s["flagged"] else 0)
     assert f"scored 3 contributed images: {len(s['flagged'])} likely label error(s) (p >= 0.99)" in result.stdout
+
+
+def _copies(real_data: Path, root: Path, per_class: int, flip: bool, copies: int = 1) -> Path:
+    """Copies of smoke-subset train images as a contribution, with their labels or the opposite ones."""
+    samples, _ = official_samples(real_data, SPLITS)
+    train = [s for s in smoke_subset(samples, SMOKE_SUBSET, seed=0) if s.split == "train"]
+    chosen = [s for s in train if s.label == 1][:per_class] + [s for s in train if s.label == 0][:per_class]
+    for s in chosen:
+        cls = "CT_COVID" if (s.label == 1) != flip else "CT_NonCOVID"
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for k in range(copies):
+            shutil.copy(s.path, root / cls / f"copy{k}-{s.path.name}")
+    return root
+
+
+@pytest.mark.parametrize("kind", ["duplicates", "flipped"])
+def test_multi_seed_verdict_on_the_smoke_model(kind: str, real_data: Path, cache_dir: Path, tmp_path: Path) -> None:
+    """Duplicated training images change nothing that beats the noise; images with flipped labels hurt."""
+    if kind == "duplicates":
+        folder = _copies(real_data, tmp_path / "c", per_class=16, flip=False)
+    else:  # every train image twice more, under the other label: the model learns the labels backwards
+        folder = _copies(real_data, tmp_path / "c", per_class=SMOKE_SUBSET["train"], flip=True, copies=2)
+    out = tmp_path / "res"
+    result = _invoke(["--smoke", "--epochs", "5", "--data", str(real_data), "--output", str(out), "--cache-dir", str(cache_dir),
+                      "--with-contribution", str(folder), "--seeds", "3", "--bootstrap", "300"])
+    data = json.loads((out / "results.json").read_text())
+    c = data["contribution"]
+    assert c["seeds"] == [0, 1, 2]
+    for arm in c["arms"].values():
+        assert len(arm["auc"]["values"]) == 3 and arm["auc"]["sd"] is not None
+    auc = c["difference"]["auc"]
+    assert len(auc["per_seed"]) == 3 and auc["value"] == pytest.approx(sum(auc["per_seed"]) / 3, abs=1e-5)
+    assert auc["seed_ci_low"] <= auc["value"] <= auc["seed_ci_high"]
+    if kind == "duplicates":
+        assert c["verdict"] == {"metrics": ["auc", "accuracy"], "better": [], "worse": [], "summary": "no significant change"}, c["difference"]
+        assert not c["difference"]["auc"]["significant"] and not c["difference"]["accuracy"]["significant"]
+        assert result.exit_code == 0, result.output
+        assert "verdict on ROC AUC, accuracy: no significant change" in result.stdout
+    else:
+        assert auc["significant"] is True and auc["value"] < -0.1, auc
+        assert c["verdict"]["summary"] == "worse" and "auc" in c["verdict"]["worse"]
+        assert result.exit_code == 1
+        assert "benchmark.contribution-hurts: adding the contribution lowers test auc by" in result.stderr
+        assert "over 3 seeds" in result.stderr

@@ -62,6 +62,16 @@ def test_csv_output_to_file(small, tmp_path):
     assert result.exit_code == 1
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert [(r["a"], r["b"], r["kind"]) for r in rows] == [(a, b, ";".join(k)) for (a, b), k in sorted(EXPECTED_PAIRS.items())]
+    # the report is in the file; stdout counts the groups per kind, worst first
+    assert result.stdout == (
+        f"wrote {out}: 1 label conflicts, 2 other cross-split leaks, 2 patient/source-figure leaks, "
+        "1 in-split duplicates; 1 unreadable of 15 images\n"
+    )
+
+
+def test_help_lists_the_exit_codes():
+    text = run("--help").output
+    assert "0  no duplicates, leaks or unreadable images" in text and "2  usage error" in text
 
 
 def test_clean_dataset_exits_0(tmp_path, real_data):
@@ -125,6 +135,13 @@ def test_fix_splits_writes_new_lists_and_keeps_originals(small, tmp_path):
     assert assign["CT_COVID/e.png"] == assign["CT_COVID/f.png"]
     assert assign["CT_COVID/2020.02.25.20021568-p23-108%0.png"] == assign["CT_COVID/2020.02.25.20021568-p23-108%1.png"]
     assert "fix-splits: moved" in result.stderr
+    # what moving images cannot fix is said, on the terminal and in the README beside the lists
+    assert "fix-splits cannot fix 1 label conflicts: a person must pick the right label" in result.stderr
+    assert "fix-splits cannot fix 1 in-split duplicates" in result.stderr
+    readme = (out / "README.md").read_text()
+    moved = [line for line in readme.splitlines() if " -> " in line]
+    assert moved and all(line.startswith("  CT_") for line in moved)
+    assert "Not fixed: 1 label conflicts" in readme and "  CT_COVID/c.png = CT_NonCOVID/c_copy.png\n" in readme
 
 
 def test_against_reports_contribution_duplicates(small, real_data, tmp_path):
@@ -145,7 +162,9 @@ def test_against_reports_contribution_duplicates(small, real_data, tmp_path):
     html = run(*_args(root, meta, "--against", str(tmp_path / "contrib"), "--format", "html", "--output", str(tmp_path / "r.html")))
     assert html.exit_code == 1
     page = (tmp_path / "r.html").read_text()
-    assert page.count("data:image/jpeg;base64,") == 4  # both sides of both pairs have a preview
+    # one group (the picture, its dataset copy and the contributed copy), each member with a preview
+    assert page.count('<div class="group"') == 1 and 'data-level="cross-split"' in page
+    assert page.count("data:image/jpeg;base64,") == 3
 
 
 def test_against_accepts_a_zip_and_reads_labels_from_its_sheet(small, real_data, tmp_path):
@@ -167,6 +186,8 @@ def test_against_accepts_a_zip_and_reads_labels_from_its_sheet(small, real_data,
         ("CT_COVID/d.png", "new:new.jpg"): ["contribution-duplicate", "label-conflict"],
         ("CT_COVID/d_copy.png", "new:new.jpg"): ["contribution-duplicate", "label-conflict"],
     }
+
+
 def test_fix_splits_refuses_its_own_input_and_a_non_empty_folder(small, tmp_path):
     root, meta = small
     splits = meta / "Data-split"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from openpyxl.styles import Font
 from sheetfactory import REPO, covid_row, write_xlsx
 
 from ctcurate.cli import main
+from ctcurate.core.codes import descriptions
 
 
 def run(*args: str, env: dict[str, str] | None = None):
@@ -97,25 +99,53 @@ def test_no_arguments_validates_embedded_metadata_without_images(no_data_env):
         lines[-1]
         == "images not checked: pass --images ROOT or set CTCURATE_DATA to the folder holding Images-processed/"
     )
-    assert lines[-2] == "2 error(s), 384 warning(s)"
-    assert (
-        "warning: COVID-CT-MetaInfo.xlsx, row 330, column 'DOI': doi.inner-whitespace: "
-        "DOI has whitespace inside the DOI ['10.1016/ S0140-6736(20)30154-9 ']"
-    ) in lines
+    # the summary comes first, then the details, errors before warnings, each code under one heading
+    assert lines[0] == (
+        "2 error(s), 384 warning(s); `--fix OUT` would fix 371 of them (in a copy)"
+    )
+    assert lines[3].startswith("  error        2     -  patient.conflict       one patient ID with conflicting")
+    headings = [line for line in lines if line.startswith(("error: ", "warning: "))]
+    assert headings[0] == "error: patient.conflict (2)"
+    assert all(h.startswith("warning: ") for h in headings[1:])
+    assert "warning: doi.inner-whitespace (15, 15 fixed by --fix)" in headings
+    at = lines.index("warning: doi.inner-whitespace (15, 15 fixed by --fix)")
+    assert "    row 330, 'DOI': DOI has whitespace inside the DOI '10.1016/ S0140-6736(20)30154-9 ' [--fix]" in lines[at:]
+    assert max(len(line) for line in lines[:-1]) <= 100  # not a terminal: cut and wrapped at 100 columns
+    assert "\033[" not in result.output  # no colour when not on a terminal
+
+
+def test_quiet_prints_the_summary_only(no_data_env):
+    result = run("--quiet")
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0].startswith("2 error(s), 384 warning(s); `--fix OUT` would fix 371")
+    assert not any(line.startswith(("error: ", "warning: ")) for line in lines)
+    assert len(lines) == 3 + 9 + 1  # headline, blank, header, one row per code, images-not-checked
+
+
+def test_colour_only_when_asked_and_no_color_is_unset():
+    from ctcurate.core.findings import error, warning
+    from ctcurate.validation.render import to_text
+
+    found = [warning("cell.whitespace", "trailing space", file="s.csv", row=2), error("file.missing", "no file", file="s.csv", row=3)]
+    plain = to_text(found, [], descriptions())
+    painted = to_text(found, [], descriptions(), colour=True)
+    assert "\033[" not in plain and "\033[1;31merror: file.missing (1)\033[0m" in painted
+    assert plain.index("error: file.missing") < plain.index("warning: cell.whitespace")
 
 
 def test_text_report_on_real_data(real_data):
     result = run("--images", str(real_data))
     assert result.exit_code == 1
-    assert (
-        "error: COVID-CT-MetaInfo.xlsx, row 266, column 'File name': file.missing: "
-        "no file '2020.03.25.20043166-p17-78' in Images-processed/CT_COVID/ ['2020.03.25.20043166-p17-78']"
-    ) in result.output
-    assert (
-        "    hint: the file is '2020.03.25.20043166-p17-78.png': write the full name (ctcurate validate --fix does)"
-        in result.output
-    )
-    assert result.output.splitlines()[-1] == "85 error(s), 418 warning(s)"
+    lines = result.output.splitlines()
+    assert lines[0].startswith("85 error(s), 418 warning(s); `--fix OUT` would fix 454 of them")
+    at = lines.index("error: file.missing (83, 83 fixed by --fix)")
+    assert lines[at + 1: at + 5] == [
+        "  COVID-CT-MetaInfo.xlsx:",
+        "    row 266, 'File name': no file '2020.03.25.20043166-p17-78' in Images-processed/CT_COVID/ [--fix]",
+        "        hint: the file is '2020.03.25.20043166-p17-78.png': write the full name (ctcurate validate",
+        "          --fix does)",
+    ]
 
 
 def test_json_has_exactly_findings_and_summary(real_data):
@@ -153,6 +183,25 @@ def test_html_report_is_self_contained_and_escaped(tmp_path, no_data_env):
     assert result.output.splitlines()[0] == f"wrote {out}: 2 error(s), 0 warning(s)"
 
 
+def test_html_report_filters_and_folds_by_code(tmp_path, no_data_env):
+    meta = tmp_path / "m"
+    meta.mkdir()
+    write_xlsx(meta / "COVID-CT-MetaInfo.xlsx", [covid_row("a.png", gender="X"), covid_row("b.png", age="40+", gender="F ")])
+    out = tmp_path / "report.html"
+    assert run("--metadata", str(meta), "--format", "html", "--output", str(out)).exit_code == 1
+    page = out.read_text(encoding="utf-8")
+    # the code table: errors first, with severity and how many --fix fixes
+    rows = re.findall(r'<tr class="(error|warning)"><td><input type="checkbox" id="(c-[a-z0-9-]+)" checked', page)
+    assert rows[0] == ("error", "c-gender-invalid") and {r[0] for r in rows[1:]} == {"warning"}
+    # one foldable section per code (errors open), hidden by its box or its severity's box
+    assert '<details class="code sev-error c-gender-invalid" id="gender.invalid" open>' in page
+    assert "body:has(#c-gender-invalid:not(:checked)) details.c-gender-invalid{display:none}" in page
+    assert 'id="show-error" checked' in page and 'id="show-warning" checked' in page and 'id="hide-fixed"' in page
+    # what --fix fixes is marked (the stray space after F), what needs a person is not (40+)
+    assert re.search(r'<tr class="fixed"><td>COVID-CT-MetaInfo.xlsx</td><td>3</td><td>Gender</td>.*?<td class="fix">✓</td>', page)
+    assert re.search(r'<tr class="manual"><td>COVID-CT-MetaInfo.xlsx</td><td>3</td><td>Age</td>', page)
+
+
 def test_clean_metadata_exits_0_and_warnings_alone_exit_0(tmp_path, no_data_env):
     meta = tmp_path / "m"
     meta.mkdir()
@@ -176,6 +225,9 @@ def test_fix_writes_a_normalized_copy_and_leaves_the_input_alone(tmp_path, real_
     assert {p: digest(p) for p in meta.rglob("*") if p.is_file()} == before
     original = json.loads(result.output.split("\nfixed copy:")[0])
     assert f"fixed copy: {out / 'COVID-CT-MetaInfo.xlsx'} (448 change(s))" in result.output
+    assert result.output.rstrip().splitlines()[-1] == (
+        f"the fixed copy still has 49 of the 503 finding(s): 2 error(s), 47 warning(s) (see them: ctcurate validate --metadata {out})"
+    )
 
     again = run("--metadata", str(out), "--images", str(real_data), "--format", "json")
     fixed = json.loads(again.output)
@@ -334,5 +386,6 @@ def test_a_name_with_a_newline_or_a_right_to_left_mark_stays_on_one_line(tmp_pat
     lines = result.output.splitlines()
     assert all("\u202e" not in line for line in lines)
     assert any("\\u202e" in line for line in lines)
-    # every finding is one line (hints are indented continuation lines), then the count
-    assert all(line.startswith(("error: ", "warning: ", "    hint: ")) for line in lines[:-2]), lines
+    # the file and the value are written with their escapes, so no line is broken inside a name
+    assert any("in\\u202e\\nx.xlsx" in line for line in lines), lines
+    assert not any(line.strip() == "x.xlsx:" for line in lines)

@@ -64,7 +64,9 @@ def test_preprint_from_doi_forms():
 
 
 def test_check_doi_codes():
-    codes = lambda raw, name=None: sorted(f.code for f in doi.check_doi(raw, name))
+    def codes(raw, name=None):
+        return sorted(f.code for f in doi.check_doi(raw, name))
+
     assert codes(None, "2020.02.10.20021584-p6-52%0.png") == ["doi.derivable"]
     assert codes("10.1101/2020.02.11.20021493", "2020.02.10.20021584-p6-52%0.png") == ["doi.mismatch"]
     assert codes("10.1101/2020.02.10.20021584v3", "2020.02.10.20021584-p6-52%0.png") == []
@@ -189,7 +191,9 @@ def test_preprint_prefix_follows_the_ids_date():
 
 
 def test_either_prefix_matches_the_file_names_id():
-    codes = lambda raw, name: [f.code for f in doi.check_doi(raw, name)]
+    def codes(raw, name):
+        return [f.code for f in doi.check_doi(raw, name)]
+
     name = "2020.02.10.20021584-p6-52%0.png"
     assert codes("10.64898/2020.02.10.20021584", name) == []
     assert codes("10.64898/2026.01.28.12345678v2", "2026.01.28.12345678-p1.png") == []

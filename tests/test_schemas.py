@@ -281,7 +281,22 @@ def test_schema_command_writes_and_checks(tmp_path):
     assert runner.invoke(main, ["schema", "--output", str(tmp_path), "--check"]).exit_code == 0
     (tmp_path / "covid-row.schema.json").write_text("{}")
     stale = runner.invoke(main, ["schema", "--output", str(tmp_path), "--check"])
-    assert stale.exit_code == 1 and stale.output == f"stale {tmp_path / 'covid-row.schema.json'}\n"
+    target = tmp_path / "covid-row.schema.json"
+    assert stale.exit_code == 1
+    assert stale.output == f"stale {target}: differs from the models (run `ctcurate schema --output {tmp_path}`)\n"
+    target.unlink()
+    missing = runner.invoke(main, ["schema", "--output", str(tmp_path), "--check"])
+    assert missing.exit_code == 1
+    assert missing.output == f"missing {target} (run `ctcurate schema --output {tmp_path}` to write it)\n"
+
+
+def test_schema_check_outside_the_repository_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["schema", "--check"])
+    assert result.exit_code == 2
+    assert result.output == (
+        "error: schemas: no such folder; run this in the repository's root (it holds schemas/) or pass --output DIR\n"
+    )
 
 
 @settings(max_examples=300, deadline=None)

@@ -9,6 +9,9 @@ from __future__ import annotations
 import importlib
 
 INSTALL_LINE = "pip install 'ctcurate[benchmark]'"
+# The models `model.MODELS` builds, named here so the CLI can offer them without importing torch.
+MODEL_NAMES = ("densenet169", "densenet121", "resnet18", "resnet50", "tiny")
+DEVICE_NAMES = ("auto", "cpu", "cuda", *(f"cuda:{n}" for n in range(8)))
 REQUIRED = ("torch", "torchvision", "matplotlib")
 
 

@@ -1,9 +1,11 @@
-"""Classification metrics with bootstrap confidence intervals, in pure numpy (no torch, no sklearn).
+"""Classification metrics with bootstrap confidence intervals, in numpy (scipy only for a t quantile; no torch).
 
 Owns the numbers a benchmark reports: accuracy, precision, recall (sensitivity), specificity, F1
 with COVID as the positive class, F1 under the reference script's convention (NonCOVID positive),
-ROC AUC, each with a percentile bootstrap 95% interval, and the paired bootstrap of a difference
-between two models scored on the same test images. Labels are 1 = COVID, 0 = NonCOVID.
+ROC AUC, each with a percentile bootstrap 95% interval, the ROC curve's bootstrap band, the paired
+bootstrap of a difference between two models scored on the same test images, and the multi-seed
+comparison of two arms (test-image bootstrap and seed-to-seed t interval). Labels are 1 = COVID,
+0 = NonCOVID.
 """
 
 from __future__ import annotations
@@ -167,3 +169,130 @@ def paired_difference(
         for k in METRIC_NAMES:
             samples[k].append(mb[k] - ma[k])
     return {k: Estimate(full[k], *_interval(samples[k], level)) for k in METRIC_NAMES}
+
+
+@dataclass(frozen=True)
+class SeedComparison:
+    """The change of one metric from arm A to arm B, each trained with the same several seeds.
+
+    `change`: the mean over seeds of metric(B, seed) - metric(A, seed), with a paired bootstrap
+    interval over test images (the same resampled images score every model). `seed_low`/`seed_high`:
+    a Student-t interval of that mean over the per-seed changes (training noise on a fixed test set).
+    `significant`: both intervals exclude 0; None with one seed, where training noise is unmeasured.
+    """
+
+    change: Estimate
+    per_seed: tuple[float, ...]
+    seed_sd: float
+    seed_low: float
+    seed_high: float
+    significant: bool | None
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = dict(self.change.as_dict())
+        return out | {
+            "per_seed": [_rounded(v) for v in self.per_seed],
+            "seed_sd": _rounded(self.seed_sd),
+            "seed_ci_low": _rounded(self.seed_low),
+            "seed_ci_high": _rounded(self.seed_high),
+            "significant": self.significant,
+        }
+
+
+def _rounded(v: float) -> float | None:
+    return None if np.isnan(v) else round(float(v), 6)
+
+
+def _excludes_zero(low: float, high: float) -> bool:
+    return bool(not np.isnan(low) and (low > 0 or high < 0))
+
+
+def seed_comparison(
+    y_true: Sequence[int] | np.ndarray,
+    probs_a: Sequence[np.ndarray],
+    probs_b: Sequence[np.ndarray],
+    threshold: float = DEFAULT_THRESHOLD,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, SeedComparison]:
+    """Arm B against arm A, seed by seed (`probs_a[k]` and `probs_b[k]` share seed k).
+
+    A change counts only when it stands out from both sources of noise: test-set resampling (the
+    bootstrap interval) and seed-to-seed training variation (the t interval over seeds).
+    """
+    from scipy import stats
+
+    if len(probs_a) != len(probs_b) or not probs_a:
+        raise ValueError("both arms need the same, non-zero number of seeds")
+    y = np.asarray(y_true, dtype=np.int64)
+    pas = [np.asarray(p, dtype=np.float64) for p in probs_a]
+    pbs = [np.asarray(p, dtype=np.float64) for p in probs_b]
+
+    def mean_change(idx: np.ndarray | slice) -> dict[str, list[float]]:
+        per: dict[str, list[float]] = {k: [] for k in METRIC_NAMES}
+        for pa, pb in zip(pas, pbs):
+            ma, mb = point_metrics(y[idx], pa[idx], threshold), point_metrics(y[idx], pb[idx], threshold)
+            for k in METRIC_NAMES:
+                per[k].append(mb[k] - ma[k])
+        return per
+
+    full = mean_change(slice(None))
+    boot: dict[str, list[float]] = {k: [] for k in METRIC_NAMES}
+    for idx in _bootstrap_indices(y.size, resamples, seed):
+        for k, v in mean_change(idx).items():
+            boot[k].append(float(np.nanmean(v)) if not np.all(np.isnan(v)) else float("nan"))
+    n = len(pas)
+    out = {}
+    for k in METRIC_NAMES:
+        d = np.asarray(full[k], dtype=np.float64)
+        change = Estimate(float(np.mean(d)), *_interval(boot[k], level))
+        if n > 1:
+            sd = float(np.std(d, ddof=1))
+            half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / np.sqrt(n)
+            low, high = float(change.value - half), float(change.value + half)
+            significant: bool | None = bool(_excludes_zero(change.low, change.high) and _excludes_zero(low, high))
+        else:
+            sd, low, high, significant = float("nan"), float("nan"), float("nan"), None
+        out[k] = SeedComparison(change, tuple(float(v) for v in d), sd, low, high, significant)
+    return out
+
+
+def arm_summary(y_true: Sequence[int] | np.ndarray, probs: Sequence[np.ndarray], threshold: float = DEFAULT_THRESHOLD) -> dict[str, dict[str, object]]:
+    """Each metric of one arm over its seeds: the per-seed values, their mean and standard deviation."""
+    values = [point_metrics(y_true, p, threshold) for p in probs]
+    out: dict[str, dict[str, object]] = {}
+    for k in METRIC_NAMES:
+        v = np.array([m[k] for m in values], dtype=np.float64)
+        out[k] = {
+            "mean": round(float(np.mean(v)), 6),
+            "sd": round(float(np.std(v, ddof=1)), 6) if len(v) > 1 else None,
+            "values": [round(float(x), 6) for x in v],
+        }
+    return out
+
+
+def roc_band(
+    y_true: Sequence[int] | np.ndarray,
+    score: Sequence[float] | np.ndarray,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+    points: int = 101,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr grid, low tpr, high tpr): a pointwise bootstrap band around the ROC curve over test images."""
+    y, p = _as_arrays(y_true, score)
+    grid = np.linspace(0.0, 1.0, points)
+    curves = []
+    for idx in _bootstrap_indices(y.size, resamples, seed):
+        yb = y[idx]
+        if yb.min() == yb.max():
+            continue  # one class only: no curve
+        fpr, tpr, _ = roc_curve(yb, p[idx])
+        curves.append(np.interp(grid, fpr, tpr))
+    if not curves:
+        nan = np.full_like(grid, np.nan)
+        return grid, nan, nan
+    arr = np.vstack(curves)
+    alpha = (1.0 - level) / 2.0
+    return grid, np.quantile(arr, alpha, axis=0), np.quantile(arr, 1.0 - alpha, axis=0)

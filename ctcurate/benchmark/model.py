@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import MODEL_NAMES
+
 NUM_CLASSES = 2
 
 
@@ -91,6 +93,8 @@ MODELS: dict[str, Callable[[], tuple[nn.Module, str]]] = {
     "resnet50": _torchvision("resnet50"),
     "tiny": _tiny,
 }
+assert tuple(MODELS) == MODEL_NAMES  # the CLI's choices
+
 IMAGENET_WEIGHTS = {
     "densenet169": "DenseNet169_Weights",
     "densenet121": "DenseNet121_Weights",

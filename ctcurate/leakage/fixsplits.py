@@ -4,19 +4,23 @@ Owns the re-assignment and writing the new lists (never touching the originals).
 connected components of "same picture / same patient / same source figure"; each group moves to
 the split that already holds most of it (ties: train, val, test), then whole groups are moved,
 smallest first, to bring each split's class ratio back within `MAX_RATIO_DRIFT` of the original.
-Deterministic: everything is ordered by name. Imports `leakage`, `layout`, `atomic`.
+Deterministic: everything is ordered by name. Moving images cannot fix a label conflict or a
+duplicate within a split: the result names those, and a README.md beside the lists says what
+moved and what is left. Imports `leakage`, `layout`, `atomic`.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ctcurate.core.atomic import atomic_write, refuse_existing, refuse_inputs
 from ctcurate.core.dataset import read_split_lines
 from ctcurate.core.layout import SPLIT_NAMES, label_of_class, split_files
 from ctcurate.core.unionfind import components
+from ctcurate.leakage.groups import LEVELS, Level, groups_of
 from ctcurate.leakage.pipeline import LeakageReport
 
 MAX_RATIO_DRIFT = 0.02
@@ -28,12 +32,52 @@ class FixResult:
     ratios_before: dict[str, float]
     ratios_after: dict[str, float]
     written: list[Path]
+    unfixable: dict[str, list[str]] = field(default_factory=dict)  # level title -> group keys left as they are
 
     def describe(self) -> str:
         drift = ", ".join(
             f"{s} {self.ratios_before[s]:.3f}->{self.ratios_after.get(s, 0):.3f}" for s in sorted(self.ratios_before)
         )
-        return f"fix-splits: moved {len(self.moved)} image(s); first-class share per split {drift}; wrote {len(self.written)} list(s)"
+        lines = [f"fix-splits: moved {len(self.moved)} image(s); first-class share per split {drift}; wrote {sum(p.suffix == '.txt' for p in self.written)} list(s) and README.md"]
+        lines += [f"fix-splits cannot fix {len(keys)} {_level(title).short}: {_fix_advice(title)}" for title, keys in self.unfixable.items()]
+        return "\n".join(lines)
+
+
+def _level(title: str) -> Level:
+    return next(lv for lv in LEVELS if lv.title == title)
+
+
+def _fix_advice(title: str) -> str:
+    lv = _level(title)
+    return "a person must pick the right label" if lv.id == "label-conflict" else "they stay in their split (remove extra copies by hand)"
+
+
+def unfixable(report: LeakageReport) -> dict[str, list[str]]:
+    """Groups that moving images between splits leaves as they are, by level title (pure)."""
+    out: dict[str, list[str]] = {}
+    for g in groups_of(report):
+        lv = LEVELS[g.level]
+        if not lv.fixable:
+            out.setdefault(lv.title, []).append(" = ".join(g.members))
+    return out
+
+
+def readme(result: FixResult, report: LeakageReport) -> str:
+    """README.md beside the new lists: what moved where, and what no split can fix."""
+    lines = [
+        "Split lists written by `ctcurate check-leakage --fix-splits`.",
+        "Each duplicate picture, patient and source figure now lies wholly in one split; the class",
+        "share per split stays close to the original. The original lists were not changed.",
+        "",
+        f"Moved {len(result.moved)} image(s):",
+        *[f"  {img}: {old} -> {new}" for img, (old, new) in result.moved.items()],
+    ]
+    for title, keys in result.unfixable.items():
+        lv = next(lv for lv in LEVELS if lv.title == title)
+        lines += ["", f"Not fixed: {len(keys)} {title.lower()} (moving images cannot fix these)."]
+        lines += [f"  {k}" for k in keys]
+        lines += textwrap.wrap("What to do: " + lv.todo.replace("`", ""), 96, initial_indent="  ", subsequent_indent="  ")
+    return "\n".join(lines) + "\n"
 
 
 def _ratios(assign: dict[str, str], first_class: str) -> dict[str, float]:
@@ -123,7 +167,10 @@ def fix_splits(report: LeakageReport, splits_dir: Path, out_dir: Path, force: bo
                 fh.write("".join(f"{n}\n" for n in names))
             written.append(target)
     moved = {n: (current[n], assign[n]) for n in sorted(current) if current[n] != assign[n]}
-    return FixResult(moved, _ratios(current, first), _ratios(assign, first), written)
+    result = FixResult(moved, _ratios(current, first), _ratios(assign, first), written, unfixable(report))
+    with atomic_write(out_dir / "README.md") as fh:
+        fh.write(readme(result, report))
+    return replace(result, written=[*written, out_dir / "README.md"])
 
 
 def group_violations(report: LeakageReport, assign: dict[str, str]) -> list[str]:

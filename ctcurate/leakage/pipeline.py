@@ -34,7 +34,8 @@ from pydantic import BaseModel, ConfigDict
 
 from ctcurate.doi import normalize as doi_lib
 from ctcurate.core.findings import Finding, error, has_errors, warning
-from ctcurate.leakage.hashcache import HashCache, HashOutcome, Progress, Workers, default_jobs, hash_files
+from ctcurate.core.progress import StepProgress, counted, for_step
+from ctcurate.leakage.hashcache import HashCache, HashOutcome, Workers, default_jobs, hash_files
 from ctcurate.leakage.hashing import SUBVIEWS, THUMB, Fingerprint
 from ctcurate.core.images import UnreadableImage, open_image
 from ctcurate.core.dataset import read_key_rows, split_of
@@ -303,6 +304,7 @@ def _find_pairs(
     cache: HashCache | None,
     threshold: int,
     workers: Workers,
+    progress: StepProgress | None = None,
 ) -> list[tuple[int, int, Verdict | None, str | None, int]]:
     """(i, j, verdict, exact kind, hash distance) for every verified pair; j indexes `right` if given."""
     lfp = [o.fingerprint for o in left]
@@ -347,10 +349,11 @@ def _find_pairs(
             # one task each, their cost varies 20-fold: the likeliest duplicates (highest thumbnail
             # score) go first, since they are the ones that get decoded and aligned at full size
             order = sorted(range(len(tasks)), key=lambda k: -tasks[k][4][0])
-            done = dict(zip(order, workers.get().map(_verify_task, [tasks[k] for k in order])))
+            mapped = workers.get().map(_verify_task, [tasks[k] for k in order])
+            done = dict(zip(order, counted(mapped, len(tasks), "verifying", progress)))
             verdicts = [done[k] for k in range(len(tasks))]
         else:
-            verdicts = [_verify_task(t) for t in tasks]
+            verdicts = [_verify_task(t) for t in counted(tasks, len(tasks), "verifying", progress)]
         for (_, key, _), v in zip(survivors, verdicts):
             known[key] = {"duplicate": v.duplicate, "score": v.score, "mirrored": v.mirrored, "evidence": v.evidence}
             fresh.append((key, known[key]))
@@ -360,7 +363,7 @@ def _find_pairs(
         stored = known[key]
         if stored["duplicate"]:
             out.append((i, j, Verdict(True, stored["score"], stored["mirrored"], stored["evidence"]), None, d))
-    out += _find_crops(left, rout, lfp, lidx, rfp, ridx, right is None, {(i, j) for i, j, *_ in out}, cache, threshold, workers)
+    out += _find_crops(left, rout, lfp, lidx, rfp, ridx, right is None, {(i, j) for i, j, *_ in out}, cache, threshold, workers, progress)
     return sorted(out, key=lambda t: (t[0], t[1]))
 
 
@@ -376,6 +379,7 @@ def _find_crops(
     cache: HashCache | None,
     threshold: int,
     workers: Workers,
+    progress: StepProgress | None = None,
 ) -> list[tuple[int, int, Verdict | None, str | None, int]]:
     """The pairs where one image is a crop of the other, verified with the alignment seeded at the window."""
     cands = {ij: opts for ij, opts in _crop_candidates(lfp, lidx, rfp, ridx, self_join, threshold).items() if ij not in found}
@@ -398,9 +402,9 @@ def _find_crops(
         tasks.append((a, b, pa, pb, (q, mirrored), window) if crop_left else (b, a, pb, pa, (q, mirrored), window))
         task_keys.append(key)
     if workers.jobs > 1 and len(tasks) >= 8:
-        verdicts = list(workers.get().map(_verify_task, tasks))
+        verdicts = list(counted(workers.get().map(_verify_task, tasks), len(tasks), "verifying crops", progress))
     else:
-        verdicts = [_verify_task(t) for t in tasks]
+        verdicts = [_verify_task(t) for t in counted(tasks, len(tasks), "verifying crops", progress)]
     for key, v in zip(task_keys, verdicts):
         known[key] = {"duplicate": v.duplicate, "score": v.score, "mirrored": v.mirrored, "evidence": v.evidence}
         fresh.append((key, known[key]))
@@ -491,7 +495,7 @@ def check_leakage(
     cache_path: Path | None = None,
     jobs: int | None = None,
     threshold: int = DEFAULT_THRESHOLD,
-    progress: Progress | None = None,
+    progress: StepProgress | None = None,
 ) -> LeakageReport:
     """Find every duplicate pair in the dataset (or between `against` and the dataset) and classify it.
 
@@ -508,8 +512,8 @@ def check_leakage(
     workers = Workers(jobs)
     try:
         if against is None:
-            outcomes = hash_files([paths[r] for r in rels], cache, jobs, progress, workers)
-            found = _find_pairs(outcomes, None, cache, threshold, workers)
+            outcomes = hash_files([paths[r] for r in rels], cache, jobs, for_step(progress, "hashing"), workers)
+            found = _find_pairs(outcomes, None, cache, threshold, workers, progress)
             findings = _unreadable(outcomes, lambda p: str(p.relative_to(data_root / IMAGES_DIR)))
             pairs = []
             for i, j, v, exact, d in found:
@@ -520,18 +524,18 @@ def check_leakage(
         else:
             new_paths, new_infos = _against_infos(against)
             new_rels = sorted(new_paths)
-            all_outcomes = hash_files([new_paths[r] for r in new_rels] + [paths[r] for r in rels], cache, jobs, progress, workers)
+            all_outcomes = hash_files([new_paths[r] for r in new_rels] + [paths[r] for r in rels], cache, jobs, for_step(progress, "hashing"), workers)
             new_out, old_out = all_outcomes[: len(new_rels)], all_outcomes[len(new_rels) :]
             findings = _unreadable(new_out, lambda p: "new:" + {v: k for k, v in new_paths.items()}.get(p, str(p))) + _unreadable(
                 old_out, lambda p: str(p.relative_to(data_root / IMAGES_DIR))
             )
             pairs = []
-            for i, j, v, exact, d in _find_pairs(new_out, old_out, cache, threshold, workers):
+            for i, j, v, exact, d in _find_pairs(new_out, old_out, cache, threshold, workers, progress):
                 a = new_infos[new_rels[i]].model_copy(update={"path": "new:" + new_rels[i]})
                 b = infos[rels[j]]
                 kinds = [k for k in classify(a, b, exact) if k not in ("unsplit", "duplicate")]
                 pairs.append(_pair_model(a.path, b.path, ["contribution-duplicate", *kinds], v, exact, d))
-            for i, j, v, exact, d in _find_pairs(new_out, None, cache, threshold, workers):
+            for i, j, v, exact, d in _find_pairs(new_out, None, cache, threshold, workers, progress):
                 a = new_infos[new_rels[i]].model_copy(update={"path": "new:" + new_rels[i]})
                 b = new_infos[new_rels[j]].model_copy(update={"path": "new:" + new_rels[j]})
                 pairs.append(_pair_model(a.path, b.path, ["duplicate", *([exact] if exact else [])] + (["label-conflict"] if a.label != b.label else []), v, exact, d))

@@ -2,7 +2,8 @@
 
 Owns turning a list of `CellFix` into files: an .xlsx is edited cell by cell through openpyxl so
 its other sheets and styles stay, a .csv is rewritten in its own encoding and line ending, split
-lists are copied with whitespace removed. Every file is written atomically.
+lists are copied with whitespace removed. Every file is written atomically. `validate_copy` then
+validates what was written, so the command can say what the copy still has.
 """
 
 from __future__ import annotations
@@ -163,3 +164,13 @@ def _fix_split_list(src: Path, dst: Path) -> int:
     with atomic_write(dst, "w", encoding=encoding) as fh:
         fh.write("".join(f"{name}\n" for name in kept))
     return changed
+
+
+def validate_copy(result: ValidationResult, report: FixReport, out: Path) -> ValidationResult:
+    """Validate the copy just written, against the same images and split lists: what `--fix` left."""
+    from ctcurate.validation.checks import validate
+
+    inputs = result.inputs
+    if inputs.metadata_is_file:
+        return validate(next(iter(report.written)), inputs.data_root, inputs.splits_dir)
+    return validate(Path(out), inputs.data_root, None)

@@ -5,7 +5,10 @@ the two share no patient and no source figure), runs the library's `check_leakag
 cache) and prints recall per transform and per combination size, and precision, side by side.
 Details (which pairs were missed, which reported pairs are wrong) are printed for the tuning set
 only: looking at the held-out set's misses would make it a second tuning set.
-Exits 1 when held-out recall < --min-recall (0.95) or held-out precision < --min-precision (0.99).
+Then the real images: `check_leakage` on the 746 real images against tests/data/real_true_pairs.json
+(the eye-checked true duplicates), naming the true pairs it misses and the pairs it reports wrongly.
+Exits 1 when held-out recall < --min-recall (0.95) or held-out precision < --min-precision (0.99),
+or when a real true pair is missed or a real pair outside the list is reported.
 
 To measure another checkout's pipeline: PYTHONPATH=/path/to/checkout python bench/eval_recall.py
 Usage: python bench/eval_recall.py [--size bench|medium|small] [--seeds 1 2] [--keep DIR]
@@ -14,6 +17,7 @@ Usage: python bench/eval_recall.py [--size bench|medium|small] [--seeds 1 2] [--
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -76,6 +80,25 @@ def print_tuning_details(truth: tc.Truth, score: tc.Score) -> None:
         print(f"  {a} ~ {b}  [{truth.images[a]['real']}]  {steps}")
 
 
+def real_data_check(work: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]], int]:
+    """check_leakage on the real images vs the eye-checked list: (missed, extra, number of true pairs)."""
+    from ctcurate.leakage.pipeline import check_leakage
+
+    listed = json.loads(tc.REAL_TRUE_PAIRS.read_text(encoding="utf-8"))["pairs"]
+    truth = {(min(p["a"], p["b"]), max(p["a"], p["b"])) for p in listed}
+    report = check_leakage(DATA, metadata_dir=REPO / "metadata", cache_path=work / "cache-real.sqlite")
+    reported = {(min(p.a, p.b), max(p.a, p.b)) for p in report.pairs}
+    return sorted(truth - reported), sorted(reported - truth), len(truth)
+
+
+def print_real(missed: list[tuple[str, str]], extra: list[tuple[str, str]], total: int) -> None:
+    print(f"\nreal images: {total - len(missed)}/{total} true pairs reported, {len(extra)} reported pairs outside the list")
+    for a, b in missed:
+        print(f"  missed: {a} ~ {b}")
+    for a, b in extra:
+        print(f"  not in the list: {a} ~ {b}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--size", default="bench", choices=sorted(tc.SIZES))
@@ -83,6 +106,7 @@ def main() -> int:
     ap.add_argument("--min-recall", type=float, default=0.95)
     ap.add_argument("--min-precision", type=float, default=0.99)
     ap.add_argument("--keep", type=Path, default=None, help="build the sets here and keep them")
+    ap.add_argument("--skip-real", action="store_true", help="leave out the check on the real images")
     args = ap.parse_args()
     if not (DATA / tc.IMAGES_DIR).is_dir():
         print(f"no real data at {DATA} (set CTCURATE_DATA)")
@@ -94,15 +118,21 @@ def main() -> int:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         results = [measure(seed, args.size, work) for seed in args.seeds]
+        real = None if args.skip_real else real_data_check(work)
     print_table(args.seeds, [r[1] for r in results], [r[2] for r in results])
     truth, tuning, _ = results[0]
     print_tuning_details(truth, tuning)
+    if real is not None:
+        print_real(*real)
     held = results[1][1]
     ok = held.recall >= args.min_recall and held.precision >= args.min_precision
     verdict = "PASS" if ok else "MISS"
     print(f"\nheld-out (seed {args.seeds[1]}): recall {held.recall:.3f} (target >= {args.min_recall}), "
           f"precision {held.precision:.3f} (target >= {args.min_precision}): {verdict}")
-    return 0 if ok else 1
+    real_ok = real is None or not (real[0] or real[1])
+    if real is not None:
+        print(f"real images: every true pair and nothing else: {'PASS' if real_ok else 'MISS'}")
+    return 0 if ok and real_ok else 1
 
 
 if __name__ == "__main__":

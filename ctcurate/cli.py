@@ -209,6 +209,16 @@ def schema(output: Path, check: bool) -> None:
 # --- add-contribution -----------------------------------------------------------------------
 
 
+def scheduler_option(fn):  # type: ignore[no-untyped-def]
+    """`--scheduler ADDRESS` (or $CTCURATE_SCHEDULER): run the image and pair work on a Dask cluster."""
+    return click.option(
+        "--scheduler", metavar="ADDRESS", envvar="CTCURATE_SCHEDULER", default=None,
+        help="Run the per-image and per-pair work on this Dask scheduler, e.g. tcp://10.0.0.5:8786 "
+        "(default $CTCURATE_SCHEDULER; without either, local processes). Workers must see the images "
+        "at the same paths; needs pip install 'ctcurate[cluster]'.",
+    )(fn)
+
+
 def _cache_override() -> Path | None:
     """$CTCURATE_CACHE, when set, names the hash cache instead of `<data root>/.ctcurate/`."""
     from ctcurate.core.store import CACHE_ENV
@@ -236,9 +246,10 @@ def _cache_override() -> Path | None:
 @click.option("--online", is_flag=True,
               help="Also check each DOI with the registries (it exists; it is not another DOI of a paper in the dataset).")
 @click.option("--mailto", metavar="ADDR", help="With --online: contact address for the registries (or $CTCURATE_MAILTO).")
+@scheduler_option
 def add_contribution(contribution: Path | None, data: Path | None, metadata: Path | None, dry_run: bool,
                      split_mode: str, contributor: str, fmt: str, partial: bool, template: Path | None,
-                     cache: Path | None, online: bool, mailto: str | None) -> None:
+                     cache: Path | None, online: bool, mailto: str | None, scheduler: str | None = None) -> None:
     """Check a contributed folder or zip against the dataset and apply it all-or-nothing.
 
     Exit 0: everything accepted (and applied unless --dry-run); 1: something rejected (nothing
@@ -249,6 +260,7 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
     from ctcurate.core.layout import default_metadata_dir
     from ctcurate.core.lock import LockHeld
     from ctcurate.core.store import default_cache_path
+    from ctcurate.leakage.execution import ClusterUnavailable
 
     if template is not None:
         if template.suffix.lower() not in (".xlsx", ".csv"):
@@ -284,10 +296,10 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
             outcome = contribute.add_contribution(
                 contribution, data_root, meta,
                 check_rows=check_rows,
-                find_duplicates=contribute.default_duplicate_finder(use_cache),
+                find_duplicates=contribute.default_duplicate_finder(use_cache, scheduler),
                 split_mode=split_mode, contributor=contributor, dry_run=dry_run, partial=partial,
             )
-    except LockHeld as exc:
+    except (LockHeld, ClusterUnavailable) as exc:
         _exit_with_error(f"{exc}")
     except contribute.ContributionIOError as exc:
         _exit_with_error(f"{exc}")
@@ -313,12 +325,14 @@ def _doi_resolver(mailto: str | None):  # type: ignore[no-untyped-def]
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv", "html"]), default="text", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False), help="Write the report here (atomically) instead of stdout.")
 @click.option("--fix-splits", "fix_splits", type=click.Path(file_okay=False), help="Write corrected split lists into this folder.")
-@click.option("--jobs", type=click.IntRange(min=1), help="Hashing processes (default: CPU count).")
+@click.option("--jobs", type=click.IntRange(min=1), help="Local worker processes (default and most: the CPU count).")
 @click.option("--threshold", type=click.IntRange(0, 32), default=10, show_default=True, help="Candidate pHash distance (direct or mirrored) before pixel verification.")
 @click.option("--cache", "cache", type=click.Path(dir_okay=False), help="SQLite cache file (default <data>/.ctcurate/cache.sqlite).")
+@scheduler_option
 def check_leakage(
     data: str | None, splits: str | None, metadata: str | None, against: str | None, fmt: str,
     output: str | None, fix_splits: str | None, jobs: int | None, threshold: int, cache: str | None,
+    scheduler: str | None = None,
 ) -> None:
     """Find duplicate images and leaks across splits, labels, patients and source figures."""
     import sqlite3
@@ -327,9 +341,12 @@ def check_leakage(
     from ctcurate.leakage import report as report_lib
     from ctcurate.core.atomic import atomic_write
     from ctcurate.core.layout import IMAGES_DIR, default_metadata_dir
+    from ctcurate.leakage.execution import ClusterUnavailable, capped_jobs
     from ctcurate.leakage.pipeline import check_leakage as run_check
 
     root = _data_root_or_exit(data)
+    if jobs and not scheduler and capped_jobs(jobs) < jobs:
+        click.echo(f"--jobs {jobs}: using {capped_jobs(jobs)} processes, the number of CPUs", err=True)
     meta_dir = Path(metadata) if metadata else default_metadata_dir()
     for name, value in (("--metadata", metadata), ("--splits", splits), ("--against", against)):
         if value and not Path(value).is_dir():
@@ -355,7 +372,10 @@ def check_leakage(
             jobs=jobs,
             threshold=threshold,
             progress=progress,
+            scheduler=scheduler,
         )
+    except ClusterUnavailable as exc:
+        _exit_with_error(f"--scheduler: {exc}")
     except OSError as exc:
         _exit_with_error(f"{getattr(exc, 'filename', None) or root}: {exc.strerror or exc}")
     except sqlite3.Error as exc:

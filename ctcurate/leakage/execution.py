@@ -193,7 +193,7 @@ class DaskCluster(Executor):
         window = 2 * slots  # batches submitted and not yet handed out: bounds the client's memory
         index: dict[Any, int] = {}
         done: dict[int, list[R]] = {}
-        running = as_completed()
+        running = as_completed(loop=self.client.loop)
         next_submit = next_yield = 0
 
         def submit_more() -> None:

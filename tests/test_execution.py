@@ -12,13 +12,18 @@ from pathlib import Path
 import psutil
 import pytest
 from click.testing import CliRunner
+from contribution_helpers import hold_out
 
 from ctcurate.cli import main
 from ctcurate.contribution.apply import lock_paths
 from ctcurate.core.lock import locked
-from ctcurate.leakage.execution import LocalPool, batch_size, capped_jobs, cpu_count, open_executor
-
-from contribution_helpers import hold_out
+from ctcurate.leakage.execution import (
+    LocalPool,
+    batch_size,
+    capped_jobs,
+    cpu_count,
+    open_executor,
+)
 
 
 def _square(x: int) -> int:

@@ -26,7 +26,7 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -57,9 +57,9 @@ def _batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[k : k + size] for k in range(0, len(items), size)]
 
 
-def batch_size(n_items: int, slots: int, most: int) -> int:
-    """About four batches per worker slot (the late ones balance the load), at most `most` items."""
-    return max(1, min(most, -(-n_items // (4 * max(1, slots)))))
+def batch_size(n_items: int, slots: int, most: int, per_slot: int = 4) -> int:
+    """About `per_slot` batches per worker slot (the late ones balance the load), at most `most` items."""
+    return max(1, min(most, -(-n_items // (per_slot * max(1, slots)))))
 
 
 class Executor(ABC):
@@ -69,24 +69,17 @@ class Executor(ABC):
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], min_parallel: int = MIN_PARALLEL) -> Iterator[R]:
         """`fn` of each item, in order, as soon as it and those before it are done."""
-        if len(items) < min_parallel or not self.parallel:
+        if len(items) < min_parallel or self.slots <= 1:
             return map(fn, items)
         return self._map_parallel(fn, items)
-
-    @property
-    def parallel(self) -> bool:
-        return self.slots > 1
 
     @abstractmethod
     def _map_parallel(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]: ...
 
-    def start(self) -> None:
-        """Get the workers ready now, so that their start overlaps the caller's serial work."""
-
     def close(self) -> None:
         """Stop what this executor started."""
 
-    def __enter__(self) -> Executor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -132,12 +125,6 @@ class LocalPool(Executor):
             )
         return self._pool
 
-    def start(self) -> None:
-        if self.parallel:
-            pool = self._get()
-            for _ in range(self.slots):
-                pool.submit(int)  # makes the pool fork its workers now
-
     def _map_parallel(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
         return self._get().map(fn, items, chunksize=batch_size(len(items), self.slots, 8))
 
@@ -150,6 +137,11 @@ class LocalPool(Executor):
 # --- a Dask cluster -------------------------------------------------------------------------
 
 
+def _untyped(module: object) -> Any:
+    """`distributed` has no type hints: its calls are made through `Any`."""
+    return module
+
+
 def run_batch(fn: Callable[[T], R], batch: Sequence[T]) -> list[R]:
     """One Dask task: `fn` over a batch of items (one task per item would cost more than hashing)."""
     return [fn(x) for x in batch]
@@ -158,13 +150,18 @@ def run_batch(fn: Callable[[T], R], batch: Sequence[T]) -> list[R]:
 class DaskCluster(Executor):
     """The workers of a running Dask scheduler. Every worker must see the images at the same paths."""
 
-    def __init__(self, address: str, timeout: float = 10.0, most_per_batch: int = 64) -> None:
+    def __init__(self, address: str, timeout: float | None = None, most_per_batch: int = 64) -> None:
         try:
-            from distributed import Client
+            import distributed
         except ImportError:
             raise ClusterUnavailable("Dask is not installed: pip install 'ctcurate[cluster]'") from None
+        if timeout is None:
+            from dask.config import get as config
+            from dask.utils import parse_timedelta
+
+            timeout = parse_timedelta(config("distributed.comm.timeouts.connect"))
         try:
-            self.client: Any = Client(address, timeout=timeout, set_as_default=False)
+            self.client: Any = _untyped(distributed).Client(address, timeout=timeout, set_as_default=False)
         except (OSError, TimeoutError) as exc:
             raise ClusterUnavailable(f"cannot reach the Dask scheduler at {address}: {exc}") from None
         try:
@@ -179,21 +176,23 @@ class DaskCluster(Executor):
     @property
     def slots(self) -> int:  # type: ignore[override]
         workers = self.client.scheduler_info()["workers"].values()
-        return max(1, sum(w.get("nthreads", 1) for w in workers))
+        return max(1, sum(int(w.get("nthreads", 1)) for w in workers))
 
-    @property
-    def parallel(self) -> bool:
-        return True  # even one remote thread is not this process
+    def map(self, fn: Callable[[T], R], items: Sequence[T], min_parallel: int = MIN_PARALLEL) -> Iterator[R]:
+        """Every item goes to the cluster (its workers are already running), none to this process."""
+        return self._map_parallel(fn, items) if items else iter(())
 
     def _map_parallel(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
-        from distributed import as_completed
+        import distributed
 
         slots = self.slots
-        batches = _batches(items, batch_size(len(items), slots, self.most_per_batch))
-        window = 2 * slots  # batches submitted and not yet handed out: bounds the client's memory
+        # many small batches: the cost of an item varies 20-fold (pixel verification), and a task
+        # costs the scheduler about a millisecond
+        batches = _batches(items, batch_size(len(items), slots, self.most_per_batch, per_slot=16))
+        window = 4 * slots  # batches submitted and not yet handed out: bounds the client's memory
         index: dict[Any, int] = {}
         done: dict[int, list[R]] = {}
-        running = as_completed(loop=self.client.loop)
+        running = _untyped(distributed).as_completed(loop=self.client.loop)
         next_submit = next_yield = 0
 
         def submit_more() -> None:

@@ -71,6 +71,8 @@ def _mosaic(seed: int) -> object:
 
 def _write(args: tuple[Path, int, bool]) -> None:
     folder, index, with_copy = args
+    if (folder / f"m{index:07d}.png").is_file() and (not with_copy or (folder / f"m{index:07d}-copy.jpg").is_file()):
+        return  # an interrupted build goes on where it stopped
     im = _mosaic(index)
     im.save(folder / f"m{index:07d}.png")  # type: ignore[attr-defined]
     if with_copy:

@@ -208,7 +208,7 @@ def main() -> int:
           f"local pool of {args.cores} processes vs LocalCluster of {args.cores} single-thread workers")
     results = []
     ok = True
-    with LocalCluster(n_workers=args.cores, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+    with LocalCluster(n_workers=args.cores, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
         for n in (int(s) for s in args.sizes.split(",")):
             r = measure_size(args.root, n, args.cores, cluster.scheduler_address)
             print_size(r)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,11 @@ import dask
 import leakage_dataset
 import pytest
 from click.testing import CliRunner
-from contribution_helpers import noise_png
+from contribution_helpers import (
+    make_synthetic_dataset,
+    noise_png,
+    write_contribution_sheet,
+)
 from distributed import Client, LocalCluster
 from test_leakage_real import real_cache, real_report  # noqa: F401  (the local run, shared per session)
 
@@ -28,7 +33,7 @@ from ctcurate.leakage.report import to_json
 
 
 def _cluster() -> LocalCluster:
-    return LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR)
+    return LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +119,24 @@ def test_a_worker_killed_mid_run_changes_nothing(copies, real_data, tmp_path):
         remote = check_leakage(root, metadata_dir=meta, cache_path=tmp_path / "remote.sqlite", progress=kill_a_busy_worker, scheduler=cl.scheduler_address)
     assert killed
     assert to_json(remote) == to_json(local)
+
+
+def test_add_contribution_checks_duplicates_on_the_cluster(cluster, tmp_path):
+    ds = make_synthetic_dataset(tmp_path / "ds")
+    contrib = tmp_path / "contrib"
+    noise_png(contrib / "new.png", 7)
+    shutil.copyfile(ds / IMAGES_DIR / "CT_COVID" / "paper-a-p1-1%0.png", contrib / "copy.png")
+    write_contribution_sheet(contrib / "sheet.xlsx", [
+        {"File name": n, "Label": "COVID", "Patient ID": "A", "DOI": "10.5555/fresh", "Captions": "Figure 1."} for n in ("new.png", "copy.png")
+    ])
+    args = ["add-contribution", str(contrib), "--data", str(ds), "--metadata", str(ds / "metadata"), "--dry-run"]
+    local = CliRunner().invoke(main, args)
+    before = _tasks_run(cluster)
+    remote = CliRunner().invoke(main, [*args, "--scheduler", cluster.scheduler_address])
+    assert _tasks_run(cluster) > before
+    assert (remote.exit_code, remote.output) == (local.exit_code, local.output)
+    assert local.exit_code == 1 and "copy.png" in local.output
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        down = CliRunner().invoke(main, [*args, "--scheduler", "tcp://127.0.0.1:9"])
+    assert down.exit_code == 2
+    assert down.stderr == "error: cannot reach the Dask scheduler at tcp://127.0.0.1:9: Timed out trying to connect to tcp://127.0.0.1:9 after 1 s\n"

@@ -59,6 +59,12 @@ cache_option: Decorator[Any] = click.option(
 mailto_option: Decorator[Any] = click.option(
     "--mailto", metavar="ADDR", help="With --online: contact address for the registries (default: $CTCURATE_MAILTO).",
 )
+scheduler_option: Decorator[Any] = click.option(
+    "--scheduler", metavar="ADDRESS", envvar="CTCURATE_SCHEDULER", default=None,
+    help="Run the per-image and per-pair work on this Dask scheduler, e.g. tcp://10.0.0.5:8786 "
+    "(default $CTCURATE_SCHEDULER; without either, local processes). Workers must see the images "
+    "at the same paths; needs pip install 'ctcurate[cluster]'.",
+)
 
 
 def format_option(*choices: str) -> Decorator[F]:
@@ -275,10 +281,11 @@ def schema(output: Path, docs: Path, check: bool) -> None:
                  "(it exists; it is not another DOI of a paper in the dataset)."),
     mailto_option,
     click.option("--force", is_flag=True, help="With --template: replace a file that exists and is not empty."),
+    scheduler_option,
 )
 def add_contribution(contribution: Path | None, data: Path | None, metadata: Path | None, dry_run: bool,
                      split_mode: str, contributor: str, fmt: str, partial: bool, template: Path | None,
-                     cache: Path | None, online: bool, mailto: str | None, force: bool) -> None:
+                     cache: Path | None, online: bool, mailto: str | None, force: bool, scheduler: str | None) -> None:
     """Check a contributed folder or zip against the dataset and apply it all-or-nothing.
 
     Exit 0: everything accepted (and applied unless --dry-run); 1: something rejected (nothing
@@ -286,6 +293,7 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
     """
     from ctcurate.contribution import run as contribute
     from ctcurate.core.lock import LockHeld
+    from ctcurate.leakage.execution import ClusterUnavailable
 
     if template is not None:
         _write_template(template, force)
@@ -295,9 +303,9 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
         with contribute.hash_cache(cache, scratch=dry_run) as use_cache, _resolver(online, cache, mailto=mailto) as resolver:
             outcome = contribute.add_contribution(
                 source, data_root, meta, check_rows=contribute.default_row_checker(resolver, data_root, meta),
-                find_duplicates=contribute.default_duplicate_finder(use_cache),
+                find_duplicates=contribute.default_duplicate_finder(use_cache, scheduler),
                 split_mode=split_mode, contributor=contributor, dry_run=dry_run, partial=partial)
-    except (LockHeld, contribute.ContributionIOError) as exc:
+    except (LockHeld, ClusterUnavailable, contribute.ContributionIOError) as exc:
         _exit_with_error(f"{exc}")
     click.echo(contribute.render_json(outcome) if fmt == "json" else contribute.render_text(outcome))
     sys.exit(outcome.exit_code)
@@ -348,15 +356,16 @@ def _write_template(template: Path, force: bool) -> NoReturn:
     output_option(),
     click.option("--fix-splits", "fix_splits", type=click.Path(file_okay=False, path_type=Path),
                  help="Write corrected split lists into this folder."),
-    click.option("--jobs", type=click.IntRange(min=1), help="Hashing processes (default: CPU count)."),
+    click.option("--jobs", type=click.IntRange(min=1), help="Local worker processes (default and most: the CPU count)."),
     click.option("--threshold", type=click.IntRange(0, 32), default=10, show_default=True,
                  help="Candidate pHash distance (direct or mirrored) before pixel verification."),
     cache_option,
     force_option("--fix-splits"),
+    scheduler_option,
 )
 def check_leakage(data: Path | None, splits: Path | None, metadata: Path | None, against: Path | None, fmt: str,
                   output: Path | None, fix_splits: Path | None, jobs: int | None, threshold: int, cache: Path | None,
-                  force: bool) -> None:
+                  force: bool, scheduler: str | None) -> None:
     """Find duplicate images and leaks across splits, labels, patients and source figures.
 
     \b
@@ -372,9 +381,12 @@ def check_leakage(data: Path | None, splits: Path | None, metadata: Path | None,
     from ctcurate.core.layout import SPLITS_DIR, default_metadata_dir
     from ctcurate.core.sheets import SheetError
     from ctcurate.leakage import report
+    from ctcurate.leakage.execution import ClusterUnavailable, capped_jobs
     from ctcurate.leakage.pipeline import check_leakage as run_check
 
     root = _data_root_or_exit(data)
+    if jobs and not scheduler and capped_jobs(jobs) < jobs:
+        click.echo(f"--jobs {jobs}: using {capped_jobs(jobs)} processes, the number of CPUs", err=True)
     meta_dir = metadata or default_metadata_dir()
     for name, value in (("--metadata", metadata), ("--splits", splits), ("--against", against)):
         if value and not value.is_dir() and not (name == "--against" and value.suffix.lower() == ".zip"):
@@ -386,12 +398,15 @@ def check_leakage(data: Path | None, splits: Path | None, metadata: Path | None,
         with _against_images(against) as new_images:
             try:
                 result = run_check(root, splits_dir=splits, metadata_dir=meta_dir if meta_dir.is_dir() else None,
-                                   against=new_images, cache_path=cache, jobs=jobs, threshold=threshold, progress=bars)
+                                   against=new_images, cache_path=cache, jobs=jobs, threshold=threshold, progress=bars,
+                                   scheduler=scheduler)
             finally:
                 bars.close()
             _emit(report.render(result, fmt, root, {k: v[0] for k, v in (new_images or {}).items()}), output)
             if output is not None:
                 click.echo(f"wrote {output}: {report.summary_line(result)}")  # stdout is free: the report is in the file
+    except ClusterUnavailable as exc:
+        _exit_with_error(f"--scheduler: {exc}")
     except (OSError, SheetError) as exc:
         _exit_with_error(f"{getattr(exc, 'filename', None) or root}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc))
     except sqlite3.Error as exc:

@@ -250,15 +250,15 @@ def default_row_checker(resolver: Resolver | None = None, data_root: Path | None
     return combine_checkers(checker, online_row_checker(resolver, read_state(data_root, metadata_dir).dois))
 
 
-def default_duplicate_finder(cache_path: Path | None = None) -> DuplicateFinder:
+def default_duplicate_finder(cache_path: Path | None = None, scheduler: str | None = None) -> DuplicateFinder:
     """check-leakage's search (perceptual hashes + pixel verification, cached): resized, re-compressed
-    or re-cropped copies count, not only byte-identical ones."""
+    or re-cropped copies count, not only byte-identical ones. `scheduler`: a Dask scheduler to run it on."""
 
     def find(new_images: Sequence[Path], data_root: Path) -> Duplicates:
         from ctcurate.core.layout import IMAGES_DIR
         from ctcurate.leakage.pipeline import find_duplicates_of
 
-        check = find_duplicates_of(new_images, data_root, cache_path)
+        check = find_duplicates_of(new_images, data_root, cache_path, scheduler=scheduler)
         of_existing = {
             Path(p): tuple(data_root / IMAGES_DIR / m.dataset_path for m in sorted(ms, key=lambda m: -m.score))
             for p, ms in check.matches.items() if ms

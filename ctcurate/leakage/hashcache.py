@@ -2,8 +2,9 @@
 
 Owns the two leakage tables in `store.open_cache`'s file: fingerprints keyed by the file's content
 sha256 and `hashing.HASH_VERSION` (a renamed file is not re-hashed, a changed one is), and verdicts
-keyed by the two content hashes and `VERIFY_VERSION`. Also owns hashing a list of files in
-parallel processes. Imports `hashing`, `images`, `store`; never prints (progress is a callback).
+keyed by the two content hashes and `VERIFY_VERSION`. Also owns hashing a list of files on an
+`execution.Executor` (local processes or a Dask cluster); only this process writes the cache, in
+batches. Imports `execution`, `hashing`, `images`, `store`; never prints (progress is a callback).
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ctcurate.leakage.execution import Executor, LocalPool
 from ctcurate.leakage.hashing import HASH_VERSION, THUMB, Fingerprint, file_sha256, fingerprint_image
 from ctcurate.core.images import UnreadableImage, open_image
 from ctcurate.core.store import open_cache, select_in
@@ -41,44 +42,6 @@ _COLUMNS = {
 HASH_FIELDS = ("phash", "dhash", "whash", "phash_m", "dhash_m", "whash_m")
 
 Progress = Callable[[int, int], None]
-
-
-def _warm_up() -> None:
-    """Worker start: import what every hashing worker needs (scipy's DCT) before the first task."""
-    from scipy import fftpack  # noqa: F401
-
-
-class Workers:
-    """A process pool started on first use and shared by hashing and verification.
-
-    One pool per run: its workers keep what they imported (scipy, imagehash) from one stage to the
-    next, and a run that finds everything cached starts no process at all. Use as a context manager.
-    """
-
-    def __init__(self, jobs: int) -> None:
-        self.jobs = jobs
-        self._pool: ProcessPoolExecutor | None = None
-
-    def get(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.jobs, initializer=_warm_up)
-        return self._pool
-
-    def start(self) -> None:
-        """Start the workers now, so that their imports overlap the caller's serial work."""
-        if self.jobs > 1:
-            self.get()
-
-    def __enter__(self) -> Workers:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
 
 
 @dataclass(frozen=True)
@@ -261,8 +224,16 @@ def _hash_one(path: Path) -> tuple[Fingerprint | None, str | None]:
         return None, f"cannot read: {exc.strerror or exc}"
 
 
-def default_jobs() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+def _content_id(path: Path) -> tuple[int, int, str] | str:
+    """(size, mtime, content sha256) of a file, or why it cannot be read. Runs on the workers."""
+    try:
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns, file_sha256(path)
+    except OSError as exc:
+        return f"cannot read: {exc.strerror or exc}"
+
+
+FLUSH_EVERY = 2000  # fresh fingerprints written to the cache at a time: a killed run keeps most
 
 
 def hash_files(
@@ -270,32 +241,39 @@ def hash_files(
     cache: HashCache | None,
     jobs: int | None = None,
     progress: Progress | None = None,
-    workers: Workers | None = None,
+    workers: Executor | None = None,
 ) -> list[HashOutcome]:
-    """Fingerprint every file, taking what the cache holds and hashing the rest in `jobs` processes.
+    """Fingerprint every file, taking what the cache holds and hashing the rest on `workers`.
 
     Order follows `paths`. An unreadable file is an outcome with `error`, never an exception.
-    `workers` lends a shared pool (its size replaces `jobs`); without it a pool lives for this call.
+    Without `workers`, a local pool of `jobs` processes lives for this call.
     """
+    executor = workers if workers is not None else LocalPool(jobs)
+    try:
+        return _hash_files(paths, cache, progress, executor)
+    finally:
+        if workers is None:
+            executor.close()
+
+
+def _hash_files(paths: Sequence[Path], cache: HashCache | None, progress: Progress | None, executor: Executor) -> list[HashOutcome]:
     shas: list[str | None] = []
     errors: dict[int, str] = {}
     remembered = cache.known_shas(paths) if cache else {}
-    if workers is not None and len(paths) - len(remembered) >= 16:
-        workers.start()  # likely work to do: workers import while the content hashes are read here
+    unknown = [k for k, p in enumerate(paths) if p not in remembered]
+    ids = dict(zip(unknown, executor.map(_content_id, [paths[k] for k in unknown])))
     new_stats: list[tuple[Path, int, int, str]] = []
     for k, p in enumerate(paths):
         if p in remembered:
             shas.append(remembered[p])
             continue
-        try:
-            st = os.stat(p)
-            sha = file_sha256(p)
-        except OSError as exc:
+        got = ids[k]
+        if isinstance(got, str):
             shas.append(None)
-            errors[k] = f"cannot read: {exc.strerror or exc}"
+            errors[k] = got
             continue
-        shas.append(sha)
-        new_stats.append((p, st.st_size, st.st_mtime_ns, sha))
+        shas.append(got[2])
+        new_stats.append((p, *got))
     if cache and new_stats:
         cache.remember_shas(new_stats)
     known = cache.get_many([s for s in shas if s]) if cache else {}
@@ -314,35 +292,24 @@ def hash_files(
     if progress:
         progress(done, total)
     fresh: dict[str, Fingerprint] = {}
-    jobs = workers.jobs if workers is not None else jobs or default_jobs()
-    if unique_todo:
-        todo_paths = [paths[k] for k in unique_todo]
-        results: Iterator[tuple[Fingerprint | None, str | None]]
-        pool: ProcessPoolExecutor | None = None
-        if jobs <= 1 or len(unique_todo) < 16:
-            results = map(_hash_one, todo_paths)
+    unwritten: list[tuple[str, Fingerprint]] = []
+    results = executor.map(_hash_one, [paths[k] for k in unique_todo])
+    for k, (fp, err) in zip(unique_todo, results):
+        content = shas[k]
+        assert content is not None
+        if fp is None:
+            errors[k] = err or "cannot decode"
         else:
-            if workers is None:
-                pool = ProcessPoolExecutor(max_workers=jobs)
-            executor = workers.get() if workers is not None else pool
-            assert executor is not None
-            results = executor.map(_hash_one, todo_paths, chunksize=max(1, min(8, len(todo_paths) // (jobs * 4))))
-        try:
-            for k, (fp, err) in zip(unique_todo, results):
-                content = shas[k]
-                assert content is not None
-                if fp is None:
-                    errors[k] = err or "cannot decode"
-                else:
-                    fresh[content] = fp
-                done += 1
-                if progress:
-                    progress(done, total)
-        finally:
-            if pool is not None:
-                pool.shutdown()
-        if cache and fresh:
-            cache.put_many(list(fresh.items()))
+            fresh[content] = fp
+            unwritten.append((content, fp))
+        if cache and len(unwritten) >= FLUSH_EVERY:
+            cache.put_many(unwritten)
+            unwritten = []
+        done += 1
+        if progress:
+            progress(done, total)
+    if cache and unwritten:
+        cache.put_many(unwritten)
     out = []
     for k, p in enumerate(paths):
         digest = shas[k]

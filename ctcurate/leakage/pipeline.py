@@ -35,7 +35,8 @@ from pydantic import BaseModel, ConfigDict
 from ctcurate.doi import normalize as doi_lib
 from ctcurate.core.findings import Finding, error, has_errors, warning
 from ctcurate.core.progress import StepProgress, counted, for_step
-from ctcurate.leakage.hashcache import HashCache, HashOutcome, Workers, default_jobs, hash_files
+from ctcurate.leakage.execution import Executor, open_executor
+from ctcurate.leakage.hashcache import HashCache, HashOutcome, hash_files
 from ctcurate.leakage.hashing import SUBVIEWS, THUMB, Fingerprint
 from ctcurate.core.images import UnreadableImage, open_image
 from ctcurate.core.dataset import read_key_rows, split_of
@@ -303,7 +304,7 @@ def _find_pairs(
     right: list[HashOutcome] | None,
     cache: HashCache | None,
     threshold: int,
-    workers: Workers,
+    workers: Executor,
     progress: StepProgress | None = None,
 ) -> list[tuple[int, int, Verdict | None, str | None, int]]:
     """(i, j, verdict, exact kind, hash distance) for every verified pair; j indexes `right` if given."""
@@ -345,15 +346,12 @@ def _find_pairs(
             else:
                 survivors.append((t, key, (float(q), bool(m))))
         tasks = [(_fp(lfp[i]), _fp(rfp[j]), str(left[i].path), str(rout[j].path), q) for (i, j, _), _, q in survivors]
-        if workers.jobs > 1 and len(tasks) >= 8:
-            # one task each, their cost varies 20-fold: the likeliest duplicates (highest thumbnail
-            # score) go first, since they are the ones that get decoded and aligned at full size
-            order = sorted(range(len(tasks)), key=lambda k: -tasks[k][4][0])
-            mapped = workers.get().map(_verify_task, [tasks[k] for k in order])
-            done = dict(zip(order, counted(mapped, len(tasks), "verifying", progress)))
-            verdicts = [done[k] for k in range(len(tasks))]
-        else:
-            verdicts = [_verify_task(t) for t in counted(tasks, len(tasks), "verifying", progress)]
+        # their cost varies 20-fold: the likeliest duplicates (highest thumbnail score) go first,
+        # since they are the ones that get decoded and aligned at full size
+        order = sorted(range(len(tasks)), key=lambda k: -tasks[k][4][0])
+        mapped = workers.map(_verify_task, [tasks[k] for k in order], min_parallel=8)
+        done = dict(zip(order, counted(mapped, len(tasks), "verifying", progress)))
+        verdicts = [done[k] for k in range(len(tasks))]
         for (_, key, _), v in zip(survivors, verdicts):
             known[key] = {"duplicate": v.duplicate, "score": v.score, "mirrored": v.mirrored, "evidence": v.evidence}
             fresh.append((key, known[key]))
@@ -378,7 +376,7 @@ def _find_crops(
     found: set[tuple[int, int]],
     cache: HashCache | None,
     threshold: int,
-    workers: Workers,
+    workers: Executor,
     progress: StepProgress | None = None,
 ) -> list[tuple[int, int, Verdict | None, str | None, int]]:
     """The pairs where one image is a crop of the other, verified with the alignment seeded at the window."""
@@ -401,10 +399,7 @@ def _find_crops(
         pa, pb = str(left[i].path), str(rout[j].path)
         tasks.append((a, b, pa, pb, (q, mirrored), window) if crop_left else (b, a, pb, pa, (q, mirrored), window))
         task_keys.append(key)
-    if workers.jobs > 1 and len(tasks) >= 8:
-        verdicts = list(counted(workers.get().map(_verify_task, tasks), len(tasks), "verifying crops", progress))
-    else:
-        verdicts = [_verify_task(t) for t in counted(tasks, len(tasks), "verifying crops", progress)]
+    verdicts = list(counted(workers.map(_verify_task, tasks, min_parallel=8), len(tasks), "verifying crops", progress))
     for key, v in zip(task_keys, verdicts):
         known[key] = {"duplicate": v.duplicate, "score": v.score, "mirrored": v.mirrored, "evidence": v.evidence}
         fresh.append((key, known[key]))
@@ -496,12 +491,14 @@ def check_leakage(
     jobs: int | None = None,
     threshold: int = DEFAULT_THRESHOLD,
     progress: StepProgress | None = None,
+    scheduler: str | None = None,
 ) -> LeakageReport:
     """Find every duplicate pair in the dataset (or between `against` and the dataset) and classify it.
 
     `against` maps each image of a second set (a contribution) to its file and declared class folder.
+    The per-image and per-pair work runs on the Dask cluster at `scheduler` if given
+    (`execution.ClusterUnavailable` when it cannot be used), else on `jobs` local processes.
     """
-    jobs = jobs or default_jobs()
     if splits_dir is None and metadata_dir is not None and (metadata_dir / SPLITS_DIR).is_dir():
         splits_dir = metadata_dir / SPLITS_DIR
     if splits_dir is None and (data_root / SPLITS_DIR).is_dir():
@@ -509,7 +506,11 @@ def check_leakage(
     paths, infos = _image_infos(data_root, splits_dir, metadata_dir)
     rels = sorted(paths)
     cache = open_hash_cache(cache_path)
-    workers = Workers(jobs)
+    try:
+        workers = open_executor(jobs, scheduler)
+    except BaseException:
+        cache.close()
+        raise
     try:
         if against is None:
             outcomes = hash_files([paths[r] for r in rels], cache, jobs, for_step(progress, "hashing"), workers)
@@ -596,15 +597,19 @@ def find_duplicates_of(
     cache_path: Path | None = None,
     jobs: int | None = None,
     threshold: int = DEFAULT_THRESHOLD,
+    scheduler: str | None = None,
 ) -> ContributionCheck:
     """For each new image, the dataset images it duplicates; and duplicates among the new images."""
-    jobs = jobs or default_jobs()
     by_class = list_images(data_root)
     rels = [f"{c}/{p.name}" for c, files in sorted(by_class.items()) for p in files]
     old_paths = [data_root / IMAGES_DIR / r for r in rels]
     new_list = [Path(p) for p in new_images]
     cache = open_hash_cache(cache_path)
-    workers = Workers(jobs)
+    try:
+        workers = open_executor(jobs, scheduler)
+    except BaseException:
+        cache.close()
+        raise
     try:
         outcomes = hash_files(new_list + old_paths, cache, jobs, workers=workers)
         new_out, old_out = outcomes[: len(new_list)], outcomes[len(new_list) :]

@@ -1,0 +1,227 @@
+"""check-leakage on a Dask cluster against the local process pool, same cores, measured in one run.
+
+A synthetic collection is built from the real images (under /tmp, never in the repository): each
+image is a 2x2 mosaic of four real CT images, each tile randomly mirrored/rotated, and 1% of them
+get a transformed copy (resized to 80%, JPEG quality 60) under a unique name, which the run must
+find. For each size (default 10,000 and 50,000 images) and a cold cache:
+
+    local:   `check_leakage(jobs=C)`, the default process pool of C processes;
+    cluster: `check_leakage(scheduler=...)` on a `LocalCluster` of C single-thread worker processes
+             (the scheduler in this driver process, the client in its own process);
+    warm:    the cluster run again over the unchanged collection (it must submit no task).
+
+Each client runs in its own process and reports its wall time, the time at which hashing ended,
+and its own peak memory (ru_maxrss: the client only, not its workers). Printed: wall, images/s,
+client peak memory, the cluster/local ratios, a linear fit of the client's memory and of the
+hashing rate, and their extrapolation to 1,000,000 images on N machines. Exits 1 when the
+reports differ, or the projected client memory at 1,000,000 images is over 4 GB.
+
+Usage: python bench/bench_cluster.py [--sizes 10000,50000] [--cores 2] [--root /tmp/ctcurate-bench-cluster]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+DATA = Path(os.environ.get("CTCURATE_DATA", REPO.parent / "shared" / "covid-ct"))
+TILE = 160
+COPY_SHARE = 0.01
+MEMORY_TARGET_MIB = 4096
+SEARCH_1M_S = 206.0  # pair search over 1,000,000 hashes on one core (bench_leakage.py, (5))
+
+
+# --- the synthetic collection ---------------------------------------------------------------
+
+_tiles: list[object] = []
+
+
+def _load_tiles() -> None:
+    from PIL import Image
+
+    from ctcurate.core.layout import list_images
+
+    for files in list_images(DATA).values():
+        for p in files:
+            with Image.open(p) as im:
+                _tiles.append(im.convert("L").resize((TILE, TILE)))
+
+
+def _mosaic(seed: int) -> object:
+    from PIL import Image
+
+    rng = random.Random(seed)
+    out = Image.new("L", (2 * TILE, 2 * TILE))
+    for k in range(4):
+        tile = _tiles[rng.randrange(len(_tiles))].transpose(rng.randrange(7)) if rng.random() < 0.9 else _tiles[rng.randrange(len(_tiles))]  # type: ignore[attr-defined]
+        out.paste(tile, ((k % 2) * TILE, (k // 2) * TILE))
+    return out
+
+
+def _write(args: tuple[Path, int, bool]) -> None:
+    folder, index, with_copy = args
+    if (folder / f"m{index:07d}.png").is_file() and (not with_copy or (folder / f"m{index:07d}-copy.jpg").is_file()):
+        return  # an interrupted build goes on where it stopped
+    im = _mosaic(index)
+    im.save(folder / f"m{index:07d}.png")  # type: ignore[attr-defined]
+    if with_copy:
+        side = int(2 * TILE * 0.8)
+        im.resize((side, side)).save(folder / f"m{index:07d}-copy.jpg", quality=60)  # type: ignore[attr-defined]
+
+
+def build_collection(root: Path, n: int, cores: int) -> Path:
+    """`root/<n>/Images-processed/{CT_COVID,CT_NonCOVID}` with n images (copies included); reused."""
+    from multiprocessing import get_context
+
+    base = root / str(n)
+    done = base / "complete"
+    if done.is_file():
+        return base
+    rng = random.Random(n)
+    n_copies = int(n * COPY_SHARE)
+    copied = set(rng.sample(range(n - n_copies), n_copies))
+    jobs = []
+    for index in range(n - n_copies):
+        folder = base / "Images-processed" / ("CT_COVID" if index % 2 else "CT_NonCOVID")
+        folder.mkdir(parents=True, exist_ok=True)
+        jobs.append((folder, index, index in copied))
+    with get_context("fork").Pool(cores, initializer=_load_tiles) as pool:
+        for _ in pool.imap_unordered(_write, jobs, chunksize=64):
+            pass
+    done.write_text(json.dumps({"images": n, "copies": n_copies}))
+    return base
+
+
+# --- one client run, in its own process -----------------------------------------------------
+
+
+def client_main(data: Path, cache: Path, jobs: int, scheduler: str | None, report: Path) -> None:
+    from ctcurate.leakage.pipeline import check_leakage
+    from ctcurate.leakage.report import to_json
+
+    start = time.perf_counter()
+    hashed_at = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        if done == total:
+            hashed_at[0] = time.perf_counter() - start
+
+    result = check_leakage(data, cache_path=cache, jobs=jobs, scheduler=scheduler, progress=progress)
+    wall = time.perf_counter() - start
+    report.write_text(to_json(result))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"wall": wall, "hashed_at": hashed_at[0], "peak_mib": peak, "pairs": len(result.pairs)}))
+
+
+def run_client(data: Path, cache: Path, jobs: int, scheduler: str | None, report: Path) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--client", str(data), str(cache), str(jobs), scheduler or "", str(report)]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"client failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+# --- the comparison -------------------------------------------------------------------------
+
+
+def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares line y = a + b x (two points: through both)."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else 0.0
+    return my - b * mx, b
+
+
+def measure_size(root: Path, n: int, cores: int, cluster_address: str) -> dict[str, object]:
+    t = time.perf_counter()
+    data = build_collection(root, n, cores)
+    built = time.perf_counter() - t
+    work = root / f"run-{n}"
+    work.mkdir(parents=True, exist_ok=True)
+    for f in work.glob("*"):
+        f.unlink()
+    local = run_client(data, work / "local.sqlite", cores, None, work / "local.json")
+    remote = run_client(data, work / "cluster.sqlite", cores, cluster_address, work / "cluster.json")
+    warm = run_client(data, work / "cluster.sqlite", cores, cluster_address, work / "warm.json")
+    same = (work / "local.json").read_text() == (work / "cluster.json").read_text() == (work / "warm.json").read_text()
+    return {"n": n, "built_s": built, "local": local, "cluster": remote, "warm": warm, "same_report": same}
+
+
+def print_size(r: dict) -> None:  # type: ignore[type-arg]
+    n = r["n"]
+    print(f"\n{n:,} images (collection built or reused in {r['built_s']:.0f} s); reports identical: {r['same_report']}")
+    print(f"{'':<10} {'wall s':>8} {'img/s':>8} {'hashing s':>10} {'hash img/s':>10} {'client MiB':>11} {'pairs':>6}")
+    for name in ("local", "cluster", "warm"):
+        m = r[name]
+        hash_rate = n / m["hashed_at"] if m["hashed_at"] else float("nan")
+        print(f"{name:<10} {m['wall']:>8.1f} {n / m['wall']:>8.0f} {m['hashed_at']:>10.1f} {hash_rate:>10.0f} {m['peak_mib']:>11.0f} {m['pairs']:>6}")
+    lo, cl = r["local"], r["cluster"]
+    print(f"cluster/local: wall {cl['wall'] / lo['wall']:.2f}x, hashing {cl['hashed_at'] / lo['hashed_at']:.2f}x, "
+          f"client memory {cl['peak_mib'] / lo['peak_mib']:.2f}x; warm re-run on the cluster {r['warm']['wall']:.1f} s")
+
+
+def project(results: list[dict], cores: int) -> bool:  # type: ignore[type-arg]
+    ns = [float(r["n"]) for r in results]
+    a, b = fit(ns, [r["cluster"]["peak_mib"] for r in results])
+    mem_1m = a + b * 1e6
+    rate = sum(r["n"] / r["cluster"]["hashed_at"] for r in results) / len(results) / cores  # images/s per core
+    tail = [(r["cluster"]["wall"] - r["cluster"]["hashed_at"]) / r["n"] for r in results]  # search + verify, s per image
+    print(f"\nclient peak memory, linear fit: {a:.0f} MiB + {b * 1024:.2f} KiB per image -> {mem_1m:,.0f} MiB at 1,000,000 "
+          f"images (target < {MEMORY_TARGET_MIB} MiB: {'PASS' if mem_1m < MEMORY_TARGET_MIB else 'MISS'})")
+    print(f"hashing on the cluster: {rate:.0f} images/s per core (this machine, loaded); "
+          f"search + verification after hashing: {1000 * max(tail):.1f} ms per image on {cores} cores")
+    print("projected 1,000,000-image cold run, machines of 16 cores at this per-core rate (hashing scales with cores; "
+          f"the client's pair search, {SEARCH_1M_S:.0f} s at 1M in bench_leakage, does not):")
+    for machines in (1, 4, 16, 64):
+        c = 16 * machines
+        hashing = 1e6 / (rate * c)
+        verify = max(tail) * 1e6 * cores / c
+        print(f"    {machines:>3} machine(s), {c:>5} cores: hashing {hashing / 60:6.1f} min + verification {verify / 60:6.1f} min "
+              f"+ search {SEARCH_1M_S / 60:.1f} min = {(hashing + verify + SEARCH_1M_S) / 60:6.1f} min")
+    return mem_1m < MEMORY_TARGET_MIB
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="10000,50000")
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--root", type=Path, default=Path("/tmp/ctcurate-bench-cluster"))
+    args = ap.parse_args()
+    if not (DATA / "Images-processed").is_dir():
+        print(f"no real data at {DATA} (set CTCURATE_DATA)")
+        return 1
+    from distributed import LocalCluster
+
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (shared machines make timings noisy); "
+          f"local pool of {args.cores} processes vs LocalCluster of {args.cores} single-thread workers")
+    results = []
+    ok = True
+    with LocalCluster(n_workers=args.cores, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
+        for n in (int(s) for s in args.sizes.split(",")):
+            r = measure_size(args.root, n, args.cores, cluster.scheduler_address)
+            print_size(r)
+            ok &= bool(r["same_report"])
+            results.append(r)
+    if len(results) >= 1:
+        ok &= project(results if len(results) > 1 else results * 2, args.cores)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        d, c, j, s, rep = sys.argv[2:7]
+        client_main(Path(d), Path(c), int(j), s or None, Path(rep))
+    else:
+        sys.exit(main())

@@ -1,9 +1,9 @@
 """Fingerprints and pair verdicts, cached in the shared SQLite file so a second run re-hashes nothing.
 
-Owns the two leakage tables in `store.open_cache`'s file: fingerprints keyed by the file's content
-sha256 and `hashing.HASH_VERSION` (a renamed file is not re-hashed, a changed one is), and verdicts
-keyed by the two content hashes and `VERIFY_VERSION`. Also owns hashing a list of files in
-parallel processes. Imports `hashing`, `images`, `store`; never prints (progress is a callback).
+Owns the leakage tables in `store.open_cache`'s file: fingerprints and keypoints keyed by the
+file's content sha256 and `hashing.HASH_VERSION` (a renamed file is not re-hashed, a changed one
+is), and verdicts keyed by the two content hashes and `VERIFY_VERSION`. Also owns hashing a list of files in
+parallel processes. Imports `hashing`, `keypoints`, `images`, `store`; never prints (progress is a callback).
 """
 
 from __future__ import annotations
@@ -16,22 +16,27 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctcurate.leakage.hashing import HASH_VERSION, Fingerprint, file_sha256, fingerprint_image
+from ctcurate.leakage.hashing import HASH_VERSION, Fingerprint, describe_image, file_sha256
+from ctcurate.leakage.keypoints import Keypoints
 from ctcurate.core.images import UnreadableImage, open_image
 from ctcurate.core.store import open_cache, select_in
 
-VERIFY_VERSION = "4"
+VERIFY_VERSION = "5"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS leakage_fingerprint (
     sha256 TEXT NOT NULL, version TEXT NOT NULL, meta TEXT NOT NULL, thumb BLOB NOT NULL,
+    PRIMARY KEY (sha256, version));
+CREATE TABLE IF NOT EXISTS leakage_keypoints (
+    sha256 TEXT NOT NULL, version TEXT NOT NULL, meta TEXT NOT NULL,
+    xy BLOB NOT NULL, desc BLOB NOT NULL, xy_m BLOB NOT NULL, desc_m BLOB NOT NULL,
     PRIMARY KEY (sha256, version));
 CREATE TABLE IF NOT EXISTS leakage_verdict (
     pair TEXT NOT NULL PRIMARY KEY, verdict TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS leakage_stat (
     path TEXT NOT NULL PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL);
 """
-HASH_FIELDS = ("phash", "dhash", "whash", "phash_m", "dhash_m", "whash_m")
+HASH_FIELDS = ("phash", "phash_m")
 
 Progress = Callable[[int, int], None]
 
@@ -83,6 +88,7 @@ class HashOutcome:
     fingerprint: Fingerprint | None
     error: str | None = None
     cached: bool = False
+    keypoints: Keypoints | None = None
 
 
 def _to_row(fp: Fingerprint) -> tuple[str, bytes]:
@@ -140,6 +146,22 @@ class HashCache:
         )
         self.conn.commit()
 
+    def get_keypoints(self, shas: Sequence[str]) -> dict[str, Keypoints]:
+        out: dict[str, Keypoints] = {}
+        sql = "SELECT sha256, meta, xy, desc, xy_m, desc_m FROM leakage_keypoints WHERE version = ? AND sha256 IN ({marks})"
+        for sha, meta, xy, desc, xy_m, desc_m in select_in(self.conn, sql, sorted(set(shas)), HASH_VERSION):
+            m = json.loads(meta)
+            out[sha] = Keypoints(m["width"], m["height"], m["scale"], bytes(xy), bytes(desc), bytes(xy_m), bytes(desc_m))
+        return out
+
+    def put_keypoints(self, items: Sequence[tuple[str, Keypoints]]) -> None:
+        rows = [
+            (sha, HASH_VERSION, json.dumps({"width": k.width, "height": k.height, "scale": k.scale}), k.xy, k.desc, k.xy_m, k.desc_m)
+            for sha, k in items
+        ]
+        self.conn.executemany("INSERT OR REPLACE INTO leakage_keypoints VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        self.conn.commit()
+
     def known_shas(self, paths: Sequence[Path]) -> dict[Path, str]:
         """Content hashes remembered for files whose size and mtime are unchanged (like git's index)."""
         out: dict[Path, str] = {}
@@ -181,9 +203,13 @@ class HashCache:
         self.conn.commit()
 
 
-def _hash_one(path: Path) -> tuple[Fingerprint | None, str | None]:
+Described = tuple[Fingerprint, Keypoints]
+
+
+def _hash_one(path: Path) -> tuple[Described | None, str | None]:
+    """All per-image work of a run (one decode): fingerprint and keypoints, or why not."""
     try:
-        return fingerprint_image(open_image(path)), None
+        return describe_image(open_image(path)), None
     except UnreadableImage as exc:
         return None, exc.reason
     except OSError as exc:
@@ -194,18 +220,10 @@ def default_jobs() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def hash_files(
-    paths: Sequence[Path],
-    cache: HashCache | None,
-    jobs: int | None = None,
-    progress: Progress | None = None,
-    workers: Workers | None = None,
-) -> list[HashOutcome]:
-    """Fingerprint every file, taking what the cache holds and hashing the rest in `jobs` processes.
-
-    Order follows `paths`. An unreadable file is an outcome with `error`, never an exception.
-    `workers` lends a shared pool (its size replaces `jobs`); without it a pool lives for this call.
-    """
+def _content_hashes(
+    paths: Sequence[Path], cache: HashCache | None, workers: Workers | None
+) -> tuple[list[str | None], dict[int, str]]:
+    """The sha256 of every file (remembered ones by size and mtime), and why a file could not be read."""
     shas: list[str | None] = []
     errors: dict[int, str] = {}
     remembered = cache.known_shas(paths) if cache else {}
@@ -227,61 +245,88 @@ def hash_files(
         new_stats.append((p, st.st_size, st.st_mtime_ns, sha))
     if cache and new_stats:
         cache.remember_shas(new_stats)
-    known = cache.get_many([s for s in shas if s]) if cache else {}
-    todo = [k for k, s in enumerate(shas) if s is not None and s not in known]
-    # identical files are hashed once
-    first_of: dict[str, int] = {}
-    unique_todo = []
-    for k in todo:
-        key = shas[k]
-        assert key is not None
-        if key not in first_of:
-            first_of[key] = k
-            unique_todo.append(k)
-    done = len(paths) - len(unique_todo)
-    total = len(paths)
-    if progress:
-        progress(done, total)
-    fresh: dict[str, Fingerprint] = {}
-    jobs = workers.jobs if workers is not None else jobs or default_jobs()
-    if unique_todo:
-        todo_paths = [paths[k] for k in unique_todo]
-        results: Iterator[tuple[Fingerprint | None, str | None]]
+    return shas, errors
+
+
+def _cached(cache: HashCache | None, shas: Sequence[str | None]) -> dict[str, Described]:
+    """What the cache holds complete (fingerprint and keypoints) for these content hashes."""
+    if cache is None:
+        return {}
+    wanted = [s for s in shas if s]
+    fps, kps = cache.get_many(wanted), cache.get_keypoints(wanted)
+    return {s: (fps[s], kps[s]) for s in fps if s in kps}
+
+
+def _describe(
+    paths: Sequence[Path], jobs: int, workers: Workers | None, on_done: Callable[[], None]
+) -> list[tuple[Described | None, str | None]]:
+    """`_hash_one` of every path, in the shared pool when there is enough work."""
+    if jobs <= 1 or len(paths) < 16:
+        results: Iterator[tuple[Described | None, str | None]] = map(_hash_one, paths)
         pool: ProcessPoolExecutor | None = None
-        if jobs <= 1 or len(unique_todo) < 16:
-            results = map(_hash_one, todo_paths)
-        else:
-            if workers is None:
-                pool = ProcessPoolExecutor(max_workers=jobs)
-            executor = workers.get() if workers is not None else pool
-            assert executor is not None
-            results = executor.map(_hash_one, todo_paths, chunksize=max(1, min(8, len(todo_paths) // (jobs * 4))))
-        try:
-            for k, (fp, err) in zip(unique_todo, results):
-                content = shas[k]
-                assert content is not None
-                if fp is None:
-                    errors[k] = err or "cannot decode"
-                else:
-                    fresh[content] = fp
-                done += 1
-                if progress:
-                    progress(done, total)
-        finally:
-            if pool is not None:
-                pool.shutdown()
-        if cache and fresh:
-            cache.put_many(list(fresh.items()))
+    else:
+        pool = None if workers is not None else ProcessPoolExecutor(max_workers=jobs)
+        executor = workers.get() if workers is not None else pool
+        assert executor is not None
+        results = executor.map(_hash_one, paths, chunksize=max(1, min(8, len(paths) // (jobs * 4))))
     out = []
-    for k, p in enumerate(paths):
-        digest = shas[k]
-        if k in errors or digest is None:
-            out.append(HashOutcome(p, digest or "", None, errors.get(k, "cannot read")))
-        elif digest in known:
-            out.append(HashOutcome(p, digest, known[digest], cached=True))
-        elif digest in fresh:
-            out.append(HashOutcome(p, digest, fresh[digest]))
-        else:  # a duplicate of a file that failed to decode
-            first = first_of.get(digest)
-            out.append(HashOutcome(p, digest, None, errors.get(first, "cannot decode") if first is not None else "cannot decode"))
+    try:
+        for r in results:
+            out.append(r)
+            on_done()
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return out
+
+
+def hash_files(
+    paths: Sequence[Path],
+    cache: HashCache | None,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+    workers: Workers | None = None,
+) -> list[HashOutcome]:
+    """Fingerprint every file, taking what the cache holds and hashing the rest in `jobs` processes.
+
+    Order follows `paths`. An unreadable file is an outcome with `error`, never an exception.
+    `workers` lends a shared pool (its size replaces `jobs`); without it a pool lives for this call.
+    """
+    shas, errors = _content_hashes(paths, cache, workers)
+    known = _cached(cache, shas)
+    first_of: dict[str, int] = {}  # identical files are described once
+    for k, sha in enumerate(shas):
+        if sha is not None and sha not in known and sha not in first_of:
+            first_of[sha] = k
+    done = [len(paths) - len(first_of)]
+
+    def tick() -> None:
+        done[0] += 1
+        if progress:
+            progress(done[0], len(paths))
+
+    if progress:
+        progress(done[0], len(paths))
+    jobs = workers.jobs if workers is not None else jobs or default_jobs()
+    fresh: dict[str, Described] = {}
+    for (sha, k), (described, err) in zip(first_of.items(), _describe([paths[k] for k in first_of.values()], jobs, workers, tick)):
+        if described is None:
+            errors[k] = err or "cannot decode"
+        else:
+            fresh[sha] = described
+    if cache and fresh:
+        cache.put_many([(sha, d[0]) for sha, d in fresh.items()])
+        cache.put_keypoints([(sha, d[1]) for sha, d in fresh.items()])
+    return [_outcome(p, shas[k], errors.get(k), known, fresh, errors.get(first_of.get(shas[k] or "", -1))) for k, p in enumerate(paths)]
+
+
+def _outcome(
+    path: Path, sha: str | None, error: str | None, known: dict[str, Described], fresh: dict[str, Described], first_error: str | None
+) -> HashOutcome:
+    if error is not None or sha is None:
+        return HashOutcome(path, sha or "", None, error or "cannot read")
+    if sha in known:
+        return HashOutcome(path, sha, known[sha][0], cached=True, keypoints=known[sha][1])
+    if sha in fresh:
+        return HashOutcome(path, sha, fresh[sha][0], keypoints=fresh[sha][1])
+    return HashOutcome(path, sha, None, first_error or "cannot decode")  # a copy of a file that failed to decode

@@ -523,3 +523,146 @@ def verify_images(
     }
     dup = median >= DETAIL_MIN and whole >= GLOBAL_MIN and blocks >= _GRID and unexplained <= UNEXPLAINED_MAX
     return Verdict(dup, round(median, 4), mirrored, evidence)
+
+
+# --- verification seeded by a keypoint transform (rotation, any scale, crop, mirror) -------------
+
+ALIGNED_DETAIL_MIN = 0.93  # median block detail correlation, at the lower of the two resolutions
+ALIGNED_UNEXPLAINED_MAX = 0.015
+ALIGNED_OVERLAP_MIN = 0.30  # share of the comparison frame both pictures cover
+_FRAME = 288  # long side of the comparison frame
+_BLURS = (0.0, 0.8, 1.5, 2.5)  # extra blur tried on either side: a soft copy against a sharp one
+
+
+@dataclass(frozen=True)
+class Seed:
+    """A keypoint transform in the two pictures' trimmed-crop pixels: a's (mirrored) crop -> b's crop."""
+
+    mirrored: bool
+    matrix: tuple[float, ...]  # 2x3 row-major
+
+
+def _gray_crop(im: Image.Image, box: tuple[int, int, int, int], mirrored: bool) -> np.ndarray:
+    crop = np.asarray(to_gray(im).crop(box), dtype=np.float32)
+    return np.ascontiguousarray(crop[:, ::-1]) if mirrored else crop
+
+
+def _into_frame(low: np.ndarray, high: np.ndarray, m_low_to_high: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`low` brought to `_FRAME` px on its long side, `high` resampled onto that grid (antialiased
+    to it: the comparison is at the lower of the two resolutions), and the mask of frame pixels
+    `high` covers."""
+    import cv2
+
+    h, w = low.shape
+    f = _FRAME / max(h, w)
+    size = (max(16, round(w * f)), max(16, round(h * f)))
+    low_f = cv2.resize(low, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    # frame px -> low px -> high px
+    to_low = np.array([[1 / f, 0.0, 0.5 / f - 0.5], [0.0, 1 / f, 0.5 / f - 0.5], [0.0, 0.0, 1.0]])
+    m = np.vstack([m_low_to_high, [0.0, 0.0, 1.0]]) @ to_low
+    s = float(np.sqrt(abs(np.linalg.det(m[:2, :2]))))  # high px per frame px
+    if s > 2.0:  # reduce high first: blurring it at full size would cost more than the rest
+        r = s / 2.0
+        small = cv2.resize(high, (max(8, round(high.shape[1] / r)), max(8, round(high.shape[0] / r))), interpolation=cv2.INTER_AREA)
+        k = np.diag([small.shape[1] / high.shape[1], small.shape[0] / high.shape[0], 1.0])
+        k[0, 2], k[1, 2] = 0.5 * k[0, 0] - 0.5, 0.5 * k[1, 1] - 0.5
+        high, m = small, k @ m
+        s = float(np.sqrt(abs(np.linalg.det(m[:2, :2]))))
+    if s > 1.0:
+        high = cv2.GaussianBlur(high, (0, 0), 0.45 * float(np.sqrt(s * s - 1.0)))
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    warped = cv2.warpAffine(high, m[:2], size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    cover = cv2.warpAffine(np.ones_like(high), m[:2], size, flags=flags, borderValue=0.0) > 0.99
+    return low_f, warped, cover
+
+
+def _ecc_refine(fixed: np.ndarray, moving: np.ndarray, cover: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`moving` nudged onto `fixed` by an affine ECC fit (contrast-invariant); the keypoint
+    transform is good to a pixel or two, the detail comparison needs better."""
+    import cv2
+
+    warp = np.eye(2, 3, dtype=np.float32)
+    mask = cover.astype(np.uint8)
+    try:
+        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5)
+        _, warp = cv2.findTransformECC(fixed, moving, warp, cv2.MOTION_AFFINE, criteria, mask, 5)
+    except cv2.error:
+        return moving, cover
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    h, w = fixed.shape
+    moved = cv2.warpAffine(moving, warp, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    moved_cover = cv2.warpAffine(cover.astype(np.float32), warp, (w, h), flags=flags, borderValue=0.0) > 0.99
+    return moved, moved_cover
+
+
+def _match_tones(src: np.ndarray, ref: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """`src`'s grey levels mapped onto `ref`'s by rank inside `valid`: gamma, contrast and window
+    changes are monotonic, so they vanish; detail does not."""
+    q = np.linspace(0, 100, 257)
+    return np.interp(src, np.percentile(src[valid], q), np.percentile(ref[valid], q)).astype(np.float32)
+
+
+def _equal_blur(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Blur the sharper side until the two agree best: compare at the lower effective resolution."""
+    import cv2
+
+    ba = _bandpass_cv(a)
+    bb = _bandpass_cv(b)
+    best = (_ncc(ba[valid], bb[valid]), a, b, 0.0)
+    for s in _BLURS[1:]:
+        for side in (0, 1):
+            x = cv2.GaussianBlur(a if side == 0 else b, (0, 0), s)
+            pa, pb = (x, b) if side == 0 else (a, x)
+            score = _ncc(_bandpass_cv(pa)[valid], _bandpass_cv(pb)[valid])
+            if score > best[0]:
+                best = (score, pa, pb, s if side == 0 else -s)
+    return best[1], best[2], best[3]
+
+
+def _bandpass_cv(a: np.ndarray, s1: float = _BAND[0], s2: float = _BAND[1]) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(a, (0, 0), s1) - cv2.GaussianBlur(a, (0, 0), s2)
+
+
+def aligned_frames(a: Image.Image, b: Image.Image, fa: Fingerprint, fb: Fingerprint, seed: Seed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The two pictures on one `_FRAME` grid at the lower of their resolutions: (low, high warped, valid)."""
+    import cv2
+
+    ca, cb = _gray_crop(a, fa.box, seed.mirrored), _gray_crop(b, fb.box, False)
+    m = np.array(seed.matrix, dtype=np.float64).reshape(2, 3)
+    s = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+    if s >= 1.0:
+        low, high, cover = _into_frame(ca, cb, m)
+    else:
+        low, high, cover = _into_frame(cb, ca, cv2.invertAffineTransform(m))
+    high, cover = _ecc_refine(low, high, cover)
+    from scipy import ndimage
+
+    valid = ndimage.binary_erosion(cover, iterations=4)
+    return low, high, valid
+
+
+def verify_aligned(a: Image.Image, b: Image.Image, fa: Fingerprint, fb: Fingerprint, seed: Seed, evidence: dict[str, float | bool | str]) -> Verdict:
+    """Judge a keypoint candidate: align by its transform, match tones and blur, compare detail."""
+    low, high, valid = aligned_frames(a, b, fa, fb, seed)
+    overlap = float(valid.mean())
+    evidence = dict(evidence) | {"overlap": round(overlap, 3)}
+    if overlap < ALIGNED_OVERLAP_MIN:
+        return Verdict(False, 0.0, seed.mirrored, evidence)
+    high = _match_tones(high, low, valid)
+    low_b, high_b, blur = _equal_blur(low, high, valid)
+    band_low, band_high = _bandpass_cv(low_b), _bandpass_cv(high_b)
+    median, q25, blocks = _block_median(band_low, band_high, valid)
+    whole = _ncc(band_low[valid], band_high[valid])
+    unexplained = unexplained_mismatch(low_b, high_b, valid)
+    evidence |= {
+        "detail_block_median": round(median, 4),
+        "detail_block_q25": round(q25, 4),
+        "detail_whole": round(whole, 4),
+        "unexplained_mismatch": round(unexplained, 4),
+        "blocks": blocks,
+        "blur": blur,
+    }
+    dup = median >= ALIGNED_DETAIL_MIN and whole >= GLOBAL_MIN and blocks >= _GRID and unexplained <= ALIGNED_UNEXPLAINED_MAX
+    return Verdict(dup, round(median, 4), seed.mirrored, evidence)

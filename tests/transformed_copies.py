@@ -290,12 +290,13 @@ def _bucket(group: list[str]) -> int:
     return hashlib.sha256(group[0].encode()).digest()[0] % 2
 
 
-def _neighbour(source: str, group: list[str], used: set[str], true_pairs: set[frozenset[str]]) -> str | None:
+def _neighbour(source: str, group: list[str], used: set[str], true_pairs: set[frozenset[str]], patient_of: dict[str, str]) -> str | None:
     """Another image of the source's figure (else of its patient) that is not the same picture."""
-    stem = figure_stem(source)
     candidates = [n for n in group if n != source and n not in used and frozenset((n, source)) not in true_pairs]
-    same_figure = [n for n in candidates if figure_stem(n) == stem and n.split("/")[0] == source.split("/")[0]]
-    pool = same_figure or candidates
+    same_figure = [n for n in candidates if figure_stem(n) == figure_stem(source) and n.split("/")[0] == source.split("/")[0]]
+    patient = patient_of.get(source)
+    same_patient = [n for n in candidates if patient is not None and patient_of.get(n) == patient]
+    pool = same_figure or same_patient
     return pool[0] if pool else None
 
 
@@ -313,7 +314,8 @@ class Selection:
 def select(real_root: Path, seed: int, per_category: int, true_pairs: set[frozenset[str]]) -> Selection:
     """Sources (one per group and pass) from the seed's half of the groups, each with a neighbour."""
     names = real_images(real_root)
-    groups = [g for g in _groups(names, patients(real_root), true_pairs) if _bucket(g) == (seed - 1) % 2]
+    patient_of = patients(real_root)
+    groups = [g for g in _groups(names, patient_of, true_pairs) if _bucket(g) == (seed - 1) % 2]
     rng = random.Random(f"select-{seed}")
     rng.shuffle(groups)
     wanted = [c for c in CATEGORIES for _ in range(per_category)]
@@ -329,7 +331,7 @@ def select(real_root: Path, seed: int, per_category: int, true_pairs: set[frozen
                 continue
             source = rng.choice(free)
             used.add(source)
-            other = _neighbour(source, sorted(group), used, true_pairs)
+            other = _neighbour(source, sorted(group), used, true_pairs, patient_of)
             if other is not None and not _clashes(other, used, true_pairs):
                 used.add(other)
             else:
@@ -447,6 +449,7 @@ class Score:
     total: dict[str, int]
     reported: int
     false_pairs: list[tuple[str, str]]
+    missed: list[tuple[str, str]]
 
     @property
     def recall(self) -> float:
@@ -469,5 +472,11 @@ def score(truth: Truth, reported: Iterable[tuple[str, str]]) -> Score:
     for pair, category in positive.items():
         total[category] += 1
         found[category] += pair in seen
-    false_pairs = sorted(tuple(sorted(p)) for p in seen - set(positive))
-    return Score(dict(found), dict(total), len(seen), [(a, b) for a, b in false_pairs])
+    false_pairs = sorted(_ordered(p) for p in seen - set(positive))
+    missed = sorted(_ordered(p) for p in set(positive) - seen)
+    return Score(dict(found), dict(total), len(seen), false_pairs, missed)
+
+
+def _ordered(pair: frozenset[str]) -> tuple[str, str]:
+    a, b = sorted(pair)
+    return a, b

@@ -17,7 +17,9 @@ from ctcurate.leakage.pipeline import check_leakage, read_splits
 from ctcurate.leakage.report import to_html
 
 # Every pair reported on the real data, each looked at side by side (and aligned, zoomed) by eye:
-# all are one picture (re-exported, re-windowed, blurred, or with arrows added).
+# all are one picture (re-exported, re-windowed, blurred, or with arrows added). The last seven are
+# found by the keypoint stage: one paper's two renderings of the same figures (rescaled, re-cropped,
+# re-windowed), and one picture saved twice at a sub-pixel shift (p18-67-2 / -3).
 EYE_CHECKED = {
     ("CT_COVID/kjr-21-e24-p5-29.png", "CT_NonCOVID/71%0.jpg"): ["leak-train-test", "label-conflict"],
     ("CT_COVID/kjr-21-e24-p5-31.png", "CT_NonCOVID/71%1.jpg"): ["leak-train-test", "label-conflict"],
@@ -30,6 +32,13 @@ EYE_CHECKED = {
     ("CT_NonCOVID/1331.png", "CT_NonCOVID/1332.png"): ["duplicate"],
     ("CT_NonCOVID/1497.png", "CT_NonCOVID/1498.png"): ["duplicate"],
     ("CT_NonCOVID/661.png", "CT_NonCOVID/662.png"): ["duplicate"],
+    ("CT_COVID/2020.03.21.20040691-p18-67-2.png", "CT_COVID/2020.03.21.20040691-p18-67-3.png"): ["duplicate"],
+    ("CT_COVID/2020.03.22.20040782-p24-1533-1.png", "CT_COVID/2020.03.22.20040782-p25-1542.png"): ["leak-val-test"],
+    ("CT_COVID/2020.03.22.20040782-p24-1533-2.png", "CT_COVID/2020.03.22.20040782-p25-1541.png"): ["duplicate"],
+    ("CT_COVID/2020.03.22.20040782-p24-1533-4.png", "CT_COVID/2020.03.22.20040782-p25-1545.png"): ["leak-val-test"],
+    ("CT_COVID/2020.03.22.20040782-p24-1533-5.png", "CT_COVID/2020.03.22.20040782-p25-1544.png"): ["leak-val-test"],
+    ("CT_COVID/2020.03.22.20040782-p24-1533-6.png", "CT_COVID/2020.03.22.20040782-p25-1543.png"): ["leak-val-test"],
+    ("CT_COVID/2020.03.22.20040782-p24-1533-7.png", "CT_COVID/2020.03.22.20040782-p25-1546.png"): ["leak-val-test"],
 }
 
 

@@ -159,12 +159,9 @@ def correspondences(ds: DescriptorSet, cross: bool) -> Correspondences:
     for table in range(TABLES):
         p, q = _window_pairs(_sort_key(ds.desc, table), WINDOW)
         found += _close_pairs(ds, p, q, cross)
-    if not found:
-        e = np.zeros(0, np.int64)
-        return Correspondences(e, e, np.zeros(0, bool), e, e)
     # each correspondence once (both tables may find it)
-    key = np.sort(np.concatenate([s * len(ds.desc) + d for s, d in found]))
-    key = key[np.r_[True, key[1:] != key[:-1]]]
+    key = np.sort(np.concatenate([s * len(ds.desc) + d for s, d in found] or [np.zeros(0, np.int64)]))
+    key = key[np.r_[True, key[1:] != key[:-1]]] if len(key) else key
     src, dst = key // len(ds.desc), key % len(ds.desc)
     return Correspondences(ds.owner[src], ds.owner[dst], ds.mirrored[src], ds.point[src], ds.point[dst])
 

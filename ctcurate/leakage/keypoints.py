@@ -18,6 +18,7 @@ the pixel alignment of `verify.verify_aligned`. Pure numpy and OpenCV; imports o
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,7 @@ _RANSAC_PX = 3.0  # reprojection tolerance at SIDE px
 TABLES = 2  # sort orders (disjoint 64-bit slices of the descriptor)
 WINDOW = 8  # neighbours in each sort order that are compared
 _DESC = 32  # bytes per ORB descriptor
+_IMAGE_MASK = (1 << 39) - 1
 _SCALE_RANGE = (0.4, 2.5)  # of a plausible transform between two keypoint views
 
 
@@ -93,53 +95,49 @@ def keypoints_of(cropped: Image.Image) -> Keypoints:
 
 @dataclass(frozen=True)
 class DescriptorSet:
-    """Every descriptor of a search, flattened: owner image, mirrored view or not, side (left 0 / right 1)."""
+    """Every descriptor of a search, flattened and compact (42 bytes each): the 256 bits as four
+    64-bit columns, and a tag = side << 40 | image << 1 | mirrored (side: left 0 / right 1)."""
 
-    desc: np.ndarray  # (n, 32) uint8
-    owner: np.ndarray  # (n,) int64 image index
-    mirrored: np.ndarray  # (n,) bool
-    side: np.ndarray  # (n,) int8
-    point: np.ndarray  # (n,) int64 index of the keypoint inside its view
+    words: tuple[np.ndarray, ...]  # 4 x (n,) uint64
+    tag: np.ndarray  # (n,) int64
+    point: np.ndarray  # (n,) int16 index of the keypoint inside its view
+
+    @staticmethod
+    def tags(image: np.ndarray, mirrored: np.ndarray, side: np.ndarray) -> np.ndarray:
+        return (side.astype(np.int64) << 40) | (image.astype(np.int64) << 1) | mirrored.astype(np.int64)
 
 
-def descriptor_set(left: list[Keypoints | None], right: list[Keypoints | None] | None) -> DescriptorSet:
+def descriptor_set(left: Sequence[Keypoints | None], right: Sequence[Keypoints | None] | None) -> DescriptorSet:
     """Direct and mirrored descriptors of `left` (and direct ones of `right`, if given)."""
     parts: list[tuple[np.ndarray, int, bool, int]] = []
     for k, kp in enumerate(left):
         if kp is not None:
-            parts.append((kp.descriptors(False), k, False, 0))
-            parts.append((kp.descriptors(True), k, True, 0))
+            parts += [(kp.descriptors(False), k, False, 0), (kp.descriptors(True), k, True, 0)]
     for k, kp in enumerate(right or []):
         if kp is not None:
             parts.append((kp.descriptors(False), k, False, 1))
-    if not parts:
-        return DescriptorSet(np.zeros((0, _DESC), np.uint8), *(np.zeros(0, t) for t in (np.int64, bool, np.int8, np.int64)))
     sizes = [len(d) for d, *_ in parts]
+    desc = np.concatenate([d for d, *_ in parts] or [np.zeros((0, _DESC), np.uint8)])
+    rep = [np.repeat(np.array([x[i] for x in parts], dtype=np.int64), sizes) for i in (1, 2, 3)]
     return DescriptorSet(
-        desc=np.concatenate([d for d, *_ in parts]),
-        owner=np.repeat([k for _, k, _, _ in parts], sizes).astype(np.int64),
-        mirrored=np.repeat([m for _, _, m, _ in parts], sizes).astype(bool),
-        side=np.repeat([s for *_, s in parts], sizes).astype(np.int8),
-        point=np.concatenate([np.arange(n) for n in sizes]).astype(np.int64),
+        words=tuple(np.ascontiguousarray(w) for w in desc.view(np.uint64).T),
+        tag=DescriptorSet.tags(*rep),
+        point=np.concatenate([np.arange(n, dtype=np.int16) for n in sizes] or [np.zeros(0, np.int16)]),
     )
 
 
-def _sort_key(desc: np.ndarray, table: int) -> np.ndarray:
-    """64 of the descriptor's bits (table t: bytes 8t .. 8t + 7) as one big-endian integer."""
-    return desc[:, 8 * table : 8 * table + 8].copy().view(">u8").ravel()
+def _sort_order(word: np.ndarray) -> np.ndarray:
+    """Positions sorted by one 64-bit word of the descriptors, read big-endian (byte 0 leads)."""
+    return np.argsort(word.byteswap(), kind="stable")
 
 
-def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.bitwise_count(a.view(np.uint64) ^ b.view(np.uint64)).sum(axis=1)
-
-
-def _window_pairs(keys: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of positions at most `window` apart once sorted by `keys`: descriptors that share a
-    long prefix of these bits (a prefix tree's neighbours), however crowded the short prefixes are."""
-    order = np.argsort(keys, kind="stable")
-    p = np.concatenate([order[:-d] for d in range(1, window + 1) if d < len(order)] or [np.zeros(0, np.int64)])
-    q = np.concatenate([order[d:] for d in range(1, window + 1) if d < len(order)] or [np.zeros(0, np.int64)])
-    return p, q
+def _window_pairs(order: np.ndarray, window: int, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Pairs of positions at most `window` apart in a sort order (a prefix tree's neighbours:
+    descriptors sharing the most leading bits, however crowded the short prefixes are), in chunks."""
+    for d in range(1, window + 1):
+        for s in range(0, len(order) - d, chunk):
+            e = min(s + chunk, len(order) - d)
+            yield order[s:e], order[s + d : e + d]
 
 
 @dataclass(frozen=True)
@@ -153,36 +151,51 @@ class Correspondences:
     dst: np.ndarray  # keypoint index in b's direct view
 
 
-def correspondences(ds: DescriptorSet, cross: bool) -> Correspondences:
-    """Descriptor pairs in one bucket and within `MATCH_MAX` bits, between two images (left-right only if `cross`)."""
-    found: list[tuple[np.ndarray, ...]] = []
+def correspondences(ds: DescriptorSet, cross: bool, chunk: int = 2_000_000) -> Correspondences:
+    """Descriptor pairs near in some table's sort order and within `MATCH_MAX` bits, between two
+    images (left-right only if `cross`). Table t sorts by the descriptor's t-th 64-bit word."""
+    found: list[np.ndarray] = []
+    n = len(ds.tag)
     for table in range(TABLES):
-        p, q = _window_pairs(_sort_key(ds.desc, table), WINDOW)
-        found += _close_pairs(ds, p, q, cross)
+        for p, q in _window_pairs(_sort_order(ds.words[table]), WINDOW, chunk):
+            src, dst = _close_pairs(ds, p, q, cross)
+            found.append(src * n + dst)
     # each correspondence once (both tables may find it)
-    key = np.sort(np.concatenate([s * len(ds.desc) + d for s, d in found] or [np.zeros(0, np.int64)]))
+    key = np.sort(np.concatenate(found or [np.zeros(0, np.int64)]))
     key = key[np.r_[True, key[1:] != key[:-1]]] if len(key) else key
-    src, dst = key // len(ds.desc), key % len(ds.desc)
-    return Correspondences(ds.owner[src], ds.owner[dst], ds.mirrored[src], ds.point[src], ds.point[dst])
+    src, dst = key // n, key % n
+    return Correspondences(
+        a=(ds.tag[src] >> 1) & _IMAGE_MASK,
+        b=(ds.tag[dst] >> 1) & _IMAGE_MASK,
+        mirrored=(ds.tag[src] & 1).astype(bool),
+        src=ds.point[src].astype(np.int64),
+        dst=ds.point[dst].astype(np.int64),
+    )
 
 
-def _close_pairs(ds: DescriptorSet, p: np.ndarray, q: np.ndarray, cross: bool, chunk: int = 4_000_000) -> list[tuple[np.ndarray, ...]]:
-    found: list[tuple[np.ndarray, ...]] = []
-    for s in range(0, len(p), chunk):
-        pp, qq = p[s : s + chunk], q[s : s + chunk]
-        # a mirrored view matches a direct one (a pair of mirrored views repeats the direct pair)
-        keep = (ds.mirrored[pp] & ds.mirrored[qq]) == 0
-        keep &= (ds.owner[pp] != ds.owner[qq]) | (ds.side[pp] != ds.side[qq])
-        if cross:
-            keep &= ds.side[pp] != ds.side[qq]
-        pp, qq = pp[keep], qq[keep]
-        close = _hamming(ds.desc[pp], ds.desc[qq]) <= MATCH_MAX
-        pp, qq = pp[close], qq[close]
-        # orient: the mirrored (or, if neither, the left/lower) descriptor is the source
-        swap = ds.mirrored[qq] | (~ds.mirrored[pp] & ~ds.mirrored[qq] & ((ds.side[pp] > ds.side[qq]) | ((ds.side[pp] == ds.side[qq]) & (ds.owner[pp] > ds.owner[qq]))))
-        src, dst = np.where(swap, qq, pp), np.where(swap, pp, qq)
-        found.append((src, dst))
-    return found
+def _within(words: tuple[np.ndarray, ...], *cols: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The rows of `cols` (pair positions first) whose descriptors are within `MATCH_MAX` bits:
+    half the descriptor first, the rest only for the pairs still in reach (most are not)."""
+    pp, qq = cols[0], cols[1]
+    dist = np.bitwise_count(words[0][pp] ^ words[0][qq]).astype(np.int16) + np.bitwise_count(words[1][pp] ^ words[1][qq])
+    near = dist <= MATCH_MAX
+    cols, dist = tuple(c[near] for c in cols), dist[near]
+    pp, qq = cols[0], cols[1]
+    dist += np.bitwise_count(words[2][pp] ^ words[2][qq]) + np.bitwise_count(words[3][pp] ^ words[3][qq])
+    return tuple(c[dist <= MATCH_MAX] for c in cols)
+
+
+def _close_pairs(ds: DescriptorSet, p: np.ndarray, q: np.ndarray, cross: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(source, destination) positions of the pairs that are correspondences, oriented."""
+    tp, tq = ds.tag[p], ds.tag[q]
+    # a mirrored view matches a direct one (two mirrored views repeat the direct pair); never itself
+    keep = ((tp & tq & 1) == 0) & ((tp >> 1) != (tq >> 1))
+    if cross:
+        keep &= (tp >> 40) != (tq >> 40)
+    pp, qq, tp, tq = _within(ds.words, p[keep], q[keep], tp[keep], tq[keep])
+    # orient: the mirrored descriptor is the source; if neither, the left / lower image's
+    swap = ((tq & 1) == 1) | (((tp & 1) == 0) & ((tp >> 1) > (tq >> 1)))
+    return np.where(swap, qq, pp), np.where(swap, pp, qq)
 
 
 @dataclass(frozen=True)
@@ -225,15 +238,14 @@ def _ransac(src: np.ndarray, dst: np.ndarray, votes: int) -> Transform | None:
     return t if _SCALE_RANGE[0] <= t.scale <= _SCALE_RANGE[1] else None
 
 
-def geometric_check(
-    corr: Correspondences, left: list[Keypoints | None], right: list[Keypoints | None] | None
-) -> list[KeypointCandidate]:
+Points = Callable[[int, bool], np.ndarray]  # (image, mirrored view) -> (n, 2) keypoint positions
+
+
+def geometric_check(corr: Correspondences, points_a: Points, points_b: Points) -> list[KeypointCandidate]:
     """Group correspondences per (a, b, mirrored), keep groups with `MIN_VOTES`, RANSAC each."""
     if len(corr.a) == 0:
         return []
-    rlist = left if right is None else right
-    n_b = len(rlist)
-    key = (corr.a * n_b + corr.b) * 2 + corr.mirrored
+    key = (corr.a << 41) | (corr.b << 1) | corr.mirrored.astype(np.int64)
     order = np.argsort(key, kind="stable")
     sk = key[order]
     start = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]])
@@ -242,9 +254,7 @@ def geometric_check(
     for s, n in zip(start[size >= MIN_VOTES].tolist(), size[size >= MIN_VOTES].tolist()):
         rows = order[s : s + n]
         a, b, mirrored = int(corr.a[rows[0]]), int(corr.b[rows[0]]), bool(corr.mirrored[rows[0]])
-        kp_a, kp_b = left[a], rlist[b]
-        assert kp_a is not None and kp_b is not None
-        t = _ransac(kp_a.points(mirrored)[corr.src[rows]], kp_b.points(False)[corr.dst[rows]], n)
+        t = _ransac(points_a(a, mirrored)[corr.src[rows]], points_b(b, False)[corr.dst[rows]], n)
         if t is not None and t.inliers >= MIN_INLIERS:
             out.append(KeypointCandidate(a, b, mirrored, t))
     return _best_per_pair(out)
@@ -261,7 +271,17 @@ def _best_per_pair(cands: list[KeypointCandidate]) -> list[KeypointCandidate]:
     return [best[k] for k in sorted(best)]
 
 
-def keypoint_candidates(left: list[Keypoints | None], right: list[Keypoints | None] | None = None) -> list[KeypointCandidate]:
+def keypoint_candidates(left: Sequence[Keypoints | None], right: Sequence[Keypoints | None] | None = None) -> list[KeypointCandidate]:
     """Image pairs (a < b within `left`; or a in left, b in right) whose keypoints agree on one transform."""
     ds = descriptor_set(left, right)
-    return geometric_check(correspondences(ds, right is not None), left, right)
+    rlist = left if right is None else right
+
+    def points(kps: Sequence[Keypoints | None]) -> Points:
+        return lambda k, mirrored: _points_of(kps[k], mirrored)
+
+    return geometric_check(correspondences(ds, right is not None), points(left), points(rlist))
+
+
+def _points_of(kp: Keypoints | None, mirrored: bool) -> np.ndarray:
+    assert kp is not None  # only images with keypoints have descriptors
+    return kp.points(mirrored)

@@ -15,11 +15,17 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ctcurate.leakage.hashing import HASH_VERSION, Fingerprint, describe_image, file_sha256
-from ctcurate.leakage.keypoints import Keypoints
 from ctcurate.core.images import UnreadableImage, open_image
 from ctcurate.core.store import open_cache, select_in
+from ctcurate.leakage.hashing import (
+    HASH_VERSION,
+    Fingerprint,
+    describe_image,
+    file_sha256,
+)
+from ctcurate.leakage.keypoints import Keypoints
 
 VERIFY_VERSION = "6"
 
@@ -188,14 +194,14 @@ class HashCache:
         lo, hi = sorted((sha_a, sha_b))
         return f"{lo}:{hi}:{HASH_VERSION}:{VERIFY_VERSION}"
 
-    def get_verdicts(self, keys: Sequence[str]) -> dict[str, dict]:
-        out: dict[str, dict] = {}
+    def get_verdicts(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
         sql = "SELECT pair, verdict FROM leakage_verdict WHERE pair IN ({marks})"
         for key, text in select_in(self.conn, sql, sorted(set(keys))):
             out[key] = json.loads(text)
         return out
 
-    def put_verdicts(self, items: Sequence[tuple[str, dict]]) -> None:
+    def put_verdicts(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
         self.conn.executemany(
             "INSERT OR REPLACE INTO leakage_verdict (pair, verdict) VALUES (?, ?)",
             [(k, json.dumps(v)) for k, v in items],

@@ -167,7 +167,7 @@ def _area_matrix(lo: float, hi: float, n_out: int = 32, n_in: int = _SUB_BASE) -
     left = np.maximum(edges[:-1, None], px[None, :])
     right = np.minimum(edges[1:, None], px[None, :] + 1)
     m = np.clip(right - left, 0.0, None)
-    return m / m.sum(axis=1, keepdims=True)
+    return np.asarray(m / m.sum(axis=1, keepdims=True))
 
 
 def _sub_matrices() -> tuple[np.ndarray, np.ndarray]:

@@ -59,7 +59,7 @@ class Keypoints:
 def _orb(view: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     import cv2
 
-    orb = cv2.ORB_create(nfeatures=FEATURES, scaleFactor=1.2, nlevels=8, edgeThreshold=15, patchSize=15, fastThreshold=10)
+    orb = cv2.ORB.create(nfeatures=FEATURES, scaleFactor=1.2, nlevels=8, edgeThreshold=15, patchSize=15, fastThreshold=10)
     kp, des = orb.detectAndCompute(view, None)
     if des is None or not kp:
         return np.zeros((0, 2), np.float32), np.zeros((0, _DESC), np.uint8)

@@ -33,11 +33,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from ctcurate.doi import normalize as doi_lib
 from ctcurate.core.findings import Finding, error
-from ctcurate.leakage.hashcache import HashCache, HashOutcome, Progress, Workers, default_jobs, hash_files
-from ctcurate.leakage.hashing import SUBVIEWS, THUMB, Fingerprint
-from ctcurate.leakage.keypoints import KeypointCandidate, Keypoints, Transform, keypoint_candidates
 from ctcurate.core.images import UnreadableImage, open_image
 from ctcurate.core.layout import (
     COVID_SHEET,
@@ -49,10 +45,35 @@ from ctcurate.core.layout import (
     list_images,
     split_files,
 )
-from ctcurate.leakage.search import pairs_within, pairs_within_any
 from ctcurate.core.store import default_cache_path
-from ctcurate.leakage.verify import QUICK_MIN, Seed, Verdict, Window, mirror_window, quick_scores, verify_aligned, verify_pair, window_scores
-
+from ctcurate.doi import normalize as doi_lib
+from ctcurate.leakage.hashcache import (
+    HashCache,
+    HashOutcome,
+    Progress,
+    Workers,
+    default_jobs,
+    hash_files,
+)
+from ctcurate.leakage.hashing import SUBVIEWS, THUMB, Fingerprint
+from ctcurate.leakage.keypoints import (
+    KeypointCandidate,
+    Keypoints,
+    Transform,
+    keypoint_candidates,
+)
+from ctcurate.leakage.search import pairs_within, pairs_within_any
+from ctcurate.leakage.verify import (
+    QUICK_MIN,
+    Seed,
+    Verdict,
+    Window,
+    mirror_window,
+    quick_scores,
+    verify_aligned,
+    verify_pair,
+    window_scores,
+)
 
 # Candidate pairs: pHash distance of the trimmed views, direct or mirrored. On COVID-CT no pair at
 # 11..16 verifies as a duplicate; copies cropped up to ~5% per side into the picture stay within 10.

@@ -223,13 +223,13 @@ def _warp(img: np.ndarray, p: np.ndarray | tuple[float, ...], shape: tuple[int, 
     from scipy import ndimage
 
     sx, sy, tx, ty = p
-    return ndimage.affine_transform(img, [sy, sx], offset=[ty, tx], output_shape=shape, order=1, mode="constant", cval=np.nan)
+    return np.asarray(ndimage.affine_transform(img, [sy, sx], offset=[ty, tx], output_shape=shape, order=1, mode="constant", cval=np.nan))
 
 
 def _bandpass(a: np.ndarray, s1: float, s2: float) -> np.ndarray:
     from scipy import ndimage
 
-    return ndimage.gaussian_filter(a, s1) - ndimage.gaussian_filter(a, s2)
+    return np.asarray(ndimage.gaussian_filter(a, s1) - ndimage.gaussian_filter(a, s2))
 
 
 def _filled(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -338,7 +338,7 @@ def unexplained_mismatch(a: np.ndarray, b: np.ndarray, valid: np.ndarray, window
     ba, bb = _bandpass(a, *_BAND), _bandpass(b, *_BAND)
 
     def box(x: np.ndarray) -> np.ndarray:
-        return ndimage.uniform_filter(x, window)
+        return np.asarray(ndimage.uniform_filter(x, window))
 
     ma, mb = box(ba), box(bb)
     va = np.maximum(box(ba * ba) - ma * ma, 0.0)
@@ -587,11 +587,11 @@ def _ecc_refine(fixed: np.ndarray, moving: np.ndarray, cover: np.ndarray) -> tup
     transform is good to a pixel or two, the detail comparison needs better."""
     import cv2
 
-    warp = np.eye(2, 3, dtype=np.float32)
     mask = cover.astype(np.uint8)
     try:
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5)
-        _, warp = cv2.findTransformECC(fixed, moving, warp, cv2.MOTION_AFFINE, criteria, mask, 5)
+        _, fit = cv2.findTransformECC(fixed, moving, np.eye(2, 3, dtype=np.float32), cv2.MOTION_AFFINE, criteria, mask, 5)
+        warp = np.asarray(fit, dtype=np.float32)
     except cv2.error:
         return moving, cover
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
@@ -605,7 +605,7 @@ def _match_tones(src: np.ndarray, ref: np.ndarray, valid: np.ndarray) -> np.ndar
     """`src`'s grey levels mapped onto `ref`'s by rank inside `valid`: gamma, contrast and window
     changes are monotonic, so they vanish; detail does not."""
     q = np.linspace(0, 100, 257)
-    return np.interp(src, np.percentile(src[valid], q), np.percentile(ref[valid], q)).astype(np.float32)
+    return np.asarray(np.interp(src, np.percentile(src[valid], q), np.percentile(ref[valid], q)), dtype=np.float32)
 
 
 def _equal_blur(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:

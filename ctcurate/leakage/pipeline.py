@@ -460,7 +460,7 @@ def _judge_hash_pairs(search: _Search, pairs: list[tuple[int, int]]) -> dict[str
     pi = np.array([i for (i, _), _ in pending])
     pj = np.array([j for (_, j), _ in pending])
     lfp, rfp = search.left.fps, search.right.fps
-    quick, flipped = quick_scores(lfp, lfp if search.self_join else rfp, pi, pj)  # type: ignore[arg-type]
+    quick, flipped = quick_scores(lfp, lfp if search.self_join else rfp, pi, pj)
     fresh: list[tuple[str, dict[str, Any]]] = []
     tasks, task_keys = [], []
     for ((i, j), key), q, m in zip(pending, quick.tolist(), flipped.tolist()):
@@ -742,25 +742,8 @@ def check_leakage(
             n_images = len(rels)
             all_infos = infos
         else:
-            new_paths, new_infos = _image_infos(against, None, None) if (against / IMAGES_DIR).is_dir() else _loose(against)
-            new_rels = sorted(new_paths)
-            all_outcomes = hash_files([new_paths[r] for r in new_rels] + [paths[r] for r in rels], cache, jobs, progress, workers)
-            new_out, old_out = all_outcomes[: len(new_rels)], all_outcomes[len(new_rels) :]
-            findings = _unreadable(new_out, lambda p: "new:" + _rel_in(p, against)) + _unreadable(
-                old_out, lambda p: str(p.relative_to(data_root / IMAGES_DIR))
-            )
-            pairs = []
-            for f in _find_pairs(new_out, old_out, cache, threshold, workers):
-                a = new_infos[new_rels[f.i]].model_copy(update={"path": "new:" + new_rels[f.i]})
-                b = infos[rels[f.j]]
-                kinds = [k for k in classify(a, b, f.exact) if k not in ("unsplit", "duplicate")]
-                pairs.append(_pair_model(a.path, b.path, ["contribution-duplicate", *kinds], f))
-            for f in _find_pairs(new_out, None, cache, threshold, workers):
-                a = new_infos[new_rels[f.i]].model_copy(update={"path": "new:" + new_rels[f.i]})
-                b = new_infos[new_rels[f.j]].model_copy(update={"path": "new:" + new_rels[f.j]})
-                pairs.append(_pair_model(a.path, b.path, ["duplicate", *([f.exact] if f.exact else [])] + (["label-conflict"] if a.label != b.label else []), f))
-            n_images = len(rels) + len(new_rels)
-            all_infos = {**infos, **{"new:" + r: i.model_copy(update={"path": "new:" + r}) for r, i in new_infos.items()}}
+            pairs, findings, all_infos = _against_pairs(against, data_root, paths, infos, _Run(cache, jobs, threshold, workers, progress))
+            n_images = len(all_infos)
     finally:
         workers.close()
         cache.close()
@@ -777,6 +760,38 @@ def check_leakage(
         findings=findings,
         stats={"images": n_images, "phash_threshold": threshold},
     )
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What the stages of one run share."""
+
+    cache: HashCache
+    jobs: int
+    threshold: int
+    workers: Workers
+    progress: Progress | None
+
+
+def _against_pairs(
+    against: Path, data_root: Path, paths: dict[str, Path], infos: dict[str, ImageInfo], run: _Run
+) -> tuple[list[Pair], list[Finding], dict[str, ImageInfo]]:
+    """`--against`: the new images against the dataset and among themselves (paths prefixed `new:`)."""
+    new_paths, new_infos = _image_infos(against, None, None) if (against / IMAGES_DIR).is_dir() else _loose(against)
+    new_rels, rels = sorted(new_paths), sorted(paths)
+    outcomes = hash_files([new_paths[r] for r in new_rels] + [paths[r] for r in rels], run.cache, run.jobs, run.progress, run.workers)
+    new_out, old_out = outcomes[: len(new_rels)], outcomes[len(new_rels) :]
+    findings = _unreadable(new_out, lambda p: "new:" + _rel_in(p, against)) + _unreadable(old_out, lambda p: str(p.relative_to(data_root / IMAGES_DIR)))
+    new = {r: i.model_copy(update={"path": "new:" + r}) for r, i in new_infos.items()}
+    pairs = []
+    for f in _find_pairs(new_out, old_out, run.cache, run.threshold, run.workers):
+        a, b = new[new_rels[f.i]], infos[rels[f.j]]
+        kinds = [k for k in classify(a, b, f.exact) if k not in ("unsplit", "duplicate")]
+        pairs.append(_pair_model(a.path, b.path, ["contribution-duplicate", *kinds], f))
+    for f in _find_pairs(new_out, None, run.cache, run.threshold, run.workers):
+        a, b = new[new_rels[f.i]], new[new_rels[f.j]]
+        pairs.append(_pair_model(a.path, b.path, ["duplicate", *([f.exact] if f.exact else [])] + (["label-conflict"] if a.label != b.label else []), f))
+    return pairs, findings, {**infos, **{"new:" + r: i for r, i in new.items()}}
 
 
 def _rel_in(p: Path, root: Path) -> str:

@@ -11,7 +11,7 @@ Pure functions on decoded images and fingerprints; imports only `hashing`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -105,8 +105,17 @@ def _variants_many(thumbs: np.ndarray, block: int = 32) -> np.ndarray:
     return out
 
 
+def _thumbs(fps: Sequence[Fingerprint | None], idx: np.ndarray) -> np.ndarray:
+    out = []
+    for k in idx.tolist():
+        fp = fps[k]
+        assert fp is not None  # only fingerprinted images are paired
+        out.append(fp.thumb_array())
+    return np.stack(out).astype(np.float32)
+
+
 def quick_scores(
-    left: list[Fingerprint], right: list[Fingerprint], i: np.ndarray, j: np.ndarray, chunk: int = 64
+    left: Sequence[Fingerprint | None], right: Sequence[Fingerprint | None], i: np.ndarray, j: np.ndarray, chunk: int = 64
 ) -> tuple[np.ndarray, np.ndarray]:
     """Thumbnail correlation of many pairs (left[i], right[j]) at once, and whether mirrored won.
 
@@ -116,14 +125,14 @@ def quick_scores(
         # one image list (the search within a dataset): each thumbnail's variants are made once
         both, inv = np.unique(np.concatenate([np.asarray(i), np.asarray(j)]), return_inverse=True)
         inv_i, inv_j = inv[: len(i)], inv[len(i) :]
-        ta = np.stack([left[k].thumb_array() for k in both]).astype(np.float32)
+        ta = _thumbs(left, both)
         va = vb = _variants_many(ta)
         vbm = _variants_many(np.ascontiguousarray(ta[:, :, ::-1]))
     else:
         li, inv_i = np.unique(np.asarray(i), return_inverse=True)
         rj, inv_j = np.unique(np.asarray(j), return_inverse=True)
-        ta = np.stack([left[k].thumb_array() for k in li]).astype(np.float32)
-        tb = np.stack([right[k].thumb_array() for k in rj]).astype(np.float32)
+        ta = _thumbs(left, li)
+        tb = _thumbs(right, rj)
         va = _variants_many(ta)
         vb = _variants_many(tb)
         vbm = _variants_many(np.ascontiguousarray(tb[:, :, ::-1]))

@@ -39,7 +39,7 @@ def test_json_output_and_exit_code_1(small):
     assert set(data) == {"pairs", "clusters", "summary"}
     assert {(p["a"], p["b"]): p["kind"] for p in data["pairs"]} == EXPECTED_PAIRS
     for p in data["pairs"]:
-        assert set(p) == {"a", "b", "kind", "score", "evidence"}
+        assert set(p) == {"a", "b", "kind", "score", "evidence", "stage"}
     assert data["summary"]["by_kind"]["patient-leak"] == 1
     assert data["summary"]["unreadable"] == 1
 

@@ -16,7 +16,9 @@ from ctcurate.leakage.pipeline import LeakageReport, check_leakage
 from ctcurate.leakage.report import to_html
 
 # Every pair reported on the real data, each looked at side by side (and aligned, zoomed) by eye:
-# all are one picture (re-exported, re-windowed, blurred, or with arrows added).
+# all are one picture (re-exported, re-windowed, blurred, or with arrows added). The last seven are
+# found by the keypoint stage: one paper's two renderings of the same figures (rescaled, re-cropped,
+# re-windowed), and one picture saved twice at a sub-pixel shift (p18-67-2 / -3).
 EYE_CHECKED = {
     ("CT_COVID/kjr-21-e24-p5-29.png", "CT_NonCOVID/71%0.jpg"): ["leak-train-test", "label-conflict"],
     ("CT_COVID/kjr-21-e24-p5-31.png", "CT_NonCOVID/71%1.jpg"): ["leak-train-test", "label-conflict"],
@@ -29,6 +31,13 @@ EYE_CHECKED = {
     ("CT_NonCOVID/1331.png", "CT_NonCOVID/1332.png"): ["duplicate"],
     ("CT_NonCOVID/1497.png", "CT_NonCOVID/1498.png"): ["duplicate"],
     ("CT_NonCOVID/661.png", "CT_NonCOVID/662.png"): ["duplicate"],
+    ("CT_COVID/2020.03.21.20040691-p18-67-2.png", "CT_COVID/2020.03.21.20040691-p18-67-3.png"): ["duplicate"],
+    ("CT_COVID/2020.03.22.20040782-p24-1533-1.png", "CT_COVID/2020.03.22.20040782-p25-1542.png"): ["leak-val-test"],
+    ("CT_COVID/2020.03.22.20040782-p24-1533-2.png", "CT_COVID/2020.03.22.20040782-p25-1541.png"): ["duplicate"],
+    ("CT_COVID/2020.03.22.20040782-p24-1533-4.png", "CT_COVID/2020.03.22.20040782-p25-1545.png"): ["leak-val-test"],
+    ("CT_COVID/2020.03.22.20040782-p24-1533-5.png", "CT_COVID/2020.03.22.20040782-p25-1544.png"): ["leak-val-test"],
+    ("CT_COVID/2020.03.22.20040782-p24-1533-6.png", "CT_COVID/2020.03.22.20040782-p25-1543.png"): ["leak-val-test"],
+    ("CT_COVID/2020.03.22.20040782-p24-1533-7.png", "CT_COVID/2020.03.22.20040782-p25-1546.png"): ["leak-val-test"],
 }
 
 
@@ -95,24 +104,26 @@ def test_html_report_renders_in_chromium(real_report, real_data, tmp_path, chrom
     known = by_key["CT_COVID/kjr-21-e24-p5-29.png"][1]
     assert "71%0.jpg" in known and "label <b>COVID</b>" in known and "label <b>NonCOVID</b>" in known
     assert 'class="split test"' in known and 'class="split train"' in known
-    # the cross-split section is empty only because its groups sit under the label conflicts
-    assert "None besides the 2 group(s) listed above, which are also leaks across splits." in dom
+    # the five val-test leaks of one paper's reused panels (found by keypoints) make the cross-split section
+    assert levels.count("cross-split") == 5
+    leak = by_key["CT_COVID/2020.03.22.20040782-p24-1533-1.png"][1]
+    assert "p25-1542.png" in leak and 'class="split val"' in leak and 'class="split test"' in leak
     assert "No unreadable images." in dom
     # every embedded thumbnail decoded in the browser (one per member)
     members = sum(len(c.members) for c in real_report.clusters)
     assert re.search(r'data-images-shown="(\d+)"', dom).group(1) == str(members)
-    assert 'data-shown="10"' in dom and "10 of 10 groups shown" in dom
+    assert 'data-shown="17"' in dom and "17 of 17 groups shown" in dom
 
 
 def test_html_filter_keeps_the_matching_group(real_report, real_data, tmp_path, chromium):
     page = tmp_path / "report.html"
     page.write_text(to_html(real_report, lambda rel: real_data / IMAGES_DIR / rel), encoding="utf-8")
     dom = chromium_dom(chromium, page, tmp_path, "#filter=116.png")
-    assert 'data-shown="1"' in dom and "1 of 10 groups shown" in dom
+    assert 'data-shown="1"' in dom and "1 of 17 groups shown" in dom
     visible = re.findall(r'<div class="group"(?![^>]*hidden)[^>]*data-key="([^"]+)"', dom)
     assert visible == ["CT_NonCOVID/114.png"]
     # the sections left with nothing visible say so
-    assert dom.count('<p class="nomatch">Nothing here matches the filter.</p>') == 2
+    assert dom.count('<p class="nomatch">Nothing here matches the filter.</p>') == 3
 
 
 def test_html_empty_report_says_each_section_is_clean(tmp_path, chromium):

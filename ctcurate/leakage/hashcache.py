@@ -1,10 +1,11 @@
 """Fingerprints and pair verdicts, cached in the shared SQLite file so a second run re-hashes nothing.
 
-Owns the two leakage tables in `store.open_cache`'s file: fingerprints keyed by the file's content
-sha256 and `hashing.HASH_VERSION` (a renamed file is not re-hashed, a changed one is), and verdicts
-keyed by the two content hashes and `VERIFY_VERSION`. Also owns hashing a list of files on an
-`execution.Executor` (local processes or a Dask cluster); only this process writes the cache, in
-batches. Imports `execution`, `hashing`, `images`, `store`; never prints (progress is a callback).
+Owns the leakage tables in `store.open_cache`'s file: fingerprints and keypoints keyed by the
+file's content sha256 and `hashing.HASH_VERSION` (a renamed file is not re-hashed, a changed one
+is), and verdicts keyed by the two content hashes and `VERIFY_VERSION`. Also owns describing a list
+of files on an `execution.Executor` (local processes or a Dask cluster); only this process writes
+the cache, in batches. Imports `execution`, `hashing`, `keypoints`, `images`, `store`; never prints
+(progress is a callback).
 """
 
 from __future__ import annotations
@@ -19,15 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from ctcurate.leakage.execution import Executor, LocalPool
-from ctcurate.leakage.hashing import HASH_VERSION, THUMB, Fingerprint, file_sha256, fingerprint_image
+from ctcurate.leakage.hashing import HASH_VERSION, THUMB, Fingerprint, describe_image, file_sha256
+from ctcurate.leakage.keypoints import Keypoints
 from ctcurate.core.images import UnreadableImage, open_image
 from ctcurate.core.store import open_cache, select_in
 
-VERIFY_VERSION = "4"
+VERIFY_VERSION = "6"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS leakage_fingerprint (
     sha256 TEXT NOT NULL, version TEXT NOT NULL, meta TEXT NOT NULL, thumb BLOB NOT NULL,
+    PRIMARY KEY (sha256, version));
+CREATE TABLE IF NOT EXISTS leakage_keypoints (
+    sha256 TEXT NOT NULL, version TEXT NOT NULL, meta TEXT NOT NULL,
+    xy BLOB NOT NULL, desc BLOB NOT NULL, xy_m BLOB NOT NULL, desc_m BLOB NOT NULL,
     PRIMARY KEY (sha256, version));
 CREATE TABLE IF NOT EXISTS leakage_verdict (
     pair TEXT NOT NULL PRIMARY KEY, verdict TEXT NOT NULL);
@@ -36,10 +42,11 @@ CREATE TABLE IF NOT EXISTS leakage_stat (
 """
 _COLUMNS = {
     "leakage_fingerprint": ("sha256", "version", "meta", "thumb"),
+    "leakage_keypoints": ("sha256", "version", "meta", "xy", "desc", "xy_m", "desc_m"),
     "leakage_verdict": ("pair", "verdict"),
     "leakage_stat": ("path", "size", "mtime_ns", "sha256"),
 }
-HASH_FIELDS = ("phash", "dhash", "whash", "phash_m", "dhash_m", "whash_m")
+HASH_FIELDS = ("phash", "phash_m")
 
 Progress = Callable[[int, int], None]
 
@@ -53,6 +60,7 @@ class HashOutcome:
     fingerprint: Fingerprint | None
     error: str | None = None
     cached: bool = False
+    keypoints: Keypoints | None = None
 
 
 def _to_row(fp: Fingerprint) -> tuple[str, bytes]:
@@ -90,6 +98,22 @@ def _from_row(meta_text: object, thumb: object) -> Fingerprint:
     if len(box) != 4:
         raise BadRow("box is not four numbers")
     return fp
+
+
+def _keypoints_from_row(meta_text: object, *blobs: object) -> Keypoints:
+    """The keypoints a row holds; `BadRow` for anything but what `put_keypoints` writes."""
+    try:
+        meta = json.loads(meta_text)  # type: ignore[arg-type]
+        xy, desc, xy_m, desc_m = blobs
+        if not (isinstance(xy, bytes) and isinstance(desc, bytes) and isinstance(xy_m, bytes) and isinstance(desc_m, bytes)):
+            raise BadRow("not bytes")
+        kp = Keypoints(int(meta["width"]), int(meta["height"]), float(meta["scale"]), xy, desc, xy_m, desc_m)
+        for mirrored in (False, True):
+            if len(kp.points(mirrored)) != len(kp.descriptors(mirrored)):
+                raise BadRow("positions and descriptors disagree")
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        raise BadRow(str(exc)) from exc
+    return kp
 
 
 _VERDICT_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -167,6 +191,26 @@ class HashCache:
         )
         self.conn.commit()
 
+    def get_keypoints(self, shas: Sequence[str]) -> dict[str, Keypoints]:
+        out: dict[str, Keypoints] = {}
+        sql = "SELECT sha256, meta, xy, desc, xy_m, desc_m FROM leakage_keypoints WHERE version = ? AND sha256 IN ({marks})"
+        bad = []
+        for sha, meta, *blobs in select_in(self.conn, sql, sorted(set(shas)), HASH_VERSION):
+            try:
+                out[sha] = _keypoints_from_row(meta, *blobs)
+            except BadRow:
+                bad.append(sha)
+        self._drop("leakage_keypoints", "sha256", bad)
+        return out
+
+    def put_keypoints(self, items: Sequence[tuple[str, Keypoints]]) -> None:
+        rows = [
+            (sha, HASH_VERSION, json.dumps({"width": k.width, "height": k.height, "scale": k.scale}), k.xy, k.desc, k.xy_m, k.desc_m)
+            for sha, k in items
+        ]
+        self.conn.executemany("INSERT OR REPLACE INTO leakage_keypoints VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        self.conn.commit()
+
     def known_shas(self, paths: Sequence[Path]) -> dict[Path, str]:
         """Content hashes remembered for files whose size and mtime are unchanged (like git's index)."""
         out: dict[Path, str] = {}
@@ -215,9 +259,13 @@ class HashCache:
         self.conn.commit()
 
 
-def _hash_one(path: Path) -> tuple[Fingerprint | None, str | None]:
+Described = tuple[Fingerprint, Keypoints]
+
+
+def _hash_one(path: Path) -> tuple[Described | None, str | None]:
+    """All per-image work of a run (one decode): fingerprint and keypoints, or why not."""
     try:
-        return fingerprint_image(open_image(path)), None
+        return describe_image(open_image(path)), None
     except UnreadableImage as exc:
         return None, exc.reason
     except OSError as exc:
@@ -257,6 +305,38 @@ def hash_files(
 
 
 def _hash_files(paths: Sequence[Path], cache: HashCache | None, progress: Progress | None, executor: Executor) -> list[HashOutcome]:
+    shas, errors = _content_hashes(paths, cache, executor)
+    known = _cached(cache, shas)
+    first_of: dict[str, int] = {}  # identical files are described once
+    for k, sha in enumerate(shas):
+        if sha is not None and sha not in known and sha not in first_of:
+            first_of[sha] = k
+    done, total = len(paths) - len(first_of), len(paths)
+    if progress:
+        progress(done, total)
+    fresh: dict[str, Described] = {}
+    unwritten: list[tuple[str, Described]] = []
+    results = executor.map(_hash_one, [paths[k] for k in first_of.values()])
+    for (sha, k), (described, err) in zip(first_of.items(), results):
+        if described is None:
+            errors[k] = err or "cannot decode"
+        else:
+            fresh[sha] = described
+            unwritten.append((sha, described))
+        if cache and len(unwritten) >= FLUSH_EVERY:
+            _store(cache, unwritten)
+            unwritten = []
+        done += 1
+        if progress:
+            progress(done, total)
+    if cache and unwritten:
+        _store(cache, unwritten)
+    return [_outcome(p, shas[k], errors.get(k), known, fresh, errors.get(first_of.get(shas[k] or "", -1)))
+            for k, p in enumerate(paths)]
+
+
+def _content_hashes(paths: Sequence[Path], cache: HashCache | None, executor: Executor) -> tuple[list[str | None], dict[int, str]]:
+    """The sha256 of every file (remembered ones by size and mtime, the rest on the workers), and why a file could not be read."""
     shas: list[str | None] = []
     errors: dict[int, str] = {}
     remembered = cache.known_shas(paths) if cache else {}
@@ -276,50 +356,30 @@ def _hash_files(paths: Sequence[Path], cache: HashCache | None, progress: Progre
         new_stats.append((p, *got))
     if cache and new_stats:
         cache.remember_shas(new_stats)
-    known = cache.get_many([s for s in shas if s]) if cache else {}
-    todo = [k for k, s in enumerate(shas) if s is not None and s not in known]
-    # identical files are hashed once
-    first_of: dict[str, int] = {}
-    unique_todo = []
-    for k in todo:
-        key = shas[k]
-        assert key is not None
-        if key not in first_of:
-            first_of[key] = k
-            unique_todo.append(k)
-    done = len(paths) - len(unique_todo)
-    total = len(paths)
-    if progress:
-        progress(done, total)
-    fresh: dict[str, Fingerprint] = {}
-    unwritten: list[tuple[str, Fingerprint]] = []
-    results = executor.map(_hash_one, [paths[k] for k in unique_todo])
-    for k, (fp, err) in zip(unique_todo, results):
-        content = shas[k]
-        assert content is not None
-        if fp is None:
-            errors[k] = err or "cannot decode"
-        else:
-            fresh[content] = fp
-            unwritten.append((content, fp))
-        if cache and len(unwritten) >= FLUSH_EVERY:
-            cache.put_many(unwritten)
-            unwritten = []
-        done += 1
-        if progress:
-            progress(done, total)
-    if cache and unwritten:
-        cache.put_many(unwritten)
-    out = []
-    for k, p in enumerate(paths):
-        digest = shas[k]
-        if k in errors or digest is None:
-            out.append(HashOutcome(p, digest or "", None, errors.get(k, "cannot read")))
-        elif digest in known:
-            out.append(HashOutcome(p, digest, known[digest], cached=True))
-        elif digest in fresh:
-            out.append(HashOutcome(p, digest, fresh[digest]))
-        else:  # a duplicate of a file that failed to decode
-            first = first_of.get(digest)
-            out.append(HashOutcome(p, digest, None, errors.get(first, "cannot decode") if first is not None else "cannot decode"))
-    return out
+    return shas, errors
+
+
+def _cached(cache: HashCache | None, shas: Sequence[str | None]) -> dict[str, Described]:
+    """What the cache holds complete (fingerprint and keypoints) for these content hashes."""
+    if cache is None:
+        return {}
+    wanted = [s for s in shas if s]
+    fps, kps = cache.get_many(wanted), cache.get_keypoints(wanted)
+    return {s: (fps[s], kps[s]) for s in fps if s in kps}
+
+
+def _store(cache: HashCache, items: Sequence[tuple[str, Described]]) -> None:
+    cache.put_many([(sha, d[0]) for sha, d in items])
+    cache.put_keypoints([(sha, d[1]) for sha, d in items])
+
+
+def _outcome(
+    path: Path, sha: str | None, error: str | None, known: dict[str, Described], fresh: dict[str, Described], first_error: str | None
+) -> HashOutcome:
+    if error is not None or sha is None:
+        return HashOutcome(path, sha or "", None, error or "cannot read")
+    if sha in known:
+        return HashOutcome(path, sha, known[sha][0], cached=True, keypoints=known[sha][1])
+    if sha in fresh:
+        return HashOutcome(path, sha, fresh[sha][0], keypoints=fresh[sha][1])
+    return HashOutcome(path, sha, None, first_error or "cannot decode")  # a copy of a file that failed to decode

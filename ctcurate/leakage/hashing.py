@@ -1,9 +1,10 @@
 """Perceptual fingerprints of one picture: pure functions from pixels to small values.
 
 Owns the *normalized view* (grayscale, alpha flattened, uniform borders and padding trimmed) and
-what is computed on it: pHash, dHash and wHash (imagehash) of the view and of its mirror image, a
-small aligned thumbnail for the finer verification (`verify.py`), and the file's content hash.
-Imports only `images`; no cache, no search, no I/O besides reading the file.
+what is computed on it: pHash (imagehash) of the view, of its mirror image and of 24 windows of it, a
+small aligned thumbnail for the finer verification (`verify.py`), the keypoints of the view
+(`keypoints.py`, computed here so that one decode serves both), and the file's content hash.
+Imports only `keypoints`; no cache, no search, no I/O besides reading the file.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageChops, ImageOps
 
-from ctcurate.core.images import open_image
+from ctcurate.leakage.keypoints import Keypoints, keypoints_of
 
 # Bump when anything below changes what a fingerprint holds: cached fingerprints of another
 # version are recomputed.
-HASH_VERSION = "6"
+HASH_VERSION = "7"
 
 THUMB = 64  # side of the verification thumbnail (the trimmed view, stretched to a square)
 _VIEW = 64  # the hashes are computed on the trimmed view brought to this square first
@@ -27,8 +28,6 @@ _TRIM_TOL = 24  # grey levels a pixel may differ from the border colour and stil
 _TRIM_MASS = 0.004  # share of the foreground that may lie outside the kept box (small text, marks)
 _TRIM_ROUNDS = 3  # padding around a black background: trim the padding, then the background
 _FRAME_NOISE = 0.2  # a border is uniform when at most this share of its pixels stand out
-
-HASH_KINDS = ("phash", "dhash", "whash")
 
 # Sub-windows of the trimmed view (left, top, right, bottom, as fractions) whose pHashes are kept
 # too: a copy cropped into the picture by more than ~5% per side hashes like one of these windows of
@@ -49,19 +48,12 @@ class Fingerprint:
     height: int
     box: tuple[int, int, int, int]  # the kept box of the trimmed view, in source pixels
     phash: int
-    dhash: int
-    whash: int
-    phash_m: int  # the same three hashes of the mirrored view
-    dhash_m: int
-    whash_m: int
+    phash_m: int  # the pHash of the mirrored view
     thumb: bytes  # THUMB*THUMB uint8 grayscale of the trimmed view
     sub_phash: tuple[int, ...] = ()  # pHash of each of `SUBVIEWS` (unmirrored)
 
     def thumb_array(self) -> np.ndarray:
         return np.frombuffer(self.thumb, dtype=np.uint8).reshape(THUMB, THUMB)
-
-    def hash(self, kind: str, mirrored: bool = False) -> int:
-        return int(getattr(self, f"{kind}_m" if mirrored else kind))
 
 
 def to_gray(im: Image.Image) -> Image.Image:
@@ -141,19 +133,6 @@ def trim_box(gray: np.ndarray) -> tuple[int, int, int, int]:
     return left, top, right, bottom
 
 
-def _whash(view: Image.Image) -> int:
-    """Haar wavelet hash of the 64 px view, as imagehash.whash(image_scale=64) computes it.
-
-    With `remove_max_haar_ll` and 3 levels, its low band is the 8x8 block means of the view minus
-    its mean, compared with their median: computed directly here, 20x faster than the wavelet
-    round trip (equal up to float rounding of values that tie with the median).
-    """
-    px = np.asarray(view, dtype=np.float64) / 255.0
-    blocks = px.reshape(8, _VIEW // 8, 8, _VIEW // 8).mean(axis=(1, 3))
-    bits = (blocks > np.median(blocks)).flatten()
-    return int(np.packbits(bits.astype(np.uint8)).view(">u8")[0])
-
-
 def trimmed(gray: Image.Image) -> tuple[tuple[int, int, int, int], Image.Image]:
     """The trim box in `gray`'s pixels, and the trimmed picture box-reduced to 128-255 px.
 
@@ -178,12 +157,6 @@ def trimmed(gray: Image.Image) -> tuple[tuple[int, int, int, int], Image.Image]:
     return box, small.crop(inner)
 
 
-def _hashes(view: Image.Image) -> tuple[int, int, int]:
-    import imagehash  # pulls scipy and pywt: only needed when something is hashed
-
-    return _as_int(imagehash.phash(view)), _as_int(imagehash.dhash(view)), _whash(view)
-
-
 _SUB_BASE = _VIEW  # every window is cut from the 64 px view (the pHash grid is 32 px anyway)
 
 
@@ -194,7 +167,7 @@ def _area_matrix(lo: float, hi: float, n_out: int = 32, n_in: int = _SUB_BASE) -
     left = np.maximum(edges[:-1, None], px[None, :])
     right = np.minimum(edges[1:, None], px[None, :] + 1)
     m = np.clip(right - left, 0.0, None)
-    return m / m.sum(axis=1, keepdims=True)
+    return np.asarray(m / m.sum(axis=1, keepdims=True))
 
 
 def _sub_matrices() -> tuple[np.ndarray, np.ndarray]:
@@ -222,38 +195,39 @@ def sub_phashes(view: Image.Image) -> tuple[int, ...]:
     return tuple(int(v) for v in np.packbits(bits.astype(np.uint8), axis=1).view(">u8")[:, 0])
 
 
-def _as_int(h: object) -> int:
-    bits = h.hash.flatten()  # type: ignore[attr-defined]
+def _phash(view: Image.Image) -> int:
+    import imagehash  # pulls scipy: only needed when something is hashed
+
+    bits = imagehash.phash(view).hash.flatten()
     return int(np.packbits(bits.astype(np.uint8)).view(">u8")[0])
+
+
+def _fingerprint_gray(gray: Image.Image, size: tuple[int, int]) -> tuple[Fingerprint, tuple[int, int, int, int]]:
+    box, cropped = trimmed(gray)
+    view = cropped.resize((_VIEW, _VIEW), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    thumb = view if THUMB == _VIEW else cropped.resize((THUMB, THUMB), Image.Resampling.LANCZOS)
+    fp = Fingerprint(
+        width=size[0],
+        height=size[1],
+        box=box,
+        phash=_phash(view),
+        phash_m=_phash(ImageOps.mirror(view)),
+        thumb=np.asarray(thumb, dtype=np.uint8).tobytes(),
+        sub_phash=sub_phashes(view),
+    )
+    return fp, box
 
 
 def fingerprint_image(im: Image.Image) -> Fingerprint:
     """The fingerprint of a decoded picture (pure: same pixels, same fingerprint)."""
-    box, cropped = trimmed(to_gray(im))
-    view = cropped.resize((_VIEW, _VIEW), Image.Resampling.LANCZOS, reducing_gap=2.0)
-    mirror = ImageOps.mirror(view)
-    direct = _hashes(view)
-    mirrored = _hashes(mirror)
-    subs = sub_phashes(view)
-    thumb = view if THUMB == _VIEW else cropped.resize((THUMB, THUMB), Image.Resampling.LANCZOS)
-    return Fingerprint(
-        width=im.width,
-        height=im.height,
-        box=box,
-        phash=direct[0],
-        dhash=direct[1],
-        whash=direct[2],
-        phash_m=mirrored[0],
-        dhash_m=mirrored[1],
-        whash_m=mirrored[2],
-        thumb=np.asarray(thumb, dtype=np.uint8).tobytes(),
-        sub_phash=subs,
-    )
+    return _fingerprint_gray(to_gray(im), im.size)[0]
 
 
-def fingerprint_file(path: Path) -> Fingerprint:
-    """Decode `path` fully (raises `images.UnreadableImage`) and fingerprint it."""
-    return fingerprint_image(open_image(path))
+def describe_image(im: Image.Image) -> tuple[Fingerprint, Keypoints]:
+    """Fingerprint and keypoints of a decoded picture, converting and trimming it once."""
+    gray = to_gray(im)
+    fp, box = _fingerprint_gray(gray, im.size)
+    return fp, keypoints_of(gray.crop(box))
 
 
 def file_sha256(path: Path) -> str:

@@ -22,7 +22,7 @@ Never prints, never exits: progress is a callback, problems are findings.
 
 from __future__ import annotations
 
-import re
+import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,28 +32,40 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from ctcurate.doi import normalize as doi_lib
+from ctcurate.core.dataset import read_key_rows, split_of
 from ctcurate.core.findings import Finding, error, has_errors, warning
+from ctcurate.core.images import UnreadableImage, open_image
+from ctcurate.core.layout import IMAGES_DIR, SPLIT_NAMES, SPLITS_DIR, label_of_class, list_images, special_entries
+from ctcurate.core.pending import pending_findings
 from ctcurate.core.progress import StepProgress, counted, for_step
+from ctcurate.core.store import cache_location
+from ctcurate.core.unionfind import components
+from ctcurate.doi import normalize as doi_lib
 from ctcurate.leakage.execution import Executor, open_executor
 from ctcurate.leakage.hashcache import HashCache, HashOutcome, hash_files
 from ctcurate.leakage.hashing import SUBVIEWS, THUMB, Fingerprint
-from ctcurate.core.images import UnreadableImage, open_image
-from ctcurate.core.dataset import read_key_rows, split_of
-from ctcurate.core.layout import IMAGES_DIR, SPLIT_NAMES, SPLITS_DIR, label_of_class, list_images, special_entries
-from ctcurate.core.pending import pending_findings
+from ctcurate.leakage.keypoints import (
+    KeypointCandidate,
+    Keypoints,
+    Transform,
+    keypoint_candidates,
+)
 from ctcurate.leakage.search import pairs_within, pairs_within_any
-from ctcurate.core.store import cache_location
-from ctcurate.core.unionfind import components
-from ctcurate.leakage.verify import QUICK_MIN, Verdict, Window, mirror_window, quick_scores, verify_pair, window_scores
-
+from ctcurate.leakage.verify import (
+    QUICK_MIN,
+    Seed,
+    Verdict,
+    Window,
+    mirror_window,
+    quick_scores,
+    verify_aligned,
+    verify_pair,
+    window_scores,
+)
 
 # Candidate pairs: pHash distance of the trimmed views, direct or mirrored. On COVID-CT no pair at
 # 11..16 verifies as a duplicate; copies cropped up to ~5% per side into the picture stay within 10.
 DEFAULT_THRESHOLD = 10
-
-LEAK_KINDS = ("leak-train-val", "leak-train-test", "leak-val-test")
-
 
 class Pair(BaseModel):
     """One reported pair of images that are the same picture."""
@@ -65,6 +77,7 @@ class Pair(BaseModel):
     kind: list[str]
     score: float
     evidence: dict[str, float | int | bool | str]
+    stage: str = "hash"  # which candidate stage found it: hash | window | keypoints
 
 
 class Cluster(BaseModel):
@@ -147,9 +160,6 @@ class ContributionCheck:
 
 # --- metadata (small reader; the validating one is `validate`'s) ---------------------------------
 
-_FIGURE = re.compile(r"^(?P<stem>.+?)(?:%\d+)?(?:\.[A-Za-z]{3,4})?$")
-
-
 def source_figure(file_name: str) -> str:
     """The page/figure part of a file name: `2020.02.25.20021568-p23-108%3.png` -> `...-p23-108`."""
     name = Path(file_name).name
@@ -165,9 +175,6 @@ def read_metadata(metadata_dir: Path) -> dict[str, tuple[str | None, str | None]
         for r in read_key_rows(metadata_dir)
         if r.image
     }
-
-
-# --- classification (pure) ------------------------------------------------------------------
 
 
 def classify(a: ImageInfo, b: ImageInfo, exact: str | None = None) -> list[str]:
@@ -206,85 +213,6 @@ def _group_clusters(images: dict[str, ImageInfo], attr: str, kind: str, ctype: s
 # --- the pipeline ---------------------------------------------------------------------------
 
 
-def _verify_task(args: tuple[Fingerprint, Fingerprint, str, str, tuple[float, bool]] | tuple[Fingerprint, Fingerprint, str, str, tuple[float, bool], Window]) -> Verdict:
-    fa, fb, pa, pb, quick = args[:5]
-    window = args[5] if len(args) > 5 else None
-    return verify_pair(fa, fb, lambda: open_image(Path(pa)), lambda: open_image(Path(pb)), quick, window)
-
-
-# A crop's whole view against the sub-windows of the other side's view (`hashing.SUBVIEWS`): the
-# candidates that the whole-view search misses once a copy is cropped by more than ~5% per side.
-_CropOption = tuple[bool, bool, int, int]  # (crop is the left image, mirrored, window index, distance)
-
-
-def _crop_candidates(
-    lfp: list[Fingerprint | None], lidx: list[int], rfp: list[Fingerprint | None], ridx: list[int], self_join: bool, threshold: int
-) -> dict[tuple[int, int], list[_CropOption]]:
-    """(left index, right index) -> every (orientation, mirror, window) whose pHashes are close."""
-    k = len(SUBVIEWS)
-
-    def arrays(fps: list[Fingerprint | None], idx: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        full = np.array([fps[n].phash for n in idx], dtype=np.uint64)  # type: ignore[union-attr]
-        mirr = np.array([fps[n].phash_m for n in idx], dtype=np.uint64)  # type: ignore[union-attr]
-        subs = np.array([fps[n].sub_phash for n in idx], dtype=np.uint64).reshape(len(idx) * k)  # type: ignore[union-attr]
-        return full, mirr, subs
-
-    lf, lm, ls = arrays(lfp, lidx)
-    rf, rm, rs = (lf, lm, ls) if self_join else arrays(rfp, ridx)
-    out: dict[tuple[int, int], list[_CropOption]] = defaultdict(list)
-    sides = [(True, lf, lm, rs)] if self_join else [(True, lf, lm, rs), (False, rf, rm, ls)]
-    for crop_left, full, mirr, subs in sides:
-        for mirrored, q in ((False, full), (True, mirr)):
-            qi, dj, dist = pairs_within(q, threshold, subs)
-            for c, s, d in zip(qi.tolist(), dj.tolist(), dist.tolist()):
-                other, w = divmod(s, k)
-                if crop_left:
-                    i, j = lidx[c], (lidx if self_join else ridx)[other]
-                else:
-                    i, j = lidx[other], ridx[c]
-                if self_join and i == j:
-                    continue
-                crop_is_left = crop_left
-                if self_join and i > j:
-                    i, j, crop_is_left = j, i, False
-                out[(i, j)].append((crop_is_left, mirrored, w, int(d)))
-    return out
-
-
-def _best_crop_options(
-    pairs: list[tuple[Fingerprint, Fingerprint]], options: list[list[_CropOption]]
-) -> list[tuple[float, bool, bool, Window]]:
-    """Per pair, the option whose window correlates best with the crop: (score, crop is the first
-    image, mirrored, window on the possibly mirrored full view)."""
-    crops, fulls, windows, flips, owner, sides = [], [], [], [], [], []
-    for n, ((a, b), opts) in enumerate(zip(pairs, options)):
-        for crop_left, mirrored, w, _ in opts:
-            sides.append(crop_left)
-            crops.append(a if crop_left else b)
-            fulls.append(b if crop_left else a)
-            windows.append(mirror_window(SUBVIEWS[w]) if mirrored else SUBVIEWS[w])
-            flips.append(mirrored)
-            owner.append(n)
-    # a looser check on halved thumbnails first; the few options that pass it are scored in full
-    scores = window_scores(crops, fulls, windows, flips, THUMB // 2)
-    # (an option that fails it keeps its loose score: below QUICK_MIN, it cannot be chosen over
-    # one that passes both)
-    near = np.nonzero(scores >= QUICK_MIN)[0]
-    if len(near):
-        pick = near.tolist()
-        scores[near] = window_scores([crops[k] for k in pick], [fulls[k] for k in pick], [windows[k] for k in pick], [flips[k] for k in pick])
-    best: list[tuple[float, bool, bool, Window]] = [(-2.0, True, False, SUBVIEWS[0])] * len(pairs)
-    for k, n in enumerate(owner):
-        if scores[k] > best[n][0]:
-            best[n] = (float(scores[k]), sides[k], flips[k], windows[k])
-    return best
-
-
-def _fp(f: Fingerprint | None) -> Fingerprint:
-    assert f is not None  # pairs are only formed between images that were fingerprinted
-    return f
-
-
 def _same_picture_fingerprint(a: Fingerprint, b: Fingerprint) -> bool:
     """Necessary for an exact pixel copy: same size, same hashes, same thumbnail."""
     return (a.width, a.height, a.box, a.thumb) == (b.width, b.height, b.box, b.thumb) and a.phash_m == b.phash_m
@@ -299,119 +227,329 @@ def _same_pixels(a: Path, b: Path) -> bool:
     return ia.mode == ib.mode and ia.size == ib.size and ia.tobytes() == ib.tobytes()
 
 
-def _find_pairs(
-    left: list[HashOutcome],
-    right: list[HashOutcome] | None,
-    cache: HashCache | None,
-    threshold: int,
-    workers: Executor,
-    progress: StepProgress | None = None,
-) -> list[tuple[int, int, Verdict | None, str | None, int]]:
-    """(i, j, verdict, exact kind, hash distance) for every verified pair; j indexes `right` if given."""
-    lfp = [o.fingerprint for o in left]
-    rfp = lfp if right is None else [o.fingerprint for o in right]
-    lidx = [k for k, f in enumerate(lfp) if f is not None]
-    ridx = lidx if right is None else [k for k, f in enumerate(rfp) if f is not None]
+@dataclass(frozen=True)
+class VerifyTask:
+    """One pair to judge on its pixels, as plain picklable data (the unit of parallel work).
+
+    `quick`: the thumbnail score and orientation already known; `window`: a is taken for a crop
+    of b at this window; `seed`: the keypoint transform that aligns a (mirrored, if so) onto b.
+    """
+
+    a: Fingerprint
+    b: Fingerprint
+    path_a: str
+    path_b: str
+    quick: tuple[float, bool] | None = None
+    window: Window | None = None
+    seed: Seed | None = None
+
+
+def _verify_task(task: VerifyTask) -> Verdict:
+    """All per-pair work of a run: decode both pictures only if the cheap gates let them through."""
+    if task.seed is not None:
+        return verify_aligned(open_image(Path(task.path_a)), open_image(Path(task.path_b)), task.a, task.b, task.seed, {})
+    return verify_pair(task.a, task.b, lambda: open_image(Path(task.path_a)), lambda: open_image(Path(task.path_b)), task.quick, task.window)
+
+
+@dataclass(frozen=True)
+class Found:
+    """A pair the pipeline reports: indices into the left (and right) outcomes, and how it was found.
+
+    `stage`: `hash` (whole views hash-close), `window` (one side a crop of the other's window),
+    `keypoints` (local features agree on one transform); `exact`: `exact-bytes` / `exact-pixels`.
+    """
+
+    i: int
+    j: int
+    verdict: Verdict | None
+    stage: str
+    distance: int | None = None  # pHash distance (direct or mirrored), when hash-close
+    exact: str | None = None
+    transform: Transform | None = None
+
+
+@dataclass(frozen=True)
+class _Side:
+    """The outcomes of one side of a search, with their fingerprints (None where unreadable)."""
+
+    outcomes: list[HashOutcome]
+
+    @property
+    def fps(self) -> list[Fingerprint | None]:
+        return [o.fingerprint for o in self.outcomes]
+
+    @property
+    def readable(self) -> list[int]:
+        return [k for k, o in enumerate(self.outcomes) if o.fingerprint is not None]
+
+    def fp(self, k: int) -> Fingerprint:
+        f = self.outcomes[k].fingerprint
+        assert f is not None  # pairs are only formed between images that were fingerprinted
+        return f
+
+    def path(self, k: int) -> str:
+        return str(self.outcomes[k].path)
+
+    def sha(self, k: int) -> str:
+        return self.outcomes[k].sha256
+
+
+@dataclass
+class _Search:
+    """What every stage of one search shares: both sides, the cache, the pool, what is found."""
+
+    left: _Side
+    right: _Side  # the left side itself in a self-join
+    self_join: bool
+    cache: HashCache | None
+    workers: Executor
+    threshold: int
+    progress: StepProgress | None = None
+    found: list[Found] = field(default_factory=list)
+
+    def known_pairs(self) -> set[tuple[int, int]]:
+        return {(f.i, f.j) for f in self.found}
+
+
+def _run_tasks(search: _Search, tasks: list[VerifyTask], step: str, priority: list[float] | None = None) -> list[Verdict]:
+    """Verdicts of `tasks` in order, on the executor when there are enough (highest priority first)."""
+    # their cost varies 20-fold: the likeliest duplicates go first, they are the ones decoded in full
+    order = sorted(range(len(tasks)), key=lambda k: -(priority[k] if priority else 0.0))
+    mapped = search.workers.map(_verify_task, [tasks[k] for k in order], min_parallel=8)
+    done = dict(zip(order, counted(mapped, len(tasks), step, search.progress)))
+    return [done[k] for k in range(len(tasks))]
+
+
+def _stored(v: Verdict) -> dict[str, Any]:
+    return {"duplicate": v.duplicate, "score": v.score, "mirrored": v.mirrored, "evidence": v.evidence}
+
+
+def _rejected(score: float, mirrored: bool) -> dict[str, Any]:
+    return {"duplicate": False, "score": round(score, 4), "mirrored": mirrored, "evidence": {"thumb_ncc": round(score, 4)}}
+
+
+def _verdict(stored: dict[str, Any]) -> Verdict:
+    return Verdict(True, stored["score"], stored["mirrored"], stored["evidence"])
+
+
+def _pair_key(search: _Search, i: int, j: int, stage: str) -> str:
+    key = HashCache.pair_key(search.left.sha(i), search.right.sha(j))
+    return key if stage == "hash" else f"{key}:{stage}"
+
+
+def _hash_stage(search: _Search) -> None:
+    """Whole views within the pHash threshold (directly or mirrored): exact copies, then verified ones."""
+    left, right = search.left, search.right
+    lidx, ridx = left.readable, right.readable
     if not lidx or not ridx:
-        return []
-    lh = np.array([lfp[k].phash for k in lidx], dtype=np.uint64)  # type: ignore[union-attr]
-    lm = np.array([lfp[k].phash_m for k in lidx], dtype=np.uint64)  # type: ignore[union-attr]
-    rh = None if right is None else np.array([rfp[k].phash for k in ridx], dtype=np.uint64)  # type: ignore[union-attr]
-    ci, cj, cd = pairs_within_any(lh, lm, threshold, rh)
-    cands: dict[tuple[int, int], int] = {(lidx[i], ridx[j]): int(d) for i, j, d in zip(ci, cj, cd)}
-    rout = left if right is None else right
-    out: list[tuple[int, int, Verdict | None, str | None, int]] = []
+        return
+    lh = np.array([left.fp(k).phash for k in lidx], dtype=np.uint64)
+    lm = np.array([left.fp(k).phash_m for k in lidx], dtype=np.uint64)
+    rh = None if search.self_join else np.array([right.fp(k).phash for k in ridx], dtype=np.uint64)
+    ci, cj, cd = pairs_within_any(lh, lm, search.threshold, rh)
     to_verify: list[tuple[int, int, int]] = []
-    for (i, j), d in sorted(cands.items()):
-        if left[i].sha256 == rout[j].sha256:
-            out.append((i, j, None, "exact-bytes", d))
-        elif d == 0 and _same_picture_fingerprint(lfp[i], rfp[j]) and _same_pixels(left[i].path, rout[j].path):  # type: ignore[arg-type]
-            out.append((i, j, None, "exact-pixels", d))
+    for i, j, d in sorted(zip((lidx[x] for x in ci.tolist()), (ridx[y] for y in cj.tolist()), cd.tolist())):
+        if left.sha(i) == right.sha(j):
+            search.found.append(Found(i, j, None, "hash", int(d), "exact-bytes"))
+        elif d == 0 and _same_picture_fingerprint(left.fp(i), right.fp(j)) and _same_pixels(left.outcomes[i].path, right.outcomes[j].path):
+            search.found.append(Found(i, j, None, "hash", int(d), "exact-pixels"))
         else:
-            to_verify.append((i, j, d))
-    keys = [HashCache.pair_key(left[i].sha256, rout[j].sha256) for i, j, _ in to_verify]
-    known = cache.get_verdicts(keys) if cache else {}
-    pending = [(t, k) for t, k in zip(to_verify, keys) if k not in known]
-    fresh: list[tuple[str, dict[str, Any]]] = []
-    if pending:
-        # most hash neighbours are other scans: drop them on the thumbnails before any pixel work
-        pi = np.array([i for (i, _, _), _ in pending])
-        pj = np.array([j for (_, j, _), _ in pending])
-        quick, flipped = quick_scores(lfp, rfp, pi, pj)  # type: ignore[arg-type]
-        survivors = []
-        for (t, key), q, m in zip(pending, quick, flipped):
-            if q < QUICK_MIN:
-                known[key] = {"duplicate": False, "score": round(float(q), 4), "mirrored": bool(m), "evidence": {"thumb_ncc": round(float(q), 4)}}
-                fresh.append((key, known[key]))
-            else:
-                survivors.append((t, key, (float(q), bool(m))))
-        tasks = [(_fp(lfp[i]), _fp(rfp[j]), str(left[i].path), str(rout[j].path), q) for (i, j, _), _, q in survivors]
-        # their cost varies 20-fold: the likeliest duplicates (highest thumbnail score) go first,
-        # since they are the ones that get decoded and aligned at full size
-        order = sorted(range(len(tasks)), key=lambda k: -tasks[k][4][0])
-        mapped = workers.map(_verify_task, [tasks[k] for k in order], min_parallel=8)
-        done = dict(zip(order, counted(mapped, len(tasks), "verifying", progress)))
-        verdicts = [done[k] for k in range(len(tasks))]
-        for (_, key, _), v in zip(survivors, verdicts):
-            known[key] = {"duplicate": v.duplicate, "score": v.score, "mirrored": v.mirrored, "evidence": v.evidence}
-            fresh.append((key, known[key]))
-    if cache and fresh:
-        cache.put_verdicts(fresh)
-    for (i, j, d), key in zip(to_verify, keys):
-        stored = known[key]
+            to_verify.append((i, j, int(d)))
+    known = _judge_hash_pairs(search, [(i, j) for i, j, _ in to_verify])
+    for i, j, d in to_verify:
+        stored = known[_pair_key(search, i, j, "hash")]
         if stored["duplicate"]:
-            out.append((i, j, Verdict(True, stored["score"], stored["mirrored"], stored["evidence"]), None, d))
-    out += _find_crops(left, rout, lfp, lidx, rfp, ridx, right is None, {(i, j) for i, j, *_ in out}, cache, threshold, workers, progress)
-    return sorted(out, key=lambda t: (t[0], t[1]))
+            search.found.append(Found(i, j, _verdict(stored), "hash", d))
 
 
-def _find_crops(
-    left: list[HashOutcome],
-    rout: list[HashOutcome],
-    lfp: list[Fingerprint | None],
-    lidx: list[int],
-    rfp: list[Fingerprint | None],
-    ridx: list[int],
-    self_join: bool,
-    found: set[tuple[int, int]],
-    cache: HashCache | None,
-    threshold: int,
-    workers: Executor,
-    progress: StepProgress | None = None,
-) -> list[tuple[int, int, Verdict | None, str | None, int]]:
-    """The pairs where one image is a crop of the other, verified with the alignment seeded at the window."""
-    cands = {ij: opts for ij, opts in _crop_candidates(lfp, lidx, rfp, ridx, self_join, threshold).items() if ij not in found}
-    if not cands:
-        return []
-    order = sorted(cands)
-    keys = [HashCache.pair_key(left[i].sha256, rout[j].sha256) + ":crop" for i, j in order]
-    known = cache.get_verdicts(keys) if cache else {}
+def _judge_hash_pairs(search: _Search, pairs: list[tuple[int, int]]) -> dict[str, dict[str, Any]]:
+    """Verdicts of hash-close pairs by pair key: cached, dropped on the thumbnails, or verified."""
+    keys = [_pair_key(search, i, j, "hash") for i, j in pairs]
+    known = search.cache.get_verdicts(keys) if search.cache else {}
+    pending = [(p, k) for p, k in zip(pairs, keys) if k not in known]
+    if not pending:
+        return known
+    # most hash neighbours are other scans: drop them on the thumbnails before any pixel work
+    pi = np.array([i for (i, _), _ in pending])
+    pj = np.array([j for (_, j), _ in pending])
+    lfp, rfp = search.left.fps, search.right.fps
+    quick, flipped = quick_scores(lfp, lfp if search.self_join else rfp, pi, pj)
     fresh: list[tuple[str, dict[str, Any]]] = []
     tasks, task_keys = [], []
-    todo = [(i, j, key) for (i, j), key in zip(order, keys) if key not in known]
-    best = _best_crop_options([(_fp(lfp[i]), _fp(rfp[j])) for i, j, _ in todo], [cands[(i, j)] for i, j, _ in todo])
-    for (i, j, key), (q, crop_left, mirrored, window) in zip(todo, best):
-        a, b = _fp(lfp[i]), _fp(rfp[j])
+    for ((i, j), key), q, m in zip(pending, quick.tolist(), flipped.tolist()):
         if q < QUICK_MIN:
-            known[key] = {"duplicate": False, "score": round(q, 4), "mirrored": mirrored, "evidence": {"thumb_ncc": round(q, 4)}}
-            fresh.append((key, known[key]))
-            continue
-        pa, pb = str(left[i].path), str(rout[j].path)
-        tasks.append((a, b, pa, pb, (q, mirrored), window) if crop_left else (b, a, pb, pa, (q, mirrored), window))
-        task_keys.append(key)
-    verdicts = list(counted(workers.map(_verify_task, tasks, min_parallel=8), len(tasks), "verifying crops", progress))
-    for key, v in zip(task_keys, verdicts):
-        known[key] = {"duplicate": v.duplicate, "score": v.score, "mirrored": v.mirrored, "evidence": v.evidence}
-        fresh.append((key, known[key]))
-    if cache and fresh:
-        cache.put_verdicts(fresh)
-    out: list[tuple[int, int, Verdict | None, str | None, int]] = []
-    for (i, j), key in zip(order, keys):
-        stored = known[key]
-        if stored["duplicate"]:
-            d = min(o[3] for o in cands[(i, j)])
-            out.append((i, j, Verdict(True, stored["score"], stored["mirrored"], stored["evidence"]), None, d))
+            fresh.append((key, _rejected(q, bool(m))))
+        else:
+            tasks.append(VerifyTask(search.left.fp(i), search.right.fp(j), search.left.path(i), search.right.path(j), (q, bool(m))))
+            task_keys.append(key)
+    verdicts = _run_tasks(search, tasks, "verifying", [t.quick[0] for t in tasks if t.quick])
+    fresh += [(k, _stored(v)) for k, v in zip(task_keys, verdicts)]
+    _remember(search, known, fresh)
+    return known
+
+
+def _remember(search: _Search, known: dict[str, dict[str, Any]], fresh: list[tuple[str, dict[str, Any]]]) -> None:
+    known.update(fresh)
+    if search.cache and fresh:
+        search.cache.put_verdicts(fresh)
+
+
+# A crop's whole view against the sub-windows of the other side's view (`hashing.SUBVIEWS`): the
+# candidates that the whole-view search misses once a copy is cropped by more than ~5% per side.
+
+
+@dataclass(frozen=True)
+class _CropOption:
+    """One way a pair can be a crop: which side is the crop, mirrored or not, which window, how close."""
+
+    crop_is_left: bool
+    mirrored: bool
+    window: int  # index into SUBVIEWS
+    distance: int
+
+
+def _hash_arrays(side: _Side, idx: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    k = len(SUBVIEWS)
+    full = np.array([side.fp(n).phash for n in idx], dtype=np.uint64)
+    mirr = np.array([side.fp(n).phash_m for n in idx], dtype=np.uint64)
+    subs = np.array([side.fp(n).sub_phash for n in idx], dtype=np.uint64).reshape(len(idx) * k)
+    return full, mirr, subs
+
+
+def _crop_candidates(search: _Search) -> dict[tuple[int, int], list[_CropOption]]:
+    """(left index, right index) -> every (orientation, mirror, window) whose pHashes are close."""
+    k = len(SUBVIEWS)
+    lidx, ridx = search.left.readable, search.right.readable
+    lf, lm, ls = _hash_arrays(search.left, lidx)
+    rf, rm, rs = (lf, lm, ls) if search.self_join else _hash_arrays(search.right, ridx)
+    out: dict[tuple[int, int], list[_CropOption]] = defaultdict(list)
+    sides = [(True, lf, lm, rs)] if search.self_join else [(True, lf, lm, rs), (False, rf, rm, ls)]
+    for crop_left, full, mirr, subs in sides:
+        for mirrored, q in ((False, full), (True, mirr)):
+            qi, dj, dist = pairs_within(q, search.threshold, subs)
+            for c, s, d in zip(qi.tolist(), dj.tolist(), dist.tolist()):
+                other, w = divmod(s, k)
+                i, j = (lidx[c], ridx[other]) if crop_left else (lidx[other], ridx[c])
+                if search.self_join and i == j:
+                    continue
+                crop_is_left = crop_left
+                if search.self_join and i > j:
+                    i, j, crop_is_left = j, i, False
+                out[(i, j)].append(_CropOption(crop_is_left, mirrored, w, int(d)))
     return out
+
+
+@dataclass(frozen=True)
+class _CropChoice:
+    """The option whose window correlates best with the crop (window on the possibly mirrored view)."""
+
+    score: float
+    crop_is_left: bool
+    mirrored: bool
+    window: Window
+
+
+def _best_crop_options(pairs: list[tuple[Fingerprint, Fingerprint]], options: list[list[_CropOption]]) -> list[_CropChoice]:
+    """Per pair, the option whose window correlates best with the crop."""
+    flat = [(n, o) for n, opts in enumerate(options) for o in opts]
+    crops = [pairs[n][0] if o.crop_is_left else pairs[n][1] for n, o in flat]
+    fulls = [pairs[n][1] if o.crop_is_left else pairs[n][0] for n, o in flat]
+    windows = [mirror_window(SUBVIEWS[o.window]) if o.mirrored else SUBVIEWS[o.window] for _, o in flat]
+    flips = [o.mirrored for _, o in flat]
+    # a looser check on halved thumbnails first; the few options that pass it are scored in full
+    scores = window_scores(crops, fulls, windows, flips, THUMB // 2)
+    # (an option that fails it keeps its loose score: below QUICK_MIN, it cannot be chosen over
+    # one that passes both)
+    near = np.nonzero(scores >= QUICK_MIN)[0].tolist()
+    if near:
+        scores[near] = window_scores([crops[k] for k in near], [fulls[k] for k in near], [windows[k] for k in near], [flips[k] for k in near])
+    best = [_CropChoice(-2.0, True, False, SUBVIEWS[0]) for _ in pairs]
+    for k, (n, o) in enumerate(flat):
+        if scores[k] > best[n].score:
+            best[n] = _CropChoice(float(scores[k]), o.crop_is_left, o.mirrored, windows[k])
+    return best
+
+
+def _window_stage(search: _Search) -> None:
+    """The pairs where one image is a crop of the other, verified with the alignment seeded at the window."""
+    seen = search.known_pairs()
+    cands = {ij: opts for ij, opts in _crop_candidates(search).items() if ij not in seen}
+    order = sorted(cands)
+    keys = [_pair_key(search, i, j, "crop") for i, j in order]
+    known = search.cache.get_verdicts(keys) if search.cache else {}
+    todo = [(i, j, key) for (i, j), key in zip(order, keys) if key not in known]
+    left, right = search.left, search.right
+    best = _best_crop_options([(left.fp(i), right.fp(j)) for i, j, _ in todo], [cands[(i, j)] for i, j, _ in todo])
+    fresh: list[tuple[str, dict[str, Any]]] = []
+    tasks, task_keys = [], []
+    for (i, j, key), choice in zip(todo, best):
+        if choice.score < QUICK_MIN:
+            fresh.append((key, _rejected(choice.score, choice.mirrored)))
+            continue
+        a, b = (left.fp(i), left.path(i)), (right.fp(j), right.path(j))
+        crop, full = (a, b) if choice.crop_is_left else (b, a)
+        tasks.append(VerifyTask(crop[0], full[0], crop[1], full[1], (choice.score, choice.mirrored), choice.window))
+        task_keys.append(key)
+    fresh += [(k, _stored(v)) for k, v in zip(task_keys, _run_tasks(search, tasks, "verifying crops"))]
+    _remember(search, known, fresh)
+    for (i, j), key in zip(order, keys):
+        if known[key]["duplicate"]:
+            search.found.append(Found(i, j, _verdict(known[key]), "window", min(o.distance for o in cands[(i, j)])))
+
+
+def _crop_seed(c: KeypointCandidate, a: Keypoints, b: Keypoints) -> Seed:
+    """The keypoint transform (keypoint-view pixels) in trimmed-crop pixels."""
+    m = c.transform.matrix
+    k = a.scale / b.scale
+    return Seed(c.mirrored, (m[0] * k, m[1] * k, m[2] / b.scale, m[3] * k, m[4] * k, m[5] / b.scale))
+
+
+def _keypoints(side: _Side) -> list[Keypoints | None]:
+    return [o.keypoints if o.fingerprint is not None else None for o in side.outcomes]
+
+
+def _keypoint_candidates(search: _Search) -> list[tuple[int, int, KeypointCandidate, Seed]]:
+    """(i, j, candidate, seed in crop pixels) of every keypoint candidate no earlier stage found."""
+    lkp = _keypoints(search.left)
+    rkp = lkp if search.self_join else _keypoints(search.right)
+    seen = search.known_pairs()
+    out = []
+    for c in keypoint_candidates(lkp, None if search.self_join else rkp):
+        i, j = (min(c.a, c.b), max(c.a, c.b)) if search.self_join else (c.a, c.b)
+        ka, kb = lkp[c.a], rkp[c.b]
+        if (i, j) not in seen and ka is not None and kb is not None:
+            out.append((i, j, c, _crop_seed(c, ka, kb)))
+    return out
+
+
+def _keypoint_stage(search: _Search) -> None:
+    """Pairs whose local features agree on one transform (rotated, rescaled, re-cropped copies)."""
+    cands = _keypoint_candidates(search)
+    keys = [_pair_key(search, i, j, "keypoints") for i, j, _, _ in cands]
+    known = search.cache.get_verdicts(keys) if search.cache else {}
+    todo = [(c, seed, key) for (_, _, c, seed), key in zip(cands, keys) if key not in known]
+    left, right = search.left, search.right
+    tasks = [VerifyTask(left.fp(c.a), right.fp(c.b), left.path(c.a), right.path(c.b), seed=seed) for c, seed, _ in todo]
+    verdicts = _run_tasks(search, tasks, "verifying keypoint pairs", [float(c.transform.inliers) for c, _, _ in todo])
+    _remember(search, known, [(key, _stored(v)) for (_, _, key), v in zip(todo, verdicts)])
+    for (i, j, c, seed), key in zip(cands, keys):
+        if known[key]["duplicate"]:
+            transform = Transform(seed.matrix, c.transform.inliers, c.transform.votes)
+            transform = transform if c.a == i else _reversed(transform, c.mirrored)
+            search.found.append(Found(i, j, _verdict(known[key]), "keypoints", transform=transform))
+
+
+def _find_pairs(
+    left: list[HashOutcome], right: list[HashOutcome] | None, cache: HashCache | None, threshold: int, workers: Executor,
+    progress: StepProgress | None = None,
+) -> list[Found]:
+    """Every verified pair, by stage: hash-close whole views, crops at a window, keypoint transforms.
+    `j` indexes `right` if given (else `left`, with i < j)."""
+    search = _Search(_Side(left), _Side(left if right is None else right), right is None, cache, workers, threshold, progress)
+    _hash_stage(search)
+    _window_stage(search)
+    _keypoint_stage(search)
+    return sorted(search.found, key=lambda f: (f.i, f.j))
 
 
 def _unreadable(outcomes: Sequence[HashOutcome], rel: Callable[[Path], str]) -> list[Finding]:
@@ -420,6 +558,35 @@ def _unreadable(outcomes: Sequence[HashOutcome], rel: Callable[[Path], str]) -> 
         for o in outcomes
         if o.fingerprint is None
     ]
+
+
+def _reversed(t: Transform, mirrored: bool) -> Transform:
+    """Scale and rotation of the transform read the other way (b to a); its shift is dropped.
+    Mirroring conjugates the rotation, so a mirrored transform keeps its angle's sign."""
+    scale, angle = 1.0 / t.scale, math.radians(t.angle if mirrored else -t.angle)
+    c, s = scale * math.cos(angle), scale * math.sin(angle)
+    return Transform((c, -s, 0.0, s, c, 0.0), t.inliers, t.votes)
+
+
+def _transform_evidence(t: Transform, swapped: bool, mirrored: bool) -> dict[str, float | int | bool | str]:
+    """Scale and angle of the keypoint transform, read from the first path of the pair to the second."""
+    t = _reversed(t, mirrored) if swapped else t
+    return {"scale": round(t.scale, 3), "angle": round(t.angle, 1), "inliers": t.inliers}
+
+
+def _pair_model(a: str, b: str, kinds: list[str], found: Found) -> Pair:
+    evidence: dict[str, float | int | bool | str] = {"match": found.exact or "verified", "stage": found.stage}
+    if found.distance is not None:
+        evidence["phash_distance"] = found.distance
+    score = 1.0
+    if found.verdict is not None:
+        evidence |= found.verdict.evidence
+        evidence["mirrored"] = found.verdict.mirrored
+        score = found.verdict.score
+    x, y = sorted((a, b))
+    if found.transform is not None:
+        evidence |= _transform_evidence(found.transform, x != a, bool(evidence.get("mirrored")))
+    return Pair(a=x, b=y, kind=kinds, score=score, evidence=evidence, stage=found.stage)
 
 
 def dataset_findings(data_root: Path, metadata_dir: Path | None, n_images: int) -> list[Finding]:
@@ -437,18 +604,6 @@ def cache_findings(cache: HashCache) -> list[Finding]:
     """What was wrong with the cache and has been repaired: a warning each, never a failure."""
     return [warning("cache.damaged", text, file=str(cache.path), hint="nothing to do: the damaged part was rebuilt")
             for text in cache.warnings]
-
-
-def _pair_model(a: str, b: str, kinds: list[str], verdict: Verdict | None, exact: str | None, distance: int) -> Pair:
-    if exact:
-        evidence: dict[str, float | int | bool | str] = {"match": exact, "phash_distance": distance}
-        score = 1.0
-    else:
-        assert verdict is not None
-        evidence = {"match": "verified", "phash_distance": distance, **verdict.evidence}
-        score = verdict.score
-    x, y = sorted((a, b))
-    return Pair(a=x, b=y, kind=kinds, score=score, evidence=evidence)
 
 
 def _image_infos(data_root: Path, splits_dir: Path | None, metadata_dir: Path | None) -> tuple[dict[str, Path], dict[str, ImageInfo]]:
@@ -517,31 +672,15 @@ def check_leakage(
             found = _find_pairs(outcomes, None, cache, threshold, workers, progress)
             findings = _unreadable(outcomes, lambda p: str(p.relative_to(data_root / IMAGES_DIR)))
             pairs = []
-            for i, j, v, exact, d in found:
-                a, b = infos[rels[i]], infos[rels[j]]
-                pairs.append(_pair_model(a.path, b.path, classify(a, b, exact), v, exact, d))
+            for f in found:
+                a, b = infos[rels[f.i]], infos[rels[f.j]]
+                pairs.append(_pair_model(a.path, b.path, classify(a, b, f.exact), f))
             n_images = len(rels)
             all_infos = infos
         else:
-            new_paths, new_infos = _against_infos(against)
-            new_rels = sorted(new_paths)
-            all_outcomes = hash_files([new_paths[r] for r in new_rels] + [paths[r] for r in rels], cache, jobs, for_step(progress, "hashing"), workers)
-            new_out, old_out = all_outcomes[: len(new_rels)], all_outcomes[len(new_rels) :]
-            findings = _unreadable(new_out, lambda p: "new:" + {v: k for k, v in new_paths.items()}.get(p, str(p))) + _unreadable(
-                old_out, lambda p: str(p.relative_to(data_root / IMAGES_DIR))
-            )
-            pairs = []
-            for i, j, v, exact, d in _find_pairs(new_out, old_out, cache, threshold, workers, progress):
-                a = new_infos[new_rels[i]].model_copy(update={"path": "new:" + new_rels[i]})
-                b = infos[rels[j]]
-                kinds = [k for k in classify(a, b, exact) if k not in ("unsplit", "duplicate")]
-                pairs.append(_pair_model(a.path, b.path, ["contribution-duplicate", *kinds], v, exact, d))
-            for i, j, v, exact, d in _find_pairs(new_out, None, cache, threshold, workers, progress):
-                a = new_infos[new_rels[i]].model_copy(update={"path": "new:" + new_rels[i]})
-                b = new_infos[new_rels[j]].model_copy(update={"path": "new:" + new_rels[j]})
-                pairs.append(_pair_model(a.path, b.path, ["duplicate", *([exact] if exact else [])] + (["label-conflict"] if a.label != b.label else []), v, exact, d))
-            n_images = len(rels) + len(new_rels)
-            all_infos = {**infos, **{"new:" + r: i.model_copy(update={"path": "new:" + r}) for r, i in new_infos.items()}}
+            run = _Run(cache, jobs, threshold, workers, progress)
+            pairs, findings, all_infos = _against_pairs(against, data_root, paths, infos, run)
+            n_images = len(all_infos)
     finally:
         workers.close()
         cache.close()
@@ -559,6 +698,41 @@ def check_leakage(
         findings=findings,
         stats={"images": n_images, "phash_threshold": threshold},
     )
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What the stages of one run share."""
+
+    cache: HashCache
+    jobs: int | None
+    threshold: int
+    workers: Executor
+    progress: StepProgress | None
+
+
+def _against_pairs(
+    against: Mapping[str, tuple[Path, str | None]], data_root: Path, paths: dict[str, Path], infos: dict[str, ImageInfo], run: _Run
+) -> tuple[list[Pair], list[Finding], dict[str, ImageInfo]]:
+    """`--against`: the new images against the dataset and among themselves (paths prefixed `new:`)."""
+    new_paths, new_infos = _against_infos(against)
+    new_rels, rels = sorted(new_paths), sorted(paths)
+    outcomes = hash_files([new_paths[r] for r in new_rels] + [paths[r] for r in rels], run.cache, run.jobs,
+                          for_step(run.progress, "hashing"), run.workers)
+    new_out, old_out = outcomes[: len(new_rels)], outcomes[len(new_rels) :]
+    rel_of = {v: k for k, v in new_paths.items()}
+    findings = _unreadable(new_out, lambda p: "new:" + rel_of.get(p, str(p))) + _unreadable(
+        old_out, lambda p: str(p.relative_to(data_root / IMAGES_DIR)))
+    new = {r: i.model_copy(update={"path": "new:" + r}) for r, i in new_infos.items()}
+    pairs = []
+    for f in _find_pairs(new_out, old_out, run.cache, run.threshold, run.workers, run.progress):
+        a, b = new[new_rels[f.i]], infos[rels[f.j]]
+        kinds = [k for k in classify(a, b, f.exact) if k not in ("unsplit", "duplicate")]
+        pairs.append(_pair_model(a.path, b.path, ["contribution-duplicate", *kinds], f))
+    for f in _find_pairs(new_out, None, run.cache, run.threshold, run.workers, run.progress):
+        a, b = new[new_rels[f.i]], new[new_rels[f.j]]
+        pairs.append(_pair_model(a.path, b.path, ["duplicate", *([f.exact] if f.exact else [])] + (["label-conflict"] if a.label != b.label else []), f))
+    return pairs, findings, {**infos, **{"new:" + r: i for r, i in new.items()}}
 
 
 def _against_infos(against: Mapping[str, tuple[Path, str | None]]) -> tuple[dict[str, Path], dict[str, ImageInfo]]:
@@ -614,12 +788,12 @@ def find_duplicates_of(
         outcomes = hash_files(new_list + old_paths, cache, jobs, workers=workers)
         new_out, old_out = outcomes[: len(new_list)], outcomes[len(new_list) :]
         matches: dict[Path, list[Match]] = {p: [] for p in new_list}
-        for i, j, v, exact, d in _find_pairs(new_out, old_out, cache, threshold, workers):
-            pair = _pair_model(str(new_list[i]), rels[j], [], v, exact, d)
-            matches[new_list[i]].append(Match(rels[j], pair.score, pair.evidence))
+        for f in _find_pairs(new_out, old_out, cache, threshold, workers):
+            pair = _pair_model(str(new_list[f.i]), rels[f.j], [], f)
+            matches[new_list[f.i]].append(Match(rels[f.j], pair.score, pair.evidence))
         within = []
-        for i, j, v, exact, d in _find_pairs(new_out, None, cache, threshold, workers):
-            within.append(_pair_model(str(new_list[i]), str(new_list[j]), ["duplicate", *([exact] if exact else [])], v, exact, d))
+        for f in _find_pairs(new_out, None, cache, threshold, workers):
+            within.append(_pair_model(str(new_list[f.i]), str(new_list[f.j]), ["duplicate", *([f.exact] if f.exact else [])], f))
     finally:
         workers.close()
         cache.close()

@@ -64,14 +64,15 @@ def to_json(report: LeakageReport) -> str:
 def to_csv(report: LeakageReport) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["a", "b", "kind", "score", "split_a", "split_b", "label_a", "label_b", "match"])
+    w.writerow(["a", "b", "kind", "score", "split_a", "split_b", "label_a", "label_b", "match", "stage", "angle", "scale", "mirrored"])
     for p in report.pairs:
         ia, ib = report.images.get(p.a), report.images.get(p.b)
         w.writerow([
             p.a, p.b, ";".join(p.kind), p.score,
             ia.split if ia else "", ib.split if ib else "",
             ia.label if ia else "", ib.label if ib else "",
-            p.evidence.get("match", ""),
+            p.evidence.get("match", ""), p.stage,
+            p.evidence.get("angle", ""), p.evidence.get("scale", ""), p.evidence.get("mirrored", ""),
         ])
     return buf.getvalue()
 
@@ -84,12 +85,18 @@ def summary_line(report: LeakageReport) -> str:
         for k, (lv, n) in enumerate(count_by_level(groups))
     )
     return f"{counts}; {len(report.findings)} unreadable of {report.stats.get('images', 0)} images"
+def _how(p: Pair) -> str:
+    """Which stage found the pair, and the transform between the two when keypoints measured it."""
+    if "angle" not in p.evidence:
+        return f"by {p.stage}"
+    mirror = ", mirrored" if p.evidence.get("mirrored") else ""
+    return f"by {p.stage}: turned {p.evidence['angle']} deg, scaled {p.evidence['scale']}x{mirror}"
 
 
 def to_text(report: LeakageReport) -> str:
     lines = []
     for p in report.pairs:
-        lines.append(f"{', '.join(p.kind)}: {p.a} <-> {p.b} (score {p.score:.3f}, {p.evidence.get('match')})")
+        lines.append(f"{', '.join(p.kind)}: {p.a} <-> {p.b} (score {p.score:.3f}, {p.evidence.get('match')}, {_how(p)})")
     for c in report.clusters:
         if c.type == "duplicate":
             continue

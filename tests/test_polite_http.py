@@ -11,7 +11,14 @@ from email.utils import format_datetime
 import pytest
 from fake_registry import FakeRegistry, Reply
 
-from ctcurate.doi.polite_http import HttpPolicy, PoliteClient, ServiceGate, Unreachable, parse_interval, parse_retry_after
+from ctcurate.doi.polite_http import (
+    HttpPolicy,
+    PoliteClient,
+    ServiceGate,
+    Unreachable,
+    parse_interval,
+    parse_retry_after,
+)
 
 DOI = "10.1136/bmj.m606"
 
@@ -204,3 +211,66 @@ def test_user_agent_is_sent(registry):
     http, _ = client(user_agent="ctcurate/9 (test; mailto:curator@example.org)")
     http.get("doi", handle_url(registry))
     assert registry.user_agents == {"ctcurate/9 (test; mailto:curator@example.org)"}
+
+
+def test_a_dripping_body_ends_at_the_one_deadline(registry):
+    """requests' timeout is per read: a byte every 50 ms never trips 0.3 s; the deadline does."""
+    registry.script("handle", DOI, *[Reply(drip=0.05)] * 2)
+    http, _ = client(timeout=0.3, max_retries=1)
+    started = time.monotonic()
+    with pytest.raises(Unreachable) as info:
+        http.get("doi", handle_url(registry))
+    assert info.value.reason == "no answer within 0.3 s, after 2 tries"
+    assert time.monotonic() - started < 3
+
+
+def test_pacing_longer_than_the_cap_is_rate_limited_not_waited(registry):
+    http, sleep = client(retry_after_max=60)
+    gate = http.gate("doi")
+    gate.observe({"x-rate-limit-limit": "1", "x-rate-limit-interval": "1h"})
+    http.get("doi", handle_url(registry))
+    with pytest.raises(Unreachable, match=r"rate-limited: the service's pacing asks for a wait of 3600 s"):
+        http.get("doi", handle_url(registry))
+    assert sleep.waits == [] and registry.count() == 1
+
+
+def test_gzip_answer_is_decoded_on_the_deadline_path():
+    import gzip
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = gzip.compress(json.dumps({"title": "\u00e9" * 5000}).encode())
+
+    class Gzip(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gzip)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        http, _ = client()
+        answer = http.get("doi", f"http://127.0.0.1:{server.server_address[1]}/x")
+        assert json.loads(answer.text) == {"title": "\u00e9" * 5000}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_concurrency_follows_the_services_headers():
+    gate = ServiceGate(3, time.monotonic, time.sleep, ceiling=5)
+    gate.observe({"x-api-pool": "public"})
+    assert (gate.pool, gate.concurrency) == ("public", 1)
+    gate.observe({"x-api-pool": "polite", "x-concurrency-limit": "2"})
+    assert (gate.pool, gate.concurrency) == ("polite", 2)
+    gate.observe({"x-concurrency-limit": "50"})
+    assert gate.concurrency == 5  # never above the ceiling

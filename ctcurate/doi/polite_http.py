@@ -218,7 +218,7 @@ def _read_body(raw: Any, deadline: float) -> bytes:
         if sock is not None:
             sock.settimeout(left)
         try:
-            chunk = raw.read1(65536)
+            chunk = raw.read1(65536, decode_content=True)
         except (OSError, urllib3.exceptions.HTTPError) as exc:
             if time.monotonic() >= deadline or isinstance(exc, (TimeoutError, urllib3.exceptions.TimeoutError)):
                 raise _Deadline from None

@@ -288,3 +288,17 @@ def test_fix_cleans_split_lists(tmp_path, no_data_env):
         for f in json.loads(again.output.split("\nimages not checked")[0])["findings"]
         if f["code"].startswith("split.")
     ]
+
+
+def test_data_is_the_option_and_images_its_older_name(tmp_path):
+    """Every command takes the image root as --data; validate also keeps --images."""
+    from contribution_helpers import make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path / "ds")
+    runner = CliRunner()
+    args = ["validate", "--metadata", str(root / "metadata"), "--format", "json"]
+    by_data = runner.invoke(main, [*args, "--data", str(root)])
+    by_images = runner.invoke(main, [*args, "--images", str(root)])
+    assert by_data.exit_code == by_images.exit_code == 1
+    assert by_data.stdout == by_images.stdout
+    assert '"images_checked": true' in by_data.stdout

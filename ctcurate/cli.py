@@ -57,7 +57,7 @@ cache_option: Decorator[Any] = click.option(
     "e.g. ~/.cache/ctcurate/cache.sqlite).",
 )
 mailto_option: Decorator[Any] = click.option(
-    "--mailto", metavar="ADDR", help="With --online: contact address for the registries (default: $CTCURATE_MAILTO).",
+    "--mailto", metavar="ADDR", help="Contact address sent to the DOI registries (default: $CTCURATE_MAILTO).",
 )
 scheduler_option: Decorator[Any] = click.option(
     "--scheduler", metavar="ADDRESS", envvar="CTCURATE_SCHEDULER", default=None,

@@ -389,3 +389,15 @@ def test_a_name_with_a_newline_or_a_right_to_left_mark_stays_on_one_line(tmp_pat
     # the file and the value are written with their escapes, so no line is broken inside a name
     assert any("in\\u202e\\nx.xlsx" in line for line in lines), lines
     assert not any(line.strip() == "x.xlsx:" for line in lines)
+def test_data_is_the_option_and_images_its_older_name(tmp_path):
+    """Every command takes the image root as --data; validate also keeps --images."""
+    from contribution_helpers import make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path / "ds")
+    runner = CliRunner()
+    args = ["validate", "--metadata", str(root / "metadata"), "--format", "json"]
+    by_data = runner.invoke(main, [*args, "--data", str(root)])
+    by_images = runner.invoke(main, [*args, "--images", str(root)])
+    assert by_data.exit_code == by_images.exit_code == 1
+    assert by_data.stdout == by_images.stdout
+    assert '"images_checked": true' in by_data.stdout

@@ -6,7 +6,6 @@ the writing in `apply`, the lock in `lock`. Never prints or exits.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 import shutil
 import tempfile
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING
 from ctcurate.contribution import apply as apply_lib
 from ctcurate.contribution.source import Contribution, open_contribution
 from ctcurate.contribution.dataset_state import DatasetState, read_state
-from ctcurate.core.findings import Finding, Severity, one_line
+from ctcurate.core.findings import Finding, Severity, dump_json, one_line
 from ctcurate.contribution.intake import DuplicateFinder, Duplicates, IntakePlan, RowChecker, plan_intake
 from ctcurate.core.lock import LockHeld, locked
 from ctcurate.core.unionfind import components
@@ -206,7 +205,7 @@ def render_json(outcome: Outcome) -> str:
             "status": _status(outcome),
         },
     }
-    return json.dumps(body, indent=2, ensure_ascii=False)
+    return dump_json(body)
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 
 Owns reading the file name, patient ID and DOI of every sheet row (both sheets, through `sheets`,
 so every command sees the same cells, encodings and row numbers as `validate`) and every line of
-the split lists (UTF-8 with or without BOM, UTF-16, else Latin-1). Checks nothing: `validate`
+the split lists (UTF-8 with or without BOM, else Latin-1). Checks nothing: `validate`
 judges these values, the other commands use them. Raises `sheets.SheetError` for an unreadable file.
 """
 

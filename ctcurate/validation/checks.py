@@ -12,10 +12,10 @@ import difflib
 import os
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from openpyxl.utils import range_boundaries
 
@@ -170,61 +170,19 @@ def validate(
     `resolver` (online checks) also asks the registries about every DOI of the COVID sheet.
     """
     inputs = resolve_inputs(metadata, images, splits)
-    findings: list[Finding] = []
-    fixes: list[CellFix] = []
-    covid_rows: list[CovidRow] = []
-    noncovid_rows: list[NonCovidRow] = []
-    sheets: dict[str, tuple[Sheet, dict[str, str]]] = {}
-    try:
-        if inputs.covid_sheet is not None:
-            sheet = read_sheet(inputs.covid_sheet)
-            cols, header_findings = find_columns(sheet, COVID_COLUMNS)
-            covid_rows, row_findings = check_covid_rows(sheet.records(cols), file=sheet.path.name)
-            findings += sheet.findings + header_findings + row_findings
-            sheets[COVID_CLASS] = (sheet, cols)
-        if inputs.noncovid_sheet is not None:
-            sheet = read_sheet(inputs.noncovid_sheet)
-            cols, header_findings = find_columns(sheet, NONCOVID_COLUMNS)
-            noncovid_rows, row_findings = check_noncovid_rows(sheet.records(cols), file=sheet.path.name)
-            findings += sheet.findings + header_findings + row_findings
-            sheets[NONCOVID_CLASS] = (sheet, cols)
-        entries, split_findings = check_splits(inputs.splits_dir) if inputs.splits_dir else ([], [])
-    except SheetError as exc:
-        raise InputError(str(exc)) from exc
-    findings += split_findings
+    sheets, covid_rows, noncovid_rows, entries, findings = _read_inputs(inputs)
     meta_dir = None if inputs.metadata_is_file else next(p.parent for p in (inputs.covid_sheet, inputs.noncovid_sheet) if p)
     findings += pending_findings(inputs.data_root, meta_dir)
 
     on_disk = layout.list_images(inputs.data_root) if inputs.data_root else {}
-    # Names each row/entry is checked against: the files on disk, else the split lists.
-    universe: dict[str, set[str]] = defaultdict(set)
-    if inputs.data_root:
-        for class_dir, paths in on_disk.items():
-            universe[class_dir] = {p.name for p in paths}
-    else:
-        for e in entries:
-            universe[e.class_dir].add(e.file_name)
-
-    row_names: dict[str, dict[int, str | None]] = {}
     near_match = _NearMatcher()
     sheet_rows: dict[str, list[tuple[int, str, str]]] = {
         COVID_CLASS: [(r.row, r.file_name, r.patient_id) for r in covid_rows],
         NONCOVID_CLASS: [(r.row, r.image_name, r.patient_id) for r in noncovid_rows],
     }
-    for class_dir, (sheet, cols) in sheets.items():
-        name_col = cols["file_name" if class_dir == COVID_CLASS else "image_name"]
-        resolved, file_findings, name_fixes = _match_rows(
-            sheet,
-            name_col,
-            sheet_rows[class_dir],
-            universe.get(class_dir, set()),
-            check_disk=inputs.data_root is not None,
-            class_dir=class_dir,
-            near_match=near_match,
-        )
-        row_names[class_dir] = resolved
-        findings += file_findings
-        fixes += name_fixes
+    row_names, file_findings, fixes = _match_all(sheets, sheet_rows, _universe(on_disk, entries, inputs.data_root is not None),
+                                                 inputs.data_root is not None, near_match)
+    findings += file_findings
 
     if inputs.data_root:
         if not any(on_disk.values()):
@@ -256,15 +214,7 @@ def validate(
         "rows": {s.path.name: len(sheet_rows[c]) for c, (s, _) in sheets.items()},
         "images": sum(len(ps) for ps in on_disk.values()),
         "split_entries": len(entries),
-    }
-    if resolver is not None:
-        answers = list({r.doi: r for r in dois.values()}.values())
-        summary["dois_online"] = {
-            "dois": len(answers),
-            "exist": sum(r.exists is True for r in answers),
-            "not_found": sum(r.exists is False for r in answers),
-            "unknown": sum(r.exists is None for r in answers),
-        }
+    } | ({"dois_online": _answer_counts(dois)} if resolver is not None else {})
     return ValidationResult(
         inputs=inputs,
         findings=findings,
@@ -275,6 +225,76 @@ def validate(
         fixes=_dedupe(fixes) if plan_fixes else [],
         dois=dois,
     )
+
+
+def _read_inputs(
+    inputs: Inputs,
+) -> tuple[dict[str, tuple[Sheet, dict[str, str]]], list[CovidRow], list[NonCovidRow], list[SplitEntry], list[Finding]]:
+    """Both sheets read and their rows checked, and the split lists; `InputError` when one cannot be read."""
+    findings: list[Finding] = []
+    covid_rows: list[CovidRow] = []
+    noncovid_rows: list[NonCovidRow] = []
+    sheets: dict[str, tuple[Sheet, dict[str, str]]] = {}
+    try:
+        if inputs.covid_sheet is not None:
+            sheets[COVID_CLASS], covid_rows, sheet_findings = _read_checked(inputs.covid_sheet, COVID_COLUMNS, check_covid_rows)
+            findings += sheet_findings
+        if inputs.noncovid_sheet is not None:
+            sheets[NONCOVID_CLASS], noncovid_rows, sheet_findings = _read_checked(
+                inputs.noncovid_sheet, NONCOVID_COLUMNS, check_noncovid_rows)
+            findings += sheet_findings
+        entries, split_findings = check_splits(inputs.splits_dir) if inputs.splits_dir else ([], [])
+    except SheetError as exc:
+        raise InputError(str(exc)) from exc
+    return sheets, covid_rows, noncovid_rows, entries, findings + split_findings
+
+
+def _universe(on_disk: dict[str, list[Path]], entries: list[SplitEntry], on_disk_known: bool) -> dict[str, set[str]]:
+    """The names each row and entry is checked against: the files on disk, else the split lists."""
+    universe: dict[str, set[str]] = defaultdict(set)
+    if on_disk_known:
+        for class_dir, paths in on_disk.items():
+            universe[class_dir] = {p.name for p in paths}
+    else:
+        for e in entries:
+            universe[e.class_dir].add(e.file_name)
+    return universe
+
+
+def _match_all(
+    sheets: dict[str, tuple[Sheet, dict[str, str]]],
+    sheet_rows: dict[str, list[tuple[int, str, str]]],
+    universe: dict[str, set[str]],
+    check_disk: bool,
+    near_match: _NearMatcher,
+) -> tuple[dict[str, dict[int, str | None]], list[Finding], list[CellFix]]:
+    """Each sheet's rows matched to the files they name: the resolved names, file findings and name fixes."""
+    row_names: dict[str, dict[int, str | None]] = {}
+    findings: list[Finding] = []
+    fixes: list[CellFix] = []
+    for class_dir, (sheet, cols) in sheets.items():
+        name_col = cols["file_name" if class_dir == COVID_CLASS else "image_name"]
+        resolved, file_findings, name_fixes = _match_rows(
+            sheet, name_col, sheet_rows[class_dir], universe.get(class_dir, set()),
+            check_disk=check_disk, class_dir=class_dir, near_match=near_match,
+        )
+        row_names[class_dir] = resolved
+        findings += file_findings
+        fixes += name_fixes
+    return row_names, findings, fixes
+
+
+RowT = TypeVar("RowT")
+
+
+def _read_checked(
+    path: Path, columns: dict[str, str], check: Callable[..., tuple[list[RowT], list[Finding]]]
+) -> tuple[tuple[Sheet, dict[str, str]], list[RowT], list[Finding]]:
+    """One sheet read (`core.sheets`) and its rows checked by their model: the file's, header's and rows' findings."""
+    sheet = read_sheet(path)
+    cols, header_findings = find_columns(sheet, columns)
+    rows, row_findings = check(sheet.records(cols), file=sheet.path.name)
+    return (sheet, cols), rows, sheet.findings + header_findings + row_findings
 
 
 def _online_doi_checks(
@@ -297,6 +317,12 @@ def _online_doi_checks(
     refs = settle_derived(refs, resolver)
     findings = online_doi_findings(refs, resolver)
     return findings, resolver.resolve_many(ref.norm for ref in refs)
+
+
+def _answer_counts(dois: dict[str, Resolution]) -> dict[str, int]:
+    from ctcurate.doi.report import counts
+
+    return counts(list({r.doi: r for r in dois.values()}.values()))  # `v2` forms share one answer
 
 
 def _by_file_and_row(findings: list[Finding]) -> list[Finding]:

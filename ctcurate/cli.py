@@ -520,7 +520,7 @@ def benchmark(
     from .benchmark.model import WeightsError
     from .benchmark.report import text_table, write_outputs
     from .benchmark.run import BenchmarkOptions, run_benchmark, with_smoke_defaults
-    from .benchmark.train import DeviceError, TrainConfig, resolve_device
+    from .benchmark.train import DeviceError, TrainConfig
     explicit = {k: v for k, v in (("model", model), ("epochs", epochs), ("image_size", image_size), ("batch_size", batch_size), ("lr", lr)) if v is not None}
     cfg = TrainConfig(weights=weights, device=device, seed=seed, **explicit)  # type: ignore[arg-type]
     if smoke:
@@ -539,12 +539,11 @@ def benchmark(
         bootstrap=bootstrap,
         seeds=seeds,
     )
-    stage = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    def stage(msg: str) -> None:  # --quiet keeps the warnings
+        if not quiet or msg.startswith("warning:"):
+            click.echo(msg, err=True)
+
     try:
-        if not smoke and resolve_device(device).type == "cpu":
-            runs = 2 * seeds if with_contribution else 1
-            click.echo(f"warning: training {runs} model(s) of {cfg.epochs} epochs on the CPU takes hours; "
-                       "--smoke checks the set-up in a minute, a GPU does the full run in minutes", err=True)
         result = run_benchmark(opts, on_progress=_progress_printer(quiet), on_stage=stage)
     except (WeightsError, DeviceError) as exc:
         _exit_with_error(f"{exc}")

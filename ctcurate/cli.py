@@ -532,15 +532,14 @@ def benchmark(quiet: bool, output: Path, **options: Any) -> None:
     from .benchmark.model import WeightsError
     from .benchmark.report import text_table, write_outputs
     from .benchmark.run import run_benchmark
-    from .benchmark.train import DeviceError, resolve_device
+    from .benchmark.train import DeviceError
 
-    stage = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    def stage(msg: str) -> None:  # --quiet keeps the warnings
+        if not quiet or msg.startswith("warning:"):
+            click.echo(msg, err=True)
+
     try:
         opts = _benchmark_options(**options)
-        if not opts.smoke and resolve_device(opts.config.device).type == "cpu":
-            runs = 2 * opts.seeds if opts.with_contribution else 1
-            click.echo(f"warning: training {runs} model(s) of {opts.config.epochs} epochs on the CPU takes hours; "
-                       "--smoke checks the set-up in a minute, a GPU does the full run in minutes", err=True)
         result = run_benchmark(opts, on_progress=_progress_printer(quiet), on_stage=stage)
     except (WeightsError, DeviceError) as exc:
         _exit_with_error(f"{exc}")

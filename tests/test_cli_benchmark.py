@@ -320,3 +320,17 @@ def test_multi_seed_verdict_on_the_smoke_model(kind: str, real_data: Path, cache
         assert result.exit_code == 1
         assert "benchmark.contribution-hurts: adding the contribution lowers test auc by" in result.stderr
         assert "over 3 seeds" in result.stderr
+
+
+def test_full_run_on_the_cpu_starts_with_a_warning(real_data: Path, tmp_path: Path) -> None:
+    """Even with --quiet; here the run then stops at once on a missing image, before any training."""
+    splits = tmp_path / "Data-split"
+    shutil.copytree(SPLITS, splits)
+    lst = splits / "COVID" / "valCT_COVID.txt"
+    lst.write_text(lst.read_text() + "no-such-image.png\n")
+    result = _invoke(["--device", "cpu", "--model", "resnet18", "--data", str(real_data), "--splits", str(splits), "--output", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == (
+        "warning: training 1 model(s) of 30 epochs on the CPU takes hours; --smoke checks the set-up in a minute, "
+        "a GPU does the full run in minutes"
+    )

@@ -74,10 +74,13 @@ def test_online_codes_are_registered():
 def test_cli_validate_online_text_lists_each_doi_with_its_title(registry, small_sheet):
     result = CliRunner().invoke(main, ["validate", "--metadata", str(small_sheet), "--online"])
     assert result.exit_code == 1, result.output
-    assert (
-        "error: COVID-CT-MetaInfo.xlsx, row 3, column 'DOI': doi.not-found: DOI is not registered "
-        "(doi.org: handle not found) (same DOI also in rows 4) ['10.1136/bmj.m9999']"
-    ) in result.output
+    lines = result.output.splitlines()
+    at = lines.index("error: doi.not-found (1)")
+    assert lines[at + 2: at + 4] == [
+        "  COVID-CT-MetaInfo.xlsx:",
+        "    row 3, 'DOI': DOI is not registered (doi.org: handle not found) (same DOI also in rows 4)",
+    ]
+    assert "10.1136/bmj.m9999" in lines[at + 4]
     tail = result.output.split("\nDOIs:\n", 1)[1].splitlines()
     assert len(tail) == 4
     assert tail[0].startswith('  10.1136/bmj.m606: exists: "Clinical findings in a group of patients')

@@ -203,8 +203,12 @@ def _run(opts: BenchmarkOptions, opened: Mapping[Path, Contribution], on_progres
     started = time.perf_counter()
 
     # Model, weights and device fail here, in a second, not after minutes of decoding.
-    resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     build_model(cfg.model, cfg.weights)
+    if device.type == "cpu" and not opts.smoke:
+        runs = 2 * opts.seeds if opts.with_contribution else 1
+        stage(f"warning: training {runs} model(s) of {cfg.epochs} epochs on the CPU takes hours; "
+              "--smoke checks the set-up in a minute, a GPU does the full run in minutes")
 
     samples, findings = official_samples(opts.data_root, opts.splits_dir)
     out.findings += findings

@@ -231,7 +231,7 @@ def test_options_are_checked_before_torch_is_imported(real_data: Path, tmp_path:
         "print(r.exit_code, r.stderr.strip(), 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == f"2 error: --with-contribution {tmp_path / 'nope'}: no such folder False"
+    assert out == f"2 error: --with-contribution {tmp_path / 'nope'}: no such folder or .zip False"
 
 
 @pytest.mark.parametrize(

@@ -165,3 +165,15 @@ def test_a_table_of_another_shape_is_rebuilt(files, tmp_path):
     with HashCache(cache_path) as cache:
         assert all(o.fingerprint is not None for o in hash_files(files, cache, jobs=1))
         assert cache.warnings == [f"{cache_path}: table leakage_fingerprint had unexpected columns; rebuilt"]
+
+
+def test_a_remembered_keypoint_search_round_trips_and_is_not_a_damaged_verdict(tmp_path):
+    rows = [[0, 3, True, [1.0, 0.0, 2.5, 0.0, 1.0, -1.5], 40, 52]]
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        assert cache.get_search("keypoint-search:x") is None
+        cache.put_search("keypoint-search:x", rows)
+        assert cache.get_search("keypoint-search:x") == rows
+        assert cache.warnings == []  # a search row is not read as a damaged verdict
+        cache.conn.execute("UPDATE leakage_verdict SET verdict = 'not json {' WHERE pair = 'keypoint-search:x'")
+        assert cache.get_search("keypoint-search:x") is None  # dropped, so the search runs again
+        assert cache.warnings == [f"{cache.path}: 1 damaged row(s) of leakage_verdict dropped; recomputed"]

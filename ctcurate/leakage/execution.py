@@ -34,7 +34,8 @@ R = TypeVar("R")
 # Fewer items than this run in the calling process: starting or reaching workers costs more.
 MIN_PARALLEL = 16
 # Imported once by the fork server, so that every worker starts with them (scipy, imagehash, ...).
-WORKER_MODULES = ["ctcurate.leakage.pipeline"]
+# The first one makes the fork server itself die with the run that started it.
+WORKER_MODULES = ["ctcurate.leakage.forkserver_init", "ctcurate.leakage.pipeline"]
 SCHEDULER_ENV = "CTCURATE_SCHEDULER"
 _PR_SET_PDEATHSIG = 1
 

@@ -251,6 +251,24 @@ class HashCache:
         self._drop("leakage_verdict", "pair", bad)
         return out
 
+    def get_search(self, key: str) -> list[list[Any]] | None:
+        """A remembered keypoint candidate search (rows of `[a, b, mirrored, matrix, inliers, votes]`)."""
+        rows = list(select_in(self.conn, "SELECT verdict FROM leakage_verdict WHERE pair IN ({marks})", [key]))
+        if not rows:
+            return None
+        try:
+            found = json.loads(rows[0][0])
+            cands = found["candidates"]
+            if not all(isinstance(c, list) and len(c) == 6 and isinstance(c[3], list) and len(c[3]) == 6 for c in cands):
+                raise BadRow("not a candidate list")
+        except (ValueError, TypeError, KeyError, RecursionError, BadRow):
+            self._drop("leakage_verdict", "pair", [key])
+            return None
+        return list(cands)
+
+    def put_search(self, key: str, rows: list[list[Any]]) -> None:
+        self.put_verdicts([(key, {"candidates": rows})])
+
     def put_verdicts(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
         self.conn.executemany(
             "INSERT OR REPLACE INTO leakage_verdict (pair, verdict) VALUES (?, ?)",

@@ -22,6 +22,7 @@ Never prints, never exits: progress is a callback, problems are findings.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -42,8 +43,8 @@ from ctcurate.core.store import cache_location
 from ctcurate.core.unionfind import components
 from ctcurate.doi import normalize as doi_lib
 from ctcurate.leakage.execution import Executor, open_executor
-from ctcurate.leakage.hashcache import HashCache, HashOutcome, hash_files
-from ctcurate.leakage.hashing import SUBVIEWS, THUMB, Fingerprint
+from ctcurate.leakage.hashcache import VERIFY_VERSION, HashCache, HashOutcome, hash_files
+from ctcurate.leakage.hashing import HASH_VERSION, SUBVIEWS, THUMB, Fingerprint
 from ctcurate.leakage.keypoints import (
     KeypointCandidate,
     Keypoints,
@@ -508,13 +509,30 @@ def _keypoints(side: _Side) -> list[Keypoints | None]:
     return [o.keypoints if o.fingerprint is not None else None for o in side.outcomes]
 
 
+def _searched(search: _Search, lkp: list[Keypoints | None], rkp: list[Keypoints | None]) -> list[KeypointCandidate]:
+    """`keypoint_candidates`, remembered in the cache for this exact list of contents (a warm run
+    over an unchanged dataset searches nothing)."""
+    shas = [o.sha256 if k is not None else "" for o, k in zip(search.left.outcomes, lkp)]
+    if not search.self_join:
+        shas += ["|"] + [o.sha256 if k is not None else "" for o, k in zip(search.right.outcomes, rkp)]
+    key = "keypoint-search:" + hashlib.sha256("\n".join([HASH_VERSION, VERIFY_VERSION, *shas]).encode()).hexdigest()
+    stored = search.cache.get_search(key) if search.cache else None
+    if stored is not None:
+        return [KeypointCandidate(a, b, m, Transform(tuple(t), n, v)) for a, b, m, t, n, v in stored]
+    cands = keypoint_candidates(lkp, None if search.self_join else rkp)
+    if search.cache:
+        search.cache.put_search(key, [[c.a, c.b, c.mirrored, list(c.transform.matrix), c.transform.inliers, c.transform.votes]
+                                      for c in cands])
+    return cands
+
+
 def _keypoint_candidates(search: _Search) -> list[tuple[int, int, KeypointCandidate, Seed]]:
     """(i, j, candidate, seed in crop pixels) of every keypoint candidate no earlier stage found."""
     lkp = _keypoints(search.left)
     rkp = lkp if search.self_join else _keypoints(search.right)
     seen = search.known_pairs()
     out = []
-    for c in keypoint_candidates(lkp, None if search.self_join else rkp):
+    for c in _searched(search, lkp, rkp):
         i, j = (min(c.a, c.b), max(c.a, c.b)) if search.self_join else (c.a, c.b)
         ka, kb = lkp[c.a], rkp[c.b]
         if (i, j) not in seen and ka is not None and kb is not None:

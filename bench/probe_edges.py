@@ -496,6 +496,14 @@ def network_cases(base: Path) -> tuple[list[Case], list[http.server.ThreadingHTT
         cases.append(Case("network", f"{mode} / doi resolve",
                           ["doi", "resolve", "--cache", str(base / f"n-{mode}.sqlite"), "10.1136/bmj.m606",
                            "10.1101/2020.02.10.20021580"], (0, 1), [], env=env, limit=60, owner="metadoi"))
+        if mode in ("garbage", "500", "json-wrong-shape"):
+            ds = dataset(base, f"n-ds-{mode}")
+            cases.append(Case("network", f"{mode} / validate --online", val_args(ds, "--online"), (0, 1), [ds],
+                              env={**env, "CTCURATE_CACHE": str(base / f"n-v-{mode}.sqlite")}, owner="metadoi"))
+            contrib = contribution(base, f"n-c-{mode}", seed=9700)
+            cases.append(Case("network", f"{mode} / add-contribution --online --dry-run",
+                              add_args(contrib, ds, "--online", "--dry-run"), (0, 1), [ds, contrib],
+                              env={**env, "CTCURATE_CACHE": str(base / f"n-a-{mode}.sqlite")}, owner="metadoi"))
     return cases, servers
 
 

@@ -1,6 +1,6 @@
 """The embedded SQLite cache file shared by the commands (hashes, DOI answers, ...).
 
-Owns where the file lives and how it is opened (a damaged file can be moved aside and rebuilt: it is
+Owns where the file lives and how it is opened (a damaged file is moved aside and rebuilt: it is
 only a cache); each module creates its own tables in it.
 """
 
@@ -61,18 +61,18 @@ def move_aside(path: Path) -> Path:
 def open_cache(path: Path, on_damage: Callable[[str], None] | None = None) -> sqlite3.Connection:
     """Open (creating) the cache; WAL so readers and one writer can work at once.
 
-    A cache is only a cache: with `on_damage` given, a damaged file (not SQLite, or failing SQLite's
-    quick check) is moved aside and a new one started, and `on_damage` hears one line saying so;
-    without it, the damage is raised (`sqlite3.DatabaseError`) for the caller to report.
+    A cache is only a cache: a damaged file (not SQLite, or failing SQLite's quick check) is moved
+    aside and a new one started; `on_damage` hears one line saying so.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         return _connect(path)
     except sqlite3.Error as exc:
-        if on_damage is None or not _is_damage(exc) or not path.is_file():
+        if not _is_damage(exc) or not path.is_file():
             raise
         aside = move_aside(path)
-        on_damage(f"{path}: damaged cache file ({exc}) moved to {aside.name}; starting a new one")
+        if on_damage is not None:
+            on_damage(f"{path}: damaged cache file ({exc}) moved to {aside.name}; starting a new one")
     return _connect(path)
 
 

@@ -193,15 +193,6 @@ def test_resolve_unreadable_sheet_is_one_line_exit_2(registry, tmp_path, content
     assert len(result.output.splitlines()) == 1
 
 
-def test_resolve_damaged_cache_file_is_moved_aside_and_rebuilt(registry, tmp_path):
-    """A cache is only a cache: a file that is not SQLite is kept aside, a new one answers."""
-    bad = tmp_path / "cache.sqlite"
-    bad.write_bytes(b"this is not sqlite" * 100)
-    result = run("resolve", "--cache", str(bad), BMJ)
-    assert result.exit_code == 0, result.output
-    assert (tmp_path / "cache.sqlite.damaged-1").read_bytes() == b"this is not sqlite" * 100
-
-
 def test_resolve_metadata_real_sheet_asks_each_distinct_doi_once(registry, repo_metadata):
     result = run("resolve", "--metadata", str(repo_metadata))
     assert result.exit_code == 0, result.output

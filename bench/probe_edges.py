@@ -496,6 +496,14 @@ def network_cases(base: Path) -> tuple[list[Case], list[http.server.ThreadingHTT
         cases.append(Case("network", f"{mode} / doi resolve",
                           ["doi", "resolve", "--cache", str(base / f"n-{mode}.sqlite"), "10.1136/bmj.m606",
                            "10.1101/2020.02.10.20021580"], (0, 1), [], env=env, limit=60, owner="metadoi"))
+        if mode in ("garbage", "500", "json-wrong-shape"):
+            ds = dataset(base, f"n-ds-{mode}")
+            cases.append(Case("network", f"{mode} / validate --online", val_args(ds, "--online"), (0, 1), [ds],
+                              env={**env, "CTCURATE_CACHE": str(base / f"n-v-{mode}.sqlite")}, owner="metadoi"))
+            contrib = contribution(base, f"n-c-{mode}", seed=9700)
+            cases.append(Case("network", f"{mode} / add-contribution --online --dry-run",
+                              add_args(contrib, ds, "--online", "--dry-run"), (0, 1), [ds, contrib],
+                              env={**env, "CTCURATE_CACHE": str(base / f"n-a-{mode}.sqlite")}, owner="metadoi"))
     return cases, servers
 
 
@@ -514,9 +522,12 @@ def kill_trials(base: Path, n: int, rng: random.Random, env_base: dict[str, str]
     done = base / "k-done"
     shutil.copytree(pristine, done)
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "ctcurate.cli", *add_args(contrib, done)], cwd=ROOT, env=env,
-                   capture_output=True, timeout=300, check=True)
+    reference = subprocess.run([sys.executable, "-m", "ctcurate.cli", *add_args(contrib, done)], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=300, check=False)
     full = time.perf_counter() - t
+    if reference.returncode != 0:
+        last = (reference.stderr.strip().splitlines() or reference.stdout.strip().splitlines() or [""])[-1]
+        return 0, 0, 0, [f"the uninterrupted reference run failed (exit {reference.returncode}): {last[:200]}"]
 
     def norm(root: Path) -> dict[str, str]:
         state = tree(root)
@@ -556,6 +567,13 @@ def kill_trials(base: Path, n: int, rng: random.Random, env_base: dict[str, str]
 # --- main -----------------------------------------------------------------------------------
 
 
+def _use_checkout(root: Path) -> None:
+    """Run (child processes) and import (journal paths, recovery) the ctcurate of `root`."""
+    global ROOT
+    ROOT = root
+    sys.path.insert(0, str(root))
+
+
 GROUPS: dict[str, Callable[[Path], list[Case]]] = {
     "cache": cache_cases, "zip": zip_cases, "journal": journal_cases, "sheet": sheet_cases,
     "image": image_cases, "overwrite": overwrite_cases, "benchmark": benchmark_cases,
@@ -568,7 +586,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--only", default=None, help="one group: " + ", ".join([*GROUPS, "network", "kill"]))
     parser.add_argument("--verbose", action="store_true", help="print every case, not only the failing ones")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose ctcurate is probed (default: this one)")
     args = parser.parse_args()
+    _use_checkout(args.root.resolve())
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="ctcurate-probe-") as tmp:
         base = Path(tmp)

@@ -22,8 +22,11 @@ from . import __version__
 from .benchmark import DEVICE_NAMES, MODEL_NAMES
 
 if TYPE_CHECKING:
+    from ctcurate.benchmark.run import BenchmarkOptions, BenchmarkResult
     from ctcurate.benchmark.train import Progress as EpochProgress
     from ctcurate.doi.resolve import Resolver
+    from ctcurate.leakage.pipeline import LeakageReport
+    from ctcurate.validation.checks import ValidationResult
 
 EXIT_OK, EXIT_FOUND, EXIT_USAGE = 0, 1, 2
 F = TypeVar("F", bound=Callable[..., Any])
@@ -205,9 +208,6 @@ def validate(metadata: Path | None, data: Path | None, splits: Path | None, fmt:
     sys.exit(EXIT_FOUND if has_errors(result.findings) else EXIT_OK)
 
 
-if TYPE_CHECKING:
-    from ctcurate.validation.checks import ValidationResult
-
 
 def _write_fixed(result: ValidationResult, fix_out: Path, force: bool) -> None:
     """`validate --fix`: the normalized copy, one stderr line per file written."""
@@ -374,46 +374,67 @@ def check_leakage(data: Path | None, splits: Path | None, metadata: Path | None,
       1  problems found (reported; with --fix-splits, corrected lists written)
       2  usage error, unreadable input or unusable cache file
     """
-    import sqlite3
-
-    from ctcurate.core.progress import StepBars
-
     from ctcurate.core.layout import SPLITS_DIR, default_metadata_dir
-    from ctcurate.core.sheets import SheetError
     from ctcurate.leakage import report
-    from ctcurate.leakage.execution import ClusterUnavailable, capped_jobs
-    from ctcurate.leakage.pipeline import check_leakage as run_check
 
-    root = _data_root_or_exit(data)
-    if jobs and not scheduler and capped_jobs(jobs) < jobs:
-        click.echo(f"--jobs {jobs}: using {capped_jobs(jobs)} processes, the number of CPUs", err=True)
-    meta_dir = metadata or default_metadata_dir()
-    for name, value in (("--metadata", metadata), ("--splits", splits), ("--against", against)):
-        if value and not value.is_dir() and not (name == "--against" and value.suffix.lower() == ".zip"):
-            _exit_with_error(f"{name} {value}: no such folder")
+    root, meta_dir = _data_root_or_exit(data), metadata or default_metadata_dir()
+    _check_leakage_inputs(metadata, splits, against, jobs, scheduler)
     if fix_splits:  # refused before the long run, not after it
         _refuse_existing(fix_splits, force)
-    try:
-        bars = StepBars()
-        with _against_images(against) as new_images:
-            try:
-                result = run_check(root, splits_dir=splits, metadata_dir=meta_dir if meta_dir.is_dir() else None,
-                                   against=new_images, cache_path=cache, jobs=jobs, threshold=threshold, progress=bars,
-                                   scheduler=scheduler)
-            finally:
-                bars.close()
-            _emit(report.render(result, fmt, root, {k: v[0] for k, v in (new_images or {}).items()}), output)
-            if output is not None:
-                click.echo(f"wrote {output}: {report.summary_line(result)}")  # stdout is free: the report is in the file
-    except ClusterUnavailable as exc:
-        _exit_with_error(f"--scheduler: {exc}")
-    except (OSError, SheetError) as exc:
-        _exit_with_error(f"{getattr(exc, 'filename', None) or root}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc))
-    except sqlite3.Error as exc:
-        _exit_with_error(f"{cache or 'cache'}: cannot use the cache file: {exc}")
+    with _leakage_errors(root, cache), _against_images(against) as new_images:
+        result = _run_check_leakage(root, splits, meta_dir, new_images, cache, jobs, threshold, scheduler)
+        _emit(report.render(result, fmt, root, {k: v[0] for k, v in (new_images or {}).items()}), output)
+    if output is not None:
+        click.echo(f"wrote {output}: {report.summary_line(result)}")  # stdout is free: the report is in the file
     if fix_splits:
         _write_fixed_splits(result, splits or meta_dir / SPLITS_DIR, fix_splits, force)
     sys.exit(EXIT_FOUND if result.has_problems else EXIT_OK)
+
+
+def _check_leakage_inputs(metadata: Path | None, splits: Path | None, against: Path | None, jobs: int | None,
+                          scheduler: str | None) -> None:
+    """Folders that must exist, and the note when --jobs is above the CPU count."""
+    from ctcurate.leakage.execution import capped_jobs
+
+    if jobs and not scheduler and capped_jobs(jobs) < jobs:
+        click.echo(f"--jobs {jobs}: using {capped_jobs(jobs)} processes, the number of CPUs", err=True)
+    for name, value in (("--metadata", metadata), ("--splits", splits), ("--against", against)):
+        if value and not value.is_dir() and not (name == "--against" and value.suffix.lower() == ".zip"):
+            _exit_with_error(f"{name} {value}: no such folder")
+
+
+@contextmanager
+def _leakage_errors(root: Path, cache: Path | None) -> Iterator[None]:
+    """check-leakage's expected failures as one-line errors (exit 2)."""
+    import sqlite3
+
+    from ctcurate.core.sheets import SheetError
+    from ctcurate.leakage.execution import ClusterUnavailable
+
+    try:
+        yield
+    except ClusterUnavailable as exc:
+        _exit_with_error(f"--scheduler: {exc}")
+    except SheetError as exc:
+        _exit_with_error(str(exc))
+    except OSError as exc:
+        _exit_with_error(f"{getattr(exc, 'filename', None) or root}: {exc.strerror or exc}")
+    except sqlite3.Error as exc:
+        _exit_with_error(f"{cache or 'cache'}: cannot use the cache file: {exc}")
+
+
+def _run_check_leakage(root: Path, splits: Path | None, meta_dir: Path, new_images: dict[str, tuple[Path, str | None]] | None,
+                       cache: Path | None, jobs: int | None, threshold: int, scheduler: str | None) -> LeakageReport:
+    """The pipeline with one progress bar per step on a terminal."""
+    from ctcurate.core.progress import StepBars
+    from ctcurate.leakage.pipeline import check_leakage as run_check
+
+    bars = StepBars()
+    try:
+        return run_check(root, splits_dir=splits, metadata_dir=meta_dir if meta_dir.is_dir() else None, against=new_images,
+                         cache_path=cache, jobs=jobs, threshold=threshold, progress=bars, scheduler=scheduler)
+    finally:
+        bars.close()
 
 
 @contextmanager
@@ -429,9 +450,6 @@ def _against_images(against: Path | None) -> Iterator[dict[str, tuple[Path, str 
             _exit_with_error(f"--against {against}: " + "; ".join(f"{f.code}: {f.message}" for f in contribution.findings))
         yield {rel: (img.path, img.class_dir) for rel, img in labelled_images(contribution).items()}
 
-
-if TYPE_CHECKING:
-    from ctcurate.leakage.pipeline import LeakageReport
 
 
 def _refuse_existing(target: Path, force: bool) -> None:
@@ -530,19 +548,27 @@ def benchmark(quiet: bool, output: Path, **options: Any) -> None:
     except MissingExtra as exc:
         _exit_with_error(f"{exc}")
     from .benchmark.model import WeightsError
-    from .benchmark.report import text_table, write_outputs
     from .benchmark.run import run_benchmark
     from .benchmark.train import DeviceError
 
-    def stage(msg: str) -> None:  # --quiet keeps the warnings
-        if not quiet or msg.startswith("warning:"):
-            click.echo(msg, err=True)
-
     try:
-        opts = _benchmark_options(**options)
-        result = run_benchmark(opts, on_progress=_progress_printer(quiet), on_stage=stage)
+        result = run_benchmark(_benchmark_options(**options), on_progress=_progress_printer(quiet),
+                               on_stage=lambda msg: _say_stage(msg, quiet))
     except (WeightsError, DeviceError) as exc:
         _exit_with_error(f"{exc}")
+    _finish_benchmark(result, output)
+
+
+def _say_stage(msg: str, quiet: bool) -> None:
+    """A benchmark step on stderr; --quiet keeps the warnings."""
+    if not quiet or msg.startswith("warning:"):
+        click.echo(msg, err=True)
+
+
+def _finish_benchmark(result: BenchmarkResult, output: Path) -> NoReturn:
+    """The files, the table on stdout, the findings on stderr, and the exit code."""
+    from .benchmark.report import text_table, write_outputs
+
     if result.fatal:
         _report_findings(result.findings)
         sys.exit(EXIT_USAGE)
@@ -562,9 +588,6 @@ def _report_findings(findings: list[Any]) -> None:
     if findings:
         click.echo(to_text(findings), err=True)
 
-
-if TYPE_CHECKING:
-    from ctcurate.benchmark.run import BenchmarkOptions
 
 
 def _check_benchmark_arguments(data: Path | None, splits: Path | None, dedupe_test: bool, leakage_report: Path | None,

@@ -685,20 +685,11 @@ def check_leakage(
         cache.close()
         raise
     try:
+        run = _Run(cache, jobs, threshold, workers, progress)
         if against is None:
-            outcomes = hash_files([paths[r] for r in rels], cache, jobs, for_step(progress, "hashing"), workers)
-            found = _find_pairs(outcomes, None, cache, threshold, workers, progress)
-            findings = _unreadable(outcomes, lambda p: str(p.relative_to(data_root / IMAGES_DIR)))
-            pairs = []
-            for f in found:
-                a, b = infos[rels[f.i]], infos[rels[f.j]]
-                pairs.append(_pair_model(a.path, b.path, classify(a, b, f.exact), f))
-            n_images = len(rels)
-            all_infos = infos
+            pairs, findings, all_infos = _dataset_pairs(data_root, paths, infos, run)
         else:
-            run = _Run(cache, jobs, threshold, workers, progress)
             pairs, findings, all_infos = _against_pairs(against, data_root, paths, infos, run)
-            n_images = len(all_infos)
     finally:
         workers.close()
         cache.close()
@@ -714,7 +705,7 @@ def check_leakage(
         clusters=clusters,
         images={k: all_infos[k] for k in sorted(shown) if k in all_infos},
         findings=findings,
-        stats={"images": n_images, "phash_threshold": threshold},
+        stats={"images": len(all_infos) if against is not None else len(rels), "phash_threshold": threshold},
     )
 
 
@@ -727,6 +718,20 @@ class _Run:
     threshold: int
     workers: Executor
     progress: StepProgress | None
+
+
+def _dataset_pairs(
+    data_root: Path, paths: dict[str, Path], infos: dict[str, ImageInfo], run: _Run
+) -> tuple[list[Pair], list[Finding], dict[str, ImageInfo]]:
+    """Every verified pair within the dataset, classified by split and label."""
+    rels = sorted(paths)
+    outcomes = hash_files([paths[r] for r in rels], run.cache, run.jobs, for_step(run.progress, "hashing"), run.workers)
+    findings = _unreadable(outcomes, lambda p: str(p.relative_to(data_root / IMAGES_DIR)))
+    pairs = []
+    for f in _find_pairs(outcomes, None, run.cache, run.threshold, run.workers, run.progress):
+        a, b = infos[rels[f.i]], infos[rels[f.j]]
+        pairs.append(_pair_model(a.path, b.path, classify(a, b, f.exact), f))
+    return pairs, findings, infos
 
 
 def _against_pairs(

@@ -304,7 +304,13 @@ class PoliteClient:
                     self.stats.requests += 1
                 try:
                     status, text, headers = self._fetch(url)
-                except (requests.Timeout, _Deadline):
+                except _Deadline:
+                    # a server that answers but dribbles its body will not be faster on a retry: give
+                    # up on it for the rest of the run, so a dripping service costs one deadline
+                    with self._lock:
+                        gate.failures_in_row = max(gate.failures_in_row, policy.give_up_after - 1)
+                    raise Unreachable(url, f"the answer was still arriving after {policy.timeout:g} s") from None
+                except requests.Timeout:
                     reason = f"no answer within {policy.timeout:g} s"
                 except requests.RequestException as exc:
                     reason = f"connection failed ({type(exc).__name__})"

@@ -542,23 +542,11 @@ def _match_rows(
         resolved[number] = hits[0] if len(hits) == 1 else None
         if len(hits) == 1:
             claimed_by[hits[0]] = number
-        if len(hits) == 1:
             vals = raw_by_row.get(number, ())
             old = vals[name_index] if name_index < len(vals) else None
             fixes.append(CellFix(sheet.path, number, name_col, old, hits[0], "file.missing"))
         if not check_disk:
             continue
-        if len(hits) == 1:
-            hint = f"the file is {hits[0]!r}: write the full name (ctcurate validate --fix does)"
-        elif hits:
-            hint = f"several files match: {', '.join(hits)}"
-        else:
-            near = near_match(name, universe)
-            hint = (
-                f"did you mean {near!r}?"
-                if near
-                else f"add the image to {layout.IMAGES_DIR}/{class_dir}/ or fix the name"
-            )
         findings.append(
             error(
                 "file.missing",
@@ -567,22 +555,41 @@ def _match_rows(
                 row=number,
                 column=name_col,
                 value=name,
-                hint=hint,
+                hint=_missing_file_hint(name, hits, universe, class_dir, near_match),
             )
         )
     if check_disk:
-        claimed = {n for n in resolved.values() if n}
-        for n in sorted(universe - claimed):
-            findings.append(
-                error(
-                    "file.no-row",
-                    f"image has no row in {label}",
-                    file=f"{layout.IMAGES_DIR}/{class_dir}/{n}",
-                    value=n,
-                    hint=f"add a row for it to {label}",
-                )
-            )
+        findings += _files_without_row(label, class_dir, universe, resolved)
     return resolved, findings, fixes
+
+
+def _missing_file_hint(
+    name: str, hits: list[str], universe: set[str], class_dir: str, near_match: _NearMatcher
+) -> str:
+    """What to do about a row naming no file: the one match, the several, a close spelling, or add it."""
+    if len(hits) == 1:
+        return f"the file is {hits[0]!r}: write the full name (ctcurate validate --fix does)"
+    if hits:
+        return f"several files match: {', '.join(hits)}"
+    near = near_match(name, universe)
+    return f"did you mean {near!r}?" if near else f"add the image to {layout.IMAGES_DIR}/{class_dir}/ or fix the name"
+
+
+def _files_without_row(
+    label: str, class_dir: str, universe: set[str], resolved: dict[int, str | None]
+) -> list[Finding]:
+    """`file.no-row`: images on disk that no row of the sheet describes, by name."""
+    claimed = {n for n in resolved.values() if n}
+    return [
+        error(
+            "file.no-row",
+            f"image has no row in {label}",
+            file=f"{layout.IMAGES_DIR}/{class_dir}/{n}",
+            value=n,
+            hint=f"add a row for it to {label}",
+        )
+        for n in sorted(universe - claimed)
+    ]
 
 
 def _same_image(label: str, number: int, column: str, name: str, image: str, other: int) -> Finding:

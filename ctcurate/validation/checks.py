@@ -185,14 +185,7 @@ def validate(
     findings += file_findings
 
     if inputs.data_root:
-        if not any(on_disk.values()):
-            findings.append(error("image.none", "no image in any class folder; nothing was checked",
-                                  file=f"{layout.IMAGES_DIR}/", hint="point --images at the folder holding "
-                                  f"{layout.IMAGES_DIR}/<class>/ with the images"))
-        findings += _unexpected_files(inputs.data_root, on_disk)
-        findings += _check_disk_vs_splits(on_disk, entries, inputs.splits_dir is not None, near_match)
-        if check_images:
-            findings += check_image_files(inputs.data_root, [p for ps in on_disk.values() for p in ps])
+        findings += _disk_findings(inputs.data_root, on_disk, entries, inputs.splits_dir is not None, near_match, check_images)
     findings += _patient_leaks(sheets, sheet_rows, row_names, entries)
     dois: dict[str, Resolution] = {}
     if resolver is not None and COVID_CLASS in sheets:
@@ -200,13 +193,7 @@ def validate(
         findings += online
 
     if plan_fixes:
-        for class_dir, (sheet, cols) in sheets.items():
-            fixes += _cell_fixes(sheet, cols, covid_rows if class_dir == COVID_CLASS else None)
-            fixes += _merged_fills(sheet)
-            if class_dir == COVID_CLASS:
-                fixes += _patient_id_fixes(sheet, cols["patient_id"], patient_id_rewrites(covid_rows, False))
-            else:
-                fixes += _patient_id_fixes(sheet, cols["patient_id"], patient_id_rewrites(noncovid_rows, True))
+        fixes += _sheet_fixes(sheets, covid_rows, noncovid_rows)
 
     findings = _by_file_and_row(findings)
     summary = summarize(findings) | {
@@ -225,6 +212,42 @@ def validate(
         fixes=_dedupe(fixes) if plan_fixes else [],
         dois=dois,
     )
+
+
+def _disk_findings(
+    data_root: Path,
+    on_disk: dict[str, list[Path]],
+    entries: list[SplitEntry],
+    splits_given: bool,
+    near_match: _NearMatcher,
+    check_images: bool,
+) -> list[Finding]:
+    """What only the image folders can tell: no images at all, stray files, split lists vs disk, bad images."""
+    findings: list[Finding] = []
+    if not any(on_disk.values()):
+        findings.append(error("image.none", "no image in any class folder; nothing was checked",
+                              file=f"{layout.IMAGES_DIR}/", hint="point --images at the folder holding "
+                              f"{layout.IMAGES_DIR}/<class>/ with the images"))
+    findings += _unexpected_files(data_root, on_disk)
+    findings += _check_disk_vs_splits(on_disk, entries, splits_given, near_match)
+    if check_images:
+        findings += check_image_files(data_root, [p for ps in on_disk.values() for p in ps])
+    return findings
+
+
+def _sheet_fixes(
+    sheets: dict[str, tuple[Sheet, dict[str, str]]], covid_rows: list[CovidRow], noncovid_rows: list[NonCovidRow]
+) -> list[CellFix]:
+    """The cell fixes `--fix` writes beyond file names: cleaned cells, merged cells filled, patient IDs."""
+    fixes: list[CellFix] = []
+    for class_dir, (sheet, cols) in sheets.items():
+        fixes += _cell_fixes(sheet, cols, covid_rows if class_dir == COVID_CLASS else None)
+        fixes += _merged_fills(sheet)
+        if class_dir == COVID_CLASS:
+            fixes += _patient_id_fixes(sheet, cols["patient_id"], patient_id_rewrites(covid_rows, False))
+        else:
+            fixes += _patient_id_fixes(sheet, cols["patient_id"], patient_id_rewrites(noncovid_rows, True))
+    return fixes
 
 
 def _read_inputs(

@@ -195,14 +195,66 @@ def run_benchmark(opts: BenchmarkOptions, on_progress: Callable[[Progress], None
         return _run(opts, opened, on_progress, on_stage)
 
 
+@dataclass(frozen=True)
+class _Baseline:
+    """The official-train model and what the later steps reuse: the sets, test scores and estimates."""
+
+    cfg: TrainConfig
+    cache_dir: Path
+    info: CacheInfo
+    train_set: ImageSet
+    val_set: ImageSet
+    test_set: ImageSet
+    build: Callable[[], tuple[Any, str]]
+    trained: Trained
+    y_test: np.ndarray
+    prob: np.ndarray
+    test_loss: float
+    est: dict[str, metrics.Estimate]
+
+
 def _run(opts: BenchmarkOptions, opened: Mapping[Path, Contribution], on_progress: Callable[[Progress], None] | None,
          on_stage: Stage | None) -> BenchmarkResult:
+    """The steps in order; a step that finds the input unusable marks the result fatal and ends the run."""
     stage = on_stage or (lambda _msg: None)
-    cfg = opts.config
     out = BenchmarkResult()
     started = time.perf_counter()
+    _check_setup(opts, stage)
+    samples = _official(opts, out)
+    if samples is None:
+        return out
+    cache_dir = opts.cache_dir or tensor_cache_dir(opts.cache)
+    listed = _contributed(opts, opened, out)
+    if listed is None:
+        return out
+    b = _train_baseline(opts, samples, cache_dir, out, on_progress, stage)
+    if b is None:
+        return out
+    results = _baseline_json(opts, samples, b, out.confusion)
+    if opts.with_contribution is not None:
+        compared = _compare_contribution(opts, b, listed[opts.with_contribution], out, on_progress, stage)
+        if compared is None:
+            return out
+        results["contribution"] = compared
+    if opts.score is not None:
+        scored = _score(opts, b, listed[opts.score], out, stage)
+        if scored is None:
+            return out
+        results["score"] = scored
+    if opts.dedupe_test:
+        deduped = _dedupe(opts, b, out)
+        if deduped is None:
+            return out
+        results["dedupe_test"] = deduped
+    results["seconds"] = round(time.perf_counter() - started, 2)
+    results["findings"] = [f.model_dump(mode="json") for f in out.findings]
+    out.results = results
+    return out
 
-    # Model, weights and device fail here, in a second, not after minutes of decoding.
+
+def _check_setup(opts: BenchmarkOptions, stage: Stage) -> None:
+    """Model, weights and device fail here, in a second, not after minutes of decoding."""
+    cfg = opts.config
     device = resolve_device(cfg.device)
     build_model(cfg.model, cfg.weights)
     if device.type == "cpu" and not opts.smoke:
@@ -210,30 +262,41 @@ def _run(opts: BenchmarkOptions, opened: Mapping[Path, Contribution], on_progres
         stage(f"warning: training {runs} model(s) of {cfg.epochs} epochs on the CPU takes hours; "
               "--smoke checks the set-up in a minute, a GPU does the full run in minutes")
 
+
+def _official(opts: BenchmarkOptions, out: BenchmarkResult) -> list[Sample] | None:
+    """The official split's samples (the smoke subset with --smoke); None, and fatal, on an input error."""
     samples, findings = official_samples(opts.data_root, opts.splits_dir)
     out.findings += findings
     if has_errors(findings):
         out.fatal = True
-        return out
+        return None
     if opts.smoke:
-        samples = smoke_subset(samples, SMOKE_SUBSET, cfg.seed)
-    cache_dir = opts.cache_dir or tensor_cache_dir(opts.cache)
+        samples = smoke_subset(samples, SMOKE_SUBSET, opts.config.seed)
+    return samples
 
-    # Contributed images are listed (and their labels checked) before any slow step.
+
+def _contributed(opts: BenchmarkOptions, opened: Mapping[Path, Contribution], out: BenchmarkResult) -> dict[Path, list[Sample]] | None:
+    """Contributed images listed (and their labels checked) before any slow step; None, and fatal, on an error."""
     listed: dict[Path, list[Sample]] = {}
     for folder in dict.fromkeys(p for p in (opts.with_contribution, opts.score) if p is not None):
         listed[folder], cfind = contribution_samples(opened[folder])
         out.findings += cfind
     if has_errors(out.findings):
         out.fatal = True
-        return out
+        return None
+    return listed
 
+
+def _train_baseline(opts: BenchmarkOptions, samples: list[Sample], cache_dir: Path, out: BenchmarkResult,
+                    on_progress: Callable[[Progress], None] | None, stage: Stage) -> _Baseline | None:
+    """Pixels loaded, the model trained on official train and scored on test (its ROC and confusion into `out`)."""
+    cfg = opts.config
     stage(f"loading {len(samples)} images ({cfg.image_size} px) through the tensor cache in {cache_dir}")
     images, info = load_images(samples, cfg.image_size, cache_dir)
     out.findings += info.findings
     if images is None:
         out.fatal = True
-        return out
+        return None
     train_set, val_set, test_set = (_split(images, samples, s) for s in ("train", "val", "test"))
     build = lambda: build_model(cfg.model, cfg.weights)  # noqa: E731
 
@@ -246,12 +309,17 @@ def _run(opts: BenchmarkOptions, opened: Mapping[Path, Contribution], on_progres
     out.curves[_curve_name("official train", opts)] = (fpr, tpr, est["auc"].value)
     out.bands[_curve_name("official train", opts)] = metrics.roc_band(y_test, prob, resamples=opts.bootstrap, seed=cfg.seed)
     out.confusion = metrics.confusion(y_test, prob)
+    return _Baseline(cfg, cache_dir, info, train_set, val_set, test_set, build, base, y_test, prob, test_loss, est)
 
-    results: dict[str, Any] = {
+
+def _baseline_json(opts: BenchmarkOptions, samples: list[Sample], b: _Baseline, confusion: dict[str, int]) -> dict[str, Any]:
+    """The results every run has: the protocol, the data, the baseline's training and test metrics."""
+    cfg = b.cfg
+    return {
         "ctcurate_version": __version__,
         "protocol": {
             "model": cfg.model,
-            "weights": base.weights,
+            "weights": b.trained.weights,
             "pretrained": cfg.weights != "none",
             "epochs": cfg.epochs,
             "image_size": cfg.image_size,
@@ -270,119 +338,137 @@ def _run(opts: BenchmarkOptions, opened: Mapping[Path, Contribution], on_progres
             "root": str(opts.data_root),
             "splits": str(opts.splits_dir),
             "counts": _counts(samples),
-            "cache": _cache_json(info),
+            "cache": _cache_json(b.info),
         },
-        "training": _training_json(base),
+        "training": _training_json(b.trained),
         "test": {
-            "n": len(test_set),
-            "loss": round(test_loss, 6),
-            "metrics": _estimates(est),
-            "confusion": out.confusion,
+            "n": len(b.test_set),
+            "loss": round(b.test_loss, 6),
+            "metrics": _estimates(b.est),
+            "confusion": confusion,
         },
     }
 
-    if opts.with_contribution is not None:
-        contrib = listed[opts.with_contribution]
-        stage(f"loading {len(contrib)} contributed images")
-        cimages, cinfo = load_images(contrib, cfg.image_size, cache_dir)
-        out.findings += cinfo.findings
-        if cimages is None:
-            out.fatal = True
-            return out
-        arms = _train_arms(opts, train_set, ImageSet.concat(train_set, cimages), val_set, test_set, build, (base, prob), on_progress, stage)
-        plus, prob_plus = arms.plus_first
-        est_plus = metrics.bootstrap_metrics(y_test, prob_plus, resamples=opts.bootstrap, seed=cfg.seed)
-        verdicts = metrics.seed_comparison(y_test, arms.base_probs, arms.plus_probs, resamples=opts.bootstrap, seed=cfg.seed)
-        fpr2, tpr2, _ = metrics.roc_curve(y_test, prob_plus)
-        out.curves[_curve_name("official train + contribution", opts)] = (fpr2, tpr2, est_plus["auc"].value)
-        out.bands[_curve_name("official train + contribution", opts)] = metrics.roc_band(y_test, prob_plus, resamples=opts.bootstrap, seed=cfg.seed)
-        comparison = {}
-        for k in metrics.METRIC_NAMES:
-            base_est = est[k]
-            comparison[k] = verdicts[k].as_dict() | {
-                # The new point estimate falls outside the baseline's own interval.
-                "outside_baseline_ci": bool(not np.isnan(base_est.low) and not (base_est.low <= est_plus[k].value <= base_est.high)),
-            }
-        results["contribution"] = {
-            "folder": str(opts.with_contribution),
-            "images": len(cimages),
-            "counts": _counts(contrib),
-            "cache": _cache_json(cinfo),
-            "training": _training_json(plus),
-            "test": {"metrics": _estimates(est_plus), "confusion": metrics.confusion(y_test, prob_plus)},
-            "seeds": arms.seeds,
-            "arms": {
-                "official train": metrics.arm_summary(y_test, arms.base_probs),
-                "official train + contribution": metrics.arm_summary(y_test, arms.plus_probs),
-            },
-            "decided_by": SIGNIFICANCE_RULE,
-            "difference": comparison,
-            "verdict": _verdict(verdicts),
-        }
-        for k in VERDICT_METRICS:
-            v = verdicts[k]
-            if v.significant and v.change.value < 0:
-                out.findings.append(
-                    warning(
-                        "benchmark.contribution-hurts",
-                        f"adding the contribution lowers test {k} by {-v.change.value:.3f} over {len(arms.seeds)} seeds "
-                        f"(95% CI over test images {v.change.low:+.3f} to {v.change.high:+.3f}, over seeds "
-                        f"{v.seed_low:+.3f} to {v.seed_high:+.3f})",
-                        file=str(opts.with_contribution),
-                        column=k,
-                    )
-                )
 
-    if opts.score is not None:
-        scored = listed[opts.score]
-        stage(f"scoring {len(scored)} contributed images with the baseline")
-        simages, sinfo = load_images(scored, cfg.image_size, cache_dir)
-        out.findings += sinfo.findings
-        if simages is None:
-            out.fatal = True
-            return out
-        sprob, _ = predict(base.model, simages, base.device, base.amp_dtype)
-        flagged = score_contribution(simages.names, simages.labels.numpy(), sprob, opts.score_threshold)
-        results["score"] = {
-            "folder": str(opts.score),
-            "threshold": opts.score_threshold,
-            "images": len(simages),
-            "flagged": flagged,
-            "all": [
-                {"image": n, "declared": "COVID" if lab == COVID else "NonCOVID", "p_covid": round(float(p), 4)}
-                for n, lab, p in zip(simages.names, simages.labels.tolist(), sprob.tolist())
-            ],
+def _compare_contribution(opts: BenchmarkOptions, b: _Baseline, contrib: list[Sample], out: BenchmarkResult,
+                          on_progress: Callable[[Progress], None] | None, stage: Stage) -> dict[str, Any] | None:
+    """Both arms trained over the seeds and compared on test; None, and fatal, when a contributed image is unreadable."""
+    cfg, y_test = b.cfg, b.y_test
+    stage(f"loading {len(contrib)} contributed images")
+    cimages, cinfo = load_images(contrib, cfg.image_size, b.cache_dir)
+    out.findings += cinfo.findings
+    if cimages is None:
+        out.fatal = True
+        return None
+    arms = _train_arms(opts, b.train_set, ImageSet.concat(b.train_set, cimages), b.val_set, b.test_set, b.build, (b.trained, b.prob),
+                       on_progress, stage)
+    plus, prob_plus = arms.plus_first
+    est_plus = metrics.bootstrap_metrics(y_test, prob_plus, resamples=opts.bootstrap, seed=cfg.seed)
+    verdicts = metrics.seed_comparison(y_test, arms.base_probs, arms.plus_probs, resamples=opts.bootstrap, seed=cfg.seed)
+    fpr2, tpr2, _ = metrics.roc_curve(y_test, prob_plus)
+    out.curves[_curve_name("official train + contribution", opts)] = (fpr2, tpr2, est_plus["auc"].value)
+    out.bands[_curve_name("official train + contribution", opts)] = metrics.roc_band(y_test, prob_plus, resamples=opts.bootstrap, seed=cfg.seed)
+    compared = {
+        "folder": str(opts.with_contribution),
+        "images": len(cimages),
+        "counts": _counts(contrib),
+        "cache": _cache_json(cinfo),
+        "training": _training_json(plus),
+        "test": {"metrics": _estimates(est_plus), "confusion": metrics.confusion(y_test, prob_plus)},
+        "seeds": arms.seeds,
+        "arms": {
+            "official train": metrics.arm_summary(y_test, arms.base_probs),
+            "official train + contribution": metrics.arm_summary(y_test, arms.plus_probs),
+        },
+        "decided_by": SIGNIFICANCE_RULE,
+        "difference": _differences(b.est, est_plus, verdicts),
+        "verdict": _verdict(verdicts),
+    }
+    out.findings += _hurts(opts, verdicts, len(arms.seeds))
+    return compared
+
+
+def _differences(est: Mapping[str, metrics.Estimate], est_plus: Mapping[str, metrics.Estimate],
+                 verdicts: Mapping[str, metrics.SeedComparison]) -> dict[str, Any]:
+    """Each metric's change over seeds, and whether the new point estimate leaves the baseline's interval."""
+    comparison = {}
+    for k in metrics.METRIC_NAMES:
+        base_est = est[k]
+        comparison[k] = verdicts[k].as_dict() | {
+            # The new point estimate falls outside the baseline's own interval.
+            "outside_baseline_ci": bool(not np.isnan(base_est.low) and not (base_est.low <= est_plus[k].value <= base_est.high)),
         }
-        for f in flagged:
-            out.findings.append(
+    return comparison
+
+
+def _hurts(opts: BenchmarkOptions, verdicts: Mapping[str, metrics.SeedComparison], n_seeds: int) -> list[Finding]:
+    """`benchmark.contribution-hurts` for each verdict metric the contribution significantly lowers."""
+    found = []
+    for k in VERDICT_METRICS:
+        v = verdicts[k]
+        if v.significant and v.change.value < 0:
+            found.append(
                 warning(
-                    "benchmark.label-suspect",
-                    f"declared {f['declared']} but the baseline says {f['predicted']} with probability {f['probability']:.3f}",
-                    file=str(f["image"]),
-                    column="Label",
-                    value=str(f["declared"]),
-                    hint="check the label; the baseline is not a radiologist, so look before relabelling",
+                    "benchmark.contribution-hurts",
+                    f"adding the contribution lowers test {k} by {-v.change.value:.3f} over {n_seeds} seeds "
+                    f"(95% CI over test images {v.change.low:+.3f} to {v.change.high:+.3f}, over seeds "
+                    f"{v.seed_low:+.3f} to {v.seed_high:+.3f})",
+                    file=str(opts.with_contribution),
+                    column=k,
                 )
             )
+    return found
 
-    if opts.dedupe_test:
-        test_names = set(test_set.names)
-        train_names = set(train_set.names)
-        if opts.leakage_report is not None:
-            try:
-                pairs = pairs_from_leakage_report(opts.leakage_report, test_names, train_names)
-            except (OSError, ValueError) as exc:
-                out.findings.append(error("benchmark.leakage-report", f"cannot read the check-leakage report: {exc}", file=str(opts.leakage_report)))
-                out.fatal = True
-                return out
-        else:
-            pairs = find_test_train_duplicates(opts.data_root, opts.splits_dir, test_names, train_names, opts.cache)
-        results["dedupe_test"] = dedupe_test_metrics(test_set.names, y_test, prob, pairs, opts.bootstrap, cfg.seed)
 
-    results["seconds"] = round(time.perf_counter() - started, 2)
-    results["findings"] = [f.model_dump(mode="json") for f in out.findings]
-    out.results = results
-    return out
+def _score(opts: BenchmarkOptions, b: _Baseline, scored: list[Sample], out: BenchmarkResult, stage: Stage) -> dict[str, Any] | None:
+    """The baseline's opinion of each contributed label; None, and fatal, when a contributed image is unreadable."""
+    stage(f"scoring {len(scored)} contributed images with the baseline")
+    simages, sinfo = load_images(scored, b.cfg.image_size, b.cache_dir)
+    out.findings += sinfo.findings
+    if simages is None:
+        out.fatal = True
+        return None
+    sprob, _ = predict(b.trained.model, simages, b.trained.device, b.trained.amp_dtype)
+    flagged = score_contribution(simages.names, simages.labels.numpy(), sprob, opts.score_threshold)
+    out.findings += [_label_suspect(f) for f in flagged]
+    return {
+        "folder": str(opts.score),
+        "threshold": opts.score_threshold,
+        "images": len(simages),
+        "flagged": flagged,
+        "all": [
+            {"image": n, "declared": "COVID" if lab == COVID else "NonCOVID", "p_covid": round(float(p), 4)}
+            for n, lab, p in zip(simages.names, simages.labels.tolist(), sprob.tolist())
+        ],
+    }
+
+
+def _label_suspect(f: Mapping[str, object]) -> Finding:
+    """`benchmark.label-suspect` for one image `score_contribution` flagged."""
+    return warning(
+        "benchmark.label-suspect",
+        f"declared {f['declared']} but the baseline says {f['predicted']} with probability {f['probability']:.3f}",
+        file=str(f["image"]),
+        column="Label",
+        value=str(f["declared"]),
+        hint="check the label; the baseline is not a radiologist, so look before relabelling",
+    )
+
+
+def _dedupe(opts: BenchmarkOptions, b: _Baseline, out: BenchmarkResult) -> dict[str, object] | None:
+    """Test metrics without the test images that duplicate a train image; None, and fatal, on an unreadable report."""
+    test_names = set(b.test_set.names)
+    train_names = set(b.train_set.names)
+    if opts.leakage_report is not None:
+        try:
+            pairs = pairs_from_leakage_report(opts.leakage_report, test_names, train_names)
+        except (OSError, ValueError) as exc:
+            out.findings.append(error("benchmark.leakage-report", f"cannot read the check-leakage report: {exc}", file=str(opts.leakage_report)))
+            out.fatal = True
+            return None
+    else:
+        pairs = find_test_train_duplicates(opts.data_root, opts.splits_dir, test_names, train_names, opts.cache)
+    return dedupe_test_metrics(b.test_set.names, b.y_test, b.prob, pairs, opts.bootstrap, b.cfg.seed)
 
 
 # The metrics a contribution is judged on. Precision, recall, specificity and the F1 scores all

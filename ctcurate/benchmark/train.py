@@ -132,6 +132,65 @@ def predict(model: nn.Module, images: ImageSet, device: torch.device, amp_dtype:
     return torch.cat(probs).numpy().astype(np.float64), loss_sum / len(images)
 
 
+@dataclass
+class _Optimizing:
+    """What every training step of one run shares: the model, where it runs, its optimizer and RNG."""
+
+    cfg: TrainConfig
+    model: nn.Module
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    gen: torch.Generator
+
+
+@dataclass(frozen=True)
+class _EpochPass:
+    """One pass over the training set: summed loss, images seen, seconds spent on data, batches."""
+
+    loss_sum: float
+    seen: int
+    data_seconds: float
+    batches: int
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued CUDA kernels, so that wall-clock timings cover the work they time."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _train_epoch(
+    run: _Optimizing, train_dev: ImageSet, n: int, epoch: int, on_progress: Callable[[Progress], None] | None
+) -> _EpochPass:
+    """One shuffled pass of optimizer steps over the `n` training images, reporting each batch."""
+    cfg, model, device = run.cfg, run.model, run.device
+    data_seconds = 0.0
+    loss_sum, seen = 0.0, 0
+    batches = _batches(n, cfg.batch_size, run.gen)
+    for b, idx in enumerate(batches, start=1):
+        t0 = time.perf_counter()
+        x = augment.train_batch([train_dev.train[i] for i in idx.tolist()], cfg.image_size, run.gen)
+        y = train_dev.labels[idx.to(train_dev.labels.device)]
+        # Count the augmentation kernels' GPU time as data time, not as model time.
+        _sync(device)
+        data_seconds += time.perf_counter() - t0
+        run.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        batch_loss = float(loss.detach())
+        loss_sum += batch_loss * len(idx)
+        seen += len(idx)
+        if on_progress:
+            on_progress(Progress(epoch, cfg.epochs, b, len(batches), loss_sum / seen))
+    return _EpochPass(loss_sum, seen, data_seconds, len(batches))
+
+
 def train(
     cfg: TrainConfig,
     train_set: ImageSet,
@@ -150,54 +209,30 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    run = _Optimizing(cfg, model, device, amp_dtype, optimizer, scaler, torch.Generator().manual_seed(cfg.seed))
     history: list[EpochStats] = []
     best_state = copy.deepcopy(model.state_dict())
     best_key = (float("-inf"), float("-inf"))
     best_epoch = 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _sync(device)
         start = time.perf_counter()
-        data_seconds = 0.0
-        loss_sum, seen = 0.0, 0
-        batches = _batches(len(train_set), cfg.batch_size, gen)
-        for b, idx in enumerate(batches, start=1):
-            t0 = time.perf_counter()
-            x = augment.train_batch([train_dev.train[i] for i in idx.tolist()], cfg.image_size, gen)
-            y = train_dev.labels[idx.to(train_dev.labels.device)]
-            if device.type == "cuda":
-                # Count the augmentation kernels' GPU time as data time, not as model time.
-                torch.cuda.synchronize(device)
-            data_seconds += time.perf_counter() - t0
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            batch_loss = float(loss.detach())
-            loss_sum += batch_loss * len(idx)
-            seen += len(idx)
-            if on_progress:
-                on_progress(Progress(epoch, cfg.epochs, b, len(batches), loss_sum / seen))
+        done = _train_epoch(run, train_dev, len(train_set), epoch, on_progress)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         prob, val_loss = predict(model, val_dev, device, amp_dtype)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _sync(device)
         seconds = time.perf_counter() - start
         m = point_metrics(val_set.labels.numpy(), prob)
         auc = m["auc"] if not np.isnan(m["auc"]) else 0.0
-        stats = EpochStats(epoch, loss_sum / max(seen, 1), val_loss, m["accuracy"], auc, lr, seconds, data_seconds)
+        stats = EpochStats(epoch, done.loss_sum / max(done.seen, 1), val_loss, m["accuracy"], auc, lr, seconds, done.data_seconds)
         history.append(stats)
         if (auc, -val_loss) > best_key:
             best_key = (auc, -val_loss)
             best_epoch = epoch
             best_state = copy.deepcopy(model.state_dict())
         if on_progress:
-            on_progress(Progress(epoch, cfg.epochs, len(batches), len(batches), stats.train_loss, stats))
+            on_progress(Progress(epoch, cfg.epochs, done.batches, done.batches, stats.train_loss, stats))
     model.load_state_dict(best_state)
     return Trained(model, device, amp_dtype, best_epoch, history, weights)

@@ -9,6 +9,8 @@ vectorized popcount. m = 4 (16-bit blocks) suits up to a few 100,000 hashes; bey
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
@@ -33,6 +35,60 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(np.bitwise_count(np.bitwise_xor(a, b)), dtype=np.uint8)
 
 
+@dataclass(frozen=True)
+class _Block:
+    """One block of bits bucketed: query keys, the database sorted by key, each bucket's size and start."""
+
+    qkey: np.ndarray
+    order: np.ndarray
+    counts: np.ndarray
+    starts: np.ndarray
+
+
+def _bucket_block(q: np.ndarray, db: np.ndarray, offset: int, bits: int) -> _Block:
+    """The bucket index of one block (`bits` wide, `offset` bits up) of every hash."""
+    shift, field = np.uint64(offset), np.uint64((1 << bits) - 1)
+    # 32-bit keys and counts: the tables stay small enough for the caches
+    dkey = ((db >> shift) & field).astype(np.int32)
+    qkey = ((q >> shift) & field).astype(np.int32)
+    order = np.argsort(dkey, kind="stable")
+    counts = np.bincount(dkey, minlength=1 << bits).astype(np.int32)
+    starts = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)[:-1]))
+    return _Block(qkey, order, counts, starts)
+
+
+def _probe(block: _Block, mask: np.int32, self_join: bool, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Candidate (query, database) index pairs whose block keys differ by `mask`, at most about `chunk` a time."""
+    target = block.qkey ^ mask
+    n = block.counts[target]
+    if self_join and mask:
+        # a pair (i, j) is seen from both ends with the same mask: probe from one end only
+        hit = np.nonzero(n * (block.qkey < target))[0]
+    else:
+        hit = np.nonzero(n)[0]
+    if len(hit) == 0:
+        return
+    n_hit = n[hit]
+    # expand in chunks so that a crowded bucket cannot blow up memory
+    bounds = np.searchsorted(np.cumsum(n_hit, dtype=np.int64), np.arange(chunk, int(n_hit.sum(dtype=np.int64)) + chunk, chunk))
+    lo = 0
+    for hi in np.unique(np.append(bounds, len(hit))):
+        if hi <= lo:
+            continue
+        qi_part = hit[lo:hi]
+        n_part = n_hit[lo:hi]
+        qi = np.repeat(qi_part, n_part)
+        first = np.repeat(block.starts[target[qi_part]], n_part)
+        run = np.arange(len(qi)) - np.repeat(np.cumsum(n_part, dtype=np.int64) - n_part, n_part)
+        yield qi, block.order[first + run]
+        lo = hi
+
+
+def _no_pairs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    empty = np.empty(0, dtype=np.int64)
+    return empty, empty, np.empty(0, dtype=np.uint8)
+
+
 def pairs_within(
     queries: np.ndarray,
     threshold: int,
@@ -49,56 +105,25 @@ def pairs_within(
     self_join = database is None
     db = q if self_join else np.ascontiguousarray(database, dtype=np.uint64)
     if threshold < 0 or len(q) == 0 or len(db) == 0:
-        empty = np.empty(0, dtype=np.int64)
-        return empty, empty, np.empty(0, dtype=np.uint8)
+        return _no_pairs()
     widths = _block_widths(max(len(q), len(db)))
     radius = threshold // len(widths)
     found_i: list[np.ndarray] = []
     found_j: list[np.ndarray] = []
     offset = 0
     for bits in widths:
-        shift, field = np.uint64(offset), np.uint64((1 << bits) - 1)
+        block = _bucket_block(q, db, offset, bits)
         offset += bits
-        masks = _masks(bits, min(radius, bits)).astype(np.int32)
-        # 32-bit keys and counts: the tables stay small enough for the caches
-        dkey = ((db >> shift) & field).astype(np.int32)
-        qkey = ((q >> shift) & field).astype(np.int32)
-        order = np.argsort(dkey, kind="stable")
-        counts = np.bincount(dkey, minlength=1 << bits).astype(np.int32)
-        starts = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)[:-1]))
-        for mask in masks:
-            target = qkey ^ mask
-            n = counts[target]
-            if self_join and mask:
-                # a pair (i, j) is seen from both ends with the same mask: probe from one end only
-                hit = np.nonzero(n * (qkey < target))[0]
-            else:
-                hit = np.nonzero(n)[0]
-            if len(hit) == 0:
-                continue
-            n_hit = n[hit]
-            # expand in chunks so that a crowded bucket cannot blow up memory
-            bounds = np.searchsorted(np.cumsum(n_hit, dtype=np.int64), np.arange(chunk, int(n_hit.sum(dtype=np.int64)) + chunk, chunk))
-            lo = 0
-            for hi in np.unique(np.append(bounds, len(hit))):
-                if hi <= lo:
-                    continue
-                qi_part = hit[lo:hi]
-                n_part = n_hit[lo:hi]
-                qi = np.repeat(qi_part, n_part)
-                first = np.repeat(starts[target[qi_part]], n_part)
-                run = np.arange(len(qi)) - np.repeat(np.cumsum(n_part, dtype=np.int64) - n_part, n_part)
-                dj = order[first + run]
+        for mask in _masks(bits, min(radius, bits)).astype(np.int32):
+            for qi, dj in _probe(block, mask, self_join, chunk):
                 keep = hamming(q[qi], db[dj]) <= threshold
                 if self_join:
                     qi, dj = np.minimum(qi, dj), np.maximum(qi, dj)
                     keep &= qi < dj
                 found_i.append(qi[keep])
                 found_j.append(dj[keep])
-                lo = hi
     if not found_i:
-        empty = np.empty(0, dtype=np.int64)
-        return empty, empty, np.empty(0, dtype=np.uint8)
+        return _no_pairs()
     i = np.concatenate(found_i)
     j = np.concatenate(found_j)
     key = np.unique(i.astype(np.int64) * len(db) + j)

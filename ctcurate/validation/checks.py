@@ -185,14 +185,7 @@ def validate(
     findings += file_findings
 
     if inputs.data_root:
-        if not any(on_disk.values()):
-            findings.append(error("image.none", "no image in any class folder; nothing was checked",
-                                  file=f"{layout.IMAGES_DIR}/", hint="point --images at the folder holding "
-                                  f"{layout.IMAGES_DIR}/<class>/ with the images"))
-        findings += _unexpected_files(inputs.data_root, on_disk)
-        findings += _check_disk_vs_splits(on_disk, entries, inputs.splits_dir is not None, near_match)
-        if check_images:
-            findings += check_image_files(inputs.data_root, [p for ps in on_disk.values() for p in ps])
+        findings += _disk_findings(inputs.data_root, on_disk, entries, inputs.splits_dir is not None, near_match, check_images)
     findings += _patient_leaks(sheets, sheet_rows, row_names, entries)
     dois: dict[str, Resolution] = {}
     if resolver is not None and COVID_CLASS in sheets:
@@ -200,13 +193,7 @@ def validate(
         findings += online
 
     if plan_fixes:
-        for class_dir, (sheet, cols) in sheets.items():
-            fixes += _cell_fixes(sheet, cols, covid_rows if class_dir == COVID_CLASS else None)
-            fixes += _merged_fills(sheet)
-            if class_dir == COVID_CLASS:
-                fixes += _patient_id_fixes(sheet, cols["patient_id"], patient_id_rewrites(covid_rows, False))
-            else:
-                fixes += _patient_id_fixes(sheet, cols["patient_id"], patient_id_rewrites(noncovid_rows, True))
+        fixes += _sheet_fixes(sheets, covid_rows, noncovid_rows)
 
     findings = _by_file_and_row(findings)
     summary = summarize(findings) | {
@@ -225,6 +212,42 @@ def validate(
         fixes=_dedupe(fixes) if plan_fixes else [],
         dois=dois,
     )
+
+
+def _disk_findings(
+    data_root: Path,
+    on_disk: dict[str, list[Path]],
+    entries: list[SplitEntry],
+    splits_given: bool,
+    near_match: _NearMatcher,
+    check_images: bool,
+) -> list[Finding]:
+    """What only the image folders can tell: no images at all, stray files, split lists vs disk, bad images."""
+    findings: list[Finding] = []
+    if not any(on_disk.values()):
+        findings.append(error("image.none", "no image in any class folder; nothing was checked",
+                              file=f"{layout.IMAGES_DIR}/", hint="point --images at the folder holding "
+                              f"{layout.IMAGES_DIR}/<class>/ with the images"))
+    findings += _unexpected_files(data_root, on_disk)
+    findings += _check_disk_vs_splits(on_disk, entries, splits_given, near_match)
+    if check_images:
+        findings += check_image_files(data_root, [p for ps in on_disk.values() for p in ps])
+    return findings
+
+
+def _sheet_fixes(
+    sheets: dict[str, tuple[Sheet, dict[str, str]]], covid_rows: list[CovidRow], noncovid_rows: list[NonCovidRow]
+) -> list[CellFix]:
+    """The cell fixes `--fix` writes beyond file names: cleaned cells, merged cells filled, patient IDs."""
+    fixes: list[CellFix] = []
+    for class_dir, (sheet, cols) in sheets.items():
+        fixes += _cell_fixes(sheet, cols, covid_rows if class_dir == COVID_CLASS else None)
+        fixes += _merged_fills(sheet)
+        if class_dir == COVID_CLASS:
+            fixes += _patient_id_fixes(sheet, cols["patient_id"], patient_id_rewrites(covid_rows, False))
+        else:
+            fixes += _patient_id_fixes(sheet, cols["patient_id"], patient_id_rewrites(noncovid_rows, True))
+    return fixes
 
 
 def _read_inputs(
@@ -542,23 +565,11 @@ def _match_rows(
         resolved[number] = hits[0] if len(hits) == 1 else None
         if len(hits) == 1:
             claimed_by[hits[0]] = number
-        if len(hits) == 1:
             vals = raw_by_row.get(number, ())
             old = vals[name_index] if name_index < len(vals) else None
             fixes.append(CellFix(sheet.path, number, name_col, old, hits[0], "file.missing"))
         if not check_disk:
             continue
-        if len(hits) == 1:
-            hint = f"the file is {hits[0]!r}: write the full name (ctcurate validate --fix does)"
-        elif hits:
-            hint = f"several files match: {', '.join(hits)}"
-        else:
-            near = near_match(name, universe)
-            hint = (
-                f"did you mean {near!r}?"
-                if near
-                else f"add the image to {layout.IMAGES_DIR}/{class_dir}/ or fix the name"
-            )
         findings.append(
             error(
                 "file.missing",
@@ -567,22 +578,41 @@ def _match_rows(
                 row=number,
                 column=name_col,
                 value=name,
-                hint=hint,
+                hint=_missing_file_hint(name, hits, universe, class_dir, near_match),
             )
         )
     if check_disk:
-        claimed = {n for n in resolved.values() if n}
-        for n in sorted(universe - claimed):
-            findings.append(
-                error(
-                    "file.no-row",
-                    f"image has no row in {label}",
-                    file=f"{layout.IMAGES_DIR}/{class_dir}/{n}",
-                    value=n,
-                    hint=f"add a row for it to {label}",
-                )
-            )
+        findings += _files_without_row(label, class_dir, universe, resolved)
     return resolved, findings, fixes
+
+
+def _missing_file_hint(
+    name: str, hits: list[str], universe: set[str], class_dir: str, near_match: _NearMatcher
+) -> str:
+    """What to do about a row naming no file: the one match, the several, a close spelling, or add it."""
+    if len(hits) == 1:
+        return f"the file is {hits[0]!r}: write the full name (ctcurate validate --fix does)"
+    if hits:
+        return f"several files match: {', '.join(hits)}"
+    near = near_match(name, universe)
+    return f"did you mean {near!r}?" if near else f"add the image to {layout.IMAGES_DIR}/{class_dir}/ or fix the name"
+
+
+def _files_without_row(
+    label: str, class_dir: str, universe: set[str], resolved: dict[int, str | None]
+) -> list[Finding]:
+    """`file.no-row`: images on disk that no row of the sheet describes, by name."""
+    claimed = {n for n in resolved.values() if n}
+    return [
+        error(
+            "file.no-row",
+            f"image has no row in {label}",
+            file=f"{layout.IMAGES_DIR}/{class_dir}/{n}",
+            value=n,
+            hint=f"add a row for it to {label}",
+        )
+        for n in sorted(universe - claimed)
+    ]
 
 
 def _same_image(label: str, number: int, column: str, name: str, image: str, other: int) -> Finding:

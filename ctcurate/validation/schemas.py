@@ -13,7 +13,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import (
@@ -600,6 +600,86 @@ def _overlong_cells(
     return out
 
 
+def _stray_row(
+    cells: Mapping[str, CellValue],
+    columns: Mapping[str, str],
+    key_fields: tuple[str, str],
+    number: int,
+    file: str | None,
+) -> Finding | None:
+    """`row.stray`: a row with values but neither key cell is a note, not an image row."""
+    if not all(_is_blank(cells.get(k)) for k in key_fields):
+        return None
+    content = next((v for v in cells.values() if not _is_blank(v)), None)
+    return warning(
+        "row.stray",
+        f"row has values but no {columns[key_fields[0]]} and no {columns[key_fields[1]]} "
+        "(a note or a leftover?); it is not an image row",
+        file=file,
+        row=number,
+        value=_short(content),
+        hint="move the note elsewhere or delete the row",
+    )
+
+
+def _validate_row(
+    model: type[BaseModel],
+    number: int,
+    cells: Mapping[str, CellValue],
+    original: Mapping[str, CellValue],
+    columns: Mapping[str, str],
+    file: str | None,
+) -> tuple[BaseModel | None, list[Finding]]:
+    """One row through the model, keeping the raw cells beside the clean ones; None if it fails."""
+    notes: list[Note] = []
+    data: dict[str, Any] = {columns[k]: v for k, v in cells.items() if k in columns}
+    data["row"] = number
+    data["raw"] = {columns[k]: v for k, v in original.items() if k in columns}
+    try:
+        obj = model.model_validate(data, context={"notes": notes})
+    except ValidationError as exc:
+        return None, _row_findings(model, number, notes, exc, file)
+    return obj, _row_findings(model, number, notes, None, file)
+
+
+@dataclass
+class _DuplicateRows:
+    """Rows seen so far, by exact content and by file name, so repeats point at the first row."""
+
+    column: str
+    file: str | None
+    rows: dict[tuple[Any, ...], int] = field(default_factory=dict)
+    names: dict[str, int] = field(default_factory=dict)
+
+    def check(self, signature: tuple[Any, ...], name: str, number: int) -> Finding | None:
+        """`row.duplicate` for an exact repeat, else `file.duplicate` for a reused name; then remember."""
+        found: Finding | None = None
+        if signature in self.rows:
+            first = self.rows[signature]
+            found = error(
+                "row.duplicate",
+                f"row repeats row {first} exactly",
+                file=self.file,
+                row=number,
+                column=self.column,
+                value=name,
+                hint=f"delete one of rows {first} and {number}",
+            )
+        elif name in self.names:
+            found = error(
+                "file.duplicate",
+                f"file name already used on row {self.names[name]}",
+                file=self.file,
+                row=number,
+                column=self.column,
+                value=name,
+                hint="each image gets exactly one row: merge the two rows",
+            )
+        self.rows.setdefault(signature, number)
+        self.names.setdefault(name, number)
+        return found
+
+
 def _parse_rows(
     model: type[BaseModel],
     records: Iterable[Record],
@@ -613,9 +693,8 @@ def _parse_rows(
     rows = _resolve_same_as_above(records, columns, file, findings)
     parsed: list[BaseModel] = []
     pending_empty: list[int] = []
-    seen_rows: dict[tuple[Any, ...], int] = {}
-    seen_names: dict[str, int] = {}
     name_key, _ = key_fields
+    duplicates = _DuplicateRows(columns[name_key], file)
     for number, cells, original in rows:
         if all(_is_blank(v) for v in cells.values()):
             pending_empty.append(number)
@@ -625,59 +704,18 @@ def _parse_rows(
                 warning("row.empty", "empty row inside the data", file=file, row=empty, hint="delete the row")
             )
         pending_empty = []
-        if all(_is_blank(cells.get(k)) for k in key_fields):
-            content = next((v for v in cells.values() if not _is_blank(v)), None)
-            findings.append(
-                warning(
-                    "row.stray",
-                    f"row has values but no {columns[key_fields[0]]} and no {columns[key_fields[1]]} "
-                    "(a note or a leftover?); it is not an image row",
-                    file=file,
-                    row=number,
-                    value=_short(content),
-                    hint="move the note elsewhere or delete the row",
-                )
-            )
+        stray = _stray_row(cells, columns, key_fields, number, file)
+        if stray is not None:
+            findings.append(stray)
             continue
         findings.extend(_overlong_cells(original, columns, number, file))
-        notes: list[Note] = []
-        data: dict[str, Any] = {columns[k]: v for k, v in cells.items() if k in columns}
-        data["row"] = number
-        data["raw"] = {columns[k]: v for k, v in original.items() if k in columns}
-        try:
-            obj = model.model_validate(data, context={"notes": notes})
-        except ValidationError as exc:
-            findings.extend(_row_findings(model, number, notes, exc, file))
+        obj, row_findings = _validate_row(model, number, cells, original, columns, file)
+        findings.extend(row_findings)
+        if obj is None:
             continue
-        findings.extend(_row_findings(model, number, notes, None, file))
-        signature = _signature(cells)
-        name = getattr(obj, name_key)
-        if signature in seen_rows:
-            findings.append(
-                error(
-                    "row.duplicate",
-                    f"row repeats row {seen_rows[signature]} exactly",
-                    file=file,
-                    row=number,
-                    column=columns[name_key],
-                    value=name,
-                    hint=f"delete one of rows {seen_rows[signature]} and {number}",
-                )
-            )
-        elif name in seen_names:
-            findings.append(
-                error(
-                    "file.duplicate",
-                    f"file name already used on row {seen_names[name]}",
-                    file=file,
-                    row=number,
-                    column=columns[name_key],
-                    value=name,
-                    hint="each image gets exactly one row: merge the two rows",
-                )
-            )
-        seen_rows.setdefault(signature, number)
-        seen_names.setdefault(name, number)
+        duplicate = duplicates.check(_signature(cells), getattr(obj, name_key), number)
+        if duplicate is not None:
+            findings.append(duplicate)
         if row_check is not None:
             findings.extend(row_check(obj, cells))
         parsed.append(obj)

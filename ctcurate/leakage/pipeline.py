@@ -25,7 +25,8 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -650,6 +651,14 @@ def _image_infos(data_root: Path, splits_dir: Path | None, metadata_dir: Path | 
     return paths, infos
 
 
+@contextmanager
+def _cache_and_workers(cache_path: Path | None, jobs: int | None, scheduler: str | None) -> Iterator[tuple[HashCache, Executor]]:
+    """The hash cache and the executor of one run, both closed at its end (the cache even when the
+    executor cannot be had)."""
+    with open_hash_cache(cache_path) as cache, open_executor(jobs, scheduler) as workers:
+        yield cache, workers
+
+
 def open_hash_cache(cache_path: Path | None) -> HashCache:
     """The hash cache in the file `store.cache_location` picks (`--cache`, $CTCURATE_CACHE, user's folder)."""
     return HashCache(cache_location(cache_path))
@@ -678,21 +687,12 @@ def check_leakage(
         splits_dir = data_root / SPLITS_DIR
     paths, infos = _image_infos(data_root, splits_dir, metadata_dir)
     rels = sorted(paths)
-    cache = open_hash_cache(cache_path)
-    try:
-        workers = open_executor(jobs, scheduler)
-    except BaseException:
-        cache.close()
-        raise
-    try:
+    with _cache_and_workers(cache_path, jobs, scheduler) as (cache, workers):
         run = _Run(cache, jobs, threshold, workers, progress)
         if against is None:
             pairs, findings, all_infos = _dataset_pairs(data_root, paths, infos, run)
         else:
             pairs, findings, all_infos = _against_pairs(against, data_root, paths, infos, run)
-    finally:
-        workers.close()
-        cache.close()
     findings = dataset_findings(data_root, metadata_dir, n_images=len(rels)) + findings + cache_findings(cache)
     pairs.sort(key=lambda p: (p.a, p.b))
     clusters = _duplicate_clusters(pairs, all_infos)
@@ -801,13 +801,7 @@ def find_duplicates_of(
     rels = [f"{c}/{p.name}" for c, files in sorted(by_class.items()) for p in files]
     old_paths = [data_root / IMAGES_DIR / r for r in rels]
     new_list = [Path(p) for p in new_images]
-    cache = open_hash_cache(cache_path)
-    try:
-        workers = open_executor(jobs, scheduler)
-    except BaseException:
-        cache.close()
-        raise
-    try:
+    with _cache_and_workers(cache_path, jobs, scheduler) as (cache, workers):
         outcomes = hash_files(new_list + old_paths, cache, jobs, workers=workers)
         new_out, old_out = outcomes[: len(new_list)], outcomes[len(new_list) :]
         matches: dict[Path, list[Match]] = {p: [] for p in new_list}
@@ -817,9 +811,6 @@ def find_duplicates_of(
         within = []
         for f in _find_pairs(new_out, None, cache, threshold, workers):
             within.append(_pair_model(str(new_list[f.i]), str(new_list[f.j]), ["duplicate", *([f.exact] if f.exact else [])], f))
-    finally:
-        workers.close()
-        cache.close()
     findings = _unreadable(new_out, str) + _unreadable(old_out, lambda p: str(p.relative_to(data_root / IMAGES_DIR)))
     findings += cache_findings(cache)
     return ContributionCheck(matches=matches, within=within, findings=findings)

@@ -90,12 +90,16 @@ class Executor(ABC):
 # --- the local process pool -----------------------------------------------------------------
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Worker start: ask the kernel to kill this process when its parent goes, then check that the
-    run it serves is still alive (it may have died before the request was made)."""
+def request_death_with_parent() -> None:
+    """Ask the kernel to kill this process when its parent process goes (Linux; elsewhere a no-op)."""
     if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Worker start: die with the fork server that is this process's parent, then check that the
+    run it serves is still alive (it may have died before the request was made)."""
+    request_death_with_parent()
     try:
         os.kill(parent_pid, 0)
     except ProcessLookupError:

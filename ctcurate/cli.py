@@ -610,18 +610,14 @@ def _check_benchmark_arguments(data: Path | None, splits: Path | None, dedupe_te
 def _benchmark_options(data: Path | None, splits: Path | None, model: str | None, weights: str, epochs: int | None,
                        image_size: int | None, batch_size: int | None, lr: float | None, device: str, seed: int,
                        smoke: bool, dedupe_test: bool, leakage_report: Path | None, **rest: Any) -> BenchmarkOptions:
-    """The benchmark's options from the command line (smoke defaults for what was not given); exit 2 if unusable."""
+    """The benchmark's options from the command line (smoke defaults for what was not given), once
+    `_check_benchmark_arguments` has accepted them."""
     from ctcurate.core.layout import SPLITS_DIR, default_metadata_dir
 
     from .benchmark.run import BenchmarkOptions, with_smoke_defaults
     from .benchmark.train import TrainConfig
 
-    root = _data_root_or_exit(data)
-    splits_dir = splits or default_metadata_dir() / SPLITS_DIR
-    if not splits_dir.is_dir():
-        _exit_with_error(f"{splits_dir}: no such split folder")
-    if leakage_report and not dedupe_test:
-        _exit_with_error("--leakage-report only makes sense with --dedupe-test")
+    root, splits_dir = _data_root_or_exit(data), splits or default_metadata_dir() / SPLITS_DIR
     explicit: dict[str, Any] = {k: v for k, v in (("model", model), ("epochs", epochs), ("image_size", image_size),
                                   ("batch_size", batch_size), ("lr", lr)) if v is not None}
     cfg = TrainConfig(weights=weights, device=device, seed=seed, **explicit)

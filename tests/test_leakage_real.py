@@ -112,18 +112,23 @@ def test_html_report_renders_in_chromium(real_report, real_data, tmp_path, chrom
     # every embedded thumbnail decoded in the browser (one per member)
     members = sum(len(c.members) for c in real_report.clusters)
     assert re.search(r'data-images-shown="(\d+)"', dom).group(1) == str(members)
-    assert 'data-shown="17"' in dom and "17 of 17 groups shown" in dom
+    # 2 label conflicts, 5 cross-split leaks, 7 in-split duplicates; no patient or source-figure
+    # group: the three the report once showed were number clashes between NonCOVID's two sources
+    assert levels.count("group-leak") == 0
+    assert 'data-shown="14"' in dom and "14 of 14 groups shown" in dom
 
 
 def test_html_filter_keeps_the_matching_group(real_report, real_data, tmp_path, chromium):
     page = tmp_path / "report.html"
     page.write_text(to_html(real_report, lambda rel: real_data / IMAGES_DIR / rel), encoding="utf-8")
     dom = chromium_dom(chromium, page, tmp_path, "#filter=116.png")
-    assert 'data-shown="1"' in dom and "1 of 17 groups shown" in dom
+    assert 'data-shown="1"' in dom and "1 of 14 groups shown" in dom
     visible = re.findall(r'<div class="group"(?![^>]*hidden)[^>]*data-key="([^"]+)"', dom)
     assert visible == ["CT_NonCOVID/114.png"]
-    # the sections left with nothing visible say so
-    assert dom.count('<p class="nomatch">Nothing here matches the filter.</p>') == 3
+    # the sections left with nothing visible say so (label conflicts, cross-split; the group-leak
+    # section is empty anyway and says that instead)
+    assert dom.count('<p class="nomatch">Nothing here matches the filter.</p>') == 2
+    assert "No patient and source-figure leaks found." in dom
 
 
 def test_html_empty_report_says_each_section_is_clean(tmp_path, chromium):

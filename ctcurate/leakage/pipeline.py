@@ -163,10 +163,15 @@ class ContributionCheck:
 # --- metadata (small reader; the validating one is `validate`'s) ---------------------------------
 
 def source_figure(file_name: str) -> str:
-    """The page/figure part of a file name: `2020.02.25.20021568-p23-108%3.png` -> `...-p23-108`."""
+    """The figure a file was cut from: the panels `...-p23-108%0.png`, `...-p23-108%3.png` -> `...-p23-108%`.
+
+    The `%` stays in the key: without it a panel family and an unrelated whole picture whose stem
+    is the same number collide (COVID-CT's NonCOVID `14%0.jpg` is crawled patient 14's,
+    `14.png` a MedPix case's).
+    """
     name = Path(file_name).name
     if "%" in name:
-        return name.split("%", 1)[0]
+        return name.split("%", 1)[0] + "%"
     return Path(name).stem
 
 

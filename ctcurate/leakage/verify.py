@@ -616,23 +616,40 @@ def _into_frame(low: np.ndarray, high: np.ndarray, m_low_to_high: np.ndarray) ->
     return low_f, warped, cover
 
 
-def _ecc_refine(fixed: np.ndarray, moving: np.ndarray, cover: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`moving` nudged onto `fixed` by an affine ECC fit (contrast-invariant); the keypoint
-    transform is good to a pixel or two, the detail comparison needs better."""
+def _ecc_fit(fixed: np.ndarray, moving: np.ndarray, cover: np.ndarray, motion: int) -> np.ndarray | None:
     import cv2
 
-    mask = cover.astype(np.uint8)
     try:
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5)
-        _, fit = cv2.findTransformECC(fixed, moving, np.eye(2, 3, dtype=np.float32), cv2.MOTION_AFFINE, criteria, mask, 5)
-        warp = np.asarray(fit, dtype=np.float32)
-    except cv2.error:
-        return moving, cover
+        _, fit = cv2.findTransformECC(fixed, moving, np.eye(2, 3, dtype=np.float32), motion, criteria, cover.astype(np.uint8), 5)
+    except cv2.error:  # did not converge
+        return None
+    return np.asarray(fit, dtype=np.float32)
+
+
+def _ecc_refine(fixed: np.ndarray, moving: np.ndarray, cover: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`moving` nudged onto `fixed` by an ECC fit (contrast-invariant); the keypoint transform is
+    good to a pixel or two, the detail comparison needs better. An affine fit can run off to
+    another optimum (a copy's fill corners pull it), so a rigid one is tried too, and of the three
+    (neither, rigid, affine) the one under which the two pictures' detail agrees best is kept."""
+    import cv2
+
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     h, w = fixed.shape
-    moved = cv2.warpAffine(moving, warp, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-    moved_cover = cv2.warpAffine(cover.astype(np.float32), warp, (w, h), flags=flags, borderValue=0.0) > 0.99
-    return moved, moved_cover
+    band_fixed = _bandpass(fixed)
+    best = (_ncc(band_fixed[cover], _bandpass(moving)[cover]) if cover.any() else -1.0, moving, cover)
+    for motion in (cv2.MOTION_EUCLIDEAN, cv2.MOTION_AFFINE):
+        warp = _ecc_fit(fixed, moving, cover, motion)
+        if warp is None:
+            continue
+        moved = cv2.warpAffine(moving, warp, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        moved_cover = cv2.warpAffine(cover.astype(np.float32), warp, (w, h), flags=flags, borderValue=0.0) > 0.99
+        if moved_cover.mean() < 0.9 * cover.mean():
+            continue  # moved a good part of the picture out of the frame: not the same alignment
+        score = _ncc(band_fixed[moved_cover], _bandpass(moved)[moved_cover])
+        if score > best[0]:
+            best = (score, moved, moved_cover)
+    return best[1], best[2]
 
 
 def _match_tones(src: np.ndarray, ref: np.ndarray, valid: np.ndarray) -> np.ndarray:

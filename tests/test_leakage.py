@@ -60,6 +60,12 @@ def test_classify_unit():
     assert classify(a.model_copy(update={"split": "test"}), a.model_copy(update={"split": "val"})) == ["leak-val-test"]
     assert classify(a, a.model_copy(update={"label": "NonCOVID"}), "exact-bytes") == ["exact-bytes", "duplicate", "label-conflict"]
     assert classify(a, a.model_copy(update={"split": None})) == ["unsplit"]
+    # one picture, one class, two patient IDs: the sheet is wrong for one copy
+    p1, p2 = a.model_copy(update={"patient": "COVID:P1"}), a.model_copy(update={"patient": "COVID:P2"})
+    assert classify(p1, p2) == ["duplicate", "patient-conflict"]
+    assert classify(p1, p1) == ["duplicate"]
+    assert classify(p1, a) == ["duplicate"]  # an unknown patient conflicts with nothing
+    assert classify(p1, p2.model_copy(update={"label": "NonCOVID"})) == ["duplicate", "label-conflict"]
     unlabelled = ImageInfo(path="loose.png", label="")  # a loose contribution image has no class
     assert classify(a, unlabelled) == ["unsplit"]
 

@@ -18,7 +18,8 @@ from ctcurate.leakage.report import to_html
 # Every pair reported on the real data, each looked at side by side (and aligned, zoomed) by eye:
 # all are one picture (re-exported, re-windowed, blurred, or with arrows added). The last seven are
 # found by the keypoint stage: one paper's two renderings of the same figures (rescaled, re-cropped,
-# re-windowed), and one picture saved twice at a sub-pixel shift (p18-67-2 / -3).
+# re-windowed), and one picture saved twice at a sub-pixel shift (p18-67-2 / -3). The sheet gives
+# each of the paper's two renderings its own patient IDs (154-160 and 162-167): `patient-conflict`.
 EYE_CHECKED = {
     ("CT_COVID/kjr-21-e24-p5-29.png", "CT_NonCOVID/71%0.jpg"): ["leak-train-test", "label-conflict"],
     ("CT_COVID/kjr-21-e24-p5-31.png", "CT_NonCOVID/71%1.jpg"): ["leak-train-test", "label-conflict"],
@@ -32,12 +33,12 @@ EYE_CHECKED = {
     ("CT_NonCOVID/1497.png", "CT_NonCOVID/1498.png"): ["duplicate"],
     ("CT_NonCOVID/661.png", "CT_NonCOVID/662.png"): ["duplicate"],
     ("CT_COVID/2020.03.21.20040691-p18-67-2.png", "CT_COVID/2020.03.21.20040691-p18-67-3.png"): ["duplicate"],
-    ("CT_COVID/2020.03.22.20040782-p24-1533-1.png", "CT_COVID/2020.03.22.20040782-p25-1542.png"): ["leak-val-test"],
-    ("CT_COVID/2020.03.22.20040782-p24-1533-2.png", "CT_COVID/2020.03.22.20040782-p25-1541.png"): ["duplicate"],
-    ("CT_COVID/2020.03.22.20040782-p24-1533-4.png", "CT_COVID/2020.03.22.20040782-p25-1545.png"): ["leak-val-test"],
-    ("CT_COVID/2020.03.22.20040782-p24-1533-5.png", "CT_COVID/2020.03.22.20040782-p25-1544.png"): ["leak-val-test"],
-    ("CT_COVID/2020.03.22.20040782-p24-1533-6.png", "CT_COVID/2020.03.22.20040782-p25-1543.png"): ["leak-val-test"],
-    ("CT_COVID/2020.03.22.20040782-p24-1533-7.png", "CT_COVID/2020.03.22.20040782-p25-1546.png"): ["leak-val-test"],
+    ("CT_COVID/2020.03.22.20040782-p24-1533-1.png", "CT_COVID/2020.03.22.20040782-p25-1542.png"): ["leak-val-test", "patient-conflict"],
+    ("CT_COVID/2020.03.22.20040782-p24-1533-2.png", "CT_COVID/2020.03.22.20040782-p25-1541.png"): ["duplicate", "patient-conflict"],
+    ("CT_COVID/2020.03.22.20040782-p24-1533-4.png", "CT_COVID/2020.03.22.20040782-p25-1545.png"): ["leak-val-test", "patient-conflict"],
+    ("CT_COVID/2020.03.22.20040782-p24-1533-5.png", "CT_COVID/2020.03.22.20040782-p25-1544.png"): ["leak-val-test", "patient-conflict"],
+    ("CT_COVID/2020.03.22.20040782-p24-1533-6.png", "CT_COVID/2020.03.22.20040782-p25-1543.png"): ["leak-val-test", "patient-conflict"],
+    ("CT_COVID/2020.03.22.20040782-p24-1533-7.png", "CT_COVID/2020.03.22.20040782-p25-1546.png"): ["leak-val-test", "patient-conflict"],
 }
 
 
@@ -61,6 +62,8 @@ def test_known_leak_is_reported(real_report):
 
 def test_reported_pairs_are_the_eye_checked_ones(real_report):
     assert {(p.a, p.b): p.kind for p in real_report.pairs} == EYE_CHECKED
+    conflicts = [c.members for c in real_report.clusters if "patient-conflict" in c.kind]
+    assert len(conflicts) == 6 and all("20040782" in m for ms in conflicts for m in ms)
     assert real_report.findings == []
     assert real_report.stats["images"] == 746
 

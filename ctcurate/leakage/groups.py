@@ -58,6 +58,13 @@ LEVELS: tuple[Level, ...] = (
 
 KIND_LEVEL = {k: n for n, lv in enumerate(LEVELS) for k in lv.kinds}
 
+# Kinds that add to a group's level without setting it: what each tells the curator.
+MINOR_KINDS = {
+    "patient-conflict": "one picture under two patient IDs of one class: the sheet's patient ID is wrong for one copy",
+    "exact-bytes": "identical files",
+    "exact-pixels": "identical pixels in different files",
+}
+
 
 def level_of(kinds: list[str]) -> int:
     """The most severe level among `kinds` (index into LEVELS); kinds like `exact-bytes` add none."""

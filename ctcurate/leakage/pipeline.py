@@ -3,7 +3,8 @@
 Owns the pipeline (hash with cache -> multi-index search -> pixel verification -> classification)
 and its typed result. Kinds of a reported pair: `duplicate` (same split), `leak-train-val`,
 `leak-train-test`, `leak-val-test`, `unsplit` (one side in no split list), `label-conflict` (one
-picture under two classes), `exact-bytes` / `exact-pixels` (no verification needed). Clusters:
+picture under two classes), `patient-conflict` (one picture, one class, two patient IDs: the
+sheet is wrong for one), `exact-bytes` / `exact-pixels` (no verification needed). Clusters:
 connected duplicate pairs (`duplicate`), and metadata groups found in more than one split:
 `patient-leak` (same patient ID) and `source-leak` (same DOI and same page/figure file-name stem).
 
@@ -198,6 +199,8 @@ def classify(a: ImageInfo, b: ImageInfo, exact: str | None = None) -> list[str]:
         kinds.append("unsplit" if (a.split or b.split) else "duplicate")
     if a.label and b.label and a.label != b.label:
         kinds.append("label-conflict")
+    elif a.patient and b.patient and a.patient != b.patient:
+        kinds.append("patient-conflict")
     return kinds
 
 
@@ -770,6 +773,15 @@ def _against_infos(against: Mapping[str, tuple[Path, str | None]]) -> tuple[dict
     return paths, infos
 
 
+def _patient_conflict(copies: list[ImageInfo]) -> bool:
+    """Copies of one picture under one label but more than one patient ID: the sheet is wrong for some."""
+    ids: dict[str | None, set[str]] = defaultdict(set)
+    for c in copies:
+        if c.patient:
+            ids[c.label].add(c.patient)
+    return any(len(v) > 1 for v in ids.values())
+
+
 def _duplicate_clusters(pairs: list[Pair], infos: dict[str, ImageInfo]) -> list[Cluster]:
     names = sorted({p.a for p in pairs} | {p.b for p in pairs})
     index = {n: k for k, n in enumerate(names)}
@@ -789,6 +801,8 @@ def _duplicate_clusters(pairs: list[Pair], infos: dict[str, ImageInfo]) -> list[
                 kinds.add(f"leak-{a}-{b}")
         if len({infos[m].label for m in members if m in infos}) > 1:
             kinds.add("label-conflict")
+        if _patient_conflict([infos[m] for m in members if m in infos]):
+            kinds.add("patient-conflict")
         out.append(Cluster(type="duplicate", key=members[0], kind=sorted(kinds), members=members, splits=dict(splits)))
     return out
 

@@ -21,6 +21,7 @@ from ctcurate.core.images import UnreadableImage, open_image
 from ctcurate.core.layout import IMAGES_DIR
 from ctcurate.leakage.groups import (
     KIND_LEVEL,
+    MINOR_KINDS,
     LEVELS,
     Group,
     also_in,
@@ -224,7 +225,7 @@ def _group_html(g: Group, report: LeakageReport, resolve: Callable[[str], Path |
     lv = LEVELS[g.level]
     badges = "".join(
         f'<span class="badge" style="--c:{LEVELS[level_of([k])].colour}">{e(k)}</span> ' if k in KIND_LEVEL
-        else f'<span class="badge minor">{e(k)}</span> '
+        else f'<span class="badge minor" title="{e(MINOR_KINDS.get(k, k))}">{e(k)}</span> '
         for k in g.kind
     )
     where = " · ".join(f"{e(s)}: {len(m)}" for s, m in sorted(g.splits.items()))

@@ -628,28 +628,25 @@ def _ecc_fit(fixed: np.ndarray, moving: np.ndarray, cover: np.ndarray, motion: i
 
 
 def _ecc_refine(fixed: np.ndarray, moving: np.ndarray, cover: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`moving` nudged onto `fixed` by an ECC fit (contrast-invariant); the keypoint transform is
-    good to a pixel or two, the detail comparison needs better. An affine fit can run off to
-    another optimum (a copy's fill corners pull it), so a rigid one is tried too, and of the three
-    (neither, rigid, affine) the one under which the two pictures' detail agrees best is kept."""
+    """`moving` nudged onto `fixed` by an affine ECC fit (contrast-invariant); the keypoint
+    transform is good to a pixel or two, the detail comparison needs better. The fit can also run
+    off to another optimum (a copy's fill corners pull it): it is kept only where the two
+    pictures' detail agrees better under it than under the keypoint transform alone."""
     import cv2
 
+    warp = _ecc_fit(fixed, moving, cover, cv2.MOTION_AFFINE)
+    if warp is None or not cover.any():
+        return moving, cover
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     h, w = fixed.shape
+    moved = cv2.warpAffine(moving, warp, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    moved_cover = cv2.warpAffine(cover.astype(np.float32), warp, (w, h), flags=flags, borderValue=0.0) > 0.99
+    if moved_cover.mean() < 0.9 * cover.mean():
+        return moving, cover  # moved a good part of the picture out of the frame: not a nudge
     band_fixed = _bandpass(fixed)
-    best = (_ncc(band_fixed[cover], _bandpass(moving)[cover]) if cover.any() else -1.0, moving, cover)
-    for motion in (cv2.MOTION_EUCLIDEAN, cv2.MOTION_AFFINE):
-        warp = _ecc_fit(fixed, moving, cover, motion)
-        if warp is None:
-            continue
-        moved = cv2.warpAffine(moving, warp, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-        moved_cover = cv2.warpAffine(cover.astype(np.float32), warp, (w, h), flags=flags, borderValue=0.0) > 0.99
-        if moved_cover.mean() < 0.9 * cover.mean():
-            continue  # moved a good part of the picture out of the frame: not the same alignment
-        score = _ncc(band_fixed[moved_cover], _bandpass(moved)[moved_cover])
-        if score > best[0]:
-            best = (score, moved, moved_cover)
-    return best[1], best[2]
+    before = _ncc(band_fixed[cover], _bandpass(moving)[cover])
+    after = _ncc(band_fixed[moved_cover], _bandpass(moved)[moved_cover])
+    return (moved, moved_cover) if after > before else (moving, cover)
 
 
 def _match_tones(src: np.ndarray, ref: np.ndarray, valid: np.ndarray) -> np.ndarray:

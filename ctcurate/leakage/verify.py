@@ -269,9 +269,13 @@ def _dilate(mask: np.ndarray, iterations: int) -> np.ndarray:
 
 
 def _filled(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NaN (outside the warped picture) replaced by the mean of the rest (half the cost of nanmean)."""
     valid = ~np.isnan(w)
-    fill = float(np.nanmean(w)) if valid.any() else 0.0
-    return np.where(valid, w, fill), valid
+    n = int(np.count_nonzero(valid))
+    out = np.where(valid, w, w.dtype.type(0))
+    if n:
+        out[~valid] = out.sum() / n
+    return out, valid
 
 
 def _spectrum(a: np.ndarray) -> np.ndarray:

@@ -496,6 +496,11 @@ def network_cases(base: Path) -> tuple[list[Case], list[http.server.ThreadingHTT
         cases.append(Case("network", f"{mode} / doi resolve",
                           ["doi", "resolve", "--cache", str(base / f"n-{mode}.sqlite"), "10.1136/bmj.m606",
                            "10.1101/2020.02.10.20021580"], (0, 1), [], env=env, limit=60, owner="metadoi"))
+        if mode == "drip":  # the run's own budget, shorter than the default
+            cases.append(Case("network", "drip / doi resolve --timeout 20",
+                              ["doi", "resolve", "--timeout", "20", "--cache", str(base / "n-drip-t.sqlite"),
+                               "10.1136/bmj.m606", "10.1101/2020.02.10.20021580"], (1,), [], env=env, limit=35,
+                              owner="edges"))
         if mode in ("garbage", "500", "json-wrong-shape"):
             ds = dataset(base, f"n-ds-{mode}")
             cases.append(Case("network", f"{mode} / validate --online", val_args(ds, "--online"), (0, 1), [ds],

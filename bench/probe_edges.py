@@ -65,6 +65,7 @@ class Outcome:
     hang: bool
     changed: list[str]
     first_line: str
+    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -88,6 +89,7 @@ def run_case(case: Case, env_base: dict[str, str]) -> Outcome:
     proc = subprocess.Popen([sys.executable, "-m", "ctcurate.cli", *case.argv], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     hang = False
+    started = time.monotonic()
     try:
         out, err = proc.communicate(timeout=case.limit)
     except subprocess.TimeoutExpired:
@@ -100,7 +102,7 @@ def run_case(case: Case, env_base: dict[str, str]) -> Outcome:
     lines = [x for x in (text + out.decode("utf-8", "replace")).splitlines() if x.strip()]
     first = next((x for x in lines if x.startswith("error")), lines[-1] if lines else "")
     return Outcome(case, None if hang else proc.returncode, "Traceback (most recent call last)" in text, hang,
-                   changed, first[:150])
+                   changed, first[:150], time.monotonic() - started)
 
 
 # --- workspaces -----------------------------------------------------------------------------
@@ -639,7 +641,7 @@ def report(outcomes: list[Outcome], kills: tuple[int, int, int, list[str]] | Non
         if verbose or not o.ok:
             flags = ",".join(f for f, on in (("TRACEBACK", o.traceback), ("HANG", o.hang), ("CHANGED", bool(o.changed)),
                                              ("EXIT", o.rc not in o.case.allowed)) if on) or "ok"
-            print(f"  [{flags}] ({o.case.owner}) {o.case.group}: {o.case.name}: rc={o.rc} {o.first_line!r}"
+            print(f"  [{flags}] ({o.case.owner}) {o.case.group}: {o.case.name}: rc={o.rc} {o.seconds:.1f} s {o.first_line!r}"
                   + (f" changed={o.changed[:3]}" if o.changed else ""))
             bad += (o.traceback or o.hang or bool(o.changed)) and o.case.owner == "edges"
     if kills is not None:

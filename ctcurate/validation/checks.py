@@ -14,6 +14,7 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -21,7 +22,7 @@ from openpyxl.utils import range_boundaries
 
 from ctcurate.core import layout
 from ctcurate.core.pending import pending_findings
-from ctcurate.core.findings import Finding, error, summarize, warning
+from ctcurate.core.findings import DEFAULT_LISTED_PER_CODE, CappedFindings, Finding, error, summarize, warning
 from ctcurate.core.images import (
     UnreadableImage,
     format_of_suffix,
@@ -34,13 +35,19 @@ from ctcurate.validation.schemas import (
     NONCOVID_COLUMNS,
     SAME_AS_ABOVE,
     CellValue,
+    CovidKey,
     CovidRow,
+    FindingSink,
+    NonCovidKey,
     NonCovidRow,
     PatientIdRewrite,
+    Record,
     SplitEntry,
     check_covid_rows,
     check_noncovid_rows,
     clean_text,
+    covid_row_keys,
+    noncovid_row_keys,
     parse_captions,
     patient_id_rewrites,
 )
@@ -51,6 +58,7 @@ if TYPE_CHECKING:  # doi_resolve (and requests) are imported only when validatin
     from ctcurate.doi.resolve import Resolution, Resolver
 
 COVID_CLASS, NONCOVID_CLASS = layout.COVID_CLASS, layout.NONCOVID_CLASS
+RowT = TypeVar("RowT")
 
 
 class InputError(Exception):
@@ -82,13 +90,13 @@ class Inputs:
 
 @dataclass(frozen=True)
 class ValidationResult:
-    """Every finding, their summary, the parsed rows, and the fixes `--fix` would write."""
+    """Every finding, their summary, the valid rows' keys, and the fixes `--fix` would write."""
 
     inputs: Inputs
     findings: list[Finding]
     summary: dict[str, object]
-    covid_rows: list[CovidRow] = field(default_factory=list)
-    noncovid_rows: list[NonCovidRow] = field(default_factory=list)
+    covid_keys: list[CovidKey] = field(default_factory=list)
+    noncovid_keys: list[NonCovidKey] = field(default_factory=list)
     split_entries: list[SplitEntry] = field(default_factory=list)
     fixes: list[CellFix] = field(default_factory=list)
     dois: dict[str, Resolution] = field(default_factory=dict)  # --online: each distinct DOI's answer
@@ -96,6 +104,27 @@ class ValidationResult:
     @property
     def images_checked(self) -> bool:
         return self.inputs.data_root is not None
+
+    @cached_property
+    def covid_rows(self) -> list[CovidRow]:
+        """The COVID sheet's valid rows as full models, read again when first asked for
+        (validating keeps only their keys, so that a sheet of any size fits in memory)."""
+        return _row_models(self.inputs.covid_sheet, COVID_COLUMNS, check_covid_rows)
+
+    @cached_property
+    def noncovid_rows(self) -> list[NonCovidRow]:
+        """The NonCOVID sheet's valid rows as full models (see `covid_rows`)."""
+        return _row_models(self.inputs.noncovid_sheet, NONCOVID_COLUMNS, check_noncovid_rows)
+
+
+def _row_models(
+    path: Path | None, columns: dict[str, str], check: Callable[..., tuple[list[RowT], list[Finding]]]
+) -> list[RowT]:
+    if path is None:
+        return []
+    sheet = read_sheet(path)
+    cols, _ = find_columns(sheet, columns)
+    return check(sheet.records(cols), file=sheet.path.name)[0]
 
 
 def resolve_inputs(metadata: Path | None = None, images: Path | None = None, splits: Path | None = None) -> Inputs:
@@ -163,14 +192,19 @@ def validate(
     check_images: bool = True,
     plan_fixes: bool = False,
     resolver: Resolver | None = None,
+    listed_per_code: int | None = DEFAULT_LISTED_PER_CODE,
 ) -> ValidationResult:
     """Validate everything the inputs name; raise `InputError` only when something cannot be read.
 
     `plan_fixes` also works out the cell fixes `--fix` writes (`ValidationResult.fixes`).
     `resolver` (online checks) also asks the registries about every DOI of the COVID sheet.
+    At most `listed_per_code` findings of one code are listed per file (None: all); the rest are
+    counted in one `findings.unlisted` each, so a sheet full of errors keeps memory bounded.
     """
     inputs = resolve_inputs(metadata, images, splits)
-    sheets, covid_rows, noncovid_rows, entries, findings = _read_inputs(inputs)
+    cap = CappedFindings(listed_per_code)
+    sheets, covid_rows, noncovid_rows, entries, findings = _read_inputs(inputs, cap)
+    listed_before = len(findings)  # these went through `cap` as they were found; the rest go below
     meta_dir = None if inputs.metadata_is_file else next(p.parent for p in (inputs.covid_sheet, inputs.noncovid_sheet) if p)
     findings += pending_findings(inputs.data_root, meta_dir)
 
@@ -195,19 +229,20 @@ def validate(
     if plan_fixes:
         fixes += _sheet_fixes(sheets, covid_rows, noncovid_rows)
 
-    findings = _by_file_and_row(findings)
+    findings = _by_file_and_row(findings[:listed_before] + cap.keep(findings[listed_before:]) + cap.unlisted_findings())
     summary = summarize(findings) | {
         "images_checked": inputs.data_root is not None and check_images,
         "rows": {s.path.name: len(sheet_rows[c]) for c, (s, _) in sheets.items()},
         "images": sum(len(ps) for ps in on_disk.values()),
         "split_entries": len(entries),
-    } | ({"dois_online": _answer_counts(dois)} if resolver is not None else {})
+    } | ({"dois_online": _answer_counts(dois)} if resolver is not None else {}) | (
+        {"unlisted": cap.unlisted} if cap.unlisted else {})
     return ValidationResult(
         inputs=inputs,
         findings=findings,
         summary=summary,
-        covid_rows=covid_rows,
-        noncovid_rows=noncovid_rows,
+        covid_keys=covid_rows,
+        noncovid_keys=noncovid_rows,
         split_entries=entries,
         fixes=_dedupe(fixes) if plan_fixes else [],
         dois=dois,
@@ -236,7 +271,7 @@ def _disk_findings(
 
 
 def _sheet_fixes(
-    sheets: dict[str, tuple[Sheet, dict[str, str]]], covid_rows: list[CovidRow], noncovid_rows: list[NonCovidRow]
+    sheets: dict[str, tuple[Sheet, dict[str, str]]], covid_rows: list[CovidKey], noncovid_rows: list[NonCovidKey]
 ) -> list[CellFix]:
     """The cell fixes `--fix` writes beyond file names: cleaned cells, merged cells filled, patient IDs."""
     fixes: list[CellFix] = []
@@ -251,25 +286,26 @@ def _sheet_fixes(
 
 
 def _read_inputs(
-    inputs: Inputs,
-) -> tuple[dict[str, tuple[Sheet, dict[str, str]]], list[CovidRow], list[NonCovidRow], list[SplitEntry], list[Finding]]:
-    """Both sheets read and their rows checked, and the split lists; `InputError` when one cannot be read."""
+    inputs: Inputs, cap: CappedFindings
+) -> tuple[dict[str, tuple[Sheet, dict[str, str]]], list[CovidKey], list[NonCovidKey], list[SplitEntry], list[Finding]]:
+    """Both sheets read and their rows checked, and the split lists; `InputError` when one cannot be read.
+
+    Findings pass through `cap` as they are found, so a broken sheet of any size keeps few.
+    """
     findings: list[Finding] = []
-    covid_rows: list[CovidRow] = []
-    noncovid_rows: list[NonCovidRow] = []
+    covid_rows: list[CovidKey] = []
+    noncovid_rows: list[NonCovidKey] = []
     sheets: dict[str, tuple[Sheet, dict[str, str]]] = {}
     try:
         if inputs.covid_sheet is not None:
-            sheets[COVID_CLASS], covid_rows, sheet_findings = _read_checked(inputs.covid_sheet, COVID_COLUMNS, check_covid_rows)
-            findings += sheet_findings
+            sheets[COVID_CLASS], covid_rows = _read_checked(inputs.covid_sheet, COVID_COLUMNS, covid_row_keys, cap, findings)
         if inputs.noncovid_sheet is not None:
-            sheets[NONCOVID_CLASS], noncovid_rows, sheet_findings = _read_checked(
-                inputs.noncovid_sheet, NONCOVID_COLUMNS, check_noncovid_rows)
-            findings += sheet_findings
+            sheets[NONCOVID_CLASS], noncovid_rows = _read_checked(
+                inputs.noncovid_sheet, NONCOVID_COLUMNS, noncovid_row_keys, cap, findings)
         entries, split_findings = check_splits(inputs.splits_dir) if inputs.splits_dir else ([], [])
     except SheetError as exc:
         raise InputError(str(exc)) from exc
-    return sheets, covid_rows, noncovid_rows, entries, findings + split_findings
+    return sheets, covid_rows, noncovid_rows, entries, findings + cap.keep(split_findings)
 
 
 def _universe(on_disk: dict[str, list[Path]], entries: list[SplitEntry], on_disk_known: bool) -> dict[str, set[str]]:
@@ -307,21 +343,24 @@ def _match_all(
     return row_names, findings, fixes
 
 
-RowT = TypeVar("RowT")
-
-
 def _read_checked(
-    path: Path, columns: dict[str, str], check: Callable[..., tuple[list[RowT], list[Finding]]]
-) -> tuple[tuple[Sheet, dict[str, str]], list[RowT], list[Finding]]:
-    """One sheet read (`core.sheets`) and its rows checked by their model: the file's, header's and rows' findings."""
+    path: Path,
+    columns: dict[str, str],
+    check: Callable[[Iterable[Record], str | None, FindingSink], list[RowT]],
+    cap: CappedFindings,
+    findings: list[Finding],
+) -> tuple[tuple[Sheet, dict[str, str]], list[RowT]]:
+    """One sheet read (`core.sheets`) and its rows checked by their model, each row's model
+    dropped once checked: the file's, header's and rows' findings go to `findings`, through `cap`."""
     sheet = read_sheet(path)
     cols, header_findings = find_columns(sheet, columns)
-    rows, row_findings = check(sheet.records(cols), file=sheet.path.name)
-    return (sheet, cols), rows, sheet.findings + header_findings + row_findings
+    findings += cap.keep(sheet.findings + header_findings)
+    rows = check(sheet.records(cols), sheet.path.name, cap.collect(findings))
+    return (sheet, cols), rows
 
 
 def _online_doi_checks(
-    rows: list[CovidRow], file: str, resolver: Resolver
+    rows: list[CovidKey], file: str, resolver: Resolver
 ) -> tuple[list[Finding], dict[str, Resolution]]:
     """Every row's DOI (or the preprint DOI its file name gives) asked once of the registries."""
     from ctcurate.doi.resolve import (
@@ -721,7 +760,7 @@ def check_image_files(data_root: Path, paths: Iterable[Path]) -> list[Finding]:
 # --- fixes ----------------------------------------------------------------------------------
 
 
-def _cell_fixes(sheet: Sheet, cols: dict[str, str], covid_rows: list[CovidRow] | None) -> list[CellFix]:
+def _cell_fixes(sheet: Sheet, cols: dict[str, str], covid_rows: list[CovidKey] | None) -> list[CellFix]:
     """Whitespace, `same as above`, DOIs and broken caption lists: what `--fix` rewrites."""
     fixes: list[CellFix] = []
     index = {canon: sheet.header.index(head) for canon, head in cols.items()}

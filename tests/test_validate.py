@@ -534,7 +534,8 @@ def _sheet_of_one_mistake(tmp_path: Path, rows: int) -> Path:
     return sheet
 
 
-def test_findings_past_the_cap_are_counted_not_listed(tmp_path):
+def test_findings_past_the_cap_are_counted_not_listed(tmp_path, monkeypatch):
+    monkeypatch.delenv("CTCURATE_DATA", raising=False)  # the sheet alone
     result = validate(metadata=_sheet_of_one_mistake(tmp_path, 9), listed_per_code=2)
     listed = Counter(f.code for f in result.findings)
     assert listed["cell.whitespace"] == 2 and listed["field.required"] == 2
@@ -548,7 +549,8 @@ def test_findings_past_the_cap_are_counted_not_listed(tmp_path):
     assert result.summary["unlisted"] == {"cell.whitespace": 7, "field.required": 1}
 
 
-def test_without_a_cap_every_finding_is_listed(tmp_path):
+def test_without_a_cap_every_finding_is_listed(tmp_path, monkeypatch):
+    monkeypatch.delenv("CTCURATE_DATA", raising=False)
     result = validate(metadata=_sheet_of_one_mistake(tmp_path, 9), listed_per_code=None)
     listed = Counter(f.code for f in result.findings)
     assert listed["cell.whitespace"] == 9 and listed["field.required"] == 3 and "findings.unlisted" not in listed

@@ -468,10 +468,13 @@ class CovidKey(NamedTuple):
     age_text: str | None
     gender: str | None
     doi: str | None
+    raw_name: CellValue  # the file-name cell as written (usually the very object `file_name` is)
 
     @classmethod
     def of(cls, row: CovidRow) -> CovidKey:
-        return cls(row.row, row.file_name, row.patient_id, row.age, row.age_text, row.gender, row.doi)
+        raw = row.raw.get(COVID_COLUMNS["file_name"])
+        return cls(row.row, row.file_name, row.patient_id, row.age, row.age_text, row.gender, row.doi,
+                   row.file_name if raw == row.file_name else raw)
 
 
 class NonCovidKey(NamedTuple):
@@ -480,10 +483,12 @@ class NonCovidKey(NamedTuple):
     row: int
     image_name: str
     patient_id: str
+    raw_name: CellValue  # the image-name cell as written
 
     @classmethod
     def of(cls, row: NonCovidRow) -> NonCovidKey:
-        return cls(row.row, row.image_name, row.patient_id)
+        raw = row.raw.get(NONCOVID_COLUMNS["image_name"])
+        return cls(row.row, row.image_name, row.patient_id, row.image_name if raw == row.image_name else raw)
 
 
 PatientRow = CovidRow | NonCovidRow | CovidKey | NonCovidKey  # what the patient checks read

@@ -4,6 +4,8 @@ Owns turning a file into rows of cell values plus the findings only the file for
 formulas, error cells (`#VALUE!`), Excel-made dates, merged cells, hidden rows and columns, extra
 sheets, text encodings. Nothing is silently turned into NaN. A file that cannot be read at all
 raises `SheetError` with a one-line message naming it. Knows nothing about what the columns mean.
+`open_sheet` streams an .xlsx row by row (a million-row sheet is never held whole); `read_sheet`
+is the same reading, kept whole.
 """
 
 from __future__ import annotations

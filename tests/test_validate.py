@@ -563,3 +563,15 @@ def test_rows_keep_their_full_models_on_demand(tmp_path):
     keys = [(k.row, k.file_name, k.patient_id) for k in result.covid_keys]
     assert keys == [(2, "p1.png", "Patient 1"), (3, "p2.png", "Patient 2"), (5, "p4.png", "Patient 4")]
     assert [(r.row, r.location) for r in result.covid_rows] == [(2, "Wuhan"), (3, "Wuhan"), (5, "Wuhan")]
+
+
+def test_the_cap_bounds_what_the_file_itself_shows(tmp_path, monkeypatch):
+    """A column of Excel dates: one `cell.date` per cell, capped like the rows' findings."""
+    import datetime as dt
+
+    monkeypatch.delenv("CTCURATE_DATA", raising=False)
+    sheet = tmp_path / "COVID-CT-MetaInfo.xlsx"
+    write_xlsx(sheet, [covid_row(f"p{i}.png", f"Patient {i}", time=dt.datetime(2020, 2, i)) for i in range(1, 6)])
+    result = validate(metadata=sheet, listed_per_code=2)
+    assert [(f.row, f.column) for f in result.findings if f.code == "cell.date"] == [(2, "Time"), (3, "Time")]
+    assert result.summary["unlisted"] == {"cell.date": 3}

@@ -30,7 +30,7 @@ from openpyxl.utils import column_index_from_string, get_column_letter, range_bo
 from openpyxl.utils.datetime import from_excel, from_ISO8601
 from openpyxl.utils.exceptions import InvalidFileException
 
-from ctcurate.core.findings import Finding, error, warning
+from ctcurate.core.findings import CappedFindings, Finding, error, warning
 
 CellValue = str | int | float | bool | None
 
@@ -100,22 +100,23 @@ def _label(path: Path) -> str:
 
 
 @contextmanager
-def open_sheet(path: Path, header_only: bool = False) -> Iterator[SheetStream]:
+def open_sheet(path: Path, header_only: bool = False, cap: CappedFindings | None = None) -> Iterator[SheetStream]:
     """A .xlsx or .csv metadata sheet to read row by row, so that a sheet of any size is never
     held whole (.csv files are small and read at once); raises `SheetError` when it cannot be read
-    at all, also while its rows are read. `header_only` reads no rows."""
+    at all, also while its rows are read. `header_only` reads no rows; `cap` bounds how many of
+    the file's own findings are kept (a column of dates), as it bounds the rows' findings."""
     path = Path(path)
     if not path.is_file():
         raise SheetError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix in XLSX_SUFFIXES:
-        with _open_xlsx(path, header_only) as stream:
+        with _open_xlsx(path, header_only, cap) as stream:
             yield stream
         return
     if suffix in CSV_SUFFIXES:
         sheet = _read_csv(path)
-        yield SheetStream(sheet.path, None, sheet.header, iter(() if header_only else sheet.rows),
-                          sheet.findings, sheet.encoding)
+        kept = sheet.findings if cap is None else cap.keep(sheet.findings)
+        yield SheetStream(sheet.path, None, sheet.header, iter(() if header_only else sheet.rows), kept, sheet.encoding)
         return
     raise SheetError(f"{path}: not a sheet (expected .xlsx or .csv)")
 
@@ -257,7 +258,7 @@ def _unreadable(path: Path, exc: BaseException) -> SheetError:
 
 
 @contextmanager
-def _open_xlsx(path: Path, header_only: bool = False) -> Iterator[SheetStream]:
+def _open_xlsx(path: Path, header_only: bool = False, cap: CappedFindings | None = None) -> Iterator[SheetStream]:
     reader: _WorkbookReader | None = None
     _refuse_compound_file(path)
     try:
@@ -266,7 +267,7 @@ def _open_xlsx(path: Path, header_only: bool = False) -> Iterator[SheetStream]:
             sheets = reader.open()
             if not sheets:
                 raise SheetError(f"{path}: workbook has no worksheet")
-            stream = _stream_workbook(path, reader, sheets, header_only)
+            stream = _stream_workbook(path, reader, sheets, header_only, cap)
         except _UNREADABLE as exc:
             raise _unreadable(path, exc) from exc
         yield stream
@@ -296,7 +297,11 @@ def _merge_refs(archive: zipfile.ZipFile, target: str) -> list[str]:
 
 
 def _stream_workbook(
-    path: Path, reader: _WorkbookReader, sheets: list[tuple[str, str, str]], header_only: bool = False
+    path: Path,
+    reader: _WorkbookReader,
+    sheets: list[tuple[str, str, str]],
+    header_only: bool = False,
+    cap: CappedFindings | None = None,
 ) -> SheetStream:
     label = _label(path)
     findings: list[Finding] = []
@@ -317,7 +322,7 @@ def _stream_workbook(
         )
     wb = reader.wb
     date_formats, timedelta_formats = wb._date_formats, wb._timedelta_formats  # type: ignore[attr-defined]  # openpyxl's own
-    stream = _SheetStream(reader.shared_strings, date_formats, timedelta_formats, wb.epoch, label, findings)
+    stream = _SheetStream(reader.shared_strings, date_formats, timedelta_formats, wb.epoch, label, findings, cap)
     stream.merges = [] if header_only else _merge_refs(reader.archive, target)
     rows = stream.rows(reader.archive.open(target))
     header = stream.header(rows)
@@ -344,11 +349,12 @@ def _finish(stream: _SheetStream, rows: Iterator[SheetRow], header: tuple[str, .
         row = merged.fill(row)
         unnamed.see(row)
         yield row
-    findings, label = stream.findings, stream.label
-    _hidden(stream.hidden_rows, stream.hidden_cols, label, findings)
-    findings += merged.findings(label)
-    findings += unnamed.findings(label)
-    findings[:] = _named(findings, header)
+    found: list[Finding] = []
+    _hidden(stream.hidden_rows, stream.hidden_cols, stream.label, found)
+    found += merged.findings(stream.label) + unnamed.findings(stream.label)
+    for finding in found:
+        stream.note(finding)
+    stream.findings[:] = _named(stream.findings, header)
 
 
 def _named(findings: list[Finding], header: tuple[str, ...]) -> list[Finding]:
@@ -368,6 +374,7 @@ class _SheetStream:
         epoch: Any,
         label: str,
         findings: list[Finding],
+        cap: CappedFindings | None = None,
     ) -> None:
         self.shared = shared
         self.date_styles = date_styles
@@ -375,9 +382,15 @@ class _SheetStream:
         self.epoch = epoch
         self.label = label
         self.findings = findings
+        self.cap = cap
         self.hidden_rows: list[int] = []
         self.hidden_cols: list[tuple[int, int]] = []
         self.merges: list[str] = []
+
+    def note(self, finding: Finding) -> None:
+        """Keep a finding of the file (through the cap, when there is one)."""
+        if self.cap is None or self.cap.admit(finding):
+            self.findings.append(finding)
 
     def rows(self, src: Any) -> Iterator[SheetRow]:
         """Every `<row>` of the worksheet, header included, parsed as it is reached."""
@@ -403,7 +416,7 @@ class _SheetStream:
             if not row.values:
                 continue
             if row.number != 1:
-                self.findings.append(
+                self.note(
                     warning(
                         "sheet.header-row",
                         f"the header is on row {row.number}, not row 1",
@@ -479,7 +492,7 @@ class _SheetStream:
         cached = c.findtext(_V) or None
         letter = get_column_letter(col)
         if kind == "e":
-            self.findings.append(
+            self.note(
                 error(
                     "cell.error",
                     f"formula {text} evaluates to the error {cached}",
@@ -496,7 +509,7 @@ class _SheetStream:
             value = _number(cached)
         elif cached is not None and kind == "b":
             value = cached.strip() in ("1", "true")
-        self.findings.append(
+        self.note(
             warning(
                 "cell.formula",
                 f"cell holds the formula {text}; its last computed value {value!r} is used",
@@ -511,7 +524,7 @@ class _SheetStream:
 
     def _error(self, what: str, value: str, number: int, col: int) -> CellValue:
         """Report an error cell; its value is None (never a string that looks like data)."""
-        self.findings.append(
+        self.note(
             error(
                 "cell.error",
                 f"cell holds {what}",
@@ -526,7 +539,7 @@ class _SheetStream:
 
     def _date(self, value: Any, number: int, col: int) -> str:
         text = _iso(value)
-        self.findings.append(
+        self.note(
             warning(
                 "cell.date",
                 f"Excel stored this cell as a date/time ({text}); was it typed as something else?",

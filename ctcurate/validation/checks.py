@@ -376,10 +376,10 @@ def _read_checked(
     """One sheet streamed (`core.sheets`) and each row checked by its model and dropped, keeping
     its keys: the file's, header's and rows' findings go to `findings`, through `cap`."""
     row_findings: list[Finding] = []
-    with open_sheet(path) as sheet:
+    with open_sheet(path, cap=cap) as sheet:
         cols, header_findings = find_columns(sheet, columns)
         rows = check(sheet.records(cols), sheet.path.name, cap.collect(row_findings))
-    findings += cap.keep(sheet.findings + header_findings) + row_findings  # the file's own are known at its end
+    findings += sheet.findings + cap.keep(header_findings) + row_findings  # the file's own are known at its end
     return (sheet, cols), rows
 
 

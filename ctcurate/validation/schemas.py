@@ -2,7 +2,8 @@
 
 Owns what a row of `COVID-CT-MetaInfo.xlsx` / `NonCOVID-CT-MetaInfo.csv` and a split-list line may
 hold, how raw cells are normalized (the raw value is always kept beside the clean one), and the
-checks that need nothing but the rows themselves (`check_covid_rows`, `check_noncovid_rows`).
+checks that need nothing but the rows themselves (`check_covid_rows`, `check_noncovid_rows`; for a
+sheet of any size `covid_row_keys` / `noncovid_row_keys`, which keep only each row's keys).
 Files on disk and split lists are `validate`'s concern. Imports `findings` and `doi` only.
 """
 

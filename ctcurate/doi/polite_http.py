@@ -334,12 +334,14 @@ class PoliteClient:
             raise BudgetSpent(url, f"not asked: the run's {self.policy.run_budget:g} s budget is spent")
         return min(now + self.policy.request_deadline, run_ends)
 
-    def _out_of_time(self, url: str, ends: float, what: str, verb: str = "has passed") -> Unreachable:
-        """The failure for a request stopped by its deadline, or by the run's budget."""
+    def _out_of_time(self, url: str, ends: float, what: str, ahead: bool = False) -> Unreachable:
+        """The failure for a request stopped by its deadline, or by the run's budget (`BudgetSpent`);
+        `ahead`: stopped before a wait that would have run past it."""
         if ends == self._run_ends:
-            spent = "would have been spent" if verb != "has passed" else "is spent"
+            spent = "would have been spent" if ahead else "is spent"
             return BudgetSpent(url, f"{what}: the run's {self.policy.run_budget:g} s budget {spent}")
-        return Unreachable(url, f"{what}: the request's {self.policy.request_deadline:g} s deadline {verb}")
+        passed = "would have passed" if ahead else "has passed"
+        return Unreachable(url, f"{what}: the request's {self.policy.request_deadline:g} s deadline {passed}")
 
     def _get(self, gate: ServiceGate, url: str, ends: float) -> Answer:
         policy = self.policy
@@ -357,7 +359,7 @@ class PoliteClient:
                 raise Unreachable(url, f"{reason}: asked to wait {retry_after:g} s")
             wait = retry_after if retry_after is not None else self.backoff(attempt)
             if self._clock() + wait >= ends:
-                raise self._out_of_time(url, ends, f"{failed}; the wait for another", "would have passed")
+                raise self._out_of_time(url, ends, f"{failed}; the wait for another", ahead=True)
             if retry_after is not None:
                 gate.pause(wait)  # the whole service waits, not only this thread
             else:
@@ -375,7 +377,7 @@ class PoliteClient:
         except RateLimited as exc:
             if exc.wait > cap:
                 raise Unreachable(url, f"rate-limited: {exc} (more than {cap:g} s)") from None
-            raise self._out_of_time(url, ends, f"rate-limited: {exc}", "would have passed") from None
+            raise self._out_of_time(url, ends, f"rate-limited: {exc}", ahead=True) from None
 
     def _try(self, gate: ServiceGate, url: str, ends: float) -> tuple[Answer | None, str, float | None]:
         """One try in one of the service's slots: the answer, or why not and any Retry-After."""

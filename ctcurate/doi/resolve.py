@@ -452,8 +452,8 @@ class _Lookup:
         if self.r.offline:
             self.not_cached.append(_SERVICE_NAMES[service])
             return None
-        if self.out_of_time:
-            return self._failed(hit, "", "")
+        if self.out_of_time:  # the run's budget ran out on an earlier service: already reported
+            return self._stale(hit)
         name = _SERVICE_NAMES[service]
         try:
             reply = self.r.client.get(service, url)
@@ -473,19 +473,20 @@ class _Lookup:
         return stored
 
     def _failed(self, stale: StoredAnswer | None, code: str, message: str, hint: str = "") -> StoredAnswer | None:
-        """A failed request: fall back on an expired cached "found" answer if there is one, and say so.
+        """A failed request: fall back on an expired cached "found" answer if there is one, and say so."""
+        used = self._stale(stale)
+        if used is not None:
+            hint = f"used the answer cached on {used.checked_at.strftime('%Y-%m-%d')}; run again later to refresh it"
+        hint = hint or "nothing is claimed about this DOI; retry later, or use --offline for cached answers"
+        self.findings.append(warning(code, message, value=self.doi, hint=hint))
+        return used
 
-        An expired "not found" is not reused: the DOI may have been registered since. No `code`:
-        the failure is already reported (the run's budget ran out on an earlier service).
-        """
-        stale = stale if stale is not None and stale.found else None
-        if stale is not None:
-            self.used.append(stale)
-            when = stale.checked_at.strftime("%Y-%m-%d")
-            hint = f"used the answer cached on {when}; run again later to refresh it"
-        if code:
-            hint = hint or "nothing is claimed about this DOI; retry later, or use --offline for cached answers"
-            self.findings.append(warning(code, message, value=self.doi, hint=hint))
+    def _stale(self, stale: StoredAnswer | None) -> StoredAnswer | None:
+        """An expired cached answer, used when nothing newer can be had; an expired "not found"
+        is not reused: the DOI may have been registered since."""
+        if stale is None or not stale.found:
+            return None
+        self.used.append(stale)
         return stale
 
     def run(self) -> Resolution:

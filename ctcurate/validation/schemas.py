@@ -10,6 +10,7 @@ Files on disk and split lists are `validate`'s concern. Imports `findings` and `
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import re
 from collections import defaultdict
@@ -670,16 +671,21 @@ def _validate_row(
 
 @dataclass
 class _DuplicateRows:
-    """Rows seen so far, by exact content and by file name, so repeats point at the first row."""
+    """Rows seen so far, by exact content and by file name, so repeats point at the first row.
+
+    A row's content is remembered as a 16-byte digest of its cells (type and text), not the cells
+    themselves, which would keep every string of a million-row sheet alive.
+    """
 
     column: str
     file: str | None
-    rows: dict[tuple[Any, ...], int] = field(default_factory=dict)
+    rows: dict[bytes, int] = field(default_factory=dict)
     names: dict[str, int] = field(default_factory=dict)
 
-    def check(self, signature: tuple[Any, ...], name: str, number: int) -> Finding | None:
+    def check(self, cells: tuple[Any, ...], name: str, number: int) -> Finding | None:
         """`row.duplicate` for an exact repeat, else `file.duplicate` for a reused name; then remember."""
         found: Finding | None = None
+        signature = hashlib.blake2b(repr(cells).encode("utf-8", "surrogatepass"), digest_size=16).digest()
         if signature in self.rows:
             first = self.rows[signature]
             found = error(

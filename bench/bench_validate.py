@@ -1,6 +1,7 @@
 """Validation benchmark: a generated 100,000-row COVID metadata sheet, ctcurate vs pandera.
 
-Targets (issue 2): `ctcurate validate` of the sheet in under 20 s with peak memory under 1 GB.
+Targets (issue 2): `ctcurate validate` of the sheet in under 20 s with peak memory under 1 GB
+(100,000 rows; other sizes, e.g. `--rows 1000000`, report the same figures and ratios, no target).
 Reference, measured in the same run on the same file: pandas `read_excel` + pandera's lazy
 validation (`lazy=True`) of the same columns. Each side runs in its own child process so that
 its peak RSS (`ru_maxrss`) is its own. Exit status 1 when a target is missed.
@@ -195,6 +196,9 @@ def main() -> int:
             f"ratio ctcurate/pandera: time {ours['seconds'] / ref['seconds']:.2f}x, "
             f"memory {ours['peak_mb'] / ref['peak_mb']:.2f}x"
         )
+    if args.rows != 100_000:
+        print("(the targets are for 100,000 rows)")
+        return 0
     missed = []
     if ours["seconds"] >= TARGET_SECONDS:
         missed.append(f"time {ours['seconds']:.1f} s >= {TARGET_SECONDS:.0f} s")

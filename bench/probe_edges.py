@@ -65,6 +65,7 @@ class Outcome:
     hang: bool
     changed: list[str]
     first_line: str
+    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -88,6 +89,7 @@ def run_case(case: Case, env_base: dict[str, str]) -> Outcome:
     proc = subprocess.Popen([sys.executable, "-m", "ctcurate.cli", *case.argv], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     hang = False
+    started = time.monotonic()
     try:
         out, err = proc.communicate(timeout=case.limit)
     except subprocess.TimeoutExpired:
@@ -100,7 +102,7 @@ def run_case(case: Case, env_base: dict[str, str]) -> Outcome:
     lines = [x for x in (text + out.decode("utf-8", "replace")).splitlines() if x.strip()]
     first = next((x for x in lines if x.startswith("error")), lines[-1] if lines else "")
     return Outcome(case, None if hang else proc.returncode, "Traceback (most recent call last)" in text, hang,
-                   changed, first[:150])
+                   changed, first[:150], time.monotonic() - started)
 
 
 # --- workspaces -----------------------------------------------------------------------------
@@ -496,6 +498,11 @@ def network_cases(base: Path) -> tuple[list[Case], list[http.server.ThreadingHTT
         cases.append(Case("network", f"{mode} / doi resolve",
                           ["doi", "resolve", "--cache", str(base / f"n-{mode}.sqlite"), "10.1136/bmj.m606",
                            "10.1101/2020.02.10.20021580"], (0, 1), [], env=env, limit=60, owner="metadoi"))
+        if mode == "drip":  # the run's own budget, shorter than the default
+            cases.append(Case("network", "drip / doi resolve --timeout 20",
+                              ["doi", "resolve", "--timeout", "20", "--cache", str(base / "n-drip-t.sqlite"),
+                               "10.1136/bmj.m606", "10.1101/2020.02.10.20021580"], (1,), [], env=env, limit=35,
+                              owner="edges"))
         if mode in ("garbage", "500", "json-wrong-shape"):
             ds = dataset(base, f"n-ds-{mode}")
             cases.append(Case("network", f"{mode} / validate --online", val_args(ds, "--online"), (0, 1), [ds],
@@ -634,7 +641,7 @@ def report(outcomes: list[Outcome], kills: tuple[int, int, int, list[str]] | Non
         if verbose or not o.ok:
             flags = ",".join(f for f, on in (("TRACEBACK", o.traceback), ("HANG", o.hang), ("CHANGED", bool(o.changed)),
                                              ("EXIT", o.rc not in o.case.allowed)) if on) or "ok"
-            print(f"  [{flags}] ({o.case.owner}) {o.case.group}: {o.case.name}: rc={o.rc} {o.first_line!r}"
+            print(f"  [{flags}] ({o.case.owner}) {o.case.group}: {o.case.name}: rc={o.rc} {o.seconds:.1f} s {o.first_line!r}"
                   + (f" changed={o.changed[:3]}" if o.changed else ""))
             bad += (o.traceback or o.hang or bool(o.changed)) and o.case.owner == "edges"
     if kills is not None:

@@ -678,11 +678,14 @@ def _doi_arguments(dois: tuple[str, ...]) -> list[str]:
     format_option("text", "json", "csv"),
     click.option("--offline", is_flag=True, help="Answer only from the cache; say which DOIs could not be checked."),
     click.option("--refresh", is_flag=True, help="Ask the registries again even where the cache has an answer."),
+    click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+                 help="The most time the run spends asking the registries, from its first request (default "
+                      "300); DOIs not checked by then are doi.unreachable (run again to go on)."),
     mailto_option,
     cache_option,
 )
 def doi_resolve(dois: tuple[str, ...], metadata: Path | None, fmt: str, offline: bool, refresh: bool,
-                mailto: str | None, cache: Path | None) -> None:
+                timeout: float | None, mailto: str | None, cache: Path | None) -> None:
     """Check that DOIs exist (doi.org) and show their paper (Crossref, bioRxiv/medRxiv).
 
     Exit 0 when every DOI exists; 1 when one does not, is malformed or could not be checked.
@@ -700,7 +703,8 @@ def doi_resolve(dois: tuple[str, ...], metadata: Path | None, fmt: str, offline:
         raise click.UsageError("give DOIs or --metadata DIR (one of the two)")
     try:
         refs, findings = dr.read_sheet_dois(metadata) if metadata else ([dr.DoiRef(doi=d) for d in dois], [])
-        with dr.open_resolver(cache, offline=offline, refresh=refresh, mailto=mailto) as resolver:
+        settings = dr.ResolverSettings.from_env(mailto=mailto, run_budget=timeout)
+        with dr.open_resolver(cache, offline=offline, refresh=refresh, settings=settings) as resolver:
             results, online = dr.resolve_refs(refs, resolver, from_sheet=metadata is not None)
     except SheetError as exc:
         _exit_with_error(f"{exc}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,38 @@ def test_resolve_network_failure_is_a_warning_and_exit_1(registry, monkeypatch):
     assert f"{BMJ}: unknown [none]" in result.output
     assert "warning: -: doi.unreachable: could not reach doi.org: connection failed" in result.output
     assert "not found" not in result.output.split("\n")[0]
+
+
+def test_resolve_timeout_ends_the_run_on_a_dripping_registry(registry, monkeypatch):
+    """A handle answer dripped a byte every 0.3 s would take 15 s; the run's budget cuts it at 1 s
+    and the DOIs not yet asked are reported unreachable, not asked (one DOI at a time here)."""
+    monkeypatch.setattr(ResolverSettings, "from_env", classmethod(lambda cls, env=None, **o: _fast_retries(cls, env, workers=1, **o)))
+    registry.script("handle", BMJ, Reply(drip=0.3))
+    started = time.monotonic()
+    result = run("resolve", "--format", "json", "--timeout", "1", BMJ, PREPRINT, MISSING)
+    assert time.monotonic() - started < 10  # a guard against a hang, not a timing target
+    assert result.exit_code == 1
+    data = json.loads(result.output)
+    assert [(r["doi"], r["exists"]) for r in data["resolutions"]] == [(BMJ, None), (PREPRINT, None), (MISSING, None)]
+    assert [(f["code"], f["value"], f["message"]) for f in data["findings"]] == [
+        ("doi.unreachable", BMJ, "could not reach doi.org: the answer was still arriving: the run's 1 s budget is spent"),
+        ("doi.unreachable", PREPRINT, "could not reach doi.org: not asked: the run's 1 s budget is spent"),
+        ("doi.unreachable", MISSING, "could not reach doi.org: not asked: the run's 1 s budget is spent"),
+    ]
+    assert "run again to go on" in data["findings"][1]["hint"]
+    assert registry.count() == 1  # only the dripping request was made
+
+
+def test_resolve_timeout_must_be_positive(registry):
+    result = run("resolve", "--timeout", "0", BMJ)
+    assert result.exit_code == 2 and "--timeout" in result.output
+    assert registry.count() == 0
+
+
+def test_resolve_help_names_the_default_timeout():
+    from ctcurate.doi.resolve import DEFAULT_RUN_BUDGET
+
+    assert f"(default {DEFAULT_RUN_BUDGET:g})" in " ".join(run("resolve", "--help").output.split())
 
 
 def test_resolve_offline_says_what_it_could_not_check(registry):

@@ -12,6 +12,7 @@ import pytest
 from fake_registry import FakeRegistry, Reply
 
 from ctcurate.doi.polite_http import (
+    BudgetSpent,
     HttpPolicy,
     PoliteClient,
     ServiceGate,
@@ -275,3 +276,76 @@ def test_concurrency_follows_the_services_headers():
     assert (gate.pool, gate.concurrency) == ("polite", 2)
     gate.observe({"x-concurrency-limit": "50"})
     assert gate.concurrency == 5  # never above the ceiling
+
+
+class FakeClock:
+    """A monotonic clock that only the client's own waits move (and the test, by hand)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_the_request_deadline_bounds_its_retries(registry):
+    """Backoff 1, 2, 4 s (+ jitter) fits in 10 s; the next (8 s) would not: no fifth try."""
+    registry.script("handle", DOI, *[Reply(503)] * 10)
+    clock = FakeClock()
+    policy = HttpPolicy(timeout=2.0, max_retries=10, backoff_base=1.0, request_deadline=10.0)
+    http = PoliteClient(policy, sleep=clock.sleep, clock=clock)
+    with pytest.raises(Unreachable) as info:
+        http.get("doi", handle_url(registry))
+    assert info.value.reason == "HTTP 503, after 4 tries; the wait for another: the request's 10 s deadline would have passed"
+    assert not isinstance(info.value, BudgetSpent)
+    assert registry.count() == 4
+
+
+def test_the_run_budget_counts_from_the_first_request_and_then_ends_every_request(registry):
+    clock = FakeClock()
+    http = PoliteClient(HttpPolicy(timeout=2.0, run_budget=5.0), sleep=clock.sleep, clock=clock)
+    clock.now += 100  # time before the first request (reading a sheet, hashing) is not counted
+    assert http.get("doi", handle_url(registry)).status == 200
+    clock.now += 6
+    with pytest.raises(BudgetSpent) as info:
+        http.get("crossref", f"{registry.base}/crossref/works/{DOI}")
+    assert info.value.reason == "not asked: the run's 5 s budget is spent"
+    assert registry.count() == 1
+    assert http.gate("crossref").failures_in_row == 0  # not the service's fault
+
+
+def test_the_run_budget_cuts_a_dripping_answer_short(registry):
+    registry.script("handle", DOI, Reply(drip=0.05))
+    http, _ = client(timeout=30.0, run_budget=0.3)
+    started = time.monotonic()
+    with pytest.raises(BudgetSpent) as info:
+        http.get("doi", handle_url(registry))
+    assert time.monotonic() - started < 5  # a guard against a hang, not a timing target
+    assert info.value.reason == "the answer was still arriving: the run's 0.3 s budget is spent"
+
+
+def test_waiting_for_a_connection_ends_at_the_request_deadline(registry):
+    http, _ = client(max_concurrent={"doi": 1}, request_deadline=0.2)
+    assert http.gate("doi").slots.acquire(1.0)  # another request holds the only connection
+    with pytest.raises(Unreachable) as info:
+        http.get("doi", handle_url(registry))
+    assert info.value.reason == "no free connection to the service: the request's 0.2 s deadline has passed"
+    assert registry.count() == 0
+
+
+def test_a_request_queued_behind_a_failing_one_is_not_sent(registry):
+    """Given up while it waited for its connection: it does not cost the service another deadline."""
+    http, _ = client(max_concurrent={"doi": 1}, give_up_after=3)
+    gate = http.gate("doi")
+    assert gate.slots.acquire(1.0)
+    with ThreadPoolExecutor(1) as pool:
+        queued = pool.submit(http.get, "doi", handle_url(registry))
+        time.sleep(0.1)
+        gate.failures_in_row = 3  # what the request holding the connection leaves behind when it fails
+        gate.slots.release()
+        with pytest.raises(Unreachable, match="not asked: the last 3 requests to this service failed"):
+            queued.result(timeout=10)
+    assert registry.count() == 0

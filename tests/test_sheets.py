@@ -265,3 +265,53 @@ def test_a_password_protected_workbook_says_so(tmp_path):
     fixture = Path(__file__).parent / "data" / "password-protected.xlsx"  # made with msoffcrypto-tool
     with pytest.raises(SheetError, match=r"password-protected.xlsx: the workbook is password-protected; save a copy"):
         read_sheet(fixture)
+
+
+# --- streaming ----------------------------------------------------------------------------------
+
+
+def _merged_book(path):
+    wb = Workbook()
+    ws = wb.active
+    ws.append(COVID_HEADER)
+    for i in range(2, 8):
+        ws.append(covid_row(f"p{i}.png", f"Patient {i}", location="Wuhan" if i == 3 else None))
+    ws.merge_cells("E3:E5")
+    ws.merge_cells("A6:B6")
+    ws.row_dimensions[7].hidden = True
+    wb.save(path)
+    return path
+
+
+def test_open_sheet_streams_the_rows_read_sheet_reads_whole(tmp_path):
+    from ctcurate.core.sheets import open_sheet
+
+    path = _merged_book(tmp_path / "m.xlsx")
+    whole = read_sheet(path)
+    with open_sheet(path) as stream:
+        assert stream.header == whole.header and stream.merges == ("E3:E5", "A6:B6")
+        first = next(stream.rows)
+        assert first.number == 2 and stream.findings == []  # the file's own findings come at its end
+        rows = [first, *stream.rows]
+        assert rows == whole.rows and stream.findings == whole.findings
+    values = {r.number: r.values for r in rows}
+    assert [values[n][4] for n in (3, 4, 5)] == ["Wuhan"] * 3 and values[6][:2] == ("p6.png", "p6.png")
+    assert [f.code for f in whole.findings] == ["sheet.hidden-row", "sheet.merged-cells", "sheet.merged-cells"]
+
+
+def test_a_workbook_damaged_below_its_first_rows_fails_while_streaming_in_one_line(tmp_path):
+    from ctcurate.core.sheets import open_sheet
+
+    good = tmp_path / "good.xlsx"
+    write_xlsx(good, [covid_row(f"p{i}.png", f"Patient {i}", captions="x" * 200) for i in range(3000)])
+    bad = tmp_path / "bad.xlsx"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            dst.writestr(item, data[: len(data) // 2] if item.filename.endswith("sheet1.xml") else data)
+    with open_sheet(bad) as stream:
+        assert next(stream.rows).number == 2  # the start of the sheet reads fine
+        with pytest.raises(SheetError, match=r"bad.xlsx: not a readable .xlsx workbook \("):
+            list(stream.rows)
+    with pytest.raises(SheetError, match=r"bad.xlsx: not a readable .xlsx workbook \("):
+        read_sheet(bad)

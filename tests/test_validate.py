@@ -521,3 +521,57 @@ def test_new_prefix_doi_beside_its_preprint_file_is_no_mismatch(tmp_path):
         ("doi.derivable", 3, "set the DOI to 10.64898/2026.01.28.12345678")
     ]
     assert [(f.row, f.new) for f in result.fixes if f.column == "DOI"] == [(3, "10.64898/2026.01.28.12345678")]
+
+
+# --- a sheet full of one mistake ---------------------------------------------------------------
+
+
+def _sheet_of_one_mistake(tmp_path: Path, rows: int) -> Path:
+    """`rows` rows, each with a trailing space in Location and no patient ID on every third."""
+    sheet = tmp_path / "COVID-CT-MetaInfo.xlsx"
+    write_xlsx(sheet, [covid_row(f"p{i}.png", None if i % 3 == 0 else f"Patient {i}", location="Wuhan ")
+                       for i in range(1, rows + 1)])
+    return sheet
+
+
+def test_findings_past_the_cap_are_counted_not_listed(tmp_path, monkeypatch):
+    monkeypatch.delenv("CTCURATE_DATA", raising=False)  # the sheet alone
+    result = validate(metadata=_sheet_of_one_mistake(tmp_path, 9), listed_per_code=2)
+    listed = Counter(f.code for f in result.findings)
+    assert listed["cell.whitespace"] == 2 and listed["field.required"] == 2
+    unlisted = {f.value: (f.severity.value, f.message) for f in result.findings if f.code == "findings.unlisted"}
+    assert unlisted == {
+        "cell.whitespace": ("warning", "7 more cell.whitespace finding(s) not listed: only the first 2 are"),
+        "field.required": ("error", "1 more field.required finding(s) not listed: only the first 2 are"),
+    }
+    assert [f.row for f in result.findings if f.code == "cell.whitespace"] == [2, 3]  # the first ones, in row order
+    assert [f.row for f in result.findings if f.code == "field.required"] == [4, 7]
+    assert result.summary["unlisted"] == {"cell.whitespace": 7, "field.required": 1}
+
+
+def test_without_a_cap_every_finding_is_listed(tmp_path, monkeypatch):
+    monkeypatch.delenv("CTCURATE_DATA", raising=False)
+    result = validate(metadata=_sheet_of_one_mistake(tmp_path, 9), listed_per_code=None)
+    listed = Counter(f.code for f in result.findings)
+    assert listed["cell.whitespace"] == 9 and listed["field.required"] == 3 and "findings.unlisted" not in listed
+    assert "unlisted" not in result.summary
+
+
+def test_rows_keep_their_full_models_on_demand(tmp_path):
+    """Validating keeps only each row's keys; the models are read again when asked for."""
+    result = validate(metadata=_sheet_of_one_mistake(tmp_path, 4))
+    keys = [(k.row, k.file_name, k.patient_id) for k in result.covid_keys]
+    assert keys == [(2, "p1.png", "Patient 1"), (3, "p2.png", "Patient 2"), (5, "p4.png", "Patient 4")]
+    assert [(r.row, r.location) for r in result.covid_rows] == [(2, "Wuhan"), (3, "Wuhan"), (5, "Wuhan")]
+
+
+def test_the_cap_bounds_what_the_file_itself_shows(tmp_path, monkeypatch):
+    """A column of Excel dates: one `cell.date` per cell, capped like the rows' findings."""
+    import datetime as dt
+
+    monkeypatch.delenv("CTCURATE_DATA", raising=False)
+    sheet = tmp_path / "COVID-CT-MetaInfo.xlsx"
+    write_xlsx(sheet, [covid_row(f"p{i}.png", f"Patient {i}", time=dt.datetime(2020, 2, i)) for i in range(1, 6)])
+    result = validate(metadata=sheet, listed_per_code=2)
+    assert [(f.row, f.column) for f in result.findings if f.code == "cell.date"] == [(2, "Time"), (3, "Time")]
+    assert result.summary["unlisted"] == {"cell.date": 3}

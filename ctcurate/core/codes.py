@@ -56,6 +56,7 @@ CODES: tuple[Code, ...] = (
     Code("row.empty", WARNING, _ROWS, "an empty row between data rows"),
     Code("row.stray", WARNING, (VALIDATE,), "a row with values but no file name and no patient ID (a note or leftover)"),
     Code("row.duplicate", ERROR, (VALIDATE,), "a row that repeats an earlier row exactly (located at its file-name cell)"),
+    Code("findings.unlisted", EITHER, (VALIDATE,), "more than 1,000 findings of one code in one file: the rest are counted here, not listed (error if any of them is)"),
     Code("row.duplicate-file", ERROR, (CONTRIBUTE,), "two rows of the contribution name one image"),
     Code("column.missing", ERROR, (CONTRIBUTE,), "a required column of the contribution format is missing"),
     Code("column.duplicate", ERROR, (CONTRIBUTE,), "a column appears twice in the contribution's sheet"),

@@ -95,3 +95,80 @@ def to_text(findings: list[Finding]) -> str:
     s = summarize(findings)
     lines.append(f"{s['errors']} error(s), {s['warnings']} warning(s)")
     return "\n".join(lines)
+
+
+# A sheet full of one mistake (every caption with a trailing space) would otherwise keep a
+# finding per row: at a million rows, gigabytes that no reader looks at one by one.
+DEFAULT_LISTED_PER_CODE = 1000
+
+
+class CappedFindings:
+    """Counts findings and lists at most `limit` of each (file, code); `None` lists everything.
+
+    `collect(out)` is the list the checks append to while rows stream past, so memory stays
+    bounded however broken a sheet is; `unlisted_findings()` says, per file and code, how many
+    more there were (`findings.unlisted`). The first `limit` in the order admitted are listed.
+    """
+
+    def __init__(self, limit: int | None = DEFAULT_LISTED_PER_CODE) -> None:
+        self.limit = limit
+        self._counts: Counter[tuple[str | None, str]] = Counter()
+        self._unlisted: dict[tuple[str | None, str], tuple[int, Severity]] = {}
+
+    def admit(self, finding: Finding) -> bool:
+        """Count `finding`; True when it is to be listed."""
+        key = (finding.file, finding.code)
+        self._counts[key] += 1
+        if self.limit is None or self._counts[key] <= self.limit:
+            return True
+        count, severity = self._unlisted.get(key, (0, finding.severity))
+        worst = Severity.ERROR if Severity.ERROR in (severity, finding.severity) else Severity.WARNING
+        self._unlisted[key] = (count + 1, worst)
+        return False
+
+    def keep(self, findings: Iterable[Finding]) -> list[Finding]:
+        """The findings of `findings` that are to be listed (the rest counted)."""
+        return [f for f in findings if self.admit(f)]
+
+    def collect(self, out: list[Finding]) -> FindingCollector:
+        """Something to `append`/`extend` findings to: those to be listed land in `out`."""
+        return FindingCollector(self, out)
+
+    @property
+    def unlisted(self) -> dict[str, int]:
+        """Findings counted but not listed, by code (all files together)."""
+        out: Counter[str] = Counter()
+        for (_file, code), (count, _severity) in self._unlisted.items():
+            out[code] += count
+        return dict(sorted(out.items()))
+
+    def unlisted_findings(self) -> list[Finding]:
+        """One `findings.unlisted` per file and code that had more than `limit` findings; an error
+        when any unlisted one is."""
+        return [
+            Finding(
+                code="findings.unlisted",
+                severity=severity,
+                file=file,
+                value=code,
+                message=f"{count:,} more {code} finding(s) not listed: only the first {self.limit or 0:,} are",
+                hint="fix the listed ones (ctcurate validate --fix fixes many), then run again to see the rest",
+            )
+            for (file, code), (count, severity) in self._unlisted.items()
+        ]
+
+
+class FindingCollector:
+    """A list-like front of `CappedFindings` for code that appends findings one by one."""
+
+    def __init__(self, cap: CappedFindings, out: list[Finding]) -> None:
+        self._cap = cap
+        self._out = out
+
+    def append(self, finding: Finding) -> None:
+        if self._cap.admit(finding):
+            self._out.append(finding)
+
+    def extend(self, findings: Iterable[Finding]) -> None:
+        for finding in findings:
+            self.append(finding)

@@ -4,16 +4,21 @@ Owns turning a file into rows of cell values plus the findings only the file for
 formulas, error cells (`#VALUE!`), Excel-made dates, merged cells, hidden rows and columns, extra
 sheets, text encodings. Nothing is silently turned into NaN. A file that cannot be read at all
 raises `SheetError` with a one-line message naming it. Knows nothing about what the columns mean.
+`open_sheet` streams an .xlsx row by row (a million-row sheet is never held whole); `read_sheet`
+is the same reading, kept whole.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,7 @@ from openpyxl.utils import column_index_from_string, get_column_letter, range_bo
 from openpyxl.utils.datetime import from_excel, from_ISO8601
 from openpyxl.utils.exceptions import InvalidFileException
 
-from ctcurate.core.findings import Finding, error, warning
+from ctcurate.core.findings import CappedFindings, Finding, error, warning
 
 CellValue = str | int | float | bool | None
 
@@ -45,6 +50,15 @@ class SheetRow:
     values: tuple[CellValue, ...]
 
 
+def _records(
+    header: tuple[str, ...], rows: Iterable[SheetRow], columns: dict[str, str]
+) -> Iterator[tuple[int, dict[str, CellValue]]]:
+    index = {canon: header.index(head) for canon, head in columns.items()}
+    for row in rows:
+        vals = row.values
+        yield row.number, {canon: (vals[i] if i < len(vals) else None) for canon, i in index.items()}
+
+
 @dataclass(frozen=True)
 class Sheet:
     """A sheet read in full: header cells, data rows, and what the file format itself revealed."""
@@ -59,33 +73,65 @@ class Sheet:
 
     def records(self, columns: dict[str, str]) -> Iterator[tuple[int, dict[str, CellValue]]]:
         """Rows as `(number, {canonical column: value})`; `columns` maps canonical -> header cell."""
-        index = {canon: self.header.index(head) for canon, head in columns.items()}
-        for row in self.rows:
-            vals = row.values
-            yield row.number, {canon: (vals[i] if i < len(vals) else None) for canon, i in index.items()}
+        return _records(self.header, self.rows, columns)
+
+
+@dataclass(frozen=True)
+class SheetStream:
+    """A sheet read one row at a time (`open_sheet`): the header at once, the rows as they are
+    parsed. `findings` is complete only once `rows` is exhausted (hidden rows, merged ranges and
+    unnamed columns are only known at the end of the file)."""
+
+    path: Path
+    name: str | None
+    header: tuple[str, ...]
+    rows: Iterator[SheetRow]
+    findings: list[Finding]
+    encoding: str | None = None
+    merges: tuple[str, ...] = ()
+
+    def records(self, columns: dict[str, str]) -> Iterator[tuple[int, dict[str, CellValue]]]:
+        """`Sheet.records`, streamed."""
+        return _records(self.header, self.rows, columns)
 
 
 def _label(path: Path) -> str:
     return path.name
 
 
-def read_sheet(path: Path, header_only: bool = False) -> Sheet:
-    """Read a .xlsx or .csv metadata sheet; raise `SheetError` when it cannot be read at all.
-
-    `header_only` stops an .xlsx after its header row (to tell which kind of sheet it is).
-    """
+@contextmanager
+def open_sheet(path: Path, header_only: bool = False, cap: CappedFindings | None = None) -> Iterator[SheetStream]:
+    """A .xlsx or .csv metadata sheet to read row by row, so that a sheet of any size is never
+    held whole (.csv files are small and read at once); raises `SheetError` when it cannot be read
+    at all, also while its rows are read. `header_only` reads no rows; `cap` bounds how many of
+    the file's own findings are kept (a column of dates), as it bounds the rows' findings."""
     path = Path(path)
     if not path.is_file():
         raise SheetError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix in XLSX_SUFFIXES:
-        return _read_xlsx(path, header_only)
+        with _open_xlsx(path, header_only, cap) as stream:
+            yield stream
+        return
     if suffix in CSV_SUFFIXES:
-        return _read_csv(path)
+        sheet = _read_csv(path)
+        kept = sheet.findings if cap is None else cap.keep(sheet.findings)
+        yield SheetStream(sheet.path, None, sheet.header, iter(() if header_only else sheet.rows), kept, sheet.encoding)
+        return
     raise SheetError(f"{path}: not a sheet (expected .xlsx or .csv)")
 
 
-def find_columns(sheet: Sheet, wanted: dict[str, str]) -> tuple[dict[str, str], list[Finding]]:
+def read_sheet(path: Path, header_only: bool = False) -> Sheet:
+    """Read a .xlsx or .csv metadata sheet whole; raise `SheetError` when it cannot be read at all.
+
+    `header_only` stops an .xlsx after its header row (to tell which kind of sheet it is).
+    """
+    with open_sheet(path, header_only) as stream:
+        rows = list(stream.rows)
+        return Sheet(stream.path, stream.name, stream.header, rows, stream.findings, stream.encoding, stream.merges)
+
+
+def find_columns(sheet: Sheet | SheetStream, wanted: dict[str, str]) -> tuple[dict[str, str], list[Finding]]:
     """Map each canonical column to its header cell, matching case and whitespace loosely.
 
     `wanted` maps canonical names to the header text expected. Raises `SheetError` naming every
@@ -128,10 +174,10 @@ def find_columns(sheet: Sheet, wanted: dict[str, str]) -> tuple[dict[str, str], 
     return found, findings
 
 
-def _header_below(sheet: Sheet, wanted: dict[str, str], look: int = 50) -> int | None:
+def _header_below(sheet: Sheet | SheetStream, wanted: dict[str, str], look: int = 50) -> int | None:
     """The number of a row among the first `look` data rows that holds every wanted header."""
     keys = {_header_key(v) for v in wanted.values()}
-    for row in sheet.rows[:look]:
+    for row in islice(sheet.rows, look):
         if keys <= {_header_key(str(v)) for v in row.values if v is not None}:
             return row.number
     return None
@@ -145,7 +191,7 @@ def _header_key(text: str) -> str:
 
 _NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 _ROW, _C, _V, _F, _IS, _T, _R = (f"{_NS}{t}" for t in ("row", "c", "v", "f", "is", "t", "r"))
-_COL, _MERGE = f"{_NS}col", f"{_NS}mergeCell"
+_COL = f"{_NS}col"
 
 
 class _WorkbookReader(ExcelReader):
@@ -191,41 +237,72 @@ def _refuse_compound_file(path: Path) -> None:
     raise SheetError(f"{path}: an old-style .xls workbook, not .xlsx; open it in Excel and save it as .xlsx")
 
 
-def _read_xlsx(path: Path, header_only: bool = False) -> Sheet:
+_UNREADABLE = (
+    zipfile.BadZipFile,
+    InvalidFileException,
+    KeyError,
+    OSError,
+    ValueError,
+    TypeError,
+    IndexError,
+    AttributeError,
+    EOFError,
+    SyntaxError,
+    ParseError,
+    zlib.error,
+)  # openpyxl and zipfile raise many types for a damaged or truncated workbook
+
+
+def _unreadable(path: Path, exc: BaseException) -> SheetError:
+    return SheetError(f"{path}: not a readable .xlsx workbook ({_reason(exc)})")
+
+
+@contextmanager
+def _open_xlsx(path: Path, header_only: bool = False, cap: CappedFindings | None = None) -> Iterator[SheetStream]:
     reader: _WorkbookReader | None = None
     _refuse_compound_file(path)
     try:
-        reader = _WorkbookReader(str(path), read_only=True)
-        sheets = reader.open()
-        if not sheets:
-            raise SheetError(f"{path}: workbook has no worksheet")
-        return _read_workbook(path, reader, sheets, header_only)
-    except SheetError:
-        raise
-    except (
-        zipfile.BadZipFile,
-        InvalidFileException,
-        KeyError,
-        OSError,
-        ValueError,
-        TypeError,
-        IndexError,
-        AttributeError,
-        EOFError,
-        SyntaxError,
-        ParseError,
-        zlib.error,
-    ) as exc:
-        # openpyxl and zipfile raise many types for a damaged or truncated workbook.
-        raise SheetError(f"{path}: not a readable .xlsx workbook ({_reason(exc)})") from exc
+        try:
+            reader = _WorkbookReader(str(path), read_only=True)
+            sheets = reader.open()
+            if not sheets:
+                raise SheetError(f"{path}: workbook has no worksheet")
+            stream = _stream_workbook(path, reader, sheets, header_only, cap)
+        except _UNREADABLE as exc:
+            raise _unreadable(path, exc) from exc
+        yield stream
     finally:
         if reader is not None and getattr(reader, "archive", None) is not None:
             reader.archive.close()
 
 
-def _read_workbook(
-    path: Path, reader: _WorkbookReader, sheets: list[tuple[str, str, str]], header_only: bool = False
-) -> Sheet:
+_MERGE_REF = re.compile(rb'<(?:[A-Za-z_][\w.-]*:)?mergeCell\b[^>]*?\sref="([^"]*)"')
+
+
+def _merge_refs(archive: zipfile.ZipFile, target: str) -> list[str]:
+    """The merged ranges of a worksheet. They come after every row in the file, and covered cells
+    are read as the range's value while the rows stream past, so the ranges are found first by
+    a quick scan of the bytes (no XML parsing)."""
+    refs: list[str] = []
+    tail = b""
+    with archive.open(target) as src:
+        while chunk := src.read(1 << 20):
+            data = tail + chunk
+            cut = data.rfind(b"<")  # a tag cut by the chunk's end is scanned with the next chunk
+            cut = cut if cut > len(data) - 4096 else len(data)
+            refs += [m.decode("utf-8", "replace") for m in _MERGE_REF.findall(data, 0, cut)]
+            tail = data[cut:]
+    refs += [m.decode("utf-8", "replace") for m in _MERGE_REF.findall(tail)]
+    return refs
+
+
+def _stream_workbook(
+    path: Path,
+    reader: _WorkbookReader,
+    sheets: list[tuple[str, str, str]],
+    header_only: bool = False,
+    cap: CappedFindings | None = None,
+) -> SheetStream:
     label = _label(path)
     findings: list[Finding] = []
     visible = [s for s in sheets if s[1] == "visible"]
@@ -245,22 +322,39 @@ def _read_workbook(
         )
     wb = reader.wb
     date_formats, timedelta_formats = wb._date_formats, wb._timedelta_formats  # type: ignore[attr-defined]  # openpyxl's own
-    stream = _SheetStream(reader.shared_strings, date_formats, timedelta_formats, wb.epoch, label, findings)
-    with reader.archive.open(target) as src:
-        header, rows = stream.read(src, header_only)
+    stream = _SheetStream(reader.shared_strings, date_formats, timedelta_formats, wb.epoch, label, findings, cap)
+    stream.merges = [] if header_only else _merge_refs(reader.archive, target)
+    rows = stream.rows(reader.archive.open(target))
+    header = stream.header(rows)
     if header is None:
         raise SheetError(f"{path}: sheet {title!r} is empty (no header row)")
-    _hidden(stream.hidden_rows, stream.hidden_cols, label, findings)
-    rows = _merged(stream.merges, rows, label, findings)
-    _unnamed(header, rows, len(header), label, findings)
-    return Sheet(
-        path=path,
-        name=title,
-        header=header,
-        rows=rows,
-        findings=_named(findings, header),
-        merges=tuple(stream.merges),
-    )
+    data = iter(()) if header_only else _guarded(path, _finish(stream, rows, header))
+    return SheetStream(path, title, header, data, findings, merges=tuple(stream.merges))
+
+
+def _guarded(path: Path, rows: Iterator[SheetRow]) -> Iterator[SheetRow]:
+    """`rows`, with a workbook that turns out damaged further down a `SheetError` too."""
+    try:
+        yield from rows
+    except _UNREADABLE as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def _finish(stream: _SheetStream, rows: Iterator[SheetRow], header: tuple[str, ...]) -> Iterator[SheetRow]:
+    """The data rows with merged ranges filled in; at the end, the findings only the whole file
+    shows (hidden rows and columns, merged ranges, unnamed columns), columns named by header."""
+    merged = _MergeFill(stream.merges)
+    unnamed = _Unnamed(header, len(header))
+    for row in rows:
+        row = merged.fill(row)
+        unnamed.see(row)
+        yield row
+    found: list[Finding] = []
+    _hidden(stream.hidden_rows, stream.hidden_cols, stream.label, found)
+    found += merged.findings(stream.label) + unnamed.findings(stream.label)
+    for finding in found:
+        stream.note(finding)
+    stream.findings[:] = _named(stream.findings, header)
 
 
 def _named(findings: list[Finding], header: tuple[str, ...]) -> list[Finding]:
@@ -280,6 +374,7 @@ class _SheetStream:
         epoch: Any,
         label: str,
         findings: list[Finding],
+        cap: CappedFindings | None = None,
     ) -> None:
         self.shared = shared
         self.date_styles = date_styles
@@ -287,13 +382,18 @@ class _SheetStream:
         self.epoch = epoch
         self.label = label
         self.findings = findings
+        self.cap = cap
         self.hidden_rows: list[int] = []
         self.hidden_cols: list[tuple[int, int]] = []
         self.merges: list[str] = []
 
-    def read(self, src: Any, header_only: bool = False) -> tuple[tuple[str, ...] | None, list[SheetRow]]:
-        header: tuple[str, ...] | None = None
-        rows: list[SheetRow] = []
+    def note(self, finding: Finding) -> None:
+        """Keep a finding of the file (through the cap, when there is one)."""
+        if self.cap is None or self.cap.admit(finding):
+            self.findings.append(finding)
+
+    def rows(self, src: Any) -> Iterator[SheetRow]:
+        """Every `<row>` of the worksheet, header included, parsed as it is reached."""
         number = 0
         for _event, el in iterparse(src, events=("end",)):
             tag = el.tag
@@ -304,32 +404,29 @@ class _SheetStream:
                     self.hidden_rows.append(number)
                 values = self._row(el, number)
                 el.clear()
-                if header is None:
-                    if not values:
-                        continue
-                    if number != 1:
-                        self.findings.append(
-                            warning(
-                                "sheet.header-row",
-                                f"the header is on row {number}, not row 1",
-                                file=self.label,
-                                row=number,
-                                hint="delete the rows above the header",
-                            )
-                        )
-                    header = tuple("" if v is None else str(v) for v in values)
-                    if header_only:
-                        break
-                    continue
-                rows.append(SheetRow(number, tuple(values)))
+                yield SheetRow(number, tuple(values))
             elif tag == _COL:
                 if el.get("hidden") in ("1", "true"):
                     self.hidden_cols.append((int(el.get("min", "1")), int(el.get("max", el.get("min", "1")))))
-            elif tag == _MERGE:
-                ref = el.get("ref")
-                if ref:
-                    self.merges.append(ref)
-        return header, rows
+        src.close()
+
+    def header(self, rows: Iterator[SheetRow]) -> tuple[str, ...] | None:
+        """The first row with a value, taken from `rows` (None when there is none)."""
+        for row in rows:
+            if not row.values:
+                continue
+            if row.number != 1:
+                self.note(
+                    warning(
+                        "sheet.header-row",
+                        f"the header is on row {row.number}, not row 1",
+                        file=self.label,
+                        row=row.number,
+                        hint="delete the rows above the header",
+                    )
+                )
+            return tuple("" if v is None else str(v) for v in row.values)
+        return None
 
     def _row(self, el: Any, number: int) -> list[CellValue]:
         values: list[CellValue] = []
@@ -395,7 +492,7 @@ class _SheetStream:
         cached = c.findtext(_V) or None
         letter = get_column_letter(col)
         if kind == "e":
-            self.findings.append(
+            self.note(
                 error(
                     "cell.error",
                     f"formula {text} evaluates to the error {cached}",
@@ -412,7 +509,7 @@ class _SheetStream:
             value = _number(cached)
         elif cached is not None and kind == "b":
             value = cached.strip() in ("1", "true")
-        self.findings.append(
+        self.note(
             warning(
                 "cell.formula",
                 f"cell holds the formula {text}; its last computed value {value!r} is used",
@@ -427,7 +524,7 @@ class _SheetStream:
 
     def _error(self, what: str, value: str, number: int, col: int) -> CellValue:
         """Report an error cell; its value is None (never a string that looks like data)."""
-        self.findings.append(
+        self.note(
             error(
                 "cell.error",
                 f"cell holds {what}",
@@ -442,7 +539,7 @@ class _SheetStream:
 
     def _date(self, value: Any, number: int, col: int) -> str:
         text = _iso(value)
-        self.findings.append(
+        self.note(
             warning(
                 "cell.date",
                 f"Excel stored this cell as a date/time ({text}); was it typed as something else?",
@@ -518,20 +615,44 @@ def _hidden(hidden_rows: list[int], hidden_cols: list[tuple[int, int]], label: s
         )
 
 
-def _merged(ranges: list[str], rows: list[SheetRow], label: str, findings: list[Finding]) -> list[SheetRow]:
-    """Report merged ranges and give every covered cell the value Excel shows across the range."""
-    if not ranges:
-        return rows
-    by_number = {r.number: i for i, r in enumerate(rows)}
-    grid = {r.number: list(r.values) for r in rows}
-    for ref in ranges:
-        bounds = range_boundaries(str(ref))
-        if None in bounds:  # a whole-row or whole-column range holds no cell values of its own
-            continue
-        min_col, min_row, max_col, max_row = (int(b) for b in bounds)  # type: ignore[arg-type]
-        top = grid.get(min_row, [])
-        value = top[min_col - 1] if len(top) >= min_col else None
-        findings.append(
+class _MergeFill:
+    """Merged ranges applied to rows as they stream past: every covered cell gets the value Excel
+    shows across the range (its top-left cell's), and each range is reported once at the end."""
+
+    def __init__(self, ranges: list[str]) -> None:
+        self.spans: list[tuple[str, int, int, int, int]] = []
+        for ref in ranges:
+            bounds = range_boundaries(str(ref))
+            if None in bounds:  # a whole-row or whole-column range holds no cell values of its own
+                continue
+            min_col, min_row, max_col, max_row = (int(b) for b in bounds)  # type: ignore[arg-type]
+            self.spans.append((ref, min_col, min_row, max_col, max_row))
+        self.values: list[CellValue] = [None] * len(self.spans)  # None until the top row is read
+        self._pending = sorted(range(len(self.spans)), key=lambda i: self.spans[i][2], reverse=True)
+        self._active: list[int] = []
+
+    def fill(self, row: SheetRow) -> SheetRow:
+        number = row.number
+        while self._pending and self.spans[self._pending[-1]][2] <= number:
+            self._active.append(self._pending.pop())
+            self._active.sort()  # ranges apply in the order the file lists them
+        self._active = [i for i in self._active if self.spans[i][4] >= number]
+        if not self._active or number == 1:
+            return row
+        vals = list(row.values)
+        for i in self._active:
+            _ref, min_col, min_row, max_col, _max_row = self.spans[i]
+            if number == min_row:
+                self.values[i] = vals[min_col - 1] if len(vals) >= min_col else None
+            while len(vals) < max_col:
+                vals.append(None)
+            for c in range(min_col, max_col + 1):
+                if (number, c) != (min_row, min_col):
+                    vals[c - 1] = self.values[i]
+        return SheetRow(number, tuple(vals))
+
+    def findings(self, label: str) -> list[Finding]:
+        return [
             warning(
                 "sheet.merged-cells",
                 f"cells {ref} are merged; each covered cell is read as {value!r}",
@@ -541,28 +662,25 @@ def _merged(ranges: list[str], rows: list[SheetRow], label: str, findings: list[
                 value=str(ref),
                 hint="unmerge the cells and fill each one",
             )
-        )
-        for rnum in range(min_row, max_row + 1):
-            if rnum not in grid or rnum == 1:
-                continue
-            vals = grid[rnum]
-            while len(vals) < max_col:
-                vals.append(None)
-            for c in range(min_col, max_col + 1):
-                if (rnum, c) != (min_row, min_col):
-                    vals[c - 1] = value
-    return [SheetRow(r.number, tuple(grid[r.number])) if r.number in by_number else r for r in rows]
+            for (ref, min_col, min_row, _c, _r), value in zip(self.spans, self.values, strict=True)
+        ]
 
 
-def _unnamed(header: tuple[str, ...], rows: list[SheetRow], width: int, label: str, findings: list[Finding]) -> None:
-    """Values in columns that have no header cell are reported once per column."""
-    seen: dict[int, int] = {}
-    for row in rows:
+class _Unnamed:
+    """Values in columns that have no header cell, noted as rows stream past, reported once per column."""
+
+    def __init__(self, header: tuple[str, ...], width: int) -> None:
+        self.header = header
+        self.width = width
+        self.seen: dict[int, int] = {}
+
+    def see(self, row: SheetRow) -> None:
         for i, v in enumerate(row.values):
-            if v is not None and (i >= width or not header[i].strip()) and i not in seen:
-                seen[i] = row.number
-    for i, rnum in sorted(seen.items()):
-        findings.append(
+            if v is not None and (i >= self.width or not self.header[i].strip()) and i not in self.seen:
+                self.seen[i] = row.number
+
+    def findings(self, label: str) -> list[Finding]:
+        return [
             warning(
                 "sheet.unnamed-column",
                 f"column {get_column_letter(i + 1)} has values but no header; it is ignored",
@@ -571,7 +689,15 @@ def _unnamed(header: tuple[str, ...], rows: list[SheetRow], width: int, label: s
                 column=get_column_letter(i + 1),
                 hint="give it a header or move the values into a named column",
             )
-        )
+            for i, rnum in sorted(self.seen.items())
+        ]
+
+
+def _unnamed(header: tuple[str, ...], rows: list[SheetRow], width: int, label: str, findings: list[Finding]) -> None:
+    unnamed = _Unnamed(header, width)
+    for row in rows:
+        unnamed.see(row)
+    findings += unnamed.findings(label)
 
 
 # --- .csv -----------------------------------------------------------------------------------

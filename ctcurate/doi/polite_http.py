@@ -3,6 +3,11 @@
 Owns how ctcurate talks to the network; `requests` is imported only here. A request that gets no
 usable answer raises `Unreachable` (callers turn it into a finding); every other answer, 404
 included, is returned for the caller to judge. Imports nothing else from ctcurate.
+
+Time is bounded at three levels: one try (`timeout`, the whole answer), one request with its
+retries and every wait (`request_deadline`), and the client's whole run (`run_budget`, counted from
+its first request; after it `BudgetSpent` is raised at once, so no run outlives it by more than the
+time to notice).
 """
 
 from __future__ import annotations
@@ -32,12 +37,18 @@ class Unreachable(Exception):
         self.reason = reason
 
 
+class BudgetSpent(Unreachable):
+    """Not asked, or cut short, because the run's time budget was spent (not the service's fault)."""
+
+
 @dataclass(frozen=True)
 class HttpPolicy:
     """How hard and how politely to try. Defaults suit the public registries."""
 
     user_agent: str = "ctcurate"
-    timeout: float = 15.0  # seconds: the whole request (connect, headers and body), not each read
+    timeout: float = 15.0  # seconds: one try (connect, headers and body), not each read
+    request_deadline: float = 180.0  # seconds: one request, its retries and all its waits together
+    run_budget: float | None = None  # seconds from the client's first request; None: unbounded
     max_retries: int = 4  # further tries after the first, for 5xx, 429 and connection errors
     backoff_base: float = 0.5  # first wait in seconds; doubles with each retry
     backoff_max: float = 30.0
@@ -98,6 +109,10 @@ def parse_retry_after(text: str | None, now: Callable[[], datetime] | None = Non
 class RateLimited(Exception):
     """The service's pacing asks for a longer wait than the policy allows."""
 
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"the service's pacing asks for a wait of {wait:.0f} s")
+        self.wait = wait
+
 
 class _Slots:
     """A concurrency cap the service's answers may change while requests are in flight."""
@@ -112,13 +127,19 @@ class _Slots:
             self.limit = max(1, limit)
             self._cond.notify_all()
 
-    def __enter__(self) -> None:
+    def acquire(self, timeout: float) -> bool:
+        """Take a slot; False when none freed up within `timeout` seconds."""
         with self._cond:
-            while self.in_use >= self.limit:
-                self._cond.wait()
-            self.in_use += 1
+            return self._cond.wait_for(self._free, timeout) and self._take()
 
-    def __exit__(self, *exc: object) -> None:
+    def _free(self) -> bool:
+        return self.in_use < self.limit
+
+    def _take(self) -> bool:
+        self.in_use += 1
+        return True
+
+    def release(self) -> None:
         with self._cond:
             self.in_use -= 1
             self._cond.notify_all()
@@ -167,7 +188,7 @@ class ServiceGate:
             now = self._clock()
             start = max(now, self._next)
             if start - now > max_wait:
-                raise RateLimited(f"the service's pacing asks for a wait of {start - now:.0f} s")
+                raise RateLimited(start - now)
             self._last_start = start
             self._next = start + self.spacing
         delay = start - now
@@ -248,6 +269,7 @@ class PoliteClient:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
+        self._run_ends: float | None = None  # set by the first request (see `_request_ends`)
 
     def gate(self, service: str) -> ServiceGate:
         with self._lock:
@@ -275,13 +297,16 @@ class PoliteClient:
         return base * (1 + 0.25 * self._rng.random())
 
     def get(self, service: str, url: str) -> Answer:
-        """One answer for `url`; raises `Unreachable` when none is usable after the retries."""
+        """One answer for `url`; raises `Unreachable` when none is usable after the retries, within
+        the request's deadline and the run's budget (`BudgetSpent` once that is spent)."""
         gate = self.gate(service)
-        policy = self.policy
-        if policy.give_up_after and gate.failures_in_row >= policy.give_up_after:
+        if self._gave_up(gate):
             raise Unreachable(url, f"not asked: the last {gate.failures_in_row} requests to this service failed")
+        ends = self._request_ends(url)
         try:
-            answer = self._get(gate, url)
+            answer = self._get(gate, url, ends)
+        except BudgetSpent:
+            raise
         except Unreachable:
             with self._lock:
                 gate.failures_in_row += 1
@@ -290,64 +315,119 @@ class PoliteClient:
             gate.failures_in_row = 0
         return answer
 
-    def _get(self, gate: ServiceGate, url: str) -> Answer:
+    def _gave_up(self, gate: ServiceGate) -> bool:
+        return bool(self.policy.give_up_after) and gate.failures_in_row >= self.policy.give_up_after
+
+    def _request_ends(self, url: str) -> float:
+        """When this request must be over: its own deadline, or the run's end if sooner.
+
+        The run's budget starts with its first request, so time spent before asking anything
+        (reading a sheet, hashing images) does not count against it.
+        """
+        now = self._clock()
+        with self._lock:
+            if self._run_ends is None:
+                budget = self.policy.run_budget
+                self._run_ends = now + budget if budget is not None else math.inf
+            run_ends = self._run_ends
+        if now >= run_ends:
+            raise BudgetSpent(url, f"not asked: the run's {self.policy.run_budget:g} s budget is spent")
+        return min(now + self.policy.request_deadline, run_ends)
+
+    def _out_of_time(self, url: str, ends: float, what: str, ahead: bool = False) -> Unreachable:
+        """The failure for a request stopped by its deadline, or by the run's budget (`BudgetSpent`);
+        `ahead`: stopped before a wait that would have run past it."""
+        if ends == self._run_ends:
+            spent = "would have been spent" if ahead else "is spent"
+            return BudgetSpent(url, f"{what}: the run's {self.policy.run_budget:g} s budget {spent}")
+        passed = "would have passed" if ahead else "has passed"
+        return Unreachable(url, f"{what}: the request's {self.policy.request_deadline:g} s deadline {passed}")
+
+    def _get(self, gate: ServiceGate, url: str, ends: float) -> Answer:
         policy = self.policy
         attempt = 0
         while True:
-            try:
-                gate.wait_turn(policy.retry_after_max)
-            except RateLimited as exc:
-                raise Unreachable(url, f"rate-limited: {exc} (more than {policy.retry_after_max:g} s)") from None
-            retry_after: float | None = None
-            with gate.slots:
-                with self._lock:
-                    self.stats.requests += 1
-                try:
-                    status, text, headers = self._fetch(url)
-                except _Deadline:
-                    # a server that answers but dribbles its body will not be faster on a retry: give
-                    # up on it for the rest of the run, so a dripping service costs one deadline
-                    with self._lock:
-                        gate.failures_in_row = max(gate.failures_in_row, policy.give_up_after - 1)
-                    raise Unreachable(url, f"the answer was still arriving after {policy.timeout:g} s") from None
-                except requests.Timeout:
-                    reason = f"no answer within {policy.timeout:g} s"
-                except requests.RequestException as exc:
-                    reason = f"connection failed ({type(exc).__name__})"
-                else:
-                    gate.observe(headers)
-                    if status == 429:
-                        retry_after = parse_retry_after(headers.get("retry-after"))
-                        reason = "HTTP 429 Too Many Requests"
-                    elif status >= 500:
-                        reason = f"HTTP {status}"
-                    else:
-                        return Answer(status, text, headers)
-            tripped = policy.give_up_after and gate.failures_in_row >= policy.give_up_after
-            if attempt >= policy.max_retries or tripped:
-                tries = attempt + 1
-                raise Unreachable(url, f"{reason}, after {tries} tr{'y' if tries == 1 else 'ies'}")
+            self._wait_turn(gate, url, ends)
+            answer, reason, retry_after = self._try(gate, url, ends)
+            if answer is not None:
+                return answer
+            tries = attempt + 1
+            failed = f"{reason}, after {tries} tr{'y' if tries == 1 else 'ies'}"
+            if attempt >= policy.max_retries or self._gave_up(gate):
+                raise Unreachable(url, failed)
+            if retry_after is not None and retry_after > policy.retry_after_max:
+                raise Unreachable(url, f"{reason}: asked to wait {retry_after:g} s")
+            wait = retry_after if retry_after is not None else self.backoff(attempt)
+            if self._clock() + wait >= ends:
+                raise self._out_of_time(url, ends, f"{failed}; the wait for another", ahead=True)
             if retry_after is not None:
-                if retry_after > policy.retry_after_max:
-                    raise Unreachable(url, f"{reason}: asked to wait {retry_after:g} s")
-                wait = retry_after
                 gate.pause(wait)  # the whole service waits, not only this thread
             else:
-                wait = self.backoff(attempt)
                 self._sleep(wait)
             with self._lock:
                 self.stats.retries += 1
                 self.stats.waits.append(wait)
             attempt += 1
 
-    def _fetch(self, url: str) -> tuple[int, str, dict[str, str]]:
-        """One GET whose whole answer must arrive within the policy's timeout.
+    def _wait_turn(self, gate: ServiceGate, url: str, ends: float) -> None:
+        """The service's pacing, waited out unless longer than the cap or the time left."""
+        cap, left = self.policy.retry_after_max, ends - self._clock()
+        try:
+            gate.wait_turn(min(cap, left))
+        except RateLimited as exc:
+            if exc.wait > cap:
+                raise Unreachable(url, f"rate-limited: {exc} (more than {cap:g} s)") from None
+            raise self._out_of_time(url, ends, f"rate-limited: {exc}", ahead=True) from None
+
+    def _try(self, gate: ServiceGate, url: str, ends: float) -> tuple[Answer | None, str, float | None]:
+        """One try in one of the service's slots: the answer, or why not and any Retry-After."""
+        if not gate.slots.acquire(max(0.0, ends - self._clock())):
+            raise self._out_of_time(url, ends, "no free connection to the service")
+        try:
+            if self._gave_up(gate):  # it failed for good while this request waited for its slot
+                raise Unreachable(url, f"not asked: the last {gate.failures_in_row} requests to this service failed")
+            with self._lock:
+                self.stats.requests += 1
+            return self._ask(gate, url, ends)
+        finally:
+            gate.slots.release()
+
+    def _ask(self, gate: ServiceGate, url: str, ends: float) -> tuple[Answer | None, str, float | None]:
+        policy = self.policy
+        limit = min(policy.timeout, ends - self._clock())
+        if limit <= 0:
+            raise self._out_of_time(url, ends, "not asked")
+        try:
+            status, text, headers = self._fetch(url, limit)
+        except _Deadline:
+            # a server that answers but dribbles its body will not be faster on a retry: give
+            # up on it for the rest of the run, so a dripping service costs one deadline
+            with self._lock:
+                gate.failures_in_row = max(gate.failures_in_row, policy.give_up_after - 1)
+            if limit < policy.timeout:
+                raise self._out_of_time(url, ends, "the answer was still arriving") from None
+            raise Unreachable(url, f"the answer was still arriving after {policy.timeout:g} s") from None
+        except requests.Timeout:
+            if limit < policy.timeout:
+                raise self._out_of_time(url, ends, "no answer yet") from None
+            return None, f"no answer within {policy.timeout:g} s", None
+        except requests.RequestException as exc:
+            return None, f"connection failed ({type(exc).__name__})", None
+        gate.observe(headers)
+        if status == 429:
+            return None, "HTTP 429 Too Many Requests", parse_retry_after(headers.get("retry-after"))
+        if status >= 500:
+            return None, f"HTTP {status}", None
+        return Answer(status, text, headers), "", None
+
+    def _fetch(self, url: str, limit: float) -> tuple[int, str, dict[str, str]]:
+        """One GET whose whole answer must arrive within `limit` seconds.
 
         requests' own timeout is per socket read, so a body dripped a byte at a time never ends;
         here the body is read piecewise against one deadline, each read bounded by the time left.
         """
-        deadline = time.monotonic() + self.policy.timeout
-        with self._session().get(url, timeout=self.policy.timeout, allow_redirects=True, stream=True) as resp:
+        deadline = time.monotonic() + limit
+        with self._session().get(url, timeout=limit, allow_redirects=True, stream=True) as resp:
             headers = {k.lower(): v for k, v in resp.headers.items()}
             body = _read_body(resp.raw, deadline)
             return resp.status_code, body.decode(resp.encoding or "utf-8", errors="replace"), headers

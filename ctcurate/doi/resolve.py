@@ -61,7 +61,7 @@ from ctcurate.doi.normalize import (
     preprint_from_filename,
     strip_version,
 )
-from ctcurate.doi.polite_http import HttpPolicy, PoliteClient, Unreachable
+from ctcurate.doi.polite_http import BudgetSpent, HttpPolicy, PoliteClient, Unreachable
 
 DOI_URL_ENV = "CTCURATE_DOI_URL"
 CROSSREF_URL_ENV = "CTCURATE_CROSSREF_URL"
@@ -79,6 +79,10 @@ DEFAULT_CONCURRENCY = {"doi": 5, "biorxiv": 3}
 CROSSREF_CONCURRENCY = {"public": 1, "polite": 3}
 _SERVICE_NAMES = {"doi": "doi.org", "crossref": "Crossref", "biorxiv": "the bioRxiv/medRxiv API"}
 
+# Seconds a run may spend asking the registries, from its first request (`doi resolve --timeout`);
+# a cold run of the real sheet (58 DOIs, about 190 requests) needs well under a minute.
+DEFAULT_RUN_BUDGET = 300.0
+
 SHEET_FILE = COVID_SHEET
 FILE_COLUMN, DOI_COLUMN = "File name", "DOI"
 
@@ -95,7 +99,8 @@ class ResolverSettings:
     crossref_url: str = DEFAULT_CROSSREF_URL
     biorxiv_url: str = DEFAULT_BIORXIV_URL
     mailto: str | None = None
-    timeout: float = 15.0
+    timeout: float = 15.0  # one try of one request
+    run_budget: float | None = DEFAULT_RUN_BUDGET  # the whole run's time with the registries; None: unbounded
     max_retries: int = 4
     backoff_base: float = 0.5
     concurrency: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_CONCURRENCY))
@@ -132,6 +137,7 @@ class ResolverSettings:
         return HttpPolicy(
             user_agent=self.user_agent,
             timeout=self.timeout,
+            run_budget=self.run_budget,
             max_retries=self.max_retries,
             backoff_base=self.backoff_base,
             max_concurrent={"crossref": crossref, **self.concurrency},
@@ -404,6 +410,12 @@ def _check_readable(reader: Callable[[str], object], text: str) -> None:
 # --- the resolver ---------------------------------------------------------------------------
 
 
+_BUDGET_HINT = (
+    "nothing is claimed about this DOI; the run's time (--timeout) ran out before it was checked:"
+    " run again to go on (the answers so far are cached)"
+)
+
+
 class _Lookup:
     """One DOI's answers, gathered in one worker thread: from the cache when fresh, else asked."""
 
@@ -416,6 +428,7 @@ class _Lookup:
         self.findings: list[Finding] = []
         self.not_cached: list[str] = []
         self.damaged: list[str] = []  # cache keys whose stored body this module cannot read
+        self.out_of_time = False  # the run's budget was spent: nothing more is asked for this DOI
 
     def _fresh(self, a: StoredAnswer) -> bool:
         ttl = self.r.settings.ttl_found if a.found else self.r.settings.ttl_not_found
@@ -439,12 +452,17 @@ class _Lookup:
         if self.r.offline:
             self.not_cached.append(_SERVICE_NAMES[service])
             return None
+        if self.out_of_time:  # the run's budget ran out on an earlier service: already reported
+            return self._stale(hit)
         name = _SERVICE_NAMES[service]
         try:
             reply = self.r.client.get(service, url)
             found = judge(reply.status, reply.text)
             if found:
                 _check_readable(reader, reply.text)
+        except BudgetSpent as exc:
+            self.out_of_time = True
+            return self._failed(hit, "doi.unreachable", f"could not reach {name}: {exc.reason}", _BUDGET_HINT)
         except Unreachable as exc:
             return self._failed(hit, "doi.unreachable", f"could not reach {name}: {exc.reason}")
         except _BadAnswer as exc:
@@ -454,19 +472,21 @@ class _Lookup:
         self.used.append(stored)
         return stored
 
-    def _failed(self, stale: StoredAnswer | None, code: str, message: str) -> StoredAnswer | None:
-        """A failed request: fall back on an expired cached "found" answer if there is one, and say so.
-
-        An expired "not found" is not reused: the DOI may have been registered since.
-        """
-        stale = stale if stale is not None and stale.found else None
-        if stale is not None:
-            self.used.append(stale)
-            when = stale.checked_at.strftime("%Y-%m-%d")
-            hint = f"used the answer cached on {when}; run again later to refresh it"
-        else:
-            hint = "nothing is claimed about this DOI; retry later, or use --offline for cached answers"
+    def _failed(self, stale: StoredAnswer | None, code: str, message: str, hint: str = "") -> StoredAnswer | None:
+        """A failed request: fall back on an expired cached "found" answer if there is one, and say so."""
+        used = self._stale(stale)
+        if used is not None:
+            hint = f"used the answer cached on {used.checked_at.strftime('%Y-%m-%d')}; run again later to refresh it"
+        hint = hint or "nothing is claimed about this DOI; retry later, or use --offline for cached answers"
         self.findings.append(warning(code, message, value=self.doi, hint=hint))
+        return used
+
+    def _stale(self, stale: StoredAnswer | None) -> StoredAnswer | None:
+        """An expired cached answer, used when nothing newer can be had; an expired "not found"
+        is not reused: the DOI may have been registered since."""
+        if stale is None or not stale.found:
+            return None
+        self.used.append(stale)
         return stale
 
     def run(self) -> Resolution:

@@ -14,6 +14,7 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -21,7 +22,7 @@ from openpyxl.utils import range_boundaries
 
 from ctcurate.core import layout
 from ctcurate.core.pending import pending_findings
-from ctcurate.core.findings import Finding, error, summarize, warning
+from ctcurate.core.findings import DEFAULT_LISTED_PER_CODE, CappedFindings, Finding, error, summarize, warning
 from ctcurate.core.images import (
     UnreadableImage,
     format_of_suffix,
@@ -34,23 +35,30 @@ from ctcurate.validation.schemas import (
     NONCOVID_COLUMNS,
     SAME_AS_ABOVE,
     CellValue,
+    CovidKey,
     CovidRow,
+    FindingSink,
+    NonCovidKey,
     NonCovidRow,
     PatientIdRewrite,
+    Record,
     SplitEntry,
     check_covid_rows,
     check_noncovid_rows,
     clean_text,
+    covid_row_keys,
+    noncovid_row_keys,
     parse_captions,
     patient_id_rewrites,
 )
 from ctcurate.core.dataset import read_split_lines
-from ctcurate.core.sheets import Sheet, SheetError, find_columns, read_sheet
+from ctcurate.core.sheets import SheetError, SheetRow, SheetStream, find_columns, open_sheet, read_sheet
 
 if TYPE_CHECKING:  # doi_resolve (and requests) are imported only when validating online
     from ctcurate.doi.resolve import Resolution, Resolver
 
 COVID_CLASS, NONCOVID_CLASS = layout.COVID_CLASS, layout.NONCOVID_CLASS
+RowT = TypeVar("RowT")
 
 
 class InputError(Exception):
@@ -82,13 +90,13 @@ class Inputs:
 
 @dataclass(frozen=True)
 class ValidationResult:
-    """Every finding, their summary, the parsed rows, and the fixes `--fix` would write."""
+    """Every finding, their summary, the valid rows' keys, and the fixes `--fix` would write."""
 
     inputs: Inputs
     findings: list[Finding]
     summary: dict[str, object]
-    covid_rows: list[CovidRow] = field(default_factory=list)
-    noncovid_rows: list[NonCovidRow] = field(default_factory=list)
+    covid_keys: list[CovidKey] = field(default_factory=list)
+    noncovid_keys: list[NonCovidKey] = field(default_factory=list)
     split_entries: list[SplitEntry] = field(default_factory=list)
     fixes: list[CellFix] = field(default_factory=list)
     dois: dict[str, Resolution] = field(default_factory=dict)  # --online: each distinct DOI's answer
@@ -96,6 +104,27 @@ class ValidationResult:
     @property
     def images_checked(self) -> bool:
         return self.inputs.data_root is not None
+
+    @cached_property
+    def covid_rows(self) -> list[CovidRow]:
+        """The COVID sheet's valid rows as full models, read again when first asked for
+        (validating keeps only their keys, so that a sheet of any size fits in memory)."""
+        return _row_models(self.inputs.covid_sheet, COVID_COLUMNS, check_covid_rows)
+
+    @cached_property
+    def noncovid_rows(self) -> list[NonCovidRow]:
+        """The NonCOVID sheet's valid rows as full models (see `covid_rows`)."""
+        return _row_models(self.inputs.noncovid_sheet, NONCOVID_COLUMNS, check_noncovid_rows)
+
+
+def _row_models(
+    path: Path | None, columns: dict[str, str], check: Callable[..., tuple[list[RowT], list[Finding]]]
+) -> list[RowT]:
+    if path is None:
+        return []
+    sheet = read_sheet(path)
+    cols, _ = find_columns(sheet, columns)
+    return check(sheet.records(cols), file=sheet.path.name)[0]
 
 
 def resolve_inputs(metadata: Path | None = None, images: Path | None = None, splits: Path | None = None) -> Inputs:
@@ -163,22 +192,27 @@ def validate(
     check_images: bool = True,
     plan_fixes: bool = False,
     resolver: Resolver | None = None,
+    listed_per_code: int | None = DEFAULT_LISTED_PER_CODE,
 ) -> ValidationResult:
     """Validate everything the inputs name; raise `InputError` only when something cannot be read.
 
     `plan_fixes` also works out the cell fixes `--fix` writes (`ValidationResult.fixes`).
     `resolver` (online checks) also asks the registries about every DOI of the COVID sheet.
+    At most `listed_per_code` findings of one code are listed per file (None: all); the rest are
+    counted in one `findings.unlisted` each, so a sheet full of errors keeps memory bounded.
     """
     inputs = resolve_inputs(metadata, images, splits)
-    sheets, covid_rows, noncovid_rows, entries, findings = _read_inputs(inputs)
+    cap = CappedFindings(listed_per_code)
+    sheets, covid_rows, noncovid_rows, entries, findings = _read_inputs(inputs, cap)
+    listed_before = len(findings)  # these went through `cap` as they were found; the rest go below
     meta_dir = None if inputs.metadata_is_file else next(p.parent for p in (inputs.covid_sheet, inputs.noncovid_sheet) if p)
     findings += pending_findings(inputs.data_root, meta_dir)
 
     on_disk = layout.list_images(inputs.data_root) if inputs.data_root else {}
     near_match = _NearMatcher()
-    sheet_rows: dict[str, list[tuple[int, str, str]]] = {
-        COVID_CLASS: [(r.row, r.file_name, r.patient_id) for r in covid_rows],
-        NONCOVID_CLASS: [(r.row, r.image_name, r.patient_id) for r in noncovid_rows],
+    sheet_rows: dict[str, list[tuple[int, str, str, CellValue]]] = {
+        COVID_CLASS: [(r.row, r.file_name, r.patient_id, r.raw_name) for r in covid_rows],
+        NONCOVID_CLASS: [(r.row, r.image_name, r.patient_id, r.raw_name) for r in noncovid_rows],
     }
     row_names, file_findings, fixes = _match_all(sheets, sheet_rows, _universe(on_disk, entries, inputs.data_root is not None),
                                                  inputs.data_root is not None, near_match)
@@ -195,19 +229,20 @@ def validate(
     if plan_fixes:
         fixes += _sheet_fixes(sheets, covid_rows, noncovid_rows)
 
-    findings = _by_file_and_row(findings)
+    findings = _by_file_and_row(findings[:listed_before] + cap.keep(findings[listed_before:]) + cap.unlisted_findings())
     summary = summarize(findings) | {
         "images_checked": inputs.data_root is not None and check_images,
         "rows": {s.path.name: len(sheet_rows[c]) for c, (s, _) in sheets.items()},
         "images": sum(len(ps) for ps in on_disk.values()),
         "split_entries": len(entries),
-    } | ({"dois_online": _answer_counts(dois)} if resolver is not None else {})
+    } | ({"dois_online": _answer_counts(dois)} if resolver is not None else {}) | (
+        {"unlisted": cap.unlisted} if cap.unlisted else {})
     return ValidationResult(
         inputs=inputs,
         findings=findings,
         summary=summary,
-        covid_rows=covid_rows,
-        noncovid_rows=noncovid_rows,
+        covid_keys=covid_rows,
+        noncovid_keys=noncovid_rows,
         split_entries=entries,
         fixes=_dedupe(fixes) if plan_fixes else [],
         dois=dois,
@@ -236,40 +271,64 @@ def _disk_findings(
 
 
 def _sheet_fixes(
-    sheets: dict[str, tuple[Sheet, dict[str, str]]], covid_rows: list[CovidRow], noncovid_rows: list[NonCovidRow]
+    sheets: dict[str, tuple[SheetStream, dict[str, str]]], covid_rows: list[CovidKey], noncovid_rows: list[NonCovidKey]
 ) -> list[CellFix]:
-    """The cell fixes `--fix` writes beyond file names: cleaned cells, merged cells filled, patient IDs."""
+    """The cell fixes `--fix` writes beyond file names: cleaned cells, merged cells filled, patient IDs.
+
+    Each sheet is streamed once more; only the rows the merged ranges and patient-ID rewrites
+    need are kept whole, so planning fixes keeps memory bounded too.
+    """
     fixes: list[CellFix] = []
-    for class_dir, (sheet, cols) in sheets.items():
-        fixes += _cell_fixes(sheet, cols, covid_rows if class_dir == COVID_CLASS else None)
-        fixes += _merged_fills(sheet)
-        if class_dir == COVID_CLASS:
-            fixes += _patient_id_fixes(sheet, cols["patient_id"], patient_id_rewrites(covid_rows, False))
-        else:
-            fixes += _patient_id_fixes(sheet, cols["patient_id"], patient_id_rewrites(noncovid_rows, True))
+    for class_dir, (info, cols) in sheets.items():
+        covid = class_dir == COVID_CLASS
+        rewrites = patient_id_rewrites(covid_rows if covid else noncovid_rows, not covid)
+        wanted = {rw.row for rw in rewrites if rw.new is not None} | _merged_rows(info.merges)
+        kept: dict[int, tuple[CellValue, ...]] = {}
+        with open_sheet(info.path) as sheet:
+            rows = (_keeping(r, wanted, kept) for r in sheet.rows)
+            fixes += _cell_fixes(info.path, info.header, rows, cols, covid_rows if covid else None)
+        fixes += _merged_fills(info, kept)
+        fixes += _patient_id_fixes(info, cols["patient_id"], rewrites, kept)
     return fixes
 
 
+def _merged_rows(merges: Iterable[str]) -> set[int]:
+    """The rows of the one-column merged ranges (the ones `--fix` fills down)."""
+    out: set[int] = set()
+    for ref in merges:
+        min_col, min_row, max_col, max_row = (int(b or 0) for b in range_boundaries(ref))
+        if min_col == max_col:
+            out.update(range(min_row, max_row + 1))
+    return out
+
+
+def _keeping(row: SheetRow, wanted: set[int], kept: dict[int, tuple[CellValue, ...]]) -> SheetRow:
+    if row.number in wanted:
+        kept[row.number] = row.values
+    return row
+
+
 def _read_inputs(
-    inputs: Inputs,
-) -> tuple[dict[str, tuple[Sheet, dict[str, str]]], list[CovidRow], list[NonCovidRow], list[SplitEntry], list[Finding]]:
-    """Both sheets read and their rows checked, and the split lists; `InputError` when one cannot be read."""
+    inputs: Inputs, cap: CappedFindings
+) -> tuple[dict[str, tuple[SheetStream, dict[str, str]]], list[CovidKey], list[NonCovidKey], list[SplitEntry], list[Finding]]:
+    """Both sheets read and their rows checked, and the split lists; `InputError` when one cannot be read.
+
+    Findings pass through `cap` as they are found, so a broken sheet of any size keeps few.
+    """
     findings: list[Finding] = []
-    covid_rows: list[CovidRow] = []
-    noncovid_rows: list[NonCovidRow] = []
-    sheets: dict[str, tuple[Sheet, dict[str, str]]] = {}
+    covid_rows: list[CovidKey] = []
+    noncovid_rows: list[NonCovidKey] = []
+    sheets: dict[str, tuple[SheetStream, dict[str, str]]] = {}
     try:
         if inputs.covid_sheet is not None:
-            sheets[COVID_CLASS], covid_rows, sheet_findings = _read_checked(inputs.covid_sheet, COVID_COLUMNS, check_covid_rows)
-            findings += sheet_findings
+            sheets[COVID_CLASS], covid_rows = _read_checked(inputs.covid_sheet, COVID_COLUMNS, covid_row_keys, cap, findings)
         if inputs.noncovid_sheet is not None:
-            sheets[NONCOVID_CLASS], noncovid_rows, sheet_findings = _read_checked(
-                inputs.noncovid_sheet, NONCOVID_COLUMNS, check_noncovid_rows)
-            findings += sheet_findings
+            sheets[NONCOVID_CLASS], noncovid_rows = _read_checked(
+                inputs.noncovid_sheet, NONCOVID_COLUMNS, noncovid_row_keys, cap, findings)
         entries, split_findings = check_splits(inputs.splits_dir) if inputs.splits_dir else ([], [])
     except SheetError as exc:
         raise InputError(str(exc)) from exc
-    return sheets, covid_rows, noncovid_rows, entries, findings + split_findings
+    return sheets, covid_rows, noncovid_rows, entries, findings + cap.keep(split_findings)
 
 
 def _universe(on_disk: dict[str, list[Path]], entries: list[SplitEntry], on_disk_known: bool) -> dict[str, set[str]]:
@@ -285,8 +344,8 @@ def _universe(on_disk: dict[str, list[Path]], entries: list[SplitEntry], on_disk
 
 
 def _match_all(
-    sheets: dict[str, tuple[Sheet, dict[str, str]]],
-    sheet_rows: dict[str, list[tuple[int, str, str]]],
+    sheets: dict[str, tuple[SheetStream, dict[str, str]]],
+    sheet_rows: dict[str, list[tuple[int, str, str, CellValue]]],
     universe: dict[str, set[str]],
     check_disk: bool,
     near_match: _NearMatcher,
@@ -307,21 +366,25 @@ def _match_all(
     return row_names, findings, fixes
 
 
-RowT = TypeVar("RowT")
-
-
 def _read_checked(
-    path: Path, columns: dict[str, str], check: Callable[..., tuple[list[RowT], list[Finding]]]
-) -> tuple[tuple[Sheet, dict[str, str]], list[RowT], list[Finding]]:
-    """One sheet read (`core.sheets`) and its rows checked by their model: the file's, header's and rows' findings."""
-    sheet = read_sheet(path)
-    cols, header_findings = find_columns(sheet, columns)
-    rows, row_findings = check(sheet.records(cols), file=sheet.path.name)
-    return (sheet, cols), rows, sheet.findings + header_findings + row_findings
+    path: Path,
+    columns: dict[str, str],
+    check: Callable[[Iterable[Record], str | None, FindingSink], list[RowT]],
+    cap: CappedFindings,
+    findings: list[Finding],
+) -> tuple[tuple[SheetStream, dict[str, str]], list[RowT]]:
+    """One sheet streamed (`core.sheets`) and each row checked by its model and dropped, keeping
+    its keys: the file's, header's and rows' findings go to `findings`, through `cap`."""
+    row_findings: list[Finding] = []
+    with open_sheet(path, cap=cap) as sheet:
+        cols, header_findings = find_columns(sheet, columns)
+        rows = check(sheet.records(cols), sheet.path.name, cap.collect(row_findings))
+    findings += sheet.findings + cap.keep(header_findings) + row_findings  # the file's own are known at its end
+    return (sheet, cols), rows
 
 
 def _online_doi_checks(
-    rows: list[CovidRow], file: str, resolver: Resolver
+    rows: list[CovidKey], file: str, resolver: Resolver
 ) -> tuple[list[Finding], dict[str, Resolution]]:
     """Every row's DOI (or the preprint DOI its file name gives) asked once of the registries."""
     from ctcurate.doi.resolve import (
@@ -531,9 +594,9 @@ class _NearMatcher:
 
 
 def _match_rows(
-    sheet: Sheet,
+    sheet: SheetStream,
     name_col: str,
-    rows: list[tuple[int, str, str]],
+    rows: list[tuple[int, str, str, CellValue]],
     universe: set[str],
     check_disk: bool,
     class_dir: str,
@@ -547,13 +610,11 @@ def _match_rows(
     findings: list[Finding] = []
     fixes: list[CellFix] = []
     label = sheet.path.name
-    raw_by_row = {r.number: r.values for r in sheet.rows}
-    name_index = sheet.header.index(name_col)
     claimed_by: dict[str, int] = {}
-    for number, name, _patient in rows:
+    for number, name, _patient, _raw in rows:
         if name in universe:
             claimed_by.setdefault(name, number)
-    for number, name, _patient in rows:
+    for number, name, _patient, raw_name in rows:
         if name in universe:
             resolved[number] = name
             continue
@@ -565,9 +626,7 @@ def _match_rows(
         resolved[number] = hits[0] if len(hits) == 1 else None
         if len(hits) == 1:
             claimed_by[hits[0]] = number
-            vals = raw_by_row.get(number, ())
-            old = vals[name_index] if name_index < len(vals) else None
-            fixes.append(CellFix(sheet.path, number, name_col, old, hits[0], "file.missing"))
+            fixes.append(CellFix(sheet.path, number, name_col, raw_name, hits[0], "file.missing"))
         if not check_disk:
             continue
         findings.append(
@@ -633,8 +692,8 @@ def _same_image(label: str, number: int, column: str, name: str, image: str, oth
 
 
 def _patient_leaks(
-    sheets: dict[str, tuple[Sheet, dict[str, str]]],
-    sheet_rows: dict[str, list[tuple[int, str, str]]],
+    sheets: dict[str, tuple[SheetStream, dict[str, str]]],
+    sheet_rows: dict[str, list[tuple[int, str, str, CellValue]]],
     row_names: dict[str, dict[int, str | None]],
     entries: list[SplitEntry],
 ) -> list[Finding]:
@@ -645,7 +704,7 @@ def _patient_leaks(
     for class_dir, (sheet, cols) in sheets.items():
         by_patient: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
         first_row: dict[str, int] = {}
-        for number, name, patient in sheet_rows[class_dir]:
+        for number, name, patient, _raw in sheet_rows[class_dir]:
             file_name = row_names.get(class_dir, {}).get(number) or name
             first_row.setdefault(patient, number)
             for split in split_of.get((class_dir, file_name), ()):
@@ -721,13 +780,16 @@ def check_image_files(data_root: Path, paths: Iterable[Path]) -> list[Finding]:
 # --- fixes ----------------------------------------------------------------------------------
 
 
-def _cell_fixes(sheet: Sheet, cols: dict[str, str], covid_rows: list[CovidRow] | None) -> list[CellFix]:
+def _cell_fixes(
+    path: Path, header: tuple[str, ...], rows: Iterable[SheetRow], cols: dict[str, str], covid_rows: list[CovidKey] | None
+) -> list[CellFix]:
     """Whitespace, `same as above`, DOIs and broken caption lists: what `--fix` rewrites."""
     fixes: list[CellFix] = []
-    index = {canon: sheet.header.index(head) for canon, head in cols.items()}
+    index = {canon: header.index(head) for canon, head in cols.items()}
     above: dict[str, CellValue] = {}
-    by_row = {r.row: r for r in covid_rows or []}
-    for row in sheet.rows:
+    keys = iter(covid_rows or [])  # in row order, as the rows stream
+    key = next(keys, None)
+    for row in rows:
         cells = {canon: row.values[i] if i < len(row.values) else None for canon, i in index.items()}
 
         def cell(canon: str, cells: dict[str, CellValue] = cells) -> CellValue:
@@ -748,39 +810,39 @@ def _cell_fixes(sheet: Sheet, cols: dict[str, str], covid_rows: list[CovidRow] |
                     new = int(new)
             current[canon] = new
             if code and new != old:
-                fixes.append(CellFix(sheet.path, row.number, head, old, new, code))
+                fixes.append(CellFix(path, row.number, head, old, new, code))
         if any(v is not None for v in current.values()):
             above = current
         if covid_rows is None:
             continue
-        model = by_row.get(row.number)
+        while key is not None and key.row < row.number:
+            key = next(keys, None)
+        model = key if key is not None and key.row == row.number else None
         raw_doi = cell("doi")
         if model is not None:
             parsed = doi_lib.parse(raw_doi)
             derived = doi_lib.preprint_from_filename(model.file_name)
             if raw_doi is None or not str(raw_doi).strip():
                 if derived and not derived.alternatives:  # near the prefix change only the registry knows
-                    fixes.append(CellFix(sheet.path, row.number, cols["doi"], raw_doi, derived.doi, "doi.derivable"))
+                    fixes.append(CellFix(path, row.number, cols["doi"], raw_doi, derived.doi, "doi.derivable"))
             elif parsed.valid and parsed.repairs:  # a case difference alone is no defect: left as written
-                fixes.append(CellFix(sheet.path, row.number, cols["doi"], raw_doi, parsed.doi, "doi.whitespace"))
+                fixes.append(CellFix(path, row.number, cols["doi"], raw_doi, parsed.doi, "doi.whitespace"))
             raw_captions = cell("captions")
             captions, malformed = parse_captions(raw_captions)
             if malformed:
                 fixes.append(
-                    CellFix(
-                        sheet.path, row.number, cols["captions"], raw_captions, repr(captions), "captions.malformed"
-                    )
+                    CellFix(path, row.number, cols["captions"], raw_captions, repr(captions), "captions.malformed")
                 )
     return fixes
 
 
-def _merged_fills(sheet: Sheet) -> list[CellFix]:
+def _merged_fills(sheet: SheetStream, values: dict[int, tuple[CellValue, ...]]) -> list[CellFix]:
     """`--fix` fills a merged range of one column down: each covered cell gets the range's value.
 
     A range across columns is left merged (which of its columns the value belongs to needs a person).
+    `values`: the cells of the rows those ranges cover.
     """
     fixes = []
-    values = {r.number: r.values for r in sheet.rows}
     for ref in sheet.merges:
         min_col, min_row, max_col, max_row = (int(b or 0) for b in range_boundaries(ref))
         if min_col != max_col or min_row not in values or not 0 < min_col <= len(sheet.header):
@@ -796,9 +858,10 @@ def _merged_fills(sheet: Sheet) -> list[CellFix]:
     return fixes
 
 
-def _patient_id_fixes(sheet: Sheet, column: str, rewrites: list[PatientIdRewrite]) -> list[CellFix]:
-    """Patient IDs rewritten to the dataset's form, where that is unambiguous."""
-    raw = {r.number: r.values for r in sheet.rows}
+def _patient_id_fixes(
+    sheet: SheetStream, column: str, rewrites: list[PatientIdRewrite], raw: dict[int, tuple[CellValue, ...]]
+) -> list[CellFix]:
+    """Patient IDs rewritten to the dataset's form, where that is unambiguous (`raw`: their rows' cells)."""
     index = sheet.header.index(column)
     fixes = []
     for rw in rewrites:

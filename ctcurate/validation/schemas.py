@@ -2,19 +2,21 @@
 
 Owns what a row of `COVID-CT-MetaInfo.xlsx` / `NonCOVID-CT-MetaInfo.csv` and a split-list line may
 hold, how raw cells are normalized (the raw value is always kept beside the clean one), and the
-checks that need nothing but the rows themselves (`check_covid_rows`, `check_noncovid_rows`).
+checks that need nothing but the rows themselves (`check_covid_rows`, `check_noncovid_rows`; for a
+sheet of any size `covid_row_keys` / `noncovid_row_keys`, which keep only each row's keys).
 Files on disk and split lists are `validate`'s concern. Imports `findings` and `doi` only.
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, Protocol
 
 from pydantic import (
     BaseModel,
@@ -449,6 +451,51 @@ def json_schemas() -> dict[str, str]:
 Record = tuple[int, Mapping[str, CellValue]]
 
 
+class FindingSink(Protocol):
+    """Where the row loop puts findings: a list, or `core.findings.CappedFindings`."""
+
+    def append(self, finding: Finding, /) -> None: ...
+
+    def extend(self, findings: Iterable[Finding], /) -> None: ...
+
+
+class CovidKey(NamedTuple):
+    """What the checks across rows need of a valid COVID row: a `CovidRow` costs ~2 KB, this a
+    tenth of it, so a million-row sheet is validated without holding its models."""
+
+    row: int
+    file_name: str
+    patient_id: str
+    age: int | None
+    age_text: str | None
+    gender: str | None
+    doi: str | None
+    raw_name: CellValue  # the file-name cell as written (usually the very object `file_name` is)
+
+    @classmethod
+    def of(cls, row: CovidRow) -> CovidKey:
+        raw = row.raw.get(COVID_COLUMNS["file_name"])
+        return cls(row.row, row.file_name, row.patient_id, row.age, row.age_text, row.gender, row.doi,
+                   row.file_name if raw == row.file_name else raw)
+
+
+class NonCovidKey(NamedTuple):
+    """What the checks across rows need of a valid NonCOVID row."""
+
+    row: int
+    image_name: str
+    patient_id: str
+    raw_name: CellValue  # the image-name cell as written
+
+    @classmethod
+    def of(cls, row: NonCovidRow) -> NonCovidKey:
+        raw = row.raw.get(NONCOVID_COLUMNS["image_name"])
+        return cls(row.row, row.image_name, row.patient_id, row.image_name if raw == row.image_name else raw)
+
+
+PatientRow = CovidRow | NonCovidRow | CovidKey | NonCovidKey  # what the patient checks read
+
+
 def _short(value: object, limit: int = 120) -> str | None:
     if value is None:
         return None
@@ -512,7 +559,7 @@ def _row_findings(
 
 
 def _resolve_same_as_above(
-    records: Iterable[Record], columns: Mapping[str, str], file: str | None, findings: list[Finding]
+    records: Iterable[Record], columns: Mapping[str, str], file: str | None, findings: FindingSink
 ) -> Iterator[tuple[int, Mapping[str, CellValue], Mapping[str, CellValue]]]:
     """Replace `same as above` cells by the (resolved) value of the row above, with a warning each.
 
@@ -624,16 +671,21 @@ def _validate_row(
 
 @dataclass
 class _DuplicateRows:
-    """Rows seen so far, by exact content and by file name, so repeats point at the first row."""
+    """Rows seen so far, by exact content and by file name, so repeats point at the first row.
+
+    A row's content is remembered as a 16-byte digest of its cells (type and text), not the cells
+    themselves, which would keep every string of a million-row sheet alive.
+    """
 
     column: str
     file: str | None
-    rows: dict[tuple[Any, ...], int] = field(default_factory=dict)
+    rows: dict[bytes, int] = field(default_factory=dict)
     names: dict[str, int] = field(default_factory=dict)
 
-    def check(self, signature: tuple[Any, ...], name: str, number: int) -> Finding | None:
+    def check(self, cells: tuple[Any, ...], name: str, number: int) -> Finding | None:
         """`row.duplicate` for an exact repeat, else `file.duplicate` for a reused name; then remember."""
         found: Finding | None = None
+        signature = hashlib.blake2b(repr(cells).encode("utf-8", "surrogatepass"), digest_size=16).digest()
         if signature in self.rows:
             first = self.rows[signature]
             found = error(
@@ -667,11 +719,17 @@ def _parse_rows(
     key_fields: tuple[str, str],
     file: str | None,
     row_check: Callable[[Any, Mapping[str, CellValue]], list[Finding]] | None = None,
-) -> tuple[list[BaseModel], list[Finding]]:
-    """Shared row loop: empty rows, stray rows, `same as above`, model validation, duplicates."""
-    findings: list[Finding] = []
+    keep: Callable[[Any], Any] = lambda obj: obj,
+    findings: FindingSink | None = None,
+) -> tuple[list[Any], FindingSink]:
+    """Shared row loop: empty rows, stray rows, `same as above`, model validation, duplicates.
+
+    Streams: each row is validated and dropped; only `keep(model)` of it stays (the model itself
+    by default), and the findings go to `findings` (a plain list by default).
+    """
+    findings = [] if findings is None else findings
     rows = _resolve_same_as_above(records, columns, file, findings)
-    parsed: list[BaseModel] = []
+    parsed: list[Any] = []
     pending_empty: list[int] = []
     name_key, _ = key_fields
     duplicates = _DuplicateRows(columns[name_key], file)
@@ -698,7 +756,7 @@ def _parse_rows(
             findings.append(duplicate)
         if row_check is not None:
             findings.extend(row_check(obj, cells))
-        parsed.append(obj)
+        parsed.append(keep(obj))
     return parsed, findings
 
 
@@ -738,22 +796,23 @@ class PatientIdRewrite:
     why_not: str | None = None
 
 
-def patient_id_rewrites(rows: Iterable[CovidRow | NonCovidRow], noncovid: bool) -> list[PatientIdRewrite]:
+def patient_id_rewrites(rows: Iterable[PatientRow], noncovid: bool) -> list[PatientIdRewrite]:
     """Every patient ID that spells one of the dataset's forms another way; a rewrite only where
     it is unambiguous. IDs of another scheme altogether (`np0`) are left alone.
 
     Ambiguous: no single canonical form, or the canonical ID's other rows give another age or
     gender (then the rewrite would merge two people).
     """
-    rows = list(rows)
-    people: dict[str, list[CovidRow | NonCovidRow]] = defaultdict(list)
-    for r in rows:
-        people[r.patient_id].append(r)
     form = _NONCOVID_ID if noncovid else _COVID_ID
-    out = []
+    rows = list(rows)
+    odd = [r for r in rows if not form.fullmatch(r.patient_id)]
+    targets = {canonical_patient_id(r.patient_id, noncovid) for r in odd}
+    people: dict[str, list[PatientRow]] = defaultdict(list)
     for r in rows:
-        if form.fullmatch(r.patient_id):
-            continue
+        if r.patient_id in targets:  # only the IDs a rewrite could merge into are compared
+            people[r.patient_id].append(r)
+    out = []
+    for r in odd:
         new = canonical_patient_id(r.patient_id, noncovid)
         if new is None:
             if not (_COVID_LOOSE.fullmatch(r.patient_id) or _NONCOVID_LOOSE.fullmatch(r.patient_id)):
@@ -770,11 +829,11 @@ def patient_id_rewrites(rows: Iterable[CovidRow | NonCovidRow], noncovid: bool) 
     return out
 
 
-def _clashing_row(row: CovidRow | NonCovidRow, others: list[CovidRow | NonCovidRow]) -> int | None:
-    if not isinstance(row, CovidRow):
+def _clashing_row(row: PatientRow, others: list[PatientRow]) -> int | None:
+    if not isinstance(row, (CovidRow, CovidKey)):
         return None
     for other in others:
-        if not isinstance(other, CovidRow):
+        if not isinstance(other, (CovidRow, CovidKey)):
             continue
         age, other_age = row.age if row.age is not None else row.age_text, (
             other.age if other.age is not None else other.age_text
@@ -786,9 +845,7 @@ def _clashing_row(row: CovidRow | NonCovidRow, others: list[CovidRow | NonCovidR
     return None
 
 
-def _patient_id_findings(
-    rows: list[CovidRow] | list[NonCovidRow], noncovid: bool, file: str | None
-) -> list[Finding]:
+def _patient_id_findings(rows: Sequence[PatientRow], noncovid: bool, file: str | None) -> list[Finding]:
     form = "crawled_patient_N, medpix_patient_N or Patient N" if noncovid else "Patient N"
     column = NONCOVID_COLUMNS["patient_id"] if noncovid else COVID_COLUMNS["patient_id"]
     out = []
@@ -818,33 +875,56 @@ def check_covid_rows(records: Iterable[Record], file: str | None = None) -> tupl
     Row-level findings only (parse, whitespace, ages, genders, captions, `same as above`, DOIs,
     empty/stray/duplicate rows, one patient with conflicting age or gender). Lazy: every problem.
     """
+    findings: list[Finding] = []
+    models = _check_covid(records, file, lambda obj: obj, findings)
+    return models, findings
 
+
+def covid_row_keys(records: Iterable[Record], file: str | None, findings: FindingSink) -> list[CovidKey]:
+    """`check_covid_rows` for a sheet of any size: the same findings (into `findings`, which may
+    cap them), but only each valid row's `CovidKey` is kept, never its model."""
+    return _check_covid(records, file, CovidKey.of, findings)
+
+
+def _check_covid(records: Iterable[Record], file: str | None, keep: Callable[[CovidRow], Any],
+                 findings: FindingSink) -> list[Any]:
     def doi_check(row: CovidRow, cells: Mapping[str, CellValue]) -> list[Finding]:
         return doi_lib.check_doi(cells.get("doi"), row.file_name, file=file, row=row.row, column="DOI")
 
-    parsed, findings = _parse_rows(CovidRow, records, COVID_COLUMNS, ("file_name", "patient_id"), file, doi_check)
-    models = [obj for obj in parsed if isinstance(obj, CovidRow)]
-    findings.extend(_patient_id_findings(models, False, file))
-    findings.extend(_patient_conflicts(models, file))
-    return models, findings
+    kept, _ = _parse_rows(CovidRow, records, COVID_COLUMNS, ("file_name", "patient_id"), file, doi_check, keep, findings)
+    findings.extend(_patient_id_findings(kept, False, file))
+    findings.extend(_patient_conflicts(kept, file))
+    return kept
 
 
 def check_noncovid_rows(records: Iterable[Record], file: str | None = None) -> tuple[list[NonCovidRow], list[Finding]]:
     """Validate NonCOVID metadata rows given as `(row number, {canonical column: cell})`."""
-    parsed, findings = _parse_rows(NonCovidRow, records, NONCOVID_COLUMNS, ("image_name", "patient_id"), file)
-    models = [obj for obj in parsed if isinstance(obj, NonCovidRow)]
-    findings.extend(_patient_id_findings(models, True, file))
+    findings: list[Finding] = []
+    models = _check_noncovid(records, file, lambda obj: obj, findings)
     return models, findings
 
 
-def _patient_conflicts(rows: list[CovidRow], file: str | None) -> list[Finding]:
+def noncovid_row_keys(records: Iterable[Record], file: str | None, findings: FindingSink) -> list[NonCovidKey]:
+    """`check_noncovid_rows` keeping only each valid row's `NonCovidKey` (see `covid_row_keys`)."""
+    return _check_noncovid(records, file, NonCovidKey.of, findings)
+
+
+def _check_noncovid(records: Iterable[Record], file: str | None, keep: Callable[[NonCovidRow], Any],
+                    findings: FindingSink) -> list[Any]:
+    columns, keys = NONCOVID_COLUMNS, ("image_name", "patient_id")
+    kept, _ = _parse_rows(NonCovidRow, records, columns, keys, file, None, keep, findings)
+    findings.extend(_patient_id_findings(kept, True, file))
+    return kept
+
+
+def _patient_conflicts(rows: Sequence[CovidRow | CovidKey], file: str | None) -> list[Finding]:
     """One `patient.conflict` per patient and attribute whose rows disagree (empty cells ignored)."""
-    attributes: dict[str, Callable[[CovidRow], str | None]] = {
+    attributes: dict[str, Callable[[CovidRow | CovidKey], str | None]] = {
         "Age": lambda r: str(r.age) if r.age is not None else r.age_text,
         "Gender": lambda r: r.gender,
     }
     out = []
-    by_patient: dict[str, list[CovidRow]] = defaultdict(list)
+    by_patient: dict[str, list[CovidRow | CovidKey]] = defaultdict(list)
     for r in rows:
         by_patient[r.patient_id].append(r)
     for patient, prows in by_patient.items():

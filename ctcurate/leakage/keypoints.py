@@ -18,8 +18,9 @@ the pixel alignment of `verify.verify_aligned`. Pure numpy and OpenCV; imports o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -30,11 +31,15 @@ MATCH_MAX = 48  # bits two descriptors of one corner may differ by (unrelated on
 MIN_VOTES = 16  # correspondences an image pair needs before the geometric check
 MIN_INLIERS = 12  # correspondences agreeing on one similarity transform
 _RANSAC_PX = 3.0  # reprojection tolerance at SIDE px
-TABLES = 2  # sort orders (disjoint 64-bit slices of the descriptor)
-WINDOW = 8  # neighbours in each sort order that are compared
-_DESC = 32  # bytes per ORB descriptor
-_IMAGE_MASK = (1 << 39) - 1
 _SCALE_RANGE = (0.4, 2.5)  # of a plausible transform between two keypoint views
+TABLES = 2  # sort orders: each of the descriptor's four 64-bit words leads once
+WINDOW = 8  # neighbours in each sort order that are compared
+_PRE_MAX = 40  # bits the leading word and the opposite one (128 bits) may differ by before the full check
+PART = 1 << 24  # descriptors sorted at once: ~0.7 GB with their check words and ids (bounds the memory)
+_CHUNK = 1 << 22  # descriptors read from the source at once (about)
+_DESC = 32  # bytes per ORB descriptor
+_POINT_BITS = 9  # a descriptor's id is view << _POINT_BITS | its keypoint's index in the view
+_POINT_MASK = (1 << _POINT_BITS) - 1
 
 
 @dataclass(frozen=True)
@@ -94,111 +99,6 @@ def keypoints_of(cropped: Image.Image) -> Keypoints:
 
 
 @dataclass(frozen=True)
-class DescriptorSet:
-    """Every descriptor of a search, flattened and compact (42 bytes each): the 256 bits as four
-    64-bit columns, and a tag = side << 40 | image << 1 | mirrored (side: left 0 / right 1)."""
-
-    words: tuple[np.ndarray, ...]  # 4 x (n,) uint64
-    tag: np.ndarray  # (n,) int64
-    point: np.ndarray  # (n,) int16 index of the keypoint inside its view
-
-    @staticmethod
-    def tags(image: np.ndarray, mirrored: np.ndarray, side: np.ndarray) -> np.ndarray:
-        return (side.astype(np.int64) << 40) | (image.astype(np.int64) << 1) | mirrored.astype(np.int64)
-
-
-def descriptor_set(left: Sequence[Keypoints | None], right: Sequence[Keypoints | None] | None) -> DescriptorSet:
-    """Direct and mirrored descriptors of `left` (and direct ones of `right`, if given)."""
-    parts: list[tuple[np.ndarray, int, bool, int]] = []
-    for k, kp in enumerate(left):
-        if kp is not None:
-            parts += [(kp.descriptors(False), k, False, 0), (kp.descriptors(True), k, True, 0)]
-    for k, kp in enumerate(right or []):
-        if kp is not None:
-            parts.append((kp.descriptors(False), k, False, 1))
-    sizes = [len(d) for d, *_ in parts]
-    desc = np.concatenate([d for d, *_ in parts] or [np.zeros((0, _DESC), np.uint8)])
-    rep = [np.repeat(np.array([x[i] for x in parts], dtype=np.int64), sizes) for i in (1, 2, 3)]
-    return DescriptorSet(
-        words=tuple(np.ascontiguousarray(w) for w in desc.view(np.uint64).T),
-        tag=DescriptorSet.tags(*rep),
-        point=np.concatenate([np.arange(n, dtype=np.int16) for n in sizes] or [np.zeros(0, np.int16)]),
-    )
-
-
-def _sort_order(word: np.ndarray) -> np.ndarray:
-    """Positions sorted by one 64-bit word of the descriptors, read big-endian (byte 0 leads)."""
-    return np.argsort(word.byteswap(), kind="stable")
-
-
-def _window_pairs(order: np.ndarray, window: int, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Pairs of positions at most `window` apart in a sort order (a prefix tree's neighbours:
-    descriptors sharing the most leading bits, however crowded the short prefixes are), in chunks."""
-    for d in range(1, window + 1):
-        for s in range(0, len(order) - d, chunk):
-            e = min(s + chunk, len(order) - d)
-            yield order[s:e], order[s + d : e + d]
-
-
-@dataclass(frozen=True)
-class Correspondences:
-    """Matched descriptors, oriented: `src` (possibly mirrored view of image `a`) -> `dst` (direct view of `b`)."""
-
-    a: np.ndarray
-    b: np.ndarray
-    mirrored: np.ndarray
-    src: np.ndarray  # keypoint index in a's (mirrored) view
-    dst: np.ndarray  # keypoint index in b's direct view
-
-
-def correspondences(ds: DescriptorSet, cross: bool, chunk: int = 2_000_000) -> Correspondences:
-    """Descriptor pairs near in some table's sort order and within `MATCH_MAX` bits, between two
-    images (left-right only if `cross`). Table t sorts by the descriptor's t-th 64-bit word."""
-    found: list[np.ndarray] = []
-    n = len(ds.tag)
-    for table in range(TABLES):
-        for p, q in _window_pairs(_sort_order(ds.words[table]), WINDOW, chunk):
-            src, dst = _close_pairs(ds, p, q, cross)
-            found.append(src * n + dst)
-    # each correspondence once (both tables may find it)
-    key = np.sort(np.concatenate(found or [np.zeros(0, np.int64)]))
-    key = key[np.r_[True, key[1:] != key[:-1]]] if len(key) else key
-    src, dst = key // n, key % n
-    return Correspondences(
-        a=(ds.tag[src] >> 1) & _IMAGE_MASK,
-        b=(ds.tag[dst] >> 1) & _IMAGE_MASK,
-        mirrored=(ds.tag[src] & 1).astype(bool),
-        src=ds.point[src].astype(np.int64),
-        dst=ds.point[dst].astype(np.int64),
-    )
-
-
-def _within(words: tuple[np.ndarray, ...], *cols: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The rows of `cols` (pair positions first) whose descriptors are within `MATCH_MAX` bits:
-    half the descriptor first, the rest only for the pairs still in reach (most are not)."""
-    pp, qq = cols[0], cols[1]
-    dist = np.bitwise_count(words[0][pp] ^ words[0][qq]).astype(np.int16) + np.bitwise_count(words[1][pp] ^ words[1][qq])
-    near = dist <= MATCH_MAX
-    cols, dist = tuple(c[near] for c in cols), dist[near]
-    pp, qq = cols[0], cols[1]
-    dist += np.bitwise_count(words[2][pp] ^ words[2][qq]) + np.bitwise_count(words[3][pp] ^ words[3][qq])
-    return tuple(c[dist <= MATCH_MAX] for c in cols)
-
-
-def _close_pairs(ds: DescriptorSet, p: np.ndarray, q: np.ndarray, cross: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(source, destination) positions of the pairs that are correspondences, oriented."""
-    tp, tq = ds.tag[p], ds.tag[q]
-    # a mirrored view matches a direct one (two mirrored views repeat the direct pair); never itself
-    keep = ((tp & tq & 1) == 0) & ((tp >> 1) != (tq >> 1))
-    if cross:
-        keep &= (tp >> 40) != (tq >> 40)
-    pp, qq, tp, tq = _within(ds.words, p[keep], q[keep], tp[keep], tq[keep])
-    # orient: the mirrored descriptor is the source; if neither, the left / lower image's
-    swap = ((tq & 1) == 1) | (((tp & 1) == 0) & ((tp >> 1) > (tq >> 1)))
-    return np.where(swap, qq, pp), np.where(swap, pp, qq)
-
-
-@dataclass(frozen=True)
 class Transform:
     """What RANSAC found: `matrix` maps a's (mirrored, if so) keypoint view onto b's keypoint view."""
 
@@ -238,25 +138,214 @@ def _ransac(src: np.ndarray, dst: np.ndarray, votes: int) -> Transform | None:
     return t if _SCALE_RANGE[0] <= t.scale <= _SCALE_RANGE[1] else None
 
 
-Points = Callable[[int, bool], np.ndarray]  # (image, mirrored view) -> (n, 2) keypoint positions
 
 
-def geometric_check(corr: Correspondences, points_a: Points, points_b: Points) -> list[KeypointCandidate]:
-    """Group correspondences per (a, b, mirrored), keep groups with `MIN_VOTES`, RANSAC each."""
-    if len(corr.a) == 0:
-        return []
-    key = (corr.a << 41) | (corr.b << 1) | corr.mirrored.astype(np.int64)
-    order = np.argsort(key, kind="stable")
-    sk = key[order]
-    start = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]])
-    size = np.diff(np.r_[start, len(sk)])
+class DescriptorSource(Protocol):
+    """What the search reads, view by view. Views: left image k is 2k (direct) and 2k + 1 (mirrored);
+    in a cross search right image k is 2 * `left` + k (direct only). Read in chunks of consecutive
+    views, so a source may stream them (from a cache, or computed) instead of holding them."""
+
+    @property
+    def left(self) -> int: ...  # images on the left
+
+    def sizes(self) -> np.ndarray: ...  # (views,) descriptors per view
+
+    def words(self, start: int, stop: int, cols: tuple[int, int]) -> np.ndarray:
+        """(n, 2) uint64: two 64-bit words (big-endian) of every descriptor of views start..stop-1."""
+        ...
+
+    def descriptors(self, view: int) -> np.ndarray: ...  # (n, 32) uint8
+
+    def points(self, view: int) -> np.ndarray: ...  # (n, 2) float32 positions in the view
+
+
+class KeypointSource:
+    """The `DescriptorSource` of `Keypoints` lists (None: an image without keypoints)."""
+
+    def __init__(self, left: Sequence[Keypoints | None], right: Sequence[Keypoints | None] | None) -> None:
+        self._left, self._right = left, right or []
+        self.left = len(left)
+
+    def _view(self, view: int) -> tuple[Keypoints | None, bool]:
+        if view < 2 * self.left:
+            return self._left[view // 2], bool(view & 1)
+        return self._right[view - 2 * self.left], False
+
+    def _desc_bytes(self, view: int) -> bytes:
+        kp, mirrored = self._view(view)
+        return b"" if kp is None else (kp.desc_m if mirrored else kp.desc)
+
+    def sizes(self) -> np.ndarray:
+        n = 2 * self.left + len(self._right)
+        return np.array([len(self._desc_bytes(v)) // _DESC for v in range(n)], dtype=np.int64)
+
+    def words(self, start: int, stop: int, cols: tuple[int, int]) -> np.ndarray:
+        blob = b"".join(self._desc_bytes(v) for v in range(start, stop))
+        return np.frombuffer(blob, dtype=">u8").reshape(-1, 4)[:, list(cols)].astype(np.uint64)
+
+    def descriptors(self, view: int) -> np.ndarray:
+        return np.frombuffer(self._desc_bytes(view), dtype=np.uint8).reshape(-1, _DESC)
+
+    def points(self, view: int) -> np.ndarray:
+        kp, mirrored = self._view(view)
+        assert kp is not None  # only views with descriptors are matched
+        return kp.points(mirrored)
+
+
+@dataclass(frozen=True)
+class _Views:
+    """How many descriptors each view has, where its run starts in a scan, and what each view is."""
+
+    size: np.ndarray  # (views,) int64
+    start: np.ndarray  # (views,) int64: position of the view's first descriptor in a scan
+    total: int
+    left: int
+    cross: bool
+
+    @staticmethod
+    def of(source: DescriptorSource, cross: bool) -> _Views:
+        size = source.sizes().astype(np.int64)
+        if len(size) and (size.max() >= 1 << _POINT_BITS or len(size) >= 1 << (32 - _POINT_BITS)):
+            raise ValueError("too many keypoints per view or too many views for the keypoint search")
+        start = np.concatenate([[0], np.cumsum(size)[:-1]]).astype(np.int64) if len(size) else np.zeros(0, np.int64)
+        return _Views(size, start, int(size.sum()), source.left, cross)
+
+    def ids(self, s: int, e: int) -> np.ndarray:
+        """Ids (view << _POINT_BITS | point) of the descriptors of views s..e-1, in scan order."""
+        size = self.size[s:e]
+        first = np.repeat(self.start[s:e] - self.start[s], size)
+        return (np.repeat(np.arange(s, e, dtype=np.int64) << _POINT_BITS, size) + np.arange(int(size.sum())) - first)
+
+    @staticmethod
+    def view_of(ids: np.ndarray) -> np.ndarray:
+        return ids.astype(np.int64) >> _POINT_BITS
+
+    def image(self, view: np.ndarray) -> np.ndarray:
+        return np.where(view < 2 * self.left, view >> 1, view - 2 * self.left)
+
+    def side(self, view: np.ndarray) -> np.ndarray:
+        return (view >= 2 * self.left).astype(np.int64)
+
+
+def _chunks(views: _Views) -> Iterator[tuple[int, int]]:
+    """Ranges of consecutive views holding about `_CHUNK` descriptors each."""
+    n, s = len(views.start), 0
+    while s < n:
+        e = max(s + 1, int(np.searchsorted(views.start, views.start[s] + _CHUNK, side="left")))
+        yield s, min(e, n)
+        s = min(e, n)
+
+
+def _partition(source: DescriptorSource, views: _Views, table: int, part: int, parts: int) -> tuple[np.ndarray, ...]:
+    """(leading word, check word, global id) of the descriptors whose leading word falls in `part`
+    of `parts` equal ranges: partitions are consecutive stretches of the table's sort order."""
+    cols = (table, (table + 2) % 4)
+    got: list[tuple[np.ndarray, ...]] = []
+    for s, e in _chunks(views):
+        w = source.words(s, e, cols)
+        ids = views.ids(s, e)
+        if parts > 1:
+            keep = ((w[:, 0] >> np.uint64(32)) * np.uint64(parts)) >> np.uint64(32) == np.uint64(part)
+            w, ids = w[keep], ids[keep]
+        got.append((np.ascontiguousarray(w[:, 0]), np.ascontiguousarray(w[:, 1]), ids))
+    return tuple(np.concatenate([g[i] for g in got]) for i in range(3))
+
+
+def _sorted(key: np.ndarray, check: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The partition in the sort order of its leading word, ties by position (deterministic).
+    Sorted packed (leading bits | position: a plain sort, ~30x faster than a stable argsort); the
+    runs that tie on those bits (common: CT repeats its corners) are put in full-word order after."""
+    ibits = max(1, (len(key) - 1).bit_length())
+    packed = ((key >> np.uint64(ibits)) << np.uint64(ibits)) | np.arange(len(key), dtype=np.uint64)
+    packed.sort()
+    order = (packed & np.uint64((1 << ibits) - 1)).astype(np.int64)
+    packed >>= np.uint64(ibits)
+    tie = packed[1:] == packed[:-1]
+    if tie.any():
+        at = np.flatnonzero(np.r_[tie, False] | np.r_[False, tie])
+        run = np.cumsum(np.r_[True, ~tie[at[1:] - 1]])
+        sub = order[at]
+        order[at] = sub[np.lexsort((sub, key[sub], run))]
+    del packed, tie
+    return key[order], check[order], ids[order]
+
+
+def _neighbours(key: np.ndarray, check: np.ndarray, ids: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Global id pairs at most `WINDOW` apart in the sort order whose leading and check words
+    differ by at most `_PRE_MAX` bits (a prefix tree's neighbours, however crowded its short prefixes)."""
+    for d in range(1, WINDOW + 1):
+        dist = np.bitwise_count(key[:-d] ^ key[d:]).astype(np.uint8)
+        dist += np.bitwise_count(check[:-d] ^ check[d:])
+        at = np.flatnonzero(dist <= _PRE_MAX)
+        yield ids[at], ids[at + d]
+
+
+def _oriented(views: _Views, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Packed src << 32 | dst of the id pairs that can be correspondences: two images (a left and a
+    right one in a cross search), never two mirrored views; the mirrored view is the source, else
+    the left / lower image."""
+    vp, vq = views.view_of(p), views.view_of(q)
+    ip, iq, sp, sq = views.image(vp), views.image(vq), views.side(vp), views.side(vq)
+    mp, mq = (vp < 2 * views.left) & (vp & 1 == 1), (vq < 2 * views.left) & (vq & 1 == 1)
+    keep = ~(mp & mq) & ((sp != sq) if views.cross else (ip != iq))
+    swap = mq | (~mp & ((sp > sq) | ((sp == sq) & (ip > iq))))
+    src, dst = np.where(swap, q, p)[keep], np.where(swap, p, q)[keep]
+    return (src.astype(np.uint64) << np.uint64(32)) | dst.astype(np.uint64)
+
+
+def _correspondence_keys(source: DescriptorSource, views: _Views) -> np.ndarray:
+    """Every candidate correspondence once, packed src << 32 | dst (global ids), sorted."""
+    parts = max(1, -(-views.total // PART))
+    found: list[np.ndarray] = []
+    for table in range(TABLES):
+        for part in range(parts):
+            for p, q in _neighbours(*_sorted(*_partition(source, views, table, part, parts))):
+                found.append(_oriented(views, p, q))
+        found = [_distinct(np.concatenate(found))] if found else []
+    return found[0] if found else np.zeros(0, np.uint64)
+
+
+def _distinct(keys: np.ndarray) -> np.ndarray:
+    keys.sort()
+    return keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
+
+
+def _full_distance(source: DescriptorSource, src_view: int, dst_view: int, sp: np.ndarray, dp: np.ndarray) -> np.ndarray:
+    a, b = source.descriptors(src_view)[sp], source.descriptors(dst_view)[dp]
+    return np.bitwise_count(a ^ b).sum(axis=1)
+
+
+def _groups(keys: np.ndarray) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(src view, dst view, src points, dst points) of every view pair with `MIN_VOTES` candidate
+    correspondences, in order (most view pairs have a few: counted first with a plain sort)."""
+    src, dst = (keys >> np.uint64(32)).astype(np.int64), (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    pair = ((src >> _POINT_BITS) << (32 - _POINT_BITS)) | (dst >> _POINT_BITS)
+    counted = np.sort(pair)
+    start = np.flatnonzero(np.r_[True, counted[1:] != counted[:-1]]) if len(counted) else np.zeros(0, np.int64)
+    size = np.diff(np.r_[start, len(counted)])
+    voted = counted[start[size >= MIN_VOTES]]
+    at = np.minimum(np.searchsorted(voted, pair), max(0, len(voted) - 1))
+    rows = np.flatnonzero(voted[at] == pair) if len(voted) else np.zeros(0, np.int64)
+    rows = rows[np.argsort(pair[rows], kind="stable")]
+    bounds = np.flatnonzero(np.r_[True, pair[rows][1:] != pair[rows][:-1], True]) if len(rows) else np.zeros(1, np.int64)
+    for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        r = rows[s:e]
+        yield int(src[r[0]] >> _POINT_BITS), int(dst[r[0]] >> _POINT_BITS), src[r] & _POINT_MASK, dst[r] & _POINT_MASK
+
+
+def search(source: DescriptorSource, cross: bool) -> list[KeypointCandidate]:
+    """Image pairs (a < b; or a left, b right if `cross`) whose keypoints agree on one transform:
+    correspondences from the sort orders, votes per view pair, the full check, then RANSAC."""
+    views = _Views.of(source, cross)
     out: list[KeypointCandidate] = []
-    for s, n in zip(start[size >= MIN_VOTES].tolist(), size[size >= MIN_VOTES].tolist()):
-        rows = order[s : s + n]
-        a, b, mirrored = int(corr.a[rows[0]]), int(corr.b[rows[0]]), bool(corr.mirrored[rows[0]])
-        t = _ransac(points_a(a, mirrored)[corr.src[rows]], points_b(b, False)[corr.dst[rows]], n)
+    for a, b, sp, dp in _groups(_correspondence_keys(source, views)):
+        near = _full_distance(source, a, b, sp, dp) <= MATCH_MAX
+        if near.sum() < MIN_VOTES:
+            continue
+        t = _ransac(source.points(a)[sp[near]], source.points(b)[dp[near]], int(near.sum()))
         if t is not None and t.inliers >= MIN_INLIERS:
-            out.append(KeypointCandidate(a, b, mirrored, t))
+            ia, ib = views.image(np.array([a, b])).tolist()
+            out.append(KeypointCandidate(ia, ib, bool(a < 2 * views.left and a & 1), t))
     return _best_per_pair(out)
 
 
@@ -273,15 +362,4 @@ def _best_per_pair(cands: list[KeypointCandidate]) -> list[KeypointCandidate]:
 
 def keypoint_candidates(left: Sequence[Keypoints | None], right: Sequence[Keypoints | None] | None = None) -> list[KeypointCandidate]:
     """Image pairs (a < b within `left`; or a in left, b in right) whose keypoints agree on one transform."""
-    ds = descriptor_set(left, right)
-    rlist = left if right is None else right
-
-    def points(kps: Sequence[Keypoints | None]) -> Points:
-        return lambda k, mirrored: _points_of(kps[k], mirrored)
-
-    return geometric_check(correspondences(ds, right is not None), points(left), points(rlist))
-
-
-def _points_of(kp: Keypoints | None, mirrored: bool) -> np.ndarray:
-    assert kp is not None  # only images with keypoints have descriptors
-    return kp.points(mirrored)
+    return search(KeypointSource(left, right), right is not None)

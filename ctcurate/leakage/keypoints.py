@@ -32,10 +32,13 @@ MIN_VOTES = 16  # correspondences an image pair needs before the geometric check
 MIN_INLIERS = 12  # correspondences agreeing on one similarity transform
 _RANSAC_PX = 3.0  # reprojection tolerance at SIDE px
 _SCALE_RANGE = (0.4, 2.5)  # of a plausible transform between two keypoint views
-TABLES = 2  # sort orders: each of the descriptor's four 64-bit words leads once
+_FLIP = 1 / 9  # bits a copied corner's descriptor has flipped, for `tables_for`
+_ENOUGH = 1 << 20  # descriptors (~3,300 images) up to which two sort orders meet a copy often enough
+_MAX_TABLES = 8  # 64-bit words from byte 0, 8, 16, 24, then 4, 12, 20, 28
 WINDOW = 8  # neighbours in each sort order that are compared
-_PRE_MAX = 40  # bits the leading word and the opposite one (128 bits) may differ by before the full check
-PART = 1 << 24  # descriptors sorted at once: ~0.7 GB with their check words and ids (bounds the memory)
+_CHECK_MAX = 22  # bits the check word (64) of two neighbours may differ by (one corner: <= 12 +- 3)
+_PRE_MAX = 40  # bits the leading word and the check word (128) may differ by before the full check
+PART = 1 << 26  # descriptors sorted at once: ~2.3 GB with their words and ids (bounds the memory)
 _CHUNK = 1 << 22  # descriptors read from the source at once (about)
 _DESC = 32  # bytes per ORB descriptor
 _POINT_BITS = 9  # a descriptor's id is view << _POINT_BITS | its keypoint's index in the view
@@ -150,13 +153,21 @@ class DescriptorSource(Protocol):
 
     def sizes(self) -> np.ndarray: ...  # (views,) descriptors per view
 
-    def words(self, start: int, stop: int, cols: tuple[int, int]) -> np.ndarray:
-        """(n, 2) uint64: two 64-bit words (big-endian) of every descriptor of views start..stop-1."""
+    def words(self, start: int, stop: int, offsets: tuple[int, ...]) -> list[np.ndarray]:
+        """For each byte offset (a multiple of 4; wrapping round the 32 bytes), the 64 bits from it
+        of every descriptor of views start..stop-1, read big-endian: (n,) uint64 each."""
         ...
 
     def descriptors(self, view: int) -> np.ndarray: ...  # (n, 32) uint8
 
     def points(self, view: int) -> np.ndarray: ...  # (n, 2) float32 positions in the view
+
+
+def words_at(desc: np.ndarray, offsets: tuple[int, ...]) -> list[np.ndarray]:
+    """The 64 bits of each (n, 32) uint8 descriptor from each byte offset (a multiple of 4,
+    wrapping), read big-endian: byte `offset` leads the sort order. (n,) uint64 each."""
+    half = np.ascontiguousarray(desc).view(">u4")
+    return [(half[:, o // 4].astype(np.uint64) << np.uint64(32)) | half[:, (o // 4 + 1) % 8] for o in offsets]
 
 
 class KeypointSource:
@@ -179,9 +190,9 @@ class KeypointSource:
         n = 2 * self.left + len(self._right)
         return np.array([len(self._desc_bytes(v)) // _DESC for v in range(n)], dtype=np.int64)
 
-    def words(self, start: int, stop: int, cols: tuple[int, int]) -> np.ndarray:
+    def words(self, start: int, stop: int, offsets: tuple[int, ...]) -> list[np.ndarray]:
         blob = b"".join(self._desc_bytes(v) for v in range(start, stop))
-        return np.frombuffer(blob, dtype=">u8").reshape(-1, 4)[:, list(cols)].astype(np.uint64)
+        return words_at(np.frombuffer(blob, dtype=np.uint8).reshape(-1, _DESC), offsets)
 
     def descriptors(self, view: int) -> np.ndarray:
         return np.frombuffer(self._desc_bytes(view), dtype=np.uint8).reshape(-1, _DESC)
@@ -214,7 +225,8 @@ class _Views:
         """Ids (view << _POINT_BITS | point) of the descriptors of views s..e-1, in scan order."""
         size = self.size[s:e]
         first = np.repeat(self.start[s:e] - self.start[s], size)
-        return (np.repeat(np.arange(s, e, dtype=np.int64) << _POINT_BITS, size) + np.arange(int(size.sum())) - first)
+        ids: np.ndarray = np.repeat(np.arange(s, e, dtype=np.int64) << _POINT_BITS, size) + np.arange(int(size.sum())) - first
+        return ids
 
     @staticmethod
     def view_of(ids: np.ndarray) -> np.ndarray:
@@ -239,45 +251,57 @@ def _chunks(views: _Views) -> Iterator[tuple[int, int]]:
 def _partition(source: DescriptorSource, views: _Views, table: int, part: int, parts: int) -> tuple[np.ndarray, ...]:
     """(leading word, check word, global id) of the descriptors whose leading word falls in `part`
     of `parts` equal ranges: partitions are consecutive stretches of the table's sort order."""
-    cols = (table, (table + 2) % 4)
+    lead = 8 * (table % 4) + 4 * (table // 4 % 2)
+    cols = (lead, (lead + 16) % _DESC)
     got: list[tuple[np.ndarray, ...]] = []
     for s, e in _chunks(views):
-        w = source.words(s, e, cols)
-        ids = views.ids(s, e)
+        key, check = source.words(s, e, cols)
+        ids = views.ids(s, e).astype(np.uint32)
         if parts > 1:
-            keep = ((w[:, 0] >> np.uint64(32)) * np.uint64(parts)) >> np.uint64(32) == np.uint64(part)
-            w, ids = w[keep], ids[keep]
-        got.append((np.ascontiguousarray(w[:, 0]), np.ascontiguousarray(w[:, 1]), ids))
-    return tuple(np.concatenate([g[i] for g in got]) for i in range(3))
+            keep = ((key >> np.uint64(32)) * np.uint64(parts)) >> np.uint64(32) == np.uint64(part)
+            key, check, ids = key[keep], check[keep], ids[keep]
+        got.append((key, check, ids))
+    return tuple(np.concatenate([g[i] for g in got]) if len(got) != 1 else got[0][i] for i in range(3))
 
 
-def _sorted(key: np.ndarray, check: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The partition in the sort order of its leading word, ties by position (deterministic).
-    Sorted packed (leading bits | position: a plain sort, ~30x faster than a stable argsort); the
-    runs that tie on those bits (common: CT repeats its corners) are put in full-word order after."""
+def _sorted(key: np.ndarray, check: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order, check words in that order) of the partition sorted by its leading word, ties by
+    position (deterministic). A plain sort of leading bits | position (~30x faster than a stable
+    argsort); runs that tie on those bits (common: CT repeats its corners) are put in full-word
+    order after. One gather (the check words): the rest is looked up for the few pairs that pass."""
     ibits = max(1, (len(key) - 1).bit_length())
     packed = ((key >> np.uint64(ibits)) << np.uint64(ibits)) | np.arange(len(key), dtype=np.uint64)
     packed.sort()
-    order = (packed & np.uint64((1 << ibits) - 1)).astype(np.int64)
-    packed >>= np.uint64(ibits)
-    tie = packed[1:] == packed[:-1]
+    top = packed >> np.uint64(ibits)
+    tie = top[1:] == top[:-1]
+    del top
+    packed &= np.uint64((1 << ibits) - 1)
+    order = packed.view(np.int64)
     if tie.any():
         at = np.flatnonzero(np.r_[tie, False] | np.r_[False, tie])
         run = np.cumsum(np.r_[True, ~tie[at[1:] - 1]])
         sub = order[at]
         order[at] = sub[np.lexsort((sub, key[sub], run))]
-    del packed, tie
-    return key[order], check[order], ids[order]
+    del tie
+    return order, check[order]
 
 
 def _neighbours(key: np.ndarray, check: np.ndarray, ids: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Global id pairs at most `WINDOW` apart in the sort order whose leading and check words
-    differ by at most `_PRE_MAX` bits (a prefix tree's neighbours, however crowded its short prefixes)."""
-    for d in range(1, WINDOW + 1):
-        dist = np.bitwise_count(key[:-d] ^ key[d:]).astype(np.uint8)
-        dist += np.bitwise_count(check[:-d] ^ check[d:])
-        at = np.flatnonzero(dist <= _PRE_MAX)
-        yield ids[at], ids[at + d]
+    """Id pairs at most `WINDOW` apart in the partition's sort order (a prefix tree's neighbours,
+    however crowded its short prefixes) whose check words differ by at most `_CHECK_MAX` bits and
+    leading + check words by at most `_PRE_MAX`."""
+    order, sorted_check = _sorted(key, check)
+    n = len(order)
+    for s in range(0, n, _CHUNK):
+        for d in range(1, WINDOW + 1):
+            e = min(s + _CHUNK, n - d)
+            if e <= s:
+                break
+            dist = np.bitwise_count(sorted_check[s:e] ^ sorted_check[s + d : e + d])
+            at = np.flatnonzero(dist <= _CHECK_MAX) + s
+            p, q = order[at], order[at + d]
+            near = np.bitwise_count(key[p] ^ key[q]) + dist[at - s] <= _PRE_MAX
+            yield ids[p[near]], ids[q[near]]
 
 
 def _oriented(views: _Views, p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -290,16 +314,31 @@ def _oriented(views: _Views, p: np.ndarray, q: np.ndarray) -> np.ndarray:
     keep = ~(mp & mq) & ((sp != sq) if views.cross else (ip != iq))
     swap = mq | (~mp & ((sp > sq) | ((sp == sq) & (ip > iq))))
     src, dst = np.where(swap, q, p)[keep], np.where(swap, p, q)[keep]
-    return (src.astype(np.uint64) << np.uint64(32)) | dst.astype(np.uint64)
+    packed: np.ndarray = (src.astype(np.uint64) << np.uint64(32)) | dst.astype(np.uint64)
+    return packed
 
 
-def _correspondence_keys(source: DescriptorSource, views: _Views) -> np.ndarray:
-    """Every candidate correspondence once, packed src << 32 | dst (global ids), sorted."""
+def tables_for(total: int) -> int:
+    """Sort orders for `total` descriptors. A window of `WINDOW` neighbours spans a shared prefix of
+    about log2(total / WINDOW) bits, so the more descriptors, the less often a copied corner (1 in
+    `_FLIP` bits flipped) sits in it; enough orders that the chance of meeting it in at least one
+    stays what two orders give over `_ENOUGH` descriptors (2 up to ~3,300 images, 4 at 200,000)."""
+
+    def chance(n: int) -> float:
+        return float((1 - _FLIP) ** max(0.0, math.log2(max(n, 1) / WINDOW)))
+
+    missed = (1 - chance(_ENOUGH)) ** 2
+    need = math.log(missed) / math.log(1 - chance(total)) if total > _ENOUGH else 2
+    return int(min(_MAX_TABLES, max(2, math.ceil(need - 1e-9))))
+
+
+def _correspondence_keys(source: DescriptorSource, views: _Views, tables: int) -> np.ndarray:
+    """Every candidate correspondence once, packed src << 32 | dst (descriptor ids), sorted."""
     parts = max(1, -(-views.total // PART))
     found: list[np.ndarray] = []
-    for table in range(TABLES):
+    for table in range(tables):
         for part in range(parts):
-            for p, q in _neighbours(*_sorted(*_partition(source, views, table, part, parts))):
+            for p, q in _neighbours(*_partition(source, views, table, part, parts)):
                 found.append(_oriented(views, p, q))
         found = [_distinct(np.concatenate(found))] if found else []
     return found[0] if found else np.zeros(0, np.uint64)
@@ -312,7 +351,8 @@ def _distinct(keys: np.ndarray) -> np.ndarray:
 
 def _full_distance(source: DescriptorSource, src_view: int, dst_view: int, sp: np.ndarray, dp: np.ndarray) -> np.ndarray:
     a, b = source.descriptors(src_view)[sp], source.descriptors(dst_view)[dp]
-    return np.bitwise_count(a ^ b).sum(axis=1)
+    dist: np.ndarray = np.bitwise_count(a ^ b).sum(axis=1)
+    return dist
 
 
 def _groups(keys: np.ndarray) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
@@ -333,12 +373,13 @@ def _groups(keys: np.ndarray) -> Iterator[tuple[int, int, np.ndarray, np.ndarray
         yield int(src[r[0]] >> _POINT_BITS), int(dst[r[0]] >> _POINT_BITS), src[r] & _POINT_MASK, dst[r] & _POINT_MASK
 
 
-def search(source: DescriptorSource, cross: bool) -> list[KeypointCandidate]:
+def search(source: DescriptorSource, cross: bool, tables: int | None = None) -> list[KeypointCandidate]:
     """Image pairs (a < b; or a left, b right if `cross`) whose keypoints agree on one transform:
-    correspondences from the sort orders, votes per view pair, the full check, then RANSAC."""
+    correspondences from the sort orders (`tables_for` the size, unless given), votes per view
+    pair, the full check, then RANSAC."""
     views = _Views.of(source, cross)
     out: list[KeypointCandidate] = []
-    for a, b, sp, dp in _groups(_correspondence_keys(source, views)):
+    for a, b, sp, dp in _groups(_correspondence_keys(source, views, tables or tables_for(views.total))):
         near = _full_distance(source, a, b, sp, dp) <= MATCH_MAX
         if near.sum() < MIN_VOTES:
             continue

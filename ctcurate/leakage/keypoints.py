@@ -6,13 +6,20 @@ SIFT and BRISK on transformed CT copies: the most inliers per true pair, 5x fast
 binary) of the trimmed view scaled to `SIDE` px, and of its mirror image, a few hundred 256-bit
 descriptors per image.
 
-Candidate search is sub-quadratic: every descriptor is bucketed by its first `key_bits` bits
-(locality-sensitive hashing: a descriptor that survives the re-rendering keeps those bits with a
-fair chance, and a true pair has hundreds of descriptors to try), descriptors sharing a bucket
-and within `MATCH_MAX` bits are correspondences, correspondences vote for their image pair, and a
-pair with enough votes gets a geometric check (RANSAC similarity: rotation, uniform scale, shift;
-the mirrored view of one side against the other covers mirror copies). The transform found seeds
-the pixel alignment of `verify.verify_aligned`. Pure numpy and OpenCV; imports only `hashing`.
+Candidate search is sub-quadratic and its memory bounded: the descriptors of every view (the
+mirrored view of one side against the direct view of the other covers mirror copies) are put in
+a few sort orders, each led by another 64-bit slice of the 256 bits (locality-sensitive hashing:
+neighbours in the sort share the longest prefixes, however crowded the short ones), and the
+`WINDOW` nearest in each order within `MATCH_MAX` bits are correspondences, which vote for their
+view pair; a pair with `MIN_VOTES` gets a geometric check (RANSAC similarity: rotation, uniform
+scale, shift). The more descriptors, the shorter the share of a copied corner's prefix that
+survives in a window, so `tables_for` adds sort orders with the size (2 on COVID-CT, 5 at 200,000
+images). Each order is sorted in partitions of at most `PART` descriptors (consecutive stretches of
+it), each read afresh from a `DescriptorSource` in chunks and holding only its leading and check
+words and ids (~36 bytes a descriptor while sorted): the search never holds all descriptors
+(10 GB at 1,000,000 images), so a source may stream them from the cache. The transform found
+seeds the pixel alignment of `verify.verify_aligned`. Pure numpy and OpenCV; imports nothing of
+ctcurate.
 """
 
 from __future__ import annotations

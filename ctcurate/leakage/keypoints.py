@@ -25,8 +25,10 @@ ctcurate.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -255,20 +257,40 @@ def _chunks(views: _Views) -> Iterator[tuple[int, int]]:
         s = min(e, n)
 
 
-def _partition(source: DescriptorSource, views: _Views, table: int, part: int, parts: int) -> tuple[np.ndarray, ...]:
-    """(leading word, check word, global id) of the descriptors whose leading word falls in `part`
-    of `parts` equal ranges: partitions are consecutive stretches of the table's sort order."""
+_Partition = tuple[np.ndarray, np.ndarray, np.ndarray]  # leading words, check words, ids
+
+
+def _partitions(source: DescriptorSource, views: _Views, table: int) -> Iterator[_Partition]:
+    """The descriptors of one sort order in partitions of about `PART` (equal ranges of the leading
+    word: consecutive stretches of the order), read from the source once. More than one partition
+    is spilled to temporary files as it is read (20 bytes a descriptor) and loaded one at a time."""
     lead = 8 * (table % 4) + 4 * (table // 4 % 2)
     cols = (lead, (lead + 16) % _DESC)
-    got: list[tuple[np.ndarray, ...]] = []
-    for s, e in _chunks(views):
-        key, check = source.words(s, e, cols)
-        ids = views.ids(s, e).astype(np.uint32)
-        if parts > 1:
-            keep = ((key >> np.uint64(32)) * np.uint64(parts)) >> np.uint64(32) == np.uint64(part)
-            key, check, ids = key[keep], check[keep], ids[keep]
-        got.append((key, check, ids))
-    return tuple(np.concatenate([g[i] for g in got]) if len(got) != 1 else got[0][i] for i in range(3))
+    chunks = ((*source.words(s, e, cols), views.ids(s, e).astype(np.uint32)) for s, e in _chunks(views))
+    parts = max(1, -(-views.total // PART))
+    if parts == 1:
+        got = list(chunks)
+        yield tuple(np.concatenate([g[i] for g in got]) if len(got) != 1 else got[0][i] for i in range(3))  # type: ignore[misc]
+        return
+    with tempfile.TemporaryDirectory(prefix="ctcurate-keypoints-") as tmp:
+        files = [[open(Path(tmp) / f"{p}.{i}", "wb") for i in range(3)] for p in range(parts)]  # noqa: SIM115
+        try:
+            for chunk in chunks:
+                part = (((chunk[0] >> np.uint64(32)) * np.uint64(parts)) >> np.uint64(32)).astype(np.uint16)
+                order = np.argsort(part, kind="stable")
+                bounds = np.r_[0, np.cumsum(np.bincount(part, minlength=parts))]
+                for p in range(parts):
+                    rows = order[bounds[p] : bounds[p + 1]]
+                    for i in range(3):
+                        chunk[i][rows].tofile(files[p][i])
+        finally:
+            for handles in files:
+                for fh in handles:
+                    fh.close()
+        for p in range(parts):
+            yield tuple(np.fromfile(Path(tmp) / f"{p}.{i}", dtype=d) for i, d in enumerate((np.uint64, np.uint64, np.uint32)))  # type: ignore[misc]
+            for i in range(3):
+                (Path(tmp) / f"{p}.{i}").unlink()
 
 
 def _sorted(key: np.ndarray, check: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -341,11 +363,10 @@ def tables_for(total: int) -> int:
 
 def _correspondence_keys(source: DescriptorSource, views: _Views, tables: int) -> np.ndarray:
     """Every candidate correspondence once, packed src << 32 | dst (descriptor ids), sorted."""
-    parts = max(1, -(-views.total // PART))
     found: list[np.ndarray] = []
     for table in range(tables):
-        for part in range(parts):
-            for p, q in _neighbours(*_partition(source, views, table, part, parts)):
+        for partition in _partitions(source, views, table):
+            for p, q in _neighbours(*partition):
                 found.append(_oriented(views, p, q))
         found = [_distinct(np.concatenate(found))] if found else []
     return found[0] if found else np.zeros(0, np.uint64)

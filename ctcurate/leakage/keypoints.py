@@ -14,10 +14,11 @@ neighbours in the sort share the longest prefixes, however crowded the short one
 view pair; a pair with `MIN_VOTES` gets a geometric check (RANSAC similarity: rotation, uniform
 scale, shift). The more descriptors, the shorter the share of a copied corner's prefix that
 survives in a window, so `tables_for` adds sort orders with the size (2 on COVID-CT, 5 at 200,000
-images). Each order is sorted in partitions of at most `PART` descriptors (consecutive stretches of
-it), each read afresh from a `DescriptorSource` in chunks and holding only its leading and check
+images). Each order is read once from a `DescriptorSource` in chunks (a source may stream them
+from the cache) and sorted in partitions of about `PART` descriptors (consecutive stretches of it;
+more than one is spilled to temporary files as it is read), holding only the leading and check
 words and ids (~36 bytes a descriptor while sorted): the search never holds all descriptors
-(10 GB at 1,000,000 images), so a source may stream them from the cache. The transform found
+(10 GB at 1,000,000 images). The transform found
 seeds the pixel alignment of `verify.verify_aligned`. Pure numpy and OpenCV; imports nothing of
 ctcurate.
 """

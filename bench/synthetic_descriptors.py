@@ -60,8 +60,13 @@ class SyntheticDescriptors:
     def _columns(self, start: int, stop: int, cols: set[int]) -> dict[int, np.ndarray]:
         """Words `cols` (0-3) of every descriptor of views start..stop-1, (n,) each."""
         first, last = start // _BLOCK, (stop - 1) // _BLOCK
-        cut = slice((start - first * _BLOCK) * self.f, (stop - first * _BLOCK) * self.f)
-        out = {c: np.concatenate([self._block(b, c) for b in range(first, last + 1)])[cut] for c in cols}
+        lo_cut, hi_cut = (start - first * _BLOCK) * self.f, (stop - last * _BLOCK) * self.f
+        out = {}
+        for c in cols:
+            parts = [self._block(b, c) for b in range(first, last + 1)]
+            parts[-1] = parts[-1][:hi_cut]
+            parts[0] = parts[0][lo_cut:]
+            out[c] = np.concatenate(parts)
         lo, hi = np.searchsorted(self._special, [start, stop])
         for v in self._special[lo:hi].tolist():
             alone = self._alone(v)

@@ -156,7 +156,7 @@ if impl.endswith("-list"):
     mod = K
     if impl == "main-list":
         spec = importlib.util.spec_from_file_location("main_keypoints", sys.argv[1])
-        mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+        mod = sys.modules["main_keypoints"] = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
     run = lambda: mod.keypoint_candidates(data)
 else:
     run = lambda: K.search(src, False)

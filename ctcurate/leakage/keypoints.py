@@ -269,10 +269,13 @@ def _partitions(source: DescriptorSource, views: _Views, table: int) -> Iterator
     cols = (lead, (lead + 16) % _DESC)
     chunks = ((*source.words(s, e, cols), views.ids(s, e).astype(np.uint32)) for s, e in _chunks(views))
     parts = max(1, -(-views.total // PART))
-    if parts == 1:
-        got = list(chunks)
-        whole: _Partition = tuple(np.concatenate([g[i] for g in got]) if len(got) != 1 else got[0][i] for i in range(3))  # type: ignore[assignment]
-        del got  # not held while the partition is searched
+    if parts == 1:  # filled in place: the chunks are never held twice
+        whole = (np.empty(views.total, np.uint64), np.empty(views.total, np.uint64), np.empty(views.total, np.uint32))
+        at = 0
+        for chunk in chunks:
+            for i in range(3):
+                whole[i][at : at + len(chunk[0])] = chunk[i]
+            at += len(chunk[0])
         yield whole
         return
     with tempfile.TemporaryDirectory(prefix="ctcurate-keypoints-") as tmp:
@@ -296,6 +299,14 @@ def _partitions(source: DescriptorSource, views: _Views, table: int) -> Iterator
                 (Path(tmp) / f"{p}.{i}").unlink()
 
 
+def _ties(packed: np.ndarray, ibits: int) -> np.ndarray:
+    """Whether each sorted value equals the next one above its low `ibits` bits (in chunks: no
+    full-size temporaries)."""
+    n = max(0, len(packed) - 1)
+    ends = [(s, min(s + _CHUNK, n)) for s in range(0, n, _CHUNK)]
+    return np.concatenate([((packed[s + 1 : e + 1] ^ packed[s:e]) >> np.uint64(ibits)) == 0 for s, e in ends] or [np.zeros(0, bool)])
+
+
 def _sorted(key: np.ndarray, check: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(order, check words in that order) of the partition sorted by its leading word, ties by
     position (deterministic). A plain sort of leading bits | position (~30x faster than a stable
@@ -304,9 +315,7 @@ def _sorted(key: np.ndarray, check: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     ibits = max(1, (len(key) - 1).bit_length())
     packed = ((key >> np.uint64(ibits)) << np.uint64(ibits)) | np.arange(len(key), dtype=np.uint64)
     packed.sort()
-    top = packed >> np.uint64(ibits)
-    tie = top[1:] == top[:-1]
-    del top
+    tie = _ties(packed, ibits)
     packed &= np.uint64((1 << ibits) - 1)
     order = packed.view(np.int64)
     if tie.any():

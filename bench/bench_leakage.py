@@ -9,13 +9,18 @@
     Pillow, reported;
 (4) pair search over 200,000 synthetic hashes at the default threshold: < 30 s and < 2 GB;
 (5) the same at 1,000,000 hashes, reported;
-(6) keypoint candidate search + RANSAC over 200,000 images of synthetic descriptors: < 60 s, < 4 GB;
-(7) the same at 1,000,000 images, projected from 50k / 100k / 200k (it does not fit this machine).
+(6) keypoint candidate search + RANSAC over 50k / 100k / 200k images of synthetic descriptors
+    (bench/synthetic_descriptors.py, 1 % planted copies): < 60 s, < 4 GB and the planted copies'
+    recall >= 0.95 at 200k; at 50k beside the search before partitioning (MAIN_SEARCH_REF) over
+    the same descriptors held as `Keypoints`;
+(7) the same at 1,000,000 images: measured with --keypoints-1m (the descriptors are computed as
+    they are read, never held), else projected from 50k-200k.
 
 imagededup (it pulls torch) goes into a throwaway venv under ~/.cache/ctcurate-bench; it loads a
 CNN checkpoint at import, so an offline machine gets a stand-in checkpoint with random weights
 (PHash does not use it; the import cost stays). Exits 1 when a target is missed.
-Usage: python bench/bench_leakage.py [--skip-imagededup] [--skip-1m]
+Usage: python bench/bench_leakage.py [--skip-imagededup] [--skip-1m] [--keypoints-1m] [--only-keypoint-search]
+(--only-keypoint-search: sections 6-7 alone)
 """
 
 from __future__ import annotations
@@ -128,48 +133,80 @@ print(json.dumps({{"wall": wall, "pairs": int(len(i)), "peak_mib": resource.getr
     return r["wall"], r["peak_mib"], r["pairs"]
 
 
-def keypoint_search_run(n: int, features: int = 160) -> tuple[float, float, int]:
-    """Time and peak memory (MiB) of the keypoint candidate stage (correspondences, votes, RANSAC)
-    over n images of synthetic ORB descriptors (`features` per view, direct and mirrored; 1% of the
-    images are rotated, rescaled copies of another with ~10% of the bits flipped), in its own process."""
+MAIN_SEARCH_REF = "218bc68"  # the keypoint search before it was partitioned (sort orders over every descriptor at once)
+
+
+def keypoint_search_run(n: int, impl: str) -> dict[str, float]:
+    """Wall, peak memory (MiB) and planted copies found by the keypoint candidate stage
+    (correspondences, votes, RANSAC) over n images of synthetic ORB descriptors
+    (bench/synthetic_descriptors.py: 160 per view, direct and mirrored, 1 % planted copies), in its
+    own process. impl `new`: the search reading the descriptors as it goes (never held);
+    `new-list` / `main-list`: this search / the one of MAIN_SEARCH_REF over the same descriptors
+    held as a list of `Keypoints` (as the pipeline holds them), the list's memory in both."""
     code = f"""
-import numpy as np, resource, time, json
+import sys, numpy as np, resource, time, json, importlib.util
+sys.path.insert(0, "bench")
+from synthetic_descriptors import SyntheticDescriptors
 from ctcurate.leakage import keypoints as K
-rng = np.random.default_rng(0)
-n, f = {n}, {features}
-words = [rng.integers(0, 2**63, 2 * n * f, dtype=np.int64).view(np.uint64) for _ in range(4)]
-pts = rng.uniform(0, 320, (n, 2, f, 2)).astype(np.float32)
-k = n // 100
-src, dup = rng.choice(n, k, replace=False), rng.choice(n, k, replace=False)
-keep = src != dup
-src, dup = src[keep], dup[keep]
-for w in words:  # direct view of dup = direct view of src, ~10% of the bits flipped
-    rows_s = (2 * src[:, None] * f + np.arange(f)).ravel()
-    rows_d = (2 * dup[:, None] * f + np.arange(f)).ravel()
-    noise = np.zeros(len(rows_s), np.uint64)
-    for _ in range(7):
-        noise |= np.uint64(1) << rng.integers(0, 64, len(rows_s)).astype(np.uint64)
-    w[rows_d] = w[rows_s] ^ noise
-ang = rng.uniform(-0.25, 0.25, len(src)); sc = rng.uniform(0.6, 1.6, len(src))
-rot = np.stack([np.cos(ang) * sc, -np.sin(ang) * sc, np.sin(ang) * sc, np.cos(ang) * sc], 1).reshape(-1, 2, 2)
-pts[dup, 0] = np.einsum("kij,kfj->kfi", rot, pts[src, 0]) + 20
-image = np.repeat(np.arange(n), 2 * f); mirrored = np.tile(np.repeat([False, True], f), n)
-ds = K.DescriptorSet(tuple(words), K.DescriptorSet.tags(image, mirrored, np.zeros(len(image), np.int8)), np.tile(np.arange(f, dtype=np.int16), 2 * n))
-del image, mirrored
+n, impl = {n}, {impl!r}
+src = SyntheticDescriptors(n)
+if impl.endswith("-list"):
+    pts = lambda v: src.points(v).astype(np.float16).tobytes()
+    data = [K.Keypoints(320, 320, 1.0, pts(2 * i), src.descriptors(2 * i).tobytes(), pts(2 * i + 1), src.descriptors(2 * i + 1).tobytes()) for i in range(n)]
+    mod = K
+    if impl == "main-list":
+        spec = importlib.util.spec_from_file_location("main_keypoints", sys.argv[1])
+        mod = sys.modules["main_keypoints"] = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    run = lambda: mod.keypoint_candidates(data)
+else:
+    run = lambda: K.search(src, False)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t = time.perf_counter()
-corr = K.correspondences(ds, False)
-points = lambda i, m: pts[i, int(m)]
-cands = K.geometric_check(corr, points, points)
+cands = run()
 wall = time.perf_counter() - t
 found = {{(min(c.a, c.b), max(c.a, c.b)) for c in cands}}
-planted = {{(min(a, b), max(a, b)) for a, b in zip(src.tolist(), dup.tolist())}}
-print(json.dumps({{"wall": wall, "pairs": len(found & planted), "planted": len(planted), "extra": len(found - planted),
-                  "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+planted = src.planted()
+print(json.dumps({{"wall": wall, "found": len(found & planted), "planted": len(planted), "extra": len(found - planted),
+                  "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "base_mib": base,
+                  "tables": K.tables_for(n * 320)}}))
 """
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    r = json.loads(out.strip().splitlines()[-1])
-    print(f"    {n} images: {r['pairs']} of {r['planted']} planted copies found, {r['extra']} other candidates")
-    return r["wall"], r["peak_mib"], r["pairs"]
+    with tempfile.TemporaryDirectory() as tmp:
+        main_src = Path(tmp) / "main_keypoints.py"
+        main_src.write_bytes(subprocess.run(["git", "show", f"{MAIN_SEARCH_REF}:ctcurate/leakage/keypoints.py"], cwd=REPO, capture_output=True, check=True).stdout)
+        out = subprocess.run([sys.executable, "-c", code, str(main_src)], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    r: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    print(f"    {impl:<9} {n:>9,} images: {r['wall']:7.1f} s, peak {r['peak_mib']:6.0f} MiB, {r['found']}/{r['planted']} planted copies found "
+          f"(recall {r['found'] / max(r['planted'], 1):.3f}), {r['extra']} other candidates" + (f", {r['tables']} sort orders" if impl != "main-list" else ""), flush=True)
+    return r
+
+
+def keypoint_searching(measure_1m: bool) -> bool:
+    """(6) keypoint search + RANSAC, 50k / 100k / 200k synthetic images (beside the previous search
+    at 50k, over the same descriptors), (7) 1,000,000 images: measured with --keypoints-1m, else projected."""
+    ok = True
+    new_list, main_list = keypoint_search_run(50_000, "new-list"), keypoint_search_run(50_000, "main-list")
+    row("(6) keypoint search 50k (Keypoints list), wall", new_list["wall"], "s", f"search of {MAIN_SEARCH_REF}, same list", main_list["wall"], "reported", None)
+    row("(6) keypoint search 50k (Keypoints list), mem", new_list["peak_mib"], "MiB", f"search of {MAIN_SEARCH_REF}, same list", main_list["peak_mib"], "reported", None)
+    row("(6) keypoint search 50k, planted recall", new_list["found"] / new_list["planted"], "", f"search of {MAIN_SEARCH_REF}", main_list["found"] / main_list["planted"], "held", None)
+    curve = [(n, keypoint_search_run(n, "new")) for n in (50_000, 100_000, 200_000)]
+    last = curve[-1][1]
+    ok &= row("(6) keypoint search+RANSAC 200k images", last["wall"], "s", "target", 60.0, "< 60 s", last["wall"] < 60)
+    ok &= row("(6) keypoint search+RANSAC 200k, peak mem", last["peak_mib"], "MiB", "target", 4096.0, "< 4 GB", last["peak_mib"] < 4096)
+    recalls = [r["found"] / r["planted"] for _, r in curve]
+    ok &= row("(6) planted recall at 200k (vs at 50k)", recalls[-1], "", "recall at 50k", recalls[0], ">= 0.95", recalls[-1] >= 0.95)
+    if measure_1m:
+        r = keypoint_search_run(1_000_000, "new")
+        row("(7) keypoint search 1M images, wall", r["wall"], "s", "(measured)", None, "-", None)
+        row("(7) keypoint search 1M images, peak mem", r["peak_mib"], "MiB", "(measured)", None, "-", None)
+        return ok
+    # wall ~ descriptors x sort orders (partitions of PART are read in turn); memory is bounded by PART
+    from ctcurate.leakage.keypoints import tables_for
+
+    per = (last["wall"] - curve[0][1]["wall"]) / (200_000 * last["tables"] - 50_000 * curve[0][1]["tables"])
+    work_1m = 1_000_000 * tables_for(1_000_000 * 160 * 2)
+    row("(7) keypoint search 1M images, PROJECTED wall", last["wall"] + per * (work_1m - 200_000 * last["tables"]), "s", "(from 50k-200k)", None, "-", None)
+    row("(7) keypoint search 1M images, PROJECTED mem", last["peak_mib"], "MiB", "(bounded by PART)", None, "-", None)
+    return ok
 
 
 def cleanvision_cmd(flat: Path) -> list[str] | None:
@@ -255,21 +292,12 @@ def describing(images_dir: Path) -> bool:
 
 
 def searching(skip_1m: bool) -> bool:
-    """(4)-(5) pHash pair search, (6)-(7) keypoint candidate search + RANSAC, synthetic data."""
+    """(4)-(5) pHash pair search, synthetic hashes."""
     ok = True
     w, m, n = search_run(200_000)
     ok &= row("(4) pair search 200k hashes, wall", w, "s", "target", 30.0, "< 30 s", w < 30)
     ok &= row("(4) pair search 200k hashes, peak memory", m, "MiB", "target", 2048.0, "< 2 GB", m < 2048)
     print(f"    {n} pairs found")
-    curve = [(n_img, *keypoint_search_run(n_img)) for n_img in (50_000, 100_000, 200_000)]
-    w, m, _ = curve[-1][1:]
-    ok &= row("(6) keypoint search+RANSAC 200k images", w, "s", "target", 60.0, "< 60 s", w < 60)
-    ok &= row("(6) keypoint search+RANSAC 200k, peak mem", m, "MiB", "target", 4096.0, "< 4 GB", m < 4096)
-    # 1M images do not fit this machine's share (~13 GB of descriptors): projected from the curve
-    slope = (curve[-1][1] - curve[0][1]) / (curve[-1][0] - curve[0][0])
-    mem_slope = (curve[-1][2] - curve[0][2]) / (curve[-1][0] - curve[0][0])
-    row("(7) keypoint search 1M images, PROJECTED wall", curve[-1][1] + slope * 800_000, "s", "(linear from 50k-200k)", None, "-", None)
-    row("(7) keypoint search 1M images, PROJECTED mem", curve[-1][2] + mem_slope * 800_000, "MiB", "(linear from 50k-200k)", None, "-", None)
     if not skip_1m:
         w, m, n = search_run(1_000_000)
         row("(5) pair search 1M hashes, wall", w, "s", "(reported)", None, "-", None)
@@ -279,6 +307,8 @@ def searching(skip_1m: bool) -> bool:
 
 
 def main() -> int:
+    if "--only-keypoint-search" in sys.argv:
+        return 0 if keypoint_searching("--keypoints-1m" in sys.argv) else 1
     images_dir = DATA / "Images-processed"
     if not images_dir.is_dir():
         print(f"no real data at {DATA} (set CTCURATE_DATA)")
@@ -287,6 +317,7 @@ def main() -> int:
     ok = whole_process(images_dir, "--skip-imagededup" in sys.argv)
     ok &= describing(images_dir)
     ok &= searching("--skip-1m" in sys.argv)
+    ok &= keypoint_searching("--keypoints-1m" in sys.argv)
     return 0 if ok else 1
 
 

@@ -12,6 +12,7 @@ from PIL import Image, ImageFilter, ImageOps
 from test_verify import LOOKALIKES
 
 from ctcurate.leakage.hashing import describe_image
+from ctcurate.leakage import keypoints
 from ctcurate.leakage.keypoints import KeypointCandidate, Keypoints, keypoint_candidates
 from ctcurate.leakage.pipeline import _crop_seed
 from ctcurate.leakage.verify import verify_aligned
@@ -98,3 +99,62 @@ def test_keypoints_are_compact(real_data):
     assert 100 <= n <= 200
     assert len(kp.desc) == 32 * n and len(kp.xy) == 4 * n  # binary descriptors, float16 points
     assert np.isfinite(kp.points()).all()
+
+
+# --- the candidate search at scale: synthetic descriptors, no images needed ---
+
+
+def _random_keypoints(rng: np.random.Generator, n: int = 160) -> tuple[np.ndarray, np.ndarray]:
+    return rng.uniform(8, 312, (n, 2)).astype(np.float32), rng.integers(0, 256, (n, 32), dtype=np.uint8)
+
+
+def _keypoints(xy: np.ndarray, desc: np.ndarray, xy_m: np.ndarray, desc_m: np.ndarray) -> Keypoints:
+    return Keypoints(320, 320, 1.0, xy.astype(np.float16).tobytes(), desc.tobytes(), xy_m.astype(np.float16).tobytes(), desc_m.tobytes())
+
+
+def _copied(rng: np.random.Generator, xy: np.ndarray, desc: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """The corners of a copy turned by `degrees` and shrunk to 0.8, each descriptor with ~1 in 9 bits flipped."""
+    a = np.radians(degrees)
+    rot = 0.8 * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    flips = np.packbits(rng.random((len(desc), 256)) < 1 / 9, axis=1)
+    return (xy @ rot.T + 30).astype(np.float32), desc ^ flips
+
+
+def _distractors_and_copy(n: int, original: int, copy: int, seed: int = 0) -> list[Keypoints | None]:
+    rng = np.random.default_rng(seed)
+    views = [(*_random_keypoints(rng), *_random_keypoints(rng)) for _ in range(n)]
+    xy, desc = _copied(rng, views[original][0], views[original][1], 9.0)
+    views[copy] = (xy, desc, *views[copy][2:])
+    kps: list[Keypoints | None] = [_keypoints(*v) for v in views]
+    kps[5] = None  # an unreadable image has no keypoints
+    return kps
+
+
+def test_planted_copy_among_synthetic_distractors_is_the_only_candidate():
+    kps = _distractors_and_copy(400, original=123, copy=321)
+    cands = keypoint_candidates(kps)
+    assert [(c.a, c.b, c.mirrored) for c in cands] == [(123, 321, False)]
+    assert abs(cands[0].transform.angle - 9) < 1.0 and abs(cands[0].transform.scale - 0.8) < 0.05
+
+
+def test_cross_search_reads_a_from_the_left_and_b_from_the_right():
+    kps = _distractors_and_copy(60, original=50, copy=7)
+    left, right = kps[30:], kps[:30]  # the original is left image 20, its copy right image 7
+    assert [(c.a, c.b) for c in keypoint_candidates(left, right)] == [(20, 7)]
+
+
+def test_search_is_deterministic_and_the_partitioned_search_finds_the_same(monkeypatch):
+    kps = _distractors_and_copy(300, original=3, copy=250, seed=1)
+    once = keypoint_candidates(kps)
+    assert once == keypoint_candidates(kps)
+    monkeypatch.setattr(keypoints, "PART", 5_000)  # 96,000 descriptors: 20 partitions per sort order
+    monkeypatch.setattr(keypoints, "_CHUNK", 3_000)
+    parted = keypoint_candidates(kps)
+    assert [(c.a, c.b, c.mirrored) for c in parted] == [(c.a, c.b, c.mirrored) for c in once] == [(3, 250, False)]
+    assert abs(parted[0].transform.inliers - once[0].transform.inliers) <= 2
+
+
+def test_more_descriptors_get_more_sort_orders():
+    assert keypoints.tables_for(746 * 320) == 2  # COVID-CT: the two orders of a small set
+    sizes = [keypoints.tables_for(n * 320) for n in (10_000, 50_000, 200_000, 1_000_000)]
+    assert sizes == sorted(sizes) and sizes[-1] > 2

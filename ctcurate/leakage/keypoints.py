@@ -6,20 +6,31 @@ SIFT and BRISK on transformed CT copies: the most inliers per true pair, 5x fast
 binary) of the trimmed view scaled to `SIDE` px, and of its mirror image, a few hundred 256-bit
 descriptors per image.
 
-Candidate search is sub-quadratic: every descriptor is bucketed by its first `key_bits` bits
-(locality-sensitive hashing: a descriptor that survives the re-rendering keeps those bits with a
-fair chance, and a true pair has hundreds of descriptors to try), descriptors sharing a bucket
-and within `MATCH_MAX` bits are correspondences, correspondences vote for their image pair, and a
-pair with enough votes gets a geometric check (RANSAC similarity: rotation, uniform scale, shift;
-the mirrored view of one side against the other covers mirror copies). The transform found seeds
-the pixel alignment of `verify.verify_aligned`. Pure numpy and OpenCV; imports only `hashing`.
+Candidate search is sub-quadratic and its memory bounded: the descriptors of every view (the
+mirrored view of one side against the direct view of the other covers mirror copies) are put in
+a few sort orders, each led by another 64-bit slice of the 256 bits (locality-sensitive hashing:
+neighbours in the sort share the longest prefixes, however crowded the short ones), and the
+`WINDOW` nearest in each order within `MATCH_MAX` bits are correspondences, which vote for their
+view pair; a pair with `MIN_VOTES` gets a geometric check (RANSAC similarity: rotation, uniform
+scale, shift). The more descriptors, the shorter the share of a copied corner's prefix that
+survives in a window, so `tables_for` adds sort orders with the size (2 on COVID-CT, 4 at 200,000
+images). Each order is read once from a `DescriptorSource` in chunks (a source may stream them
+from the cache) and sorted in partitions of about `PART` descriptors (consecutive stretches of it;
+more than one is spilled to temporary files as it is read), holding only the leading and check
+words and ids (~36 bytes a descriptor while sorted): the search never holds all descriptors
+(10 GB at 1,000,000 images). The transform found
+seeds the pixel alignment of `verify.verify_aligned`. Pure numpy and OpenCV; imports nothing of
+ctcurate.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -30,11 +41,18 @@ MATCH_MAX = 48  # bits two descriptors of one corner may differ by (unrelated on
 MIN_VOTES = 16  # correspondences an image pair needs before the geometric check
 MIN_INLIERS = 12  # correspondences agreeing on one similarity transform
 _RANSAC_PX = 3.0  # reprojection tolerance at SIDE px
-TABLES = 2  # sort orders (disjoint 64-bit slices of the descriptor)
-WINDOW = 8  # neighbours in each sort order that are compared
-_DESC = 32  # bytes per ORB descriptor
-_IMAGE_MASK = (1 << 39) - 1
 _SCALE_RANGE = (0.4, 2.5)  # of a plausible transform between two keypoint views
+_FLIP = 1 / 9  # bits a copied corner's descriptor has flipped, for `tables_for`
+_ENOUGH = 1 << 22  # descriptors (~13,000 images) up to which two sort orders meet a copy often enough
+_MAX_TABLES = 8  # 64-bit words from byte 0, 8, 16, 24, then 4, 12, 20, 28
+WINDOW = 8  # neighbours in each sort order that are compared
+_CHECK_MAX = 22  # bits the check word (64) of two neighbours may differ by (one corner: <= 12 +- 3)
+_PRE_MAX = 40  # bits the leading word and the check word (128) may differ by before the full check
+PART = 1 << 26  # descriptors sorted at once: ~2.3 GB with their words and ids (bounds the memory)
+_CHUNK = 1 << 22  # descriptors read from the source at once (about)
+_DESC = 32  # bytes per ORB descriptor
+_POINT_BITS = 9  # a descriptor's id is view << _POINT_BITS | its keypoint's index in the view
+_POINT_MASK = (1 << _POINT_BITS) - 1
 
 
 @dataclass(frozen=True)
@@ -94,111 +112,6 @@ def keypoints_of(cropped: Image.Image) -> Keypoints:
 
 
 @dataclass(frozen=True)
-class DescriptorSet:
-    """Every descriptor of a search, flattened and compact (42 bytes each): the 256 bits as four
-    64-bit columns, and a tag = side << 40 | image << 1 | mirrored (side: left 0 / right 1)."""
-
-    words: tuple[np.ndarray, ...]  # 4 x (n,) uint64
-    tag: np.ndarray  # (n,) int64
-    point: np.ndarray  # (n,) int16 index of the keypoint inside its view
-
-    @staticmethod
-    def tags(image: np.ndarray, mirrored: np.ndarray, side: np.ndarray) -> np.ndarray:
-        return (side.astype(np.int64) << 40) | (image.astype(np.int64) << 1) | mirrored.astype(np.int64)
-
-
-def descriptor_set(left: Sequence[Keypoints | None], right: Sequence[Keypoints | None] | None) -> DescriptorSet:
-    """Direct and mirrored descriptors of `left` (and direct ones of `right`, if given)."""
-    parts: list[tuple[np.ndarray, int, bool, int]] = []
-    for k, kp in enumerate(left):
-        if kp is not None:
-            parts += [(kp.descriptors(False), k, False, 0), (kp.descriptors(True), k, True, 0)]
-    for k, kp in enumerate(right or []):
-        if kp is not None:
-            parts.append((kp.descriptors(False), k, False, 1))
-    sizes = [len(d) for d, *_ in parts]
-    desc = np.concatenate([d for d, *_ in parts] or [np.zeros((0, _DESC), np.uint8)])
-    rep = [np.repeat(np.array([x[i] for x in parts], dtype=np.int64), sizes) for i in (1, 2, 3)]
-    return DescriptorSet(
-        words=tuple(np.ascontiguousarray(w) for w in desc.view(np.uint64).T),
-        tag=DescriptorSet.tags(*rep),
-        point=np.concatenate([np.arange(n, dtype=np.int16) for n in sizes] or [np.zeros(0, np.int16)]),
-    )
-
-
-def _sort_order(word: np.ndarray) -> np.ndarray:
-    """Positions sorted by one 64-bit word of the descriptors, read big-endian (byte 0 leads)."""
-    return np.argsort(word.byteswap(), kind="stable")
-
-
-def _window_pairs(order: np.ndarray, window: int, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Pairs of positions at most `window` apart in a sort order (a prefix tree's neighbours:
-    descriptors sharing the most leading bits, however crowded the short prefixes are), in chunks."""
-    for d in range(1, window + 1):
-        for s in range(0, len(order) - d, chunk):
-            e = min(s + chunk, len(order) - d)
-            yield order[s:e], order[s + d : e + d]
-
-
-@dataclass(frozen=True)
-class Correspondences:
-    """Matched descriptors, oriented: `src` (possibly mirrored view of image `a`) -> `dst` (direct view of `b`)."""
-
-    a: np.ndarray
-    b: np.ndarray
-    mirrored: np.ndarray
-    src: np.ndarray  # keypoint index in a's (mirrored) view
-    dst: np.ndarray  # keypoint index in b's direct view
-
-
-def correspondences(ds: DescriptorSet, cross: bool, chunk: int = 2_000_000) -> Correspondences:
-    """Descriptor pairs near in some table's sort order and within `MATCH_MAX` bits, between two
-    images (left-right only if `cross`). Table t sorts by the descriptor's t-th 64-bit word."""
-    found: list[np.ndarray] = []
-    n = len(ds.tag)
-    for table in range(TABLES):
-        for p, q in _window_pairs(_sort_order(ds.words[table]), WINDOW, chunk):
-            src, dst = _close_pairs(ds, p, q, cross)
-            found.append(src * n + dst)
-    # each correspondence once (both tables may find it)
-    key = np.sort(np.concatenate(found or [np.zeros(0, np.int64)]))
-    key = key[np.r_[True, key[1:] != key[:-1]]] if len(key) else key
-    src, dst = key // n, key % n
-    return Correspondences(
-        a=(ds.tag[src] >> 1) & _IMAGE_MASK,
-        b=(ds.tag[dst] >> 1) & _IMAGE_MASK,
-        mirrored=(ds.tag[src] & 1).astype(bool),
-        src=ds.point[src].astype(np.int64),
-        dst=ds.point[dst].astype(np.int64),
-    )
-
-
-def _within(words: tuple[np.ndarray, ...], *cols: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The rows of `cols` (pair positions first) whose descriptors are within `MATCH_MAX` bits:
-    half the descriptor first, the rest only for the pairs still in reach (most are not)."""
-    pp, qq = cols[0], cols[1]
-    dist = np.bitwise_count(words[0][pp] ^ words[0][qq]).astype(np.int16) + np.bitwise_count(words[1][pp] ^ words[1][qq])
-    near = dist <= MATCH_MAX
-    cols, dist = tuple(c[near] for c in cols), dist[near]
-    pp, qq = cols[0], cols[1]
-    dist += np.bitwise_count(words[2][pp] ^ words[2][qq]) + np.bitwise_count(words[3][pp] ^ words[3][qq])
-    return tuple(c[dist <= MATCH_MAX] for c in cols)
-
-
-def _close_pairs(ds: DescriptorSet, p: np.ndarray, q: np.ndarray, cross: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(source, destination) positions of the pairs that are correspondences, oriented."""
-    tp, tq = ds.tag[p], ds.tag[q]
-    # a mirrored view matches a direct one (two mirrored views repeat the direct pair); never itself
-    keep = ((tp & tq & 1) == 0) & ((tp >> 1) != (tq >> 1))
-    if cross:
-        keep &= (tp >> 40) != (tq >> 40)
-    pp, qq, tp, tq = _within(ds.words, p[keep], q[keep], tp[keep], tq[keep])
-    # orient: the mirrored descriptor is the source; if neither, the left / lower image's
-    swap = ((tq & 1) == 1) | (((tp & 1) == 0) & ((tp >> 1) > (tq >> 1)))
-    return np.where(swap, qq, pp), np.where(swap, pp, qq)
-
-
-@dataclass(frozen=True)
 class Transform:
     """What RANSAC found: `matrix` maps a's (mirrored, if so) keypoint view onto b's keypoint view."""
 
@@ -238,25 +151,283 @@ def _ransac(src: np.ndarray, dst: np.ndarray, votes: int) -> Transform | None:
     return t if _SCALE_RANGE[0] <= t.scale <= _SCALE_RANGE[1] else None
 
 
-Points = Callable[[int, bool], np.ndarray]  # (image, mirrored view) -> (n, 2) keypoint positions
 
 
-def geometric_check(corr: Correspondences, points_a: Points, points_b: Points) -> list[KeypointCandidate]:
-    """Group correspondences per (a, b, mirrored), keep groups with `MIN_VOTES`, RANSAC each."""
-    if len(corr.a) == 0:
-        return []
-    key = (corr.a << 41) | (corr.b << 1) | corr.mirrored.astype(np.int64)
-    order = np.argsort(key, kind="stable")
-    sk = key[order]
-    start = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]])
-    size = np.diff(np.r_[start, len(sk)])
+class DescriptorSource(Protocol):
+    """What the search reads, view by view. Views: left image k is 2k (direct) and 2k + 1 (mirrored);
+    in a cross search right image k is 2 * `left` + k (direct only). Read in chunks of consecutive
+    views, so a source may stream them (from a cache, or computed) instead of holding them."""
+
+    @property
+    def left(self) -> int: ...  # images on the left
+
+    def sizes(self) -> np.ndarray: ...  # (views,) descriptors per view
+
+    def words(self, start: int, stop: int, offsets: tuple[int, ...]) -> list[np.ndarray]:
+        """For each byte offset (a multiple of 4; wrapping round the 32 bytes), the 64 bits from it
+        of every descriptor of views start..stop-1, read big-endian: (n,) uint64 each."""
+        ...
+
+    def descriptors(self, view: int) -> np.ndarray: ...  # (n, 32) uint8
+
+    def points(self, view: int) -> np.ndarray: ...  # (n, 2) float32 positions in the view
+
+
+def words_at(desc: np.ndarray, offsets: tuple[int, ...]) -> list[np.ndarray]:
+    """The 64 bits of each (n, 32) uint8 descriptor from each byte offset (a multiple of 4,
+    wrapping), read big-endian: byte `offset` leads the sort order. (n,) uint64 each."""
+    half = np.ascontiguousarray(desc).view(">u4")
+    return [(half[:, o // 4].astype(np.uint64) << np.uint64(32)) | half[:, (o // 4 + 1) % 8] for o in offsets]
+
+
+class KeypointSource:
+    """The `DescriptorSource` of `Keypoints` lists (None: an image without keypoints)."""
+
+    def __init__(self, left: Sequence[Keypoints | None], right: Sequence[Keypoints | None] | None) -> None:
+        self._left, self._right = left, right or []
+        self.left = len(left)
+
+    def _view(self, view: int) -> tuple[Keypoints | None, bool]:
+        if view < 2 * self.left:
+            return self._left[view // 2], bool(view & 1)
+        return self._right[view - 2 * self.left], False
+
+    def _desc_bytes(self, view: int) -> bytes:
+        kp, mirrored = self._view(view)
+        return b"" if kp is None else (kp.desc_m if mirrored else kp.desc)
+
+    def sizes(self) -> np.ndarray:
+        n = 2 * self.left + len(self._right)
+        return np.array([len(self._desc_bytes(v)) // _DESC for v in range(n)], dtype=np.int64)
+
+    def words(self, start: int, stop: int, offsets: tuple[int, ...]) -> list[np.ndarray]:
+        blob = b"".join(self._desc_bytes(v) for v in range(start, stop))
+        return words_at(np.frombuffer(blob, dtype=np.uint8).reshape(-1, _DESC), offsets)
+
+    def descriptors(self, view: int) -> np.ndarray:
+        return np.frombuffer(self._desc_bytes(view), dtype=np.uint8).reshape(-1, _DESC)
+
+    def points(self, view: int) -> np.ndarray:
+        kp, mirrored = self._view(view)
+        assert kp is not None  # only views with descriptors are matched
+        return kp.points(mirrored)
+
+
+@dataclass(frozen=True)
+class _Views:
+    """How many descriptors each view has, where its run starts in a scan, and what each view is."""
+
+    size: np.ndarray  # (views,) int64
+    start: np.ndarray  # (views,) int64: position of the view's first descriptor in a scan
+    total: int
+    left: int
+    cross: bool
+
+    @staticmethod
+    def of(source: DescriptorSource, cross: bool) -> _Views:
+        size = source.sizes().astype(np.int64)
+        if len(size) and (size.max() >= 1 << _POINT_BITS or len(size) >= 1 << (32 - _POINT_BITS)):
+            raise ValueError("too many keypoints per view or too many views for the keypoint search")
+        start = np.concatenate([[0], np.cumsum(size)[:-1]]).astype(np.int64) if len(size) else np.zeros(0, np.int64)
+        return _Views(size, start, int(size.sum()), source.left, cross)
+
+    def ids(self, s: int, e: int) -> np.ndarray:
+        """Ids (view << _POINT_BITS | point) of the descriptors of views s..e-1, in scan order."""
+        size = self.size[s:e]
+        first = np.repeat(self.start[s:e] - self.start[s], size)
+        ids: np.ndarray = np.repeat(np.arange(s, e, dtype=np.int64) << _POINT_BITS, size) + np.arange(int(size.sum())) - first
+        return ids
+
+    @staticmethod
+    def view_of(ids: np.ndarray) -> np.ndarray:
+        return ids.astype(np.int64) >> _POINT_BITS
+
+    def image(self, view: np.ndarray) -> np.ndarray:
+        return np.where(view < 2 * self.left, view >> 1, view - 2 * self.left)
+
+    def side(self, view: np.ndarray) -> np.ndarray:
+        return (view >= 2 * self.left).astype(np.int64)
+
+
+def _chunks(views: _Views) -> Iterator[tuple[int, int]]:
+    """Ranges of consecutive views holding about `_CHUNK` descriptors each."""
+    n, s = len(views.start), 0
+    while s < n:
+        e = max(s + 1, int(np.searchsorted(views.start, views.start[s] + _CHUNK, side="left")))
+        yield s, min(e, n)
+        s = min(e, n)
+
+
+_Partition = tuple[np.ndarray, np.ndarray, np.ndarray]  # leading words, check words, ids
+
+
+def _partitions(source: DescriptorSource, views: _Views, table: int) -> Iterator[_Partition]:
+    """The descriptors of one sort order in partitions of about `PART` (equal ranges of the leading
+    word: consecutive stretches of the order), read from the source once. More than one partition
+    is spilled to temporary files as it is read (20 bytes a descriptor) and loaded one at a time."""
+    lead = 8 * (table % 4) + 4 * (table // 4 % 2)
+    cols = (lead, (lead + 16) % _DESC)
+    chunks = ((*source.words(s, e, cols), views.ids(s, e).astype(np.uint32)) for s, e in _chunks(views))
+    parts = max(1, -(-views.total // PART))
+    if parts == 1:  # filled in place: the chunks are never held twice
+        whole = (np.empty(views.total, np.uint64), np.empty(views.total, np.uint64), np.empty(views.total, np.uint32))
+        at = 0
+        for chunk in chunks:
+            for i in range(3):
+                whole[i][at : at + len(chunk[0])] = chunk[i]
+            at += len(chunk[0])
+        yield whole
+        return
+    with tempfile.TemporaryDirectory(prefix="ctcurate-keypoints-") as tmp:
+        files = [[open(Path(tmp) / f"{p}.{i}", "wb") for i in range(3)] for p in range(parts)]  # noqa: SIM115
+        try:
+            for chunk in chunks:
+                part = (((chunk[0] >> np.uint64(32)) * np.uint64(parts)) >> np.uint64(32)).astype(np.uint16)
+                order = np.argsort(part, kind="stable")
+                bounds = np.r_[0, np.cumsum(np.bincount(part, minlength=parts))]
+                for p in range(parts):
+                    rows = order[bounds[p] : bounds[p + 1]]
+                    for i in range(3):
+                        chunk[i][rows].tofile(files[p][i])
+        finally:
+            for handles in files:
+                for fh in handles:
+                    fh.close()
+        for p in range(parts):
+            yield tuple(np.fromfile(Path(tmp) / f"{p}.{i}", dtype=d) for i, d in enumerate((np.uint64, np.uint64, np.uint32)))  # type: ignore[misc]
+            for i in range(3):
+                (Path(tmp) / f"{p}.{i}").unlink()
+
+
+def _ties(packed: np.ndarray, ibits: int) -> np.ndarray:
+    """Whether each sorted value equals the next one above its low `ibits` bits (in chunks: no
+    full-size temporaries)."""
+    n = max(0, len(packed) - 1)
+    ends = [(s, min(s + _CHUNK, n)) for s in range(0, n, _CHUNK)]
+    return np.concatenate([((packed[s + 1 : e + 1] ^ packed[s:e]) >> np.uint64(ibits)) == 0 for s, e in ends] or [np.zeros(0, bool)])
+
+
+def _sorted(key: np.ndarray, check: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order, check words in that order) of the partition sorted by its leading word, ties by
+    position (deterministic). A plain sort of leading bits | position (~30x faster than a stable
+    argsort); runs that tie on those bits (common: CT repeats its corners) are put in full-word
+    order after. One gather (the check words): the rest is looked up for the few pairs that pass."""
+    ibits = max(1, (len(key) - 1).bit_length())
+    packed = ((key >> np.uint64(ibits)) << np.uint64(ibits)) | np.arange(len(key), dtype=np.uint64)
+    packed.sort()
+    tie = _ties(packed, ibits)
+    packed &= np.uint64((1 << ibits) - 1)
+    order = packed.view(np.int64)
+    if tie.any():
+        at = np.flatnonzero(np.r_[tie, False] | np.r_[False, tie])
+        run = np.cumsum(np.r_[True, ~tie[at[1:] - 1]])
+        sub = order[at]
+        order[at] = sub[np.lexsort((sub, key[sub], run))]
+    del tie
+    return order, check[order]
+
+
+def _neighbours(key: np.ndarray, check: np.ndarray, ids: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Id pairs at most `WINDOW` apart in the partition's sort order (a prefix tree's neighbours,
+    however crowded its short prefixes) whose check words differ by at most `_CHECK_MAX` bits and
+    leading + check words by at most `_PRE_MAX`."""
+    order, sorted_check = _sorted(key, check)
+    n = len(order)
+    for s in range(0, n, _CHUNK):
+        for d in range(1, WINDOW + 1):
+            e = min(s + _CHUNK, n - d)
+            if e <= s:
+                break
+            dist = np.bitwise_count(sorted_check[s:e] ^ sorted_check[s + d : e + d])
+            at = np.flatnonzero(dist <= _CHECK_MAX) + s
+            p, q = order[at], order[at + d]
+            near = np.bitwise_count(key[p] ^ key[q]) + dist[at - s] <= _PRE_MAX
+            yield ids[p[near]], ids[q[near]]
+
+
+def _oriented(views: _Views, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Packed src << 32 | dst of the id pairs that can be correspondences: two images (a left and a
+    right one in a cross search), never two mirrored views; the mirrored view is the source, else
+    the left / lower image."""
+    vp, vq = views.view_of(p), views.view_of(q)
+    ip, iq, sp, sq = views.image(vp), views.image(vq), views.side(vp), views.side(vq)
+    mp, mq = (vp < 2 * views.left) & (vp & 1 == 1), (vq < 2 * views.left) & (vq & 1 == 1)
+    keep = ~(mp & mq) & ((sp != sq) if views.cross else (ip != iq))
+    swap = mq | (~mp & ((sp > sq) | ((sp == sq) & (ip > iq))))
+    src, dst = np.where(swap, q, p)[keep], np.where(swap, p, q)[keep]
+    packed: np.ndarray = (src.astype(np.uint64) << np.uint64(32)) | dst.astype(np.uint64)
+    return packed
+
+
+def tables_for(total: int) -> int:
+    """Sort orders for `total` descriptors. A window of `WINDOW` neighbours spans a shared prefix of
+    about log2(total / WINDOW) bits, so the more descriptors, the less often a copied corner (1 in
+    `_FLIP` bits flipped) sits in it; enough orders that the chance of meeting it in at least one
+    stays what two orders give over `_ENOUGH` descriptors (2 up to ~13,000 images, 4 at 200,000;
+    two orders found every planted copy among 10,000 synthetic images, bench/bench_leakage.py)."""
+
+    def chance(n: int) -> float:
+        return float((1 - _FLIP) ** max(0.0, math.log2(max(n, 1) / WINDOW)))
+
+    missed = (1 - chance(_ENOUGH)) ** 2
+    need = math.log(missed) / math.log(1 - chance(total)) if total > _ENOUGH else 2
+    return int(min(_MAX_TABLES, max(2, math.ceil(need - 1e-9))))
+
+
+def _correspondence_keys(source: DescriptorSource, views: _Views, tables: int) -> np.ndarray:
+    """Every candidate correspondence once, packed src << 32 | dst (descriptor ids), sorted."""
+    found: list[np.ndarray] = []
+    for table in range(tables):
+        for partition in _partitions(source, views, table):
+            for p, q in _neighbours(*partition):
+                found.append(_oriented(views, p, q))
+        found = [_distinct(np.concatenate(found))] if found else []
+    return found[0] if found else np.zeros(0, np.uint64)
+
+
+def _distinct(keys: np.ndarray) -> np.ndarray:
+    keys.sort()
+    return keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
+
+
+def _full_distance(source: DescriptorSource, src_view: int, dst_view: int, sp: np.ndarray, dp: np.ndarray) -> np.ndarray:
+    a, b = source.descriptors(src_view)[sp], source.descriptors(dst_view)[dp]
+    dist: np.ndarray = np.bitwise_count(a ^ b).sum(axis=1)
+    return dist
+
+
+def _groups(keys: np.ndarray) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(src view, dst view, src points, dst points) of every view pair with `MIN_VOTES` candidate
+    correspondences, in order (most view pairs have a few: counted first with a plain sort)."""
+    src, dst = (keys >> np.uint64(32)).astype(np.int64), (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    pair = ((src >> _POINT_BITS) << (32 - _POINT_BITS)) | (dst >> _POINT_BITS)
+    counted = np.sort(pair)
+    start = np.flatnonzero(np.r_[True, counted[1:] != counted[:-1]]) if len(counted) else np.zeros(0, np.int64)
+    size = np.diff(np.r_[start, len(counted)])
+    voted = counted[start[size >= MIN_VOTES]]
+    at = np.minimum(np.searchsorted(voted, pair), max(0, len(voted) - 1))
+    rows = np.flatnonzero(voted[at] == pair) if len(voted) else np.zeros(0, np.int64)
+    rows = rows[np.argsort(pair[rows], kind="stable")]
+    bounds = np.flatnonzero(np.r_[True, pair[rows][1:] != pair[rows][:-1], True]) if len(rows) else np.zeros(1, np.int64)
+    for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        r = rows[s:e]
+        yield int(src[r[0]] >> _POINT_BITS), int(dst[r[0]] >> _POINT_BITS), src[r] & _POINT_MASK, dst[r] & _POINT_MASK
+
+
+def search(source: DescriptorSource, cross: bool, tables: int | None = None) -> list[KeypointCandidate]:
+    """Image pairs (a < b; or a left, b right if `cross`) whose keypoints agree on one transform:
+    correspondences from the sort orders (`tables_for` the size, unless given), votes per view
+    pair, the full check, then RANSAC."""
+    views = _Views.of(source, cross)
     out: list[KeypointCandidate] = []
-    for s, n in zip(start[size >= MIN_VOTES].tolist(), size[size >= MIN_VOTES].tolist()):
-        rows = order[s : s + n]
-        a, b, mirrored = int(corr.a[rows[0]]), int(corr.b[rows[0]]), bool(corr.mirrored[rows[0]])
-        t = _ransac(points_a(a, mirrored)[corr.src[rows]], points_b(b, False)[corr.dst[rows]], n)
+    for a, b, sp, dp in _groups(_correspondence_keys(source, views, tables or tables_for(views.total))):
+        near = _full_distance(source, a, b, sp, dp) <= MATCH_MAX
+        if near.sum() < MIN_VOTES:
+            continue
+        t = _ransac(source.points(a)[sp[near]], source.points(b)[dp[near]], int(near.sum()))
         if t is not None and t.inliers >= MIN_INLIERS:
-            out.append(KeypointCandidate(a, b, mirrored, t))
+            ia, ib = views.image(np.array([a, b])).tolist()
+            out.append(KeypointCandidate(ia, ib, bool(a < 2 * views.left and a & 1), t))
     return _best_per_pair(out)
 
 
@@ -273,15 +444,4 @@ def _best_per_pair(cands: list[KeypointCandidate]) -> list[KeypointCandidate]:
 
 def keypoint_candidates(left: Sequence[Keypoints | None], right: Sequence[Keypoints | None] | None = None) -> list[KeypointCandidate]:
     """Image pairs (a < b within `left`; or a in left, b in right) whose keypoints agree on one transform."""
-    ds = descriptor_set(left, right)
-    rlist = left if right is None else right
-
-    def points(kps: Sequence[Keypoints | None]) -> Points:
-        return lambda k, mirrored: _points_of(kps[k], mirrored)
-
-    return geometric_check(correspondences(ds, right is not None), points(left), points(rlist))
-
-
-def _points_of(kp: Keypoints | None, mirrored: bool) -> np.ndarray:
-    assert kp is not None  # only images with keypoints have descriptors
-    return kp.points(mirrored)
+    return search(KeypointSource(left, right), right is not None)

@@ -11,13 +11,19 @@ find. For each size (default 10,000 and 50,000 images) and a cold cache:
              (the scheduler in this driver process, the client in its own process);
     warm:    the cluster run again over the unchanged collection (it must submit no task).
 
+    reference: with `--reference CHECKOUT` (e.g. /work/main), the local run of that checkout's code
+             at the sizes up to `--reference-max`, the named reference for the client's memory.
+
 Each client runs in its own process and reports its wall time, the time at which hashing ended,
-and its own peak memory (ru_maxrss: the client only, not its workers). Printed: wall, images/s,
-client peak memory, the cluster/local ratios, a linear fit of the client's memory and of the
-hashing rate, and their extrapolation to 1,000,000 images on N machines. Exits 1 when the
-reports differ, or the projected client memory at 1,000,000 images is over 4 GB.
+its own peak memory (ru_maxrss: the client only, not its workers) and that peak as it stood when
+the keypoint stage began (everything but the keypoint candidate search, whose memory is
+keypoints.py's). Printed: wall, images/s, client peak memory, the cluster/local and
+reference/this ratios, a linear fit of the client's memory and of the hashing rate, and their
+extrapolation to 1,000,000 images on N machines. Exits 1 when the reports differ (the reference's
+is compared and said, not required: it is another version of the code), or the projected client memory at 1,000,000 images is over 4 GB.
 
 Usage: python bench/bench_cluster.py [--sizes 10000,50000] [--cores 2] [--root ~/.cache/ctcurate-bench-cluster]
+                                     [--reference /work/main] [--reference-max 10000]
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+# the code a client runs: this checkout, or the reference checkout (`--reference`, e.g. main)
+CODE_ENV = "CTCURATE_BENCH_CODE"
+sys.path.insert(0, os.environ.get(CODE_ENV, str(REPO)))
 
 DATA = Path(os.environ.get("CTCURATE_DATA", REPO.parent / "shared" / "covid-ct"))
 TILE = 160
@@ -107,10 +115,23 @@ def build_collection(root: Path, n: int, cores: int) -> Path:
 # --- one client run, in its own process -----------------------------------------------------
 
 
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def client_main(data: Path, cache: Path, jobs: int, scheduler: str | None, report: Path) -> None:
+    from ctcurate.leakage import pipeline
     from ctcurate.leakage.pipeline import check_leakage
     from ctcurate.leakage.report import to_json
 
+    before_keypoints = [0.0]
+    keypoint_stage = pipeline._keypoint_stage
+
+    def measured_keypoint_stage(search: object) -> None:
+        before_keypoints[0] = max(before_keypoints[0], _peak_mib())
+        keypoint_stage(search)  # type: ignore[arg-type]
+
+    pipeline._keypoint_stage = measured_keypoint_stage  # type: ignore[assignment]
     start = time.perf_counter()
     hashed_at = [0.0]
 
@@ -121,13 +142,14 @@ def client_main(data: Path, cache: Path, jobs: int, scheduler: str | None, repor
     result = check_leakage(data, cache_path=cache, jobs=jobs, scheduler=scheduler, progress=progress)
     wall = time.perf_counter() - start
     report.write_text(to_json(result))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"wall": wall, "hashed_at": hashed_at[0], "peak_mib": peak, "pairs": len(result.pairs)}))
+    print(json.dumps({"wall": wall, "hashed_at": hashed_at[0], "peak_mib": _peak_mib(), "before_keypoints_mib": before_keypoints[0],
+                      "pairs": len(result.pairs)}))
 
 
-def run_client(data: Path, cache: Path, jobs: int, scheduler: str | None, report: Path) -> dict[str, float]:
+def run_client(data: Path, cache: Path, jobs: int, scheduler: str | None, report: Path, code: Path | None = None) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--client", str(data), str(cache), str(jobs), scheduler or "", str(report)]
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+    env = {**os.environ, CODE_ENV: str(code)} if code else None
+    out = subprocess.run(cmd, cwd=code or REPO, capture_output=True, text=True, check=False, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"client failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -145,7 +167,7 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return my - b * mx, b
 
 
-def measure_size(root: Path, n: int, cores: int, cluster_address: str) -> dict[str, object]:
+def measure_size(root: Path, n: int, cores: int, cluster_address: str, reference: Path | None) -> dict[str, object]:
     t = time.perf_counter()
     data = build_collection(root, n, cores)
     built = time.perf_counter() - t
@@ -153,33 +175,49 @@ def measure_size(root: Path, n: int, cores: int, cluster_address: str) -> dict[s
     work.mkdir(parents=True, exist_ok=True)
     for f in work.glob("*"):
         f.unlink()
-    local = run_client(data, work / "local.sqlite", cores, None, work / "local.json")
-    remote = run_client(data, work / "cluster.sqlite", cores, cluster_address, work / "cluster.json")
-    warm = run_client(data, work / "cluster.sqlite", cores, cluster_address, work / "warm.json")
-    same = (work / "local.json").read_text() == (work / "cluster.json").read_text() == (work / "warm.json").read_text()
-    return {"n": n, "built_s": built, "local": local, "cluster": remote, "warm": warm, "same_report": same}
+    runs = {}
+    if reference is not None:
+        runs["reference"] = run_client(data, work / "reference.sqlite", cores, None, work / "reference.json", reference)
+    runs["local"] = run_client(data, work / "local.sqlite", cores, None, work / "local.json")
+    runs["cluster"] = run_client(data, work / "cluster.sqlite", cores, cluster_address, work / "cluster.json")
+    runs["warm"] = run_client(data, work / "cluster.sqlite", cores, cluster_address, work / "warm.json")
+    same = len({(work / f"{name}.json").read_text() for name in runs if name != "reference"}) == 1
+    # the reference is another version of the code: its report is compared, not required equal
+    same_as_reference = (work / "reference.json").read_text() == (work / "local.json").read_text() if reference else None
+    return {"n": n, "built_s": built, **runs, "same_report": same, "same_as_reference": same_as_reference}
 
 
 def print_size(r: dict) -> None:  # type: ignore[type-arg]
     n = r["n"]
-    print(f"\n{n:,} images (collection built or reused in {r['built_s']:.0f} s); reports identical: {r['same_report']}")
-    print(f"{'':<10} {'wall s':>8} {'img/s':>8} {'hashing s':>10} {'hash img/s':>10} {'client MiB':>11} {'pairs':>6}")
-    for name in ("local", "cluster", "warm"):
+    print(f"\n{n:,} images (collection built or reused in {r['built_s']:.0f} s); reports identical: {r['same_report']}"
+          + ("" if r["same_as_reference"] is None else f"; the same as the reference's: {r['same_as_reference']}"))
+    print(f"{'':<10} {'wall s':>8} {'img/s':>8} {'hashing s':>10} {'hash img/s':>10} {'client MiB':>11} {'before kp':>10} {'pairs':>6}")
+    for name in ("reference", "local", "cluster", "warm"):
+        if name not in r:
+            continue
         m = r[name]
         hash_rate = n / m["hashed_at"] if m["hashed_at"] else float("nan")
-        print(f"{name:<10} {m['wall']:>8.1f} {n / m['wall']:>8.0f} {m['hashed_at']:>10.1f} {hash_rate:>10.0f} {m['peak_mib']:>11.0f} {m['pairs']:>6}")
+        print(f"{name:<10} {m['wall']:>8.1f} {n / m['wall']:>8.0f} {m['hashed_at']:>10.1f} {hash_rate:>10.0f} {m['peak_mib']:>11.0f} "
+              f"{m.get('before_keypoints_mib', 0):>10.0f} {m['pairs']:>6}")
     lo, cl = r["local"], r["cluster"]
     print(f"cluster/local: wall {cl['wall'] / lo['wall']:.2f}x, hashing {cl['hashed_at'] / lo['hashed_at']:.2f}x, "
           f"client memory {cl['peak_mib'] / lo['peak_mib']:.2f}x; warm re-run on the cluster {r['warm']['wall']:.1f} s")
+    if "reference" in r:
+        ref = r["reference"]
+        print(f"reference/this (local pool): client memory {ref['peak_mib'] / lo['peak_mib']:.2f}x "
+              f"({ref['peak_mib']:.0f} / {lo['peak_mib']:.0f} MiB), wall {ref['wall'] / lo['wall']:.2f}x")
 
 
 def project(results: list[dict], cores: int) -> bool:  # type: ignore[type-arg]
     ns = [float(r["n"]) for r in results]
+    a0, b0 = fit(ns, [r["cluster"]["before_keypoints_mib"] for r in results])
+    print(f"\nclient peak before the keypoint stage (hashing, hash and crop candidates, verification), linear fit: "
+          f"{a0:.0f} MiB + {b0 * 1024:.2f} KiB per image -> {a0 + b0 * 1e6:,.0f} MiB at 1,000,000 images")
     a, b = fit(ns, [r["cluster"]["peak_mib"] for r in results])
     mem_1m = a + b * 1e6
     rate = sum(r["n"] / r["cluster"]["hashed_at"] for r in results) / len(results) / cores  # images/s per core
     tail = [(r["cluster"]["wall"] - r["cluster"]["hashed_at"]) / r["n"] for r in results]  # search + verify, s per image
-    print(f"\nclient peak memory, linear fit: {a:.0f} MiB + {b * 1024:.2f} KiB per image -> {mem_1m:,.0f} MiB at 1,000,000 "
+    print(f"client peak memory (all stages), linear fit: {a:.0f} MiB + {b * 1024:.2f} KiB per image -> {mem_1m:,.0f} MiB at 1,000,000 "
           f"images (target < {MEMORY_TARGET_MIB} MiB: {'PASS' if mem_1m < MEMORY_TARGET_MIB else 'MISS'})")
     print(f"hashing on the cluster: {rate:.0f} images/s per core (this machine, loaded); "
           f"search + verification after hashing: {1000 * max(tail):.1f} ms per image on {cores} cores")
@@ -199,6 +237,8 @@ def main() -> int:
     ap.add_argument("--sizes", default="10000,50000")
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--root", type=Path, default=Path.home() / ".cache" / "ctcurate-bench-cluster")
+    ap.add_argument("--reference", type=Path, help="checkout whose code is the reference (its local run), e.g. /work/main")
+    ap.add_argument("--reference-max", type=int, default=10000, help="largest size the reference runs at")
     args = ap.parse_args()
     if not (DATA / "Images-processed").is_dir():
         print(f"no real data at {DATA} (set CTCURATE_DATA)")
@@ -211,7 +251,7 @@ def main() -> int:
     ok = True
     with LocalCluster(n_workers=args.cores, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
         for n in (int(s) for s in args.sizes.split(",")):
-            r = measure_size(args.root, n, args.cores, cluster.scheduler_address)
+            r = measure_size(args.root, n, args.cores, cluster.scheduler_address, args.reference if n <= args.reference_max else None)
             print_size(r)
             ok &= bool(r["same_report"])
             results.append(r)

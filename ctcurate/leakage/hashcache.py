@@ -448,9 +448,9 @@ class _HashTable:
         self.has[u], self.cached[u] = True, cached
 
 
-def _empty_index(paths: Sequence[Path], shas: list[str | None], errors: dict[int, str], cache: HashCache | None) -> HashIndex:
+def _empty_index(paths: Sequence[Path], shas: np.ndarray, errors: dict[int, str], cache: HashCache | None) -> HashIndex:
     n = len(paths)
-    return HashIndex(paths, np.array([(s or "").encode() for s in shas], dtype="S64"), errors, np.zeros(n, np.uint64),
+    return HashIndex(paths, shas, errors, np.zeros(n, np.uint64),
                      np.zeros(n, np.uint64), np.zeros((n, len(SUBVIEWS)), np.uint64), np.zeros(n, bool), np.zeros(n, bool), cache, {})
 
 
@@ -495,28 +495,42 @@ def _describe_missing(
         _store(cache, unwritten)
 
 
-def _content_hashes(paths: Sequence[Path], cache: HashCache | None, executor: Executor) -> tuple[list[str | None], dict[int, str]]:
-    """The sha256 of every file (remembered ones by size and mtime, the rest on the workers), and why a file could not be read."""
-    shas: list[str | None] = []
+STAT_CHUNK = 20_000  # files whose content hash is looked up or computed at a time
+
+
+def _content_hashes(paths: Sequence[Path], cache: HashCache | None, executor: Executor) -> tuple[np.ndarray, dict[int, str]]:
+    """The sha256 of every file (S64; empty where unreadable), and why a file could not be read.
+    Remembered ones are taken by size and mtime, the rest computed on the workers, a chunk at a time."""
+    shas = np.zeros(len(paths), dtype="S64")
     errors: dict[int, str] = {}
+    for start in range(0, len(paths), STAT_CHUNK):
+        part = paths[start : start + STAT_CHUNK]
+        for k, got in enumerate(_content_hashes_of(part, cache, executor)):
+            if isinstance(got, str):
+                errors[start + k] = got
+            else:
+                shas[start + k] = got[2].encode()
+    return shas, errors
+
+
+def _content_hashes_of(paths: Sequence[Path], cache: HashCache | None, executor: Executor) -> list[str | tuple[int, int, str]]:
+    """Per file: its sha256, or why it cannot be read; newly read ones remembered in the cache."""
     remembered = cache.known_shas(paths) if cache else {}
     unknown = [k for k, p in enumerate(paths) if p not in remembered]
     ids = dict(zip(unknown, executor.map(_content_id, [paths[k] for k in unknown])))
+    out: list[str | tuple[int, int, str]] = []
     new_stats: list[tuple[Path, int, int, str]] = []
     for k, p in enumerate(paths):
         if p in remembered:
-            shas.append(remembered[p])
+            out.append((0, 0, remembered[p]))
             continue
         got = ids[k]
-        if isinstance(got, str):
-            shas.append(None)
-            errors[k] = got
-            continue
-        shas.append(got[2])
-        new_stats.append((p, *got))
+        out.append(got)
+        if not isinstance(got, str):
+            new_stats.append((p, *got))
     if cache and new_stats:
         cache.remember_shas(new_stats)
-    return shas, errors
+    return out
 
 
 def _store(cache: HashCache, items: Sequence[tuple[str, Described]]) -> None:

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -37,7 +38,7 @@ from pydantic import BaseModel, ConfigDict
 from ctcurate.core.dataset import read_key_rows, split_of
 from ctcurate.core.findings import Finding, error, has_errors, warning
 from ctcurate.core.images import UnreadableImage, open_image
-from ctcurate.core.layout import IMAGES_DIR, SPLIT_NAMES, SPLITS_DIR, label_of_class, list_images, special_entries
+from ctcurate.core.layout import IMAGES_DIR, SPLIT_NAMES, SPLITS_DIR, image_names, label_of_class, list_images, special_entries
 from ctcurate.core.pending import pending_findings
 from ctcurate.core.progress import StepProgress, counted, for_step
 from ctcurate.core.store import cache_location
@@ -196,11 +197,10 @@ def classify(a: ImageInfo, b: ImageInfo, exact: str | None = None) -> list[str]:
     return kinds
 
 
-def _group_clusters(images: dict[str, ImageInfo], attr: str, kind: str, ctype: str) -> list[Cluster]:
+def _group_clusters(images: _ImageTable, attr: str, kind: str, ctype: str) -> list[Cluster]:
     groups: dict[str, list[str]] = defaultdict(list)
-    for rel, info in images.items():
-        key = getattr(info, attr)
-        if key and info.split:
+    for rel, key, split in zip(images.rels, images.column(attr), images.column("split")):
+        if key and split:
             groups[key].append(rel)
     out = []
     for key, members in sorted(groups.items()):
@@ -713,30 +713,80 @@ def cache_findings(cache: HashCache) -> list[Finding]:
             for text in cache.warnings]
 
 
-def _image_infos(data_root: Path, splits_dir: Path | None, metadata_dir: Path | None) -> tuple[dict[str, Path], dict[str, ImageInfo]]:
-    by_class = list_images(data_root)
+class _ImagePaths(Sequence[Path]):
+    """The files `root / rel` of sorted `rels`, made when asked: a string per image, not a path object."""
+
+    def __init__(self, root: Path, rels: list[str]) -> None:
+        self.root, self.rels = root, rels
+
+    def __len__(self) -> int:
+        return len(self.rels)
+
+    @overload
+    def __getitem__(self, k: int) -> Path: ...
+
+    @overload
+    def __getitem__(self, k: slice) -> _ImagePaths: ...
+
+    def __getitem__(self, k: int | slice) -> Path | _ImagePaths:
+        if isinstance(k, slice):
+            return _ImagePaths(self.root, self.rels[k])
+        return self.root / self.rels[k]
+
+
+class _ImageTable(Mapping[str, ImageInfo]):
+    """What the report shows beside each picture of a (large) dataset, in columns: an `ImageInfo` is
+    made only when asked for. Rows follow the sorted relative paths."""
+
+    def __init__(self, rels: list[str], labels: list[str], splits: list[str | None], patients: list[str | None], dois: list[str | None]) -> None:
+        self.rels, self._labels, self._splits, self._patients, self._dois = rels, labels, splits, patients, dois
+
+    def _row(self, rel: str) -> int:
+        k = bisect_left(self.rels, rel)
+        if k == len(self.rels) or self.rels[k] != rel:
+            raise KeyError(rel)
+        return k
+
+    def __getitem__(self, rel: str) -> ImageInfo:
+        k = self._row(rel)
+        return ImageInfo(path=rel, label=self._labels[k], split=self._splits[k], patient=self._patients[k], doi=self._dois[k],
+                         source=self._source(k))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.rels)
+
+    def __len__(self) -> int:
+        return len(self.rels)
+
+    def _source(self, k: int) -> str:
+        class_dir, name = self.rels[k].split("/", 1)
+        return f"{self._dois[k] or class_dir}|{source_figure(name)}"
+
+    def column(self, attr: str) -> Iterator[str | None]:
+        """One field of every row, in row order (`split`, `patient` or `source`)."""
+        if attr == "source":
+            return (self._source(k) for k in range(len(self.rels)))
+        return iter({"split": self._splits, "patient": self._patients}[attr])
+
+
+def _image_infos(data_root: Path, splits_dir: Path | None, metadata_dir: Path | None) -> tuple[_ImagePaths, _ImageTable]:
+    by_class = image_names(data_root)
     splits = split_of(splits_dir, list(by_class))
     meta = read_metadata(metadata_dir) if metadata_dir is not None and metadata_dir.is_dir() else {}
-    paths: dict[str, Path] = {}
-    infos: dict[str, ImageInfo] = {}
-    for class_dir, files in by_class.items():
-        for p in files:
-            rel = f"{class_dir}/{p.name}"
-            patient, d = meta.get(rel, (None, None))
-            if d is None:
-                pre = doi_lib.preprint_from_filename(p.name)
-                d = pre.doi if pre else None
-            fig = source_figure(p.name)
-            paths[rel] = p
-            infos[rel] = ImageInfo(
-                path=rel,
-                label=label_of_class(class_dir),
-                split=splits.get(rel),
-                patient=patient,
-                doi=d,
-                source=f"{d or class_dir}|{fig}",
-            )
-    return paths, infos
+    rels = sorted(f"{class_dir}/{name}" for class_dir, names in by_class.items() for name in names)
+    labels, row_splits, patients, dois = [], [], [], []
+    label_of = {class_dir: label_of_class(class_dir) for class_dir in by_class}
+    for rel in rels:
+        class_dir, name = rel.split("/", 1)
+        patient, d = meta.get(rel, (None, None))
+        if d is None:
+            pre = doi_lib.preprint_from_filename(name)
+            d = pre.doi if pre else None
+        labels.append(label_of[class_dir])
+        row_splits.append(splits.get(rel))
+        patients.append(patient)
+        dois.append(d)
+    return _ImagePaths(data_root / IMAGES_DIR, rels), _ImageTable(rels, labels, row_splits, patients, dois)
 
 
 @contextmanager
@@ -774,7 +824,7 @@ def check_leakage(
     if splits_dir is None and (data_root / SPLITS_DIR).is_dir():
         splits_dir = data_root / SPLITS_DIR
     paths, infos = _image_infos(data_root, splits_dir, metadata_dir)
-    rels = sorted(paths)
+    rels = paths.rels
     with _cache_and_workers(cache_path, jobs, scheduler) as (cache, workers):
         run = _Run(cache, jobs, threshold, workers, progress)
         if against is None:
@@ -809,11 +859,11 @@ class _Run:
 
 
 def _dataset_pairs(
-    data_root: Path, paths: dict[str, Path], infos: dict[str, ImageInfo], run: _Run
-) -> tuple[list[Pair], list[Finding], dict[str, ImageInfo]]:
+    data_root: Path, paths: _ImagePaths, infos: _ImageTable, run: _Run
+) -> tuple[list[Pair], list[Finding], Mapping[str, ImageInfo]]:
     """Every verified pair within the dataset, classified by split and label."""
-    rels = sorted(paths)
-    index = index_files([paths[r] for r in rels], run.cache, run.jobs, for_step(run.progress, "hashing"), run.workers)
+    rels = paths.rels
+    index = index_files(paths, run.cache, run.jobs, for_step(run.progress, "hashing"), run.workers)
     findings = _unreadable(index, lambda p: str(p.relative_to(data_root / IMAGES_DIR)))
     pairs = []
     for f in _find_pairs(index, None, run.cache, run.threshold, run.workers, run.progress):
@@ -823,12 +873,12 @@ def _dataset_pairs(
 
 
 def _against_pairs(
-    against: Mapping[str, tuple[Path, str | None]], data_root: Path, paths: dict[str, Path], infos: dict[str, ImageInfo], run: _Run
-) -> tuple[list[Pair], list[Finding], dict[str, ImageInfo]]:
+    against: Mapping[str, tuple[Path, str | None]], data_root: Path, paths: _ImagePaths, infos: _ImageTable, run: _Run
+) -> tuple[list[Pair], list[Finding], Mapping[str, ImageInfo]]:
     """`--against`: the new images against the dataset and among themselves (paths prefixed `new:`)."""
     new_paths, new_infos = _against_infos(against)
-    new_rels, rels = sorted(new_paths), sorted(paths)
-    index = index_files([new_paths[r] for r in new_rels] + [paths[r] for r in rels], run.cache, run.jobs,
+    new_rels, rels = sorted(new_paths), paths.rels
+    index = index_files([new_paths[r] for r in new_rels] + list(paths), run.cache, run.jobs,
                         for_step(run.progress, "hashing"), run.workers)
     new_out, old_out = index.part(0, len(new_rels)), index.part(len(new_rels), len(index))
     rel_of = {v: k for k, v in new_paths.items()}
@@ -843,7 +893,24 @@ def _against_pairs(
     for f in _find_pairs(new_out, None, run.cache, run.threshold, run.workers, run.progress):
         a, b = new[new_rels[f.i]], new[new_rels[f.j]]
         pairs.append(_pair_model(a.path, b.path, ["duplicate", *([f.exact] if f.exact else [])] + (["label-conflict"] if a.label != b.label else []), f))
-    return pairs, findings, {**infos, **{"new:" + r: i for r, i in new.items()}}
+    return pairs, findings, _Joined({"new:" + r: i for r, i in new.items()}, infos)
+
+
+class _Joined(Mapping[str, ImageInfo]):
+    """The new images' infos, then the dataset's (no copy of the dataset's table)."""
+
+    def __init__(self, first: Mapping[str, ImageInfo], second: Mapping[str, ImageInfo]) -> None:
+        self.first, self.second = first, second
+
+    def __getitem__(self, rel: str) -> ImageInfo:
+        return self.first[rel] if rel in self.first else self.second[rel]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.first
+        yield from (k for k in self.second if k not in self.first)
+
+    def __len__(self) -> int:
+        return len(self.first) + sum(k not in self.first for k in self.second)
 
 
 def _against_infos(against: Mapping[str, tuple[Path, str | None]]) -> tuple[dict[str, Path], dict[str, ImageInfo]]:
@@ -853,7 +920,7 @@ def _against_infos(against: Mapping[str, tuple[Path, str | None]]) -> tuple[dict
     return paths, infos
 
 
-def _duplicate_clusters(pairs: list[Pair], infos: dict[str, ImageInfo]) -> list[Cluster]:
+def _duplicate_clusters(pairs: list[Pair], infos: Mapping[str, ImageInfo]) -> list[Cluster]:
     names = sorted({p.a for p in pairs} | {p.b for p in pairs})
     index = {n: k for k, n in enumerate(names)}
     out = []

@@ -17,7 +17,10 @@ Library API for other commands (add-contribution calls this):
 
     check_leakage(data_root, splits_dir=None, metadata_dir=None, against=None, ...) -> LeakageReport
 
-Never prints, never exits: progress is a callback, problems are findings.
+Never prints, never exits: progress is a callback, problems are findings. Sized for collections
+far larger than COVID-CT: per image the run holds a relative path, a few shared strings and the
+`hashcache.HashIndex` row; candidate pairs are judged `PAIR_CHUNK` at a time, with the
+fingerprints of that chunk read from the cache.
 """
 
 from __future__ import annotations

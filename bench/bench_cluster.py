@@ -23,7 +23,8 @@ extrapolation to 1,000,000 images on N machines. Exits 1 when the reports differ
 is compared and said, not required: it is another version of the code), or the projected client memory at 1,000,000 images is over 4 GB.
 
 Usage: python bench/bench_cluster.py [--sizes 10000,50000] [--cores 2] [--root ~/.cache/ctcurate-bench-cluster]
-                                     [--reference /work/main] [--reference-max 10000]
+                                     [--reference /work/main] [--reference-max 10000] [--runs local,cluster,warm]
+                                     [--reuse 1000,10000]   (sizes measured by an earlier run, for the curve)
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return my - b * mx, b
 
 
-def measure_size(root: Path, n: int, cores: int, cluster_address: str, reference: Path | None) -> dict[str, object]:
+def measure_size(root: Path, n: int, cores: int, cluster_address: str, reference: Path | None, runs_wanted: set[str]) -> dict[str, object]:
     t = time.perf_counter()
     data = build_collection(root, n, cores)
     built = time.perf_counter() - t
@@ -188,13 +189,17 @@ def measure_size(root: Path, n: int, cores: int, cluster_address: str, reference
     runs = {}
     if reference is not None:
         runs["reference"] = run_client(data, work / "reference.sqlite", cores, None, work / "reference.json", reference)
-    runs["local"] = run_client(data, work / "local.sqlite", cores, None, work / "local.json")
+    if "local" in runs_wanted:
+        runs["local"] = run_client(data, work / "local.sqlite", cores, None, work / "local.json")
     runs["cluster"] = run_client(data, work / "cluster.sqlite", cores, cluster_address, work / "cluster.json")
-    runs["warm"] = run_client(data, work / "cluster.sqlite", cores, cluster_address, work / "warm.json")
+    if "warm" in runs_wanted:
+        runs["warm"] = run_client(data, work / "cluster.sqlite", cores, cluster_address, work / "warm.json")
     same = len({(work / f"{name}.json").read_text() for name in runs if name != "reference"}) == 1
     # the reference is another version of the code: its report is compared, not required equal
-    same_as_reference = (work / "reference.json").read_text() == (work / "local.json").read_text() if reference else None
-    return {"n": n, "built_s": built, **runs, "same_report": same, "same_as_reference": same_as_reference}
+    same_as_reference = (work / "reference.json").read_text() == (work / "cluster.json").read_text() if reference else None
+    result = {"n": n, "built_s": built, **runs, "same_report": same, "same_as_reference": same_as_reference}
+    (work / "result.json").write_text(json.dumps(result))  # for `--reuse` by a later run
+    return result
 
 
 def print_size(r: dict) -> None:  # type: ignore[type-arg]
@@ -209,6 +214,8 @@ def print_size(r: dict) -> None:  # type: ignore[type-arg]
         hash_rate = n / m["hashed_at"] if m["hashed_at"] else float("nan")
         print(f"{name:<10} {m['wall']:>8.1f} {n / m['wall']:>8.0f} {m['hashed_at']:>10.1f} {hash_rate:>10.0f} {m['peak_mib']:>11.0f} "
               f"{m.get('before_keypoints_mib', 0):>10.0f} {m['pairs']:>6}")
+    if "local" not in r:
+        return
     lo, cl = r["local"], r["cluster"]
     print(f"cluster/local: wall {cl['wall'] / lo['wall']:.2f}x, hashing {cl['hashed_at'] / lo['hashed_at']:.2f}x, "
           f"client memory {cl['peak_mib'] / lo['peak_mib']:.2f}x; warm re-run on the cluster {r['warm']['wall']:.1f} s")
@@ -255,6 +262,8 @@ def main() -> int:
     ap.add_argument("--root", type=Path, default=Path.home() / ".cache" / "ctcurate-bench-cluster")
     ap.add_argument("--reference", type=Path, help="checkout whose code is the reference (its local run), e.g. /work/main")
     ap.add_argument("--reference-max", type=int, default=10000, help="largest size the reference runs at")
+    ap.add_argument("--runs", default="local,cluster,warm", help="which of local, cluster (always), warm to run")
+    ap.add_argument("--reuse", default="", help="sizes whose results a previous run stored, for the curve (e.g. 1000,10000)")
     args = ap.parse_args()
     if not (DATA / "Images-processed").is_dir():
         print(f"no real data at {DATA} (set CTCURATE_DATA)")
@@ -263,11 +272,14 @@ def main() -> int:
 
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (shared machines make timings noisy); "
           f"local pool of {args.cores} processes vs LocalCluster of {args.cores} single-thread workers")
-    results = []
+    results = [json.loads((args.root / f"run-{n}" / "result.json").read_text()) for n in args.reuse.split(",") if n]
+    for r in results:
+        print_size(r)
     ok, fits = True, False
     with LocalCluster(n_workers=args.cores, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
         for n in (int(s) for s in args.sizes.split(",")):
-            r = measure_size(args.root, n, args.cores, cluster.scheduler_address, args.reference if n <= args.reference_max else None)
+            r = measure_size(args.root, n, args.cores, cluster.scheduler_address, args.reference if n <= args.reference_max else None,
+                             set(args.runs.split(",")))
             print_size(r)
             ok &= bool(r["same_report"])
             results.append(r)

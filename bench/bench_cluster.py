@@ -178,7 +178,9 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return my - b * mx, b
 
 
-def measure_size(root: Path, n: int, cores: int, cluster_address: str, reference: Path | None, runs_wanted: set[str]) -> dict[str, object]:
+def measure_size(
+    root: Path, n: int, cores: int, cluster_address: str, reference: Path | None, runs_wanted: set[str], local_max: int
+) -> dict[str, object]:
     t = time.perf_counter()
     data = build_collection(root, n, cores)
     built = time.perf_counter() - t
@@ -189,7 +191,7 @@ def measure_size(root: Path, n: int, cores: int, cluster_address: str, reference
     runs = {}
     if reference is not None:
         runs["reference"] = run_client(data, work / "reference.sqlite", cores, None, work / "reference.json", reference)
-    if "local" in runs_wanted:
+    if "local" in runs_wanted and n <= local_max:
         runs["local"] = run_client(data, work / "local.sqlite", cores, None, work / "local.json")
     runs["cluster"] = run_client(data, work / "cluster.sqlite", cores, cluster_address, work / "cluster.json")
     if "warm" in runs_wanted:
@@ -263,6 +265,7 @@ def main() -> int:
     ap.add_argument("--reference", type=Path, help="checkout whose code is the reference (its local run), e.g. /work/main")
     ap.add_argument("--reference-max", type=int, default=10000, help="largest size the reference runs at")
     ap.add_argument("--runs", default="local,cluster,warm", help="which of local, cluster (always), warm to run")
+    ap.add_argument("--local-max", type=int, default=0, help="largest size the local pool runs at (0: every size)")
     ap.add_argument("--reuse", default="", help="sizes whose results a previous run stored, for the curve (e.g. 1000,10000)")
     args = ap.parse_args()
     if not (DATA / "Images-processed").is_dir():
@@ -279,7 +282,7 @@ def main() -> int:
     with LocalCluster(n_workers=args.cores, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
         for n in (int(s) for s in args.sizes.split(",")):
             r = measure_size(args.root, n, args.cores, cluster.scheduler_address, args.reference if n <= args.reference_max else None,
-                             set(args.runs.split(",")))
+                             set(args.runs.split(",")), args.local_max or n)
             print_size(r)
             ok &= bool(r["same_report"])
             results.append(r)

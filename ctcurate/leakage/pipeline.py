@@ -290,9 +290,12 @@ class _Side:
         return self.index.sha(k)
 
 
-# Candidate pairs judged at a time: their thumbnails (and the thumbnails' variants) are all the
-# client holds of the pictures, whatever the size of the collection.
-PAIR_CHUNK = 4096
+# Candidate pairs judged at a time on their thumbnails: the thumbnails' variants (320 KiB per
+# picture in `verify.quick_scores`) are all the client holds of the pictures, whatever the size of
+# the collection. Pairs verified at a time on the workers (their fingerprints, 8 KiB a pair, are read
+# per chunk): enough to keep a large cluster busy.
+PAIR_CHUNK = 512
+TASK_CHUNK = 8192
 
 
 @dataclass
@@ -331,8 +334,8 @@ def _run_tasks(
     order = sorted(range(len(pairs)), key=lambda k: -(priority[k] if priority else 0.0))
 
     def verdicts() -> Iterator[Verdict]:
-        for start in range(0, len(order), PAIR_CHUNK):
-            part = order[start : start + PAIR_CHUNK]
+        for start in range(0, len(order), TASK_CHUNK):
+            part = order[start : start + TASK_CHUNK]
             fl, fr = search.fingerprints([pairs[k] for k in part])
             tasks = [task_of(k, fl[pairs[k][0]], fr[pairs[k][1]]) for k in part]
             yield from search.workers.map(_verify_task, tasks, min_parallel=8)

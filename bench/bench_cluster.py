@@ -140,7 +140,13 @@ def client_main(data: Path, cache: Path, jobs: int, scheduler: str | None, repor
 
     def measured_keypoint_stage(search: object) -> None:
         before_keypoints[0] = max(before_keypoints[0], _peak_mib())
+        # said at once: a client that then runs out of its memory limit still reports it
+        print(f"before the keypoint stage: {before_keypoints[0]:.0f} MiB", file=sys.stderr, flush=True)
         keypoint_stage(search)  # type: ignore[arg-type]
+
+    # the machine is shared: a client past this much address space fails alone (MemoryError)
+    limit = int(float(os.environ.get("CTCURATE_BENCH_CLIENT_GIB", "12")) * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     pipeline._keypoint_stage = measured_keypoint_stage  # type: ignore[assignment]
     start = time.perf_counter()

@@ -497,6 +497,24 @@ class _CropOptions:
         return out
 
 
+# Images whose sub-window hashes are searched at a time: the multi-index over 24 hashes per image
+# was the largest part of the client's memory outside the keypoint stage (~4 KiB per image).
+SUB_CHUNK = 50_000
+
+
+def _pairs_within_parts(q: np.ndarray, threshold: int, db: np.ndarray, part: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`search.pairs_within(q, threshold, db)`, the database searched `part` hashes at a time: the
+    same pairs in the same order (sorted by query, then database index)."""
+    if len(db) <= part:
+        return pairs_within(q, threshold, db)
+    found = [pairs_within(q, threshold, db[s : s + part]) for s in range(0, len(db), part)]
+    qi = np.concatenate([f[0] for f in found])
+    dj = np.concatenate([f[1] + s for f, s in zip(found, range(0, len(db), part))])
+    dist = np.concatenate([f[2] for f in found])
+    order = np.lexsort((dj, qi))
+    return qi[order], dj[order], dist[order]
+
+
 def _crop_candidates(search: _Search) -> _CropOptions:
     """Every (pair, orientation, mirror, window) whose pHashes are close."""
     k = len(SUBVIEWS)
@@ -509,7 +527,7 @@ def _crop_candidates(search: _Search) -> _CropOptions:
     parts: list[tuple[np.ndarray, ...]] = []
     for crop_left, full, mirr, subs in sides:
         for mirrored, q in ((False, full), (True, mirr)):
-            qi, dj, dist = pairs_within(q, search.threshold, subs)
+            qi, dj, dist = _pairs_within_parts(q, search.threshold, subs, SUB_CHUNK * k)
             other, w = np.divmod(dj, k)
             i, j = (lidx[qi], ridx[other]) if crop_left else (lidx[other], ridx[qi])
             crop_is_left = np.full(len(i), crop_left)

@@ -103,9 +103,17 @@ def image_names(data_root: Path) -> dict[str, list[str]]:
     for class_path in sorted(p for p in images_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         with os.scandir(class_path) as entries:
             out[class_path.name] = sorted(
-                e.name for e in entries if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
+                e.name for e in entries if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and _is_file(e)
             )
     return out
+
+
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    """`Path.is_file` of a directory entry: a link that loops or leads nowhere is not a file."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def special_entries(data_root: Path) -> list[tuple[str, str]]:

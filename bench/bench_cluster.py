@@ -1,22 +1,30 @@
 """check-leakage on a Dask cluster against the local process pool, same cores, measured in one run.
 
-A synthetic collection is built from the real images (under /tmp, never in the repository): each
-image is a 2x2 mosaic of four real CT images, each tile randomly mirrored/rotated, and 1% of them
-get a transformed copy (resized to 80%, JPEG quality 60) under a unique name, which the run must
-find. For each size (default 10,000 and 50,000 images) and a cold cache:
+A synthetic collection is built from the real images (under ~/.cache/ctcurate-bench-cluster, never
+in the repository, and reused by later runs): each image is a 4x4 mosaic of crops of real CT
+images (random image, place, scale, turn or mirror), and 1% of them get a transformed copy
+(resized to 80%, JPEG quality 60) under a unique name, which the run must find. For each size
+(default 10,000 and 50,000 images) and a cold cache:
 
     local:   `check_leakage(jobs=C)`, the default process pool of C processes;
     cluster: `check_leakage(scheduler=...)` on a `LocalCluster` of C single-thread worker processes
              (the scheduler in this driver process, the client in its own process);
     warm:    the cluster run again over the unchanged collection (it must submit no task).
 
-Each client runs in its own process and reports its wall time, the time at which hashing ended,
-and its own peak memory (ru_maxrss: the client only, not its workers). Printed: wall, images/s,
-client peak memory, the cluster/local ratios, a linear fit of the client's memory and of the
-hashing rate, and their extrapolation to 1,000,000 images on N machines. Exits 1 when the
-reports differ, or the projected client memory at 1,000,000 images is over 4 GB.
+    reference: with `--reference CHECKOUT` (e.g. /work/main), the local run of that checkout's code
+             at the sizes up to `--reference-max`, the named reference for the client's memory.
 
-Usage: python bench/bench_cluster.py [--sizes 10000,50000] [--cores 2] [--root /tmp/ctcurate-bench-cluster]
+Each client runs in its own process and reports its wall time, the time at which hashing ended,
+its own peak memory (ru_maxrss: the client only, not its workers) and that peak as it stood when
+the keypoint stage began (everything but the keypoint candidate search, whose memory is
+keypoints.py's). Printed: wall, images/s, client peak memory, the cluster/local and
+reference/this ratios, a linear fit of the client's memory and of the hashing rate, and their
+extrapolation to 1,000,000 images on N machines. Exits 1 when the reports differ (the reference's
+is compared and said, not required: it is another version of the code), or the projected client memory at 1,000,000 images is over 4 GB.
+
+Usage: python bench/bench_cluster.py [--sizes 10000,50000] [--cores 2] [--root ~/.cache/ctcurate-bench-cluster]
+                                     [--reference /work/main] [--reference-max 10000] [--runs local,cluster,warm]
+                                     [--reuse 1000,10000]   (sizes measured by an earlier run, for the curve)
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import json
 import logging
 import os
 import random
+import re
 import resource
 import subprocess
 import sys
@@ -33,10 +42,15 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+# the code a client runs: this checkout, or the reference checkout (`--reference`, e.g. main)
+CODE_ENV = "CTCURATE_BENCH_CODE"
+sys.path.insert(0, os.environ.get(CODE_ENV, str(REPO)))
 
 DATA = Path(os.environ.get("CTCURATE_DATA", REPO.parent / "shared" / "covid-ct"))
-TILE = 160
+SIDE = 320  # of a synthetic image
+GRID = 4  # tiles per side
+TILE = SIDE // GRID
+SOURCE = 256  # the real images are reduced to this square first
 COPY_SHARE = 0.01
 MEMORY_TARGET_MIB = 4096
 SEARCH_1M_S = 206.0  # pair search over 1,000,000 hashes on one core (bench_leakage.py, (5))
@@ -44,10 +58,10 @@ SEARCH_1M_S = 206.0  # pair search over 1,000,000 hashes on one core (bench_leak
 
 # --- the synthetic collection ---------------------------------------------------------------
 
-_tiles: list[object] = []
+_sources: list[object] = []
 
 
-def _load_tiles() -> None:
+def _load_sources() -> None:
     from PIL import Image
 
     from ctcurate.core.layout import list_images
@@ -55,17 +69,24 @@ def _load_tiles() -> None:
     for files in list_images(DATA).values():
         for p in files:
             with Image.open(p) as im:
-                _tiles.append(im.convert("L").resize((TILE, TILE)))
+                _sources.append(im.convert("L").resize((SOURCE, SOURCE)))
 
 
 def _mosaic(seed: int) -> object:
+    """A 4x4 mosaic of tiles, each a crop of a random real image at a random place and scale,
+    randomly turned or mirrored: no two mosaics share a picture (nor enough keypoints on one
+    transform to be a keypoint candidate), so only the planted copies are duplicates, and the
+    verification work grows with the collection, not with its square."""
     from PIL import Image
 
     rng = random.Random(seed)
-    out = Image.new("L", (2 * TILE, 2 * TILE))
-    for k in range(4):
-        tile = _tiles[rng.randrange(len(_tiles))].transpose(rng.randrange(7)) if rng.random() < 0.9 else _tiles[rng.randrange(len(_tiles))]  # type: ignore[attr-defined]
-        out.paste(tile, ((k % 2) * TILE, (k // 2) * TILE))
+    out = Image.new("L", (SIDE, SIDE))
+    for k in range(GRID * GRID):
+        src = _sources[rng.randrange(len(_sources))]
+        side = rng.randrange(TILE // 2, 2 * TILE)
+        x, y = rng.randrange(SOURCE - side), rng.randrange(SOURCE - side)
+        tile = src.crop((x, y, x + side, y + side)).resize((TILE, TILE)).transpose(rng.randrange(7))  # type: ignore[attr-defined]
+        out.paste(tile, ((k % GRID) * TILE, (k // GRID) * TILE))
     return out
 
 
@@ -74,9 +95,9 @@ def _write(args: tuple[Path, int, bool]) -> None:
     if (folder / f"m{index:07d}.png").is_file() and (not with_copy or (folder / f"m{index:07d}-copy.jpg").is_file()):
         return  # an interrupted build goes on where it stopped
     im = _mosaic(index)
-    im.save(folder / f"m{index:07d}.png")  # type: ignore[attr-defined]
+    im.save(folder / f"m{index:07d}.png", compress_level=1)  # type: ignore[attr-defined]  # fast: the build was the bottleneck
     if with_copy:
-        side = int(2 * TILE * 0.8)
+        side = int(SIDE * 0.8)
         im.resize((side, side)).save(folder / f"m{index:07d}-copy.jpg", quality=60)  # type: ignore[attr-defined]
 
 
@@ -84,7 +105,7 @@ def build_collection(root: Path, n: int, cores: int) -> Path:
     """`root/<n>/Images-processed/{CT_COVID,CT_NonCOVID}` with n images (copies included); reused."""
     from multiprocessing import get_context
 
-    base = root / str(n)
+    base = root / f"v2-{n}"  # v2: 4x4 mosaics of crops (v1, 2x2 mosaics of whole images, shared tiles)
     done = base / "complete"
     if done.is_file():
         return base
@@ -96,7 +117,7 @@ def build_collection(root: Path, n: int, cores: int) -> Path:
         folder = base / "Images-processed" / ("CT_COVID" if index % 2 else "CT_NonCOVID")
         folder.mkdir(parents=True, exist_ok=True)
         jobs.append((folder, index, index in copied))
-    with get_context("fork").Pool(cores, initializer=_load_tiles) as pool:
+    with get_context("fork").Pool(cores, initializer=_load_sources) as pool:
         for _ in pool.imap_unordered(_write, jobs, chunksize=64):
             pass
     done.write_text(json.dumps({"images": n, "copies": n_copies}))
@@ -106,29 +127,51 @@ def build_collection(root: Path, n: int, cores: int) -> Path:
 # --- one client run, in its own process -----------------------------------------------------
 
 
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def client_main(data: Path, cache: Path, jobs: int, scheduler: str | None, report: Path) -> None:
+    from ctcurate.leakage import pipeline
     from ctcurate.leakage.pipeline import check_leakage
     from ctcurate.leakage.report import to_json
 
+    before_keypoints = [0.0]
+    keypoint_stage = pipeline._keypoint_stage
+
+    def measured_keypoint_stage(search: object) -> None:
+        before_keypoints[0] = max(before_keypoints[0], _peak_mib())
+        # said at once: a client that then runs out of its memory limit still reports it
+        print(f"before the keypoint stage: {before_keypoints[0]:.0f} MiB", file=sys.stderr, flush=True)
+        keypoint_stage(search)  # type: ignore[arg-type]
+
+    # the machine is shared: a client past this much address space fails alone (MemoryError)
+    limit = int(float(os.environ.get("CTCURATE_BENCH_CLIENT_GIB", "12")) * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    pipeline._keypoint_stage = measured_keypoint_stage  # type: ignore[assignment]
     start = time.perf_counter()
     hashed_at = [0.0]
 
-    def progress(done: int, total: int) -> None:
-        if done == total:
+    def progress(step: str, done: int, total: int) -> None:
+        if step == "hashing" and done == total:
             hashed_at[0] = time.perf_counter() - start
 
     result = check_leakage(data, cache_path=cache, jobs=jobs, scheduler=scheduler, progress=progress)
     wall = time.perf_counter() - start
     report.write_text(to_json(result))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"wall": wall, "hashed_at": hashed_at[0], "peak_mib": peak, "pairs": len(result.pairs)}))
+    print(json.dumps({"wall": wall, "hashed_at": hashed_at[0], "peak_mib": _peak_mib(), "before_keypoints_mib": before_keypoints[0],
+                      "pairs": len(result.pairs)}))
 
 
-def run_client(data: Path, cache: Path, jobs: int, scheduler: str | None, report: Path) -> dict[str, float]:
+def run_client(data: Path, cache: Path, jobs: int, scheduler: str | None, report: Path, code: Path | None = None) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--client", str(data), str(cache), str(jobs), scheduler or "", str(report)]
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"client failed: {out.stderr[-2000:]}")
+    env = {**os.environ, CODE_ENV: str(code)} if code else None
+    out = subprocess.run(cmd, cwd=code or REPO, capture_output=True, text=True, check=False, env=env)
+    if out.returncode != 0:  # reported, not raised: at 50,000 images the keypoint search can pass the memory cap
+        said = re.findall(r"before the keypoint stage: (\d+) MiB", out.stderr)
+        reason = out.stderr.strip().splitlines()[-1][:200] if out.stderr.strip() else f"exit {out.returncode}"
+        return {"failed": reason, "before_keypoints_mib": float(said[-1]) if said else float("nan")}
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -144,7 +187,9 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return my - b * mx, b
 
 
-def measure_size(root: Path, n: int, cores: int, cluster_address: str) -> dict[str, object]:
+def measure_size(
+    root: Path, n: int, cores: int, cluster_address: str, reference: Path | None, runs_wanted: set[str], local_max: int
+) -> dict[str, object]:
     t = time.perf_counter()
     data = build_collection(root, n, cores)
     built = time.perf_counter() - t
@@ -152,33 +197,66 @@ def measure_size(root: Path, n: int, cores: int, cluster_address: str) -> dict[s
     work.mkdir(parents=True, exist_ok=True)
     for f in work.glob("*"):
         f.unlink()
-    local = run_client(data, work / "local.sqlite", cores, None, work / "local.json")
-    remote = run_client(data, work / "cluster.sqlite", cores, cluster_address, work / "cluster.json")
-    warm = run_client(data, work / "cluster.sqlite", cores, cluster_address, work / "warm.json")
-    same = (work / "local.json").read_text() == (work / "cluster.json").read_text() == (work / "warm.json").read_text()
-    return {"n": n, "built_s": built, "local": local, "cluster": remote, "warm": warm, "same_report": same}
+    runs = {}
+    if reference is not None:
+        runs["reference"] = run_client(data, work / "reference.sqlite", cores, None, work / "reference.json", reference)
+    if "local" in runs_wanted and n <= local_max:
+        runs["local"] = run_client(data, work / "local.sqlite", cores, None, work / "local.json")
+    runs["cluster"] = run_client(data, work / "cluster.sqlite", cores, cluster_address, work / "cluster.json")
+    if "warm" in runs_wanted and "failed" not in runs["cluster"]:
+        runs["warm"] = run_client(data, work / "cluster.sqlite", cores, cluster_address, work / "warm.json")
+    if any("failed" in m for m in runs.values()):
+        return {"n": n, "built_s": built, **runs, "same_report": False, "same_as_reference": None}
+    same = len({(work / f"{name}.json").read_text() for name in runs if name != "reference"}) == 1
+    # the reference is another version of the code: its report is compared, not required equal
+    same_as_reference = (work / "reference.json").read_text() == (work / "cluster.json").read_text() if reference else None
+    result = {"n": n, "built_s": built, **runs, "same_report": same, "same_as_reference": same_as_reference}
+    (work / "result.json").write_text(json.dumps(result))  # for `--reuse` by a later run
+    return result
 
 
 def print_size(r: dict) -> None:  # type: ignore[type-arg]
     n = r["n"]
-    print(f"\n{n:,} images (collection built or reused in {r['built_s']:.0f} s); reports identical: {r['same_report']}")
-    print(f"{'':<10} {'wall s':>8} {'img/s':>8} {'hashing s':>10} {'hash img/s':>10} {'client MiB':>11} {'pairs':>6}")
-    for name in ("local", "cluster", "warm"):
+    print(f"\n{n:,} images (collection built or reused in {r['built_s']:.0f} s); reports identical: {r['same_report']}"
+          + ("" if r["same_as_reference"] is None else f"; the same as the reference's: {r['same_as_reference']}"))
+    print(f"{'':<10} {'wall s':>8} {'img/s':>8} {'hashing s':>10} {'hash img/s':>10} {'client MiB':>11} {'before kp':>10} {'pairs':>6}")
+    for name in ("reference", "local", "cluster", "warm"):
+        if name not in r:
+            continue
         m = r[name]
+        if "failed" in m:
+            print(f"{name:<10} failed after {m['before_keypoints_mib']:.0f} MiB before the keypoint stage: {m['failed']}")
+            continue
         hash_rate = n / m["hashed_at"] if m["hashed_at"] else float("nan")
-        print(f"{name:<10} {m['wall']:>8.1f} {n / m['wall']:>8.0f} {m['hashed_at']:>10.1f} {hash_rate:>10.0f} {m['peak_mib']:>11.0f} {m['pairs']:>6}")
+        print(f"{name:<10} {m['wall']:>8.1f} {n / m['wall']:>8.0f} {m['hashed_at']:>10.1f} {hash_rate:>10.0f} {m['peak_mib']:>11.0f} "
+              f"{m.get('before_keypoints_mib', 0):>10.0f} {m['pairs']:>6}")
+    if "local" not in r or any("failed" in r[name] for name in ("local", "cluster")):
+        return
     lo, cl = r["local"], r["cluster"]
     print(f"cluster/local: wall {cl['wall'] / lo['wall']:.2f}x, hashing {cl['hashed_at'] / lo['hashed_at']:.2f}x, "
           f"client memory {cl['peak_mib'] / lo['peak_mib']:.2f}x; warm re-run on the cluster {r['warm']['wall']:.1f} s")
+    if "reference" in r:
+        ref = r["reference"]
+        print(f"reference/this (local pool): client memory {ref['peak_mib'] / lo['peak_mib']:.2f}x "
+              f"({ref['peak_mib']:.0f} / {lo['peak_mib']:.0f} MiB), wall {ref['wall'] / lo['wall']:.2f}x")
 
 
 def project(results: list[dict], cores: int) -> bool:  # type: ignore[type-arg]
     ns = [float(r["n"]) for r in results]
+    a0, b0 = fit(ns, [r["cluster"]["before_keypoints_mib"] for r in results])
+    print(f"\nclient peak before the keypoint stage (hashing, hash and crop candidates, verification), linear fit: "
+          f"{a0:.0f} MiB + {b0 * 1024:.2f} KiB per image -> {a0 + b0 * 1e6:,.0f} MiB at 1,000,000 images")
     a, b = fit(ns, [r["cluster"]["peak_mib"] for r in results])
     mem_1m = a + b * 1e6
+    with_ref = [r for r in results if "reference" in r]
+    if len(with_ref) >= 2:
+        ra, rb = fit([float(r["n"]) for r in with_ref], [r["reference"]["peak_mib"] for r in with_ref])
+        la, lb = fit([float(r["n"]) for r in with_ref], [r["local"]["peak_mib"] for r in with_ref])
+        print(f"client peak per image, local pool, reference / this: {rb * 1024:.2f} / {lb * 1024:.2f} KiB "
+              f"({rb / lb if lb > 0 else float('inf'):.1f}x); at 1,000,000 images {ra + rb * 1e6:,.0f} / {la + lb * 1e6:,.0f} MiB")
     rate = sum(r["n"] / r["cluster"]["hashed_at"] for r in results) / len(results) / cores  # images/s per core
     tail = [(r["cluster"]["wall"] - r["cluster"]["hashed_at"]) / r["n"] for r in results]  # search + verify, s per image
-    print(f"\nclient peak memory, linear fit: {a:.0f} MiB + {b * 1024:.2f} KiB per image -> {mem_1m:,.0f} MiB at 1,000,000 "
+    print(f"client peak memory (all stages), linear fit: {a:.0f} MiB + {b * 1024:.2f} KiB per image -> {mem_1m:,.0f} MiB at 1,000,000 "
           f"images (target < {MEMORY_TARGET_MIB} MiB: {'PASS' if mem_1m < MEMORY_TARGET_MIB else 'MISS'})")
     print(f"hashing on the cluster: {rate:.0f} images/s per core (this machine, loaded); "
           f"search + verification after hashing: {1000 * max(tail):.1f} ms per image on {cores} cores")
@@ -197,7 +275,12 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,50000")
     ap.add_argument("--cores", type=int, default=2)
-    ap.add_argument("--root", type=Path, default=Path("/tmp/ctcurate-bench-cluster"))
+    ap.add_argument("--root", type=Path, default=Path.home() / ".cache" / "ctcurate-bench-cluster")
+    ap.add_argument("--reference", type=Path, help="checkout whose code is the reference (its local run), e.g. /work/main")
+    ap.add_argument("--reference-max", type=int, default=10000, help="largest size the reference runs at")
+    ap.add_argument("--runs", default="local,cluster,warm", help="which of local, cluster (always), warm to run")
+    ap.add_argument("--local-max", type=int, default=0, help="largest size the local pool runs at (0: every size)")
+    ap.add_argument("--reuse", default="", help="sizes whose results a previous run stored, for the curve (e.g. 1000,10000)")
     args = ap.parse_args()
     if not (DATA / "Images-processed").is_dir():
         print(f"no real data at {DATA} (set CTCURATE_DATA)")
@@ -206,17 +289,22 @@ def main() -> int:
 
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (shared machines make timings noisy); "
           f"local pool of {args.cores} processes vs LocalCluster of {args.cores} single-thread workers")
-    results = []
-    ok = True
+    results = [json.loads((args.root / f"run-{n}" / "result.json").read_text()) for n in args.reuse.split(",") if n]
+    for r in results:
+        print_size(r)
+    ok, fits = True, False
     with LocalCluster(n_workers=args.cores, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
         for n in (int(s) for s in args.sizes.split(",")):
-            r = measure_size(args.root, n, args.cores, cluster.scheduler_address)
+            r = measure_size(args.root, n, args.cores, cluster.scheduler_address, args.reference if n <= args.reference_max else None,
+                             set(args.runs.split(",")), args.local_max or n)
             print_size(r)
             ok &= bool(r["same_report"])
+            if "failed" in r["cluster"]:
+                continue
             results.append(r)
-    if len(results) >= 1:
-        ok &= project(results if len(results) > 1 else results * 2, args.cores)
-    return 0 if ok else 1
+            if len(results) >= 2:  # the curve so far: a later, larger size may not fit the time
+                fits = project(results, args.cores)
+    return 0 if ok and len(results) >= 2 and fits else 1
 
 
 if __name__ == "__main__":

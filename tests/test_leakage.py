@@ -175,3 +175,20 @@ def test_find_duplicates_of_finds_deep_crops(small, real_data, tmp_path):
     windows = {m.evidence.get("window") for m in result.matches[new / "d15.png"]}
     assert windows == {"0.15,0.15,0.85,0.85"}
     assert result.within == []
+
+
+def test_sub_window_search_in_parts_finds_the_same_pairs_in_the_same_order():
+    import numpy as np
+
+    from ctcurate.leakage.pipeline import _pairs_within_parts
+    from ctcurate.leakage.search import pairs_within
+
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 2**63, 200, dtype=np.uint64)
+    queries = np.concatenate([base, base ^ np.uint64(3)])
+    database = np.concatenate([base ^ np.uint64(5), rng.integers(0, 2**63, 3000, dtype=np.uint64), base])
+    whole = pairs_within(queries, 10, database)
+    parts = _pairs_within_parts(queries, 10, database, 240)
+    assert len(whole[0]) >= 800
+    for a, b in zip(whole, parts):
+        assert np.array_equal(a, b)

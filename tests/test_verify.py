@@ -11,7 +11,7 @@ from ctcurate.leakage.search import hamming
 from ctcurate.leakage.verify import verify_images, verify_pair
 
 from ctcurate.leakage.execution import LocalPool
-from ctcurate.leakage.hashcache import HashOutcome
+from ctcurate.leakage.hashcache import HashIndex
 from ctcurate.leakage.pipeline import _best_crop_options, _crop_candidates, _Search, _Side
 from ctcurate.leakage.verify import QUICK_MIN
 
@@ -61,11 +61,22 @@ def test_transformed_copy_is_found(real_data, original, name):
 CROP_ORIGINALS = ["CT_NonCOVID/1330.png", "CT_COVID/kjr-21-e24-p5-29.png", "CT_NonCOVID/25.png"]
 
 
+def _index_of(fps):
+    """A search index held in memory (no cache) of these fingerprints, named a.png, b.png, ..."""
+    names = [chr(ord("a") + k) for k in range(len(fps))]
+    return HashIndex(
+        [Path(f"{n}.png") for n in names], np.array([n.encode() for n in names], dtype="S64"), {},
+        np.array([f.phash for f in fps], dtype=np.uint64), np.array([f.phash_m for f in fps], dtype=np.uint64),
+        np.array([f.sub_phash for f in fps], dtype=np.uint64), np.ones(len(fps), bool), np.zeros(len(fps), bool),
+        None, {n: (f, None) for n, f in zip(names, fps)},
+    )
+
+
 def _crop_verdict(ia, ib):
     """The crop path of the search on one pair: candidates, best window, verification (or None)."""
     fa, fb = fingerprint_image(ia), fingerprint_image(ib)
-    side = _Side([HashOutcome(Path("a.png"), "a", fa), HashOutcome(Path("b.png"), "b", fb)])
-    options = _crop_candidates(_Search(side, side, True, None, LocalPool(1), 10)).get((0, 1))
+    side = _Side(_index_of([fa, fb]))
+    options = _crop_candidates(_Search(side, side, True, None, LocalPool(1), 10)).by_pair().get((0, 1))
     if not options:
         return None
     best = _best_crop_options([(fa, fb)], [options])[0]

@@ -93,12 +93,27 @@ def split_files(splits_dir: Path, class_dirs: list[str] | None = None) -> list[S
 def list_images(data_root: Path) -> dict[str, list[Path]]:
     """Class folder name -> sorted image paths under `Images-processed/<class>/`."""
     images_root = data_root / IMAGES_DIR
-    out: dict[str, list[Path]] = {}
+    return {class_dir: [images_root / class_dir / n for n in names] for class_dir, names in image_names(data_root).items()}
+
+
+def image_names(data_root: Path) -> dict[str, list[str]]:
+    """`list_images` as file names only (a string per image, not a path object: large collections)."""
+    images_root = data_root / IMAGES_DIR
+    out: dict[str, list[str]] = {}
     for class_path in sorted(p for p in images_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        out[class_path.name] = sorted(
-            p for p in class_path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        with os.scandir(class_path) as entries:
+            out[class_path.name] = sorted(
+                e.name for e in entries if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and _is_file(e)
+            )
     return out
+
+
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    """`Path.is_file` of a directory entry: a link that loops or leads nowhere is not a file."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def special_entries(data_root: Path) -> list[tuple[str, str]]:

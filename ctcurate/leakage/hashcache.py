@@ -3,8 +3,10 @@
 Owns the leakage tables in `store.open_cache`'s file: fingerprints and keypoints keyed by the
 file's content sha256 and `hashing.HASH_VERSION` (a renamed file is not re-hashed, a changed one
 is), and verdicts keyed by the two content hashes and `VERIFY_VERSION`. Also owns describing a list
-of files on an `execution.Executor` (local processes or a Dask cluster); only this process writes
-the cache, in batches. Imports `execution`, `hashing`, `keypoints`, `images`, `store`; never prints
+of files on an `execution.Executor` (local processes or a Dask cluster) into a `HashIndex`, the
+compact arrays a search needs (about 250 bytes per image: a million images fit a small client),
+with fingerprints and keypoints read back from the cache when a step needs them; only this process
+writes the cache, in batches. Imports `execution`, `hashing`, `keypoints`, `images`, `store`; never prints
 (progress is a callback).
 """
 
@@ -14,13 +16,15 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ctcurate.leakage.execution import Executor, LocalPool
-from ctcurate.leakage.hashing import HASH_VERSION, THUMB, Fingerprint, describe_image, file_sha256
+from ctcurate.leakage.hashing import HASH_VERSION, SUBVIEWS, THUMB, Fingerprint, describe_image, file_sha256
 from ctcurate.leakage.keypoints import Keypoints
 from ctcurate.core.images import UnreadableImage, open_image
 from ctcurate.core.store import open_cache, select_in
@@ -312,35 +316,177 @@ def hash_files(
     """Fingerprint every file, taking what the cache holds and hashing the rest on `workers`.
 
     Order follows `paths`. An unreadable file is an outcome with `error`, never an exception.
-    Without `workers`, a local pool of `jobs` processes lives for this call.
+    Without `workers`, a local pool of `jobs` processes lives for this call. Holds every
+    fingerprint and keypoint set at once: a large collection goes through `index_files`.
     """
+    return index_files(paths, cache, jobs, progress, workers).outcomes()
+
+
+def index_files(
+    paths: Sequence[Path],
+    cache: HashCache | None,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+    workers: Executor | None = None,
+) -> HashIndex:
+    """`hash_files`, keeping in memory only what the search needs (`HashIndex`): the fingerprints
+    and keypoints go to the cache as they come and are read back when a step needs them."""
     executor = workers if workers is not None else LocalPool(jobs)
     try:
-        return _hash_files(paths, cache, progress, executor)
+        return _index_files(paths, cache, progress, executor)
     finally:
         if workers is None:
             executor.close()
 
 
-def _hash_files(paths: Sequence[Path], cache: HashCache | None, progress: Progress | None, executor: Executor) -> list[HashOutcome]:
+_NO_SHA = b""
+READ_CHUNK = 2000  # cache rows read at a time while indexing a warm collection
+
+
+@dataclass
+class HashIndex:
+    """What the search needs of a list of files, as numpy arrays (about 250 bytes per image):
+    content hashes, whole-view and sub-window pHashes. Fingerprints (thumbnails) and keypoints stay
+    in the cache and are read back for the images a step needs; only without a cache are the fresh
+    ones held here. Row k is `paths[k]`."""
+
+    paths: Sequence[Path]
+    shas: np.ndarray  # (n,) S64 content sha256; empty where the file could not be read
+    errors: dict[int, str]  # why a file has no fingerprint
+    phash: np.ndarray  # (n,) uint64; 0 where there is no fingerprint
+    phash_m: np.ndarray  # (n,) uint64
+    sub_phash: np.ndarray  # (n, len(SUBVIEWS)) uint64
+    readable: np.ndarray  # (n,) bool: has a fingerprint
+    cached: np.ndarray  # (n,) bool: its fingerprint came from the cache
+    cache: HashCache | None
+    held: dict[str, tuple[Fingerprint, Keypoints | None]]  # fresh descriptions by sha, only when there is no cache
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def sha(self, k: int) -> str:
+        return bytes(self.shas[k]).decode()
+
+    def part(self, start: int, stop: int) -> HashIndex:
+        """Rows start..stop (views, not copies), with their errors renumbered."""
+        errors = {k - start: e for k, e in self.errors.items() if start <= k < stop}
+        return HashIndex(self.paths[start:stop], self.shas[start:stop], errors, self.phash[start:stop], self.phash_m[start:stop],
+                         self.sub_phash[start:stop], self.readable[start:stop], self.cached[start:stop], self.cache, self.held)
+
+    def fingerprints(self, rows: Iterable[int]) -> dict[int, Fingerprint]:
+        """The fingerprints of these (readable) rows: from the cache, else made again from the file."""
+        return {k: d[0] for k, d in self._described(rows, keypoints=False).items()}
+
+    def keypoints(self) -> list[Keypoints | None]:
+        """Every row's keypoints (None where unreadable), read from the cache."""
+        got = self._described(np.flatnonzero(self.readable).tolist(), keypoints=True)
+        return [got[k][1] if k in got else None for k in range(len(self))]
+
+    def outcomes(self) -> list[HashOutcome]:
+        """One `HashOutcome` per row, with its fingerprint and keypoints (all in memory at once)."""
+        got = self._described(np.flatnonzero(self.readable).tolist(), keypoints=True)
+        return [HashOutcome(p, self.sha(k), got[k][0], cached=bool(self.cached[k]), keypoints=got[k][1]) if k in got
+                else HashOutcome(p, self.sha(k), None, self.errors.get(k, "cannot read")) for k, p in enumerate(self.paths)]
+
+    def _described(self, rows: Iterable[int], keypoints: bool) -> dict[int, tuple[Fingerprint, Keypoints | None]]:
+        by_sha: dict[str, list[int]] = {}
+        for k in rows:
+            by_sha.setdefault(self.sha(k), []).append(k)
+        found = self.held if self.cache is None else _read_described(self.cache, list(by_sha), keypoints)
+        out: dict[int, tuple[Fingerprint, Keypoints | None]] = {}
+        for sha, ks in by_sha.items():
+            described = found.get(sha)
+            if described is None:  # gone from the cache since (another program): made again, as a worker would
+                described, err = _hash_one(Path(self.paths[ks[0]]))
+                if described is None:
+                    raise UnreadableImage(Path(self.paths[ks[0]]), err or "cannot decode")
+            for k in ks:
+                out[k] = described
+        return out
+
+
+def _read_described(cache: HashCache, shas: list[str], keypoints: bool) -> dict[str, tuple[Fingerprint, Keypoints | None]]:
+    """What the cache holds for these contents: fingerprints, and keypoints if asked (then only both)."""
+    fps = cache.get_many(shas)
+    if not keypoints:
+        return {s: (fp, None) for s, fp in fps.items()}
+    kps = cache.get_keypoints(shas)
+    return {s: (fps[s], kps[s]) for s in fps if s in kps}
+
+
+def _index_files(paths: Sequence[Path], cache: HashCache | None, progress: Progress | None, executor: Executor) -> HashIndex:
     shas, errors = _content_hashes(paths, cache, executor)
-    known = _cached(cache, shas)
-    first_of: dict[str, int] = {}  # identical files are described once
-    for k, sha in enumerate(shas):
-        if sha is not None and sha not in known and sha not in first_of:
-            first_of[sha] = k
-    done, total = len(paths) - len(first_of), len(paths)
+    index = _empty_index(paths, shas, errors, cache)
+    uniq, first, inverse = np.unique(index.shas, return_index=True, return_inverse=True)
+    n_sub = index.sub_phash.shape[1]
+    table = _HashTable(np.zeros(len(uniq), np.uint64), np.zeros(len(uniq), np.uint64), np.zeros((len(uniq), n_sub), np.uint64),
+                       np.zeros(len(uniq), bool), np.zeros(len(uniq), bool), {})
+    rows = [u for u in range(len(uniq)) if uniq[u] != _NO_SHA]
+    if cache is not None:
+        _read_cached_hashes(cache, uniq, rows, table)
+    missing = sorted((u for u in rows if not table.has[u]), key=lambda u: int(first[u]))
+    _describe_missing(paths, uniq, first, missing, cache, index.held, table, progress, executor, len(paths))
+    index.phash, index.phash_m, index.sub_phash = table.phash[inverse], table.phash_m[inverse], table.sub[inverse]
+    index.readable, index.cached = table.has[inverse], table.cached[inverse]
+    for k in np.flatnonzero(~index.readable & (index.shas != _NO_SHA)).tolist():
+        index.errors[k] = table.errors.get(int(inverse[k]), "cannot decode")  # a copy of a file that failed to decode
+    return index
+
+
+@dataclass
+class _HashTable:
+    """The hashes of each distinct content, while indexing."""
+
+    phash: np.ndarray
+    phash_m: np.ndarray
+    sub: np.ndarray
+    has: np.ndarray
+    cached: np.ndarray
+    errors: dict[int, str]
+
+    def put(self, u: int, fp: Fingerprint, cached: bool) -> None:
+        self.phash[u], self.phash_m[u] = fp.phash, fp.phash_m
+        self.sub[u] = fp.sub_phash
+        self.has[u], self.cached[u] = True, cached
+
+
+def _empty_index(paths: Sequence[Path], shas: np.ndarray, errors: dict[int, str], cache: HashCache | None) -> HashIndex:
+    n = len(paths)
+    return HashIndex(paths, shas, errors, np.zeros(n, np.uint64),
+                     np.zeros(n, np.uint64), np.zeros((n, len(SUBVIEWS)), np.uint64), np.zeros(n, bool), np.zeros(n, bool), cache, {})
+
+
+def _read_cached_hashes(cache: HashCache, uniq: np.ndarray, rows: list[int], table: _HashTable) -> None:
+    """The hashes of the contents the cache holds complete (fingerprint and keypoints), a chunk at a time."""
+    for start in range(0, len(rows), READ_CHUNK):
+        part = rows[start : start + READ_CHUNK]
+        found = _read_described(cache, [bytes(uniq[u]).decode() for u in part], keypoints=True)
+        for u in part:
+            described = found.get(bytes(uniq[u]).decode())
+            if described is not None:
+                table.put(u, described[0], cached=True)
+
+
+def _describe_missing(
+    paths: Sequence[Path], uniq: np.ndarray, first: np.ndarray, missing: list[int], cache: HashCache | None,
+    held: dict[str, tuple[Fingerprint, Keypoints | None]], table: _HashTable, progress: Progress | None, executor: Executor, total: int,
+) -> None:
+    """Describe each content the cache lacks once (on the executor), storing it as it comes."""
+    done = total - len(missing)
     if progress:
         progress(done, total)
-    fresh: dict[str, Described] = {}
     unwritten: list[tuple[str, Described]] = []
-    results = executor.map(_hash_one, [paths[k] for k in first_of.values()])
-    for (sha, k), (described, err) in zip(first_of.items(), results):
+    results = executor.map(_hash_one, [paths[int(first[u])] for u in missing])
+    for u, (described, err) in zip(missing, results):
         if described is None:
-            errors[k] = err or "cannot decode"
+            table.errors[u] = err or "cannot decode"
         else:
-            fresh[sha] = described
-            unwritten.append((sha, described))
+            table.put(u, described[0], cached=False)
+            sha = bytes(uniq[u]).decode()
+            if cache is None:
+                held[sha] = described
+            else:
+                unwritten.append((sha, described))
         if cache and len(unwritten) >= FLUSH_EVERY:
             _store(cache, unwritten)
             unwritten = []
@@ -349,55 +495,46 @@ def _hash_files(paths: Sequence[Path], cache: HashCache | None, progress: Progre
             progress(done, total)
     if cache and unwritten:
         _store(cache, unwritten)
-    return [_outcome(p, shas[k], errors.get(k), known, fresh, errors.get(first_of.get(shas[k] or "", -1)))
-            for k, p in enumerate(paths)]
 
 
-def _content_hashes(paths: Sequence[Path], cache: HashCache | None, executor: Executor) -> tuple[list[str | None], dict[int, str]]:
-    """The sha256 of every file (remembered ones by size and mtime, the rest on the workers), and why a file could not be read."""
-    shas: list[str | None] = []
+STAT_CHUNK = 20_000  # files whose content hash is looked up or computed at a time
+
+
+def _content_hashes(paths: Sequence[Path], cache: HashCache | None, executor: Executor) -> tuple[np.ndarray, dict[int, str]]:
+    """The sha256 of every file (S64; empty where unreadable), and why a file could not be read.
+    Remembered ones are taken by size and mtime, the rest computed on the workers, a chunk at a time."""
+    shas = np.zeros(len(paths), dtype="S64")
     errors: dict[int, str] = {}
-    remembered = cache.known_shas(paths) if cache else {}
-    unknown = [k for k, p in enumerate(paths) if p not in remembered]
-    ids = dict(zip(unknown, executor.map(_content_id, [paths[k] for k in unknown])))
-    new_stats: list[tuple[Path, int, int, str]] = []
-    for k, p in enumerate(paths):
-        if p in remembered:
-            shas.append(remembered[p])
-            continue
-        got = ids[k]
-        if isinstance(got, str):
-            shas.append(None)
-            errors[k] = got
-            continue
-        shas.append(got[2])
-        new_stats.append((p, *got))
-    if cache and new_stats:
-        cache.remember_shas(new_stats)
+    for start in range(0, len(paths), STAT_CHUNK):
+        part = paths[start : start + STAT_CHUNK]
+        for k, got in enumerate(_content_hashes_of(part, cache, executor)):
+            if isinstance(got, str):
+                errors[start + k] = got
+            else:
+                shas[start + k] = got[2].encode()
     return shas, errors
 
 
-def _cached(cache: HashCache | None, shas: Sequence[str | None]) -> dict[str, Described]:
-    """What the cache holds complete (fingerprint and keypoints) for these content hashes."""
-    if cache is None:
-        return {}
-    wanted = [s for s in shas if s]
-    fps, kps = cache.get_many(wanted), cache.get_keypoints(wanted)
-    return {s: (fps[s], kps[s]) for s in fps if s in kps}
+def _content_hashes_of(paths: Sequence[Path], cache: HashCache | None, executor: Executor) -> list[str | tuple[int, int, str]]:
+    """Per file: its sha256, or why it cannot be read; newly read ones remembered in the cache."""
+    remembered = cache.known_shas(paths) if cache else {}
+    unknown = [k for k, p in enumerate(paths) if p not in remembered]
+    ids = dict(zip(unknown, executor.map(_content_id, [paths[k] for k in unknown])))
+    out: list[str | tuple[int, int, str]] = []
+    new_stats: list[tuple[Path, int, int, str]] = []
+    for k, p in enumerate(paths):
+        if p in remembered:
+            out.append((0, 0, remembered[p]))
+            continue
+        got = ids[k]
+        out.append(got)
+        if not isinstance(got, str):
+            new_stats.append((p, *got))
+    if cache and new_stats:
+        cache.remember_shas(new_stats)
+    return out
 
 
 def _store(cache: HashCache, items: Sequence[tuple[str, Described]]) -> None:
     cache.put_many([(sha, d[0]) for sha, d in items])
     cache.put_keypoints([(sha, d[1]) for sha, d in items])
-
-
-def _outcome(
-    path: Path, sha: str | None, error: str | None, known: dict[str, Described], fresh: dict[str, Described], first_error: str | None
-) -> HashOutcome:
-    if error is not None or sha is None:
-        return HashOutcome(path, sha or "", None, error or "cannot read")
-    if sha in known:
-        return HashOutcome(path, sha, known[sha][0], cached=True, keypoints=known[sha][1])
-    if sha in fresh:
-        return HashOutcome(path, sha, fresh[sha][0], keypoints=fresh[sha][1])
-    return HashOutcome(path, sha, None, first_error or "cannot decode")  # a copy of a file that failed to decode

@@ -18,19 +18,23 @@ Library API for other commands (add-contribution calls this):
 
     check_leakage(data_root, splits_dir=None, metadata_dir=None, against=None, ...) -> LeakageReport
 
-Never prints, never exits: progress is a callback, problems are findings.
+Never prints, never exits: progress is a callback, problems are findings. Sized for collections
+far larger than COVID-CT: per image the run holds a relative path, a few shared strings and the
+`hashcache.HashIndex` row; candidate pairs are judged `PAIR_CHUNK` at a time, with the
+fingerprints of that chunk read from the cache.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -38,14 +42,14 @@ from pydantic import BaseModel, ConfigDict
 from ctcurate.core.dataset import read_key_rows, split_of
 from ctcurate.core.findings import Finding, error, has_errors, warning
 from ctcurate.core.images import UnreadableImage, open_image
-from ctcurate.core.layout import IMAGES_DIR, SPLIT_NAMES, SPLITS_DIR, label_of_class, list_images, special_entries
+from ctcurate.core.layout import IMAGES_DIR, SPLIT_NAMES, SPLITS_DIR, image_names, label_of_class, list_images, special_entries
 from ctcurate.core.pending import pending_findings
 from ctcurate.core.progress import StepProgress, counted, for_step
 from ctcurate.core.store import cache_location
 from ctcurate.core.unionfind import components
 from ctcurate.doi import normalize as doi_lib
 from ctcurate.leakage.execution import Executor, open_executor
-from ctcurate.leakage.hashcache import VERIFY_VERSION, HashCache, HashOutcome, hash_files
+from ctcurate.leakage.hashcache import VERIFY_VERSION, HashCache, HashIndex, index_files
 from ctcurate.leakage.hashing import HASH_VERSION, SUBVIEWS, THUMB, Fingerprint
 from ctcurate.leakage.keypoints import (
     KeypointCandidate,
@@ -204,11 +208,10 @@ def classify(a: ImageInfo, b: ImageInfo, exact: str | None = None) -> list[str]:
     return kinds
 
 
-def _group_clusters(images: dict[str, ImageInfo], attr: str, kind: str, ctype: str) -> list[Cluster]:
+def _group_clusters(images: _ImageTable, attr: str, kind: str, ctype: str) -> list[Cluster]:
     groups: dict[str, list[str]] = defaultdict(list)
-    for rel, info in images.items():
-        key = getattr(info, attr)
-        if key and info.split:
+    for rel, key, split in zip(images.rels, images.column(attr), images.column("split")):
+        if key and split:
             groups[key].append(rel)
     out = []
     for key, members in sorted(groups.items()):
@@ -280,28 +283,27 @@ class Found:
 
 @dataclass(frozen=True)
 class _Side:
-    """The outcomes of one side of a search, with their fingerprints (None where unreadable)."""
+    """One side of a search: the compact index of its images (fingerprints are read when needed)."""
 
-    outcomes: list[HashOutcome]
-
-    @property
-    def fps(self) -> list[Fingerprint | None]:
-        return [o.fingerprint for o in self.outcomes]
+    index: HashIndex
 
     @property
-    def readable(self) -> list[int]:
-        return [k for k, o in enumerate(self.outcomes) if o.fingerprint is not None]
-
-    def fp(self, k: int) -> Fingerprint:
-        f = self.outcomes[k].fingerprint
-        assert f is not None  # pairs are only formed between images that were fingerprinted
-        return f
+    def readable(self) -> np.ndarray:
+        return np.flatnonzero(self.index.readable)
 
     def path(self, k: int) -> str:
-        return str(self.outcomes[k].path)
+        return str(self.index.paths[k])
 
     def sha(self, k: int) -> str:
-        return self.outcomes[k].sha256
+        return self.index.sha(k)
+
+
+# Candidate pairs judged at a time on their thumbnails: the thumbnails' variants (320 KiB per
+# picture in `verify.quick_scores`) are all the client holds of the pictures, whatever the size of
+# the collection. Pairs verified at a time on the workers (their fingerprints, 8 KiB a pair, are read
+# per chunk): enough to keep a large cluster busy.
+PAIR_CHUNK = 512
+TASK_CHUNK = 8192
 
 
 @dataclass
@@ -320,14 +322,34 @@ class _Search:
     def known_pairs(self) -> set[tuple[int, int]]:
         return {(f.i, f.j) for f in self.found}
 
+    def fingerprints(self, pairs: Sequence[tuple[int, int]]) -> tuple[dict[int, Fingerprint], dict[int, Fingerprint]]:
+        """The fingerprints of both ends of these pairs (left's, right's), read once each."""
+        if self.self_join:
+            both = self.left.index.fingerprints(sorted({k for p in pairs for k in p}))
+            return both, both
+        return self.left.index.fingerprints(sorted({i for i, _ in pairs})), self.right.index.fingerprints(sorted({j for _, j in pairs}))
 
-def _run_tasks(search: _Search, tasks: list[VerifyTask], step: str, priority: list[float] | None = None) -> list[Verdict]:
-    """Verdicts of `tasks` in order, on the executor when there are enough (highest priority first)."""
+
+_TaskOf = Callable[[int, Fingerprint, Fingerprint], VerifyTask]
+
+
+def _run_tasks(
+    search: _Search, pairs: Sequence[tuple[int, int]], task_of: _TaskOf, step: str, priority: Sequence[float] | None = None
+) -> list[Verdict]:
+    """Verdicts of the tasks `task_of(k, left fingerprint, right fingerprint)` of `pairs`, in order, on
+    the executor (highest priority first); their fingerprints are read a chunk of tasks at a time."""
     # their cost varies 20-fold: the likeliest duplicates go first, they are the ones decoded in full
-    order = sorted(range(len(tasks)), key=lambda k: -(priority[k] if priority else 0.0))
-    mapped = search.workers.map(_verify_task, [tasks[k] for k in order], min_parallel=8)
-    done = dict(zip(order, counted(mapped, len(tasks), step, search.progress)))
-    return [done[k] for k in range(len(tasks))]
+    order = sorted(range(len(pairs)), key=lambda k: -(priority[k] if priority else 0.0))
+
+    def verdicts() -> Iterator[Verdict]:
+        for start in range(0, len(order), TASK_CHUNK):
+            part = order[start : start + TASK_CHUNK]
+            fl, fr = search.fingerprints([pairs[k] for k in part])
+            tasks = [task_of(k, fl[pairs[k][0]], fr[pairs[k][1]]) for k in part]
+            yield from search.workers.map(_verify_task, tasks, min_parallel=8)
+
+    done = dict(zip(order, counted(verdicts(), len(pairs), step, search.progress)))
+    return [done[k] for k in range(len(pairs))]
 
 
 def _stored(v: Verdict) -> dict[str, Any]:
@@ -347,61 +369,98 @@ def _pair_key(search: _Search, i: int, j: int, stage: str) -> str:
     return key if stage == "hash" else f"{key}:{stage}"
 
 
+def _cached_verdicts(search: _Search, keys: list[str]) -> dict[str, dict[str, Any]]:
+    return search.cache.get_verdicts(keys) if search.cache else {}
+
+
+def _remember(search: _Search, fresh: list[tuple[str, dict[str, Any]]]) -> None:
+    if search.cache and fresh:
+        search.cache.put_verdicts(fresh)
+
+
+@dataclass(frozen=True)
+class _ToVerify:
+    """A pair that passed its thumbnail gate, to verify on its pixels (found, if a duplicate, as `found`)."""
+
+    i: int
+    j: int
+    key: str  # of its verdict in the cache
+    quick: tuple[float, bool]
+    found: Found  # its verdict left out
+    window: Window | None = None
+    crop_is_left: bool = True
+
+
+def _verify_all(search: _Search, todo: list[_ToVerify], step: str, priority: Sequence[float] | None = None) -> None:
+    """Verify `todo` on the workers, remember every verdict, keep the duplicates."""
+
+    def task_of(k: int, fa: Fingerprint, fb: Fingerprint) -> VerifyTask:
+        t = todo[k]
+        a, b = (fa, search.left.path(t.i)), (fb, search.right.path(t.j))
+        crop, full = (a, b) if t.crop_is_left else (b, a)
+        return VerifyTask(crop[0], full[0], crop[1], full[1], t.quick, t.window)
+
+    verdicts = _run_tasks(search, [(t.i, t.j) for t in todo], task_of, step, priority)
+    _remember(search, [(t.key, _stored(v)) for t, v in zip(todo, verdicts)])
+    search.found += [replace(t.found, verdict=v) for t, v in zip(todo, verdicts) if v.duplicate]
+
+
 def _hash_stage(search: _Search) -> None:
     """Whole views within the pHash threshold (directly or mirrored): exact copies, then verified ones."""
     left, right = search.left, search.right
     lidx, ridx = left.readable, right.readable
-    if not lidx or not ridx:
+    if not len(lidx) or not len(ridx):
         return
-    lh = np.array([left.fp(k).phash for k in lidx], dtype=np.uint64)
-    lm = np.array([left.fp(k).phash_m for k in lidx], dtype=np.uint64)
-    rh = None if search.self_join else np.array([right.fp(k).phash for k in ridx], dtype=np.uint64)
-    ci, cj, cd = pairs_within_any(lh, lm, search.threshold, rh)
-    to_verify: list[tuple[int, int, int]] = []
-    for i, j, d in sorted(zip((lidx[x] for x in ci.tolist()), (ridx[y] for y in cj.tolist()), cd.tolist())):
+    rh = None if search.self_join else right.index.phash[ridx]
+    ci, cj, cd = pairs_within_any(left.index.phash[lidx], left.index.phash_m[lidx], search.threshold, rh)
+    ci, cj = lidx[ci], ridx[cj]
+    order = np.lexsort((cd, cj, ci))
+    ci, cj, cd = ci[order], cj[order], cd[order]
+    todo: list[_ToVerify] = []
+    for start in range(0, len(ci), PAIR_CHUNK):
+        sl = slice(start, start + PAIR_CHUNK)
+        todo += _hash_chunk(search, list(zip(ci[sl].tolist(), cj[sl].tolist(), cd[sl].tolist())))
+    _verify_all(search, todo, "verifying", [t.quick[0] for t in todo])
+
+
+def _hash_chunk(search: _Search, cands: list[tuple[int, int, int]]) -> list[_ToVerify]:
+    """One chunk of hash-close pairs: exact copies found, cached verdicts taken, the rest dropped on
+    the thumbnails (most hash neighbours are other scans) or returned to verify."""
+    left, right = search.left, search.right
+    exact = [(i, j) for i, j, d in cands if d == 0 and left.sha(i) != right.sha(j)]
+    fl, fr = search.fingerprints(exact)
+    pairs: list[tuple[int, int, int]] = []
+    for i, j, d in cands:
         if left.sha(i) == right.sha(j):
-            search.found.append(Found(i, j, None, "hash", int(d), "exact-bytes"))
-        elif d == 0 and _same_picture_fingerprint(left.fp(i), right.fp(j)) and _same_pixels(left.outcomes[i].path, right.outcomes[j].path):
-            search.found.append(Found(i, j, None, "hash", int(d), "exact-pixels"))
+            search.found.append(Found(i, j, None, "hash", d, "exact-bytes"))
+        elif d == 0 and _same_picture_fingerprint(fl[i], fr[j]) and _same_pixels(Path(left.path(i)), Path(right.path(j))):
+            search.found.append(Found(i, j, None, "hash", d, "exact-pixels"))
         else:
-            to_verify.append((i, j, int(d)))
-    known = _judge_hash_pairs(search, [(i, j) for i, j, _ in to_verify])
-    for i, j, d in to_verify:
-        stored = known[_pair_key(search, i, j, "hash")]
-        if stored["duplicate"]:
-            search.found.append(Found(i, j, _verdict(stored), "hash", d))
-
-
-def _judge_hash_pairs(search: _Search, pairs: list[tuple[int, int]]) -> dict[str, dict[str, Any]]:
-    """Verdicts of hash-close pairs by pair key: cached, dropped on the thumbnails, or verified."""
-    keys = [_pair_key(search, i, j, "hash") for i, j in pairs]
-    known = search.cache.get_verdicts(keys) if search.cache else {}
-    pending = [(p, k) for p, k in zip(pairs, keys) if k not in known]
+            pairs.append((i, j, d))
+    keys = [_pair_key(search, i, j, "hash") for i, j, _ in pairs]
+    known = _cached_verdicts(search, keys)
+    search.found += [Found(i, j, _verdict(known[k]), "hash", d) for (i, j, d), k in zip(pairs, keys) if k in known and known[k]["duplicate"]]
+    pending = [(i, j, d, k) for (i, j, d), k in zip(pairs, keys) if k not in known]
     if not pending:
-        return known
-    # most hash neighbours are other scans: drop them on the thumbnails before any pixel work
-    pi = np.array([i for (i, _), _ in pending])
-    pj = np.array([j for (_, j), _ in pending])
-    lfp, rfp = search.left.fps, search.right.fps
-    quick, flipped = quick_scores(lfp, lfp if search.self_join else rfp, pi, pj)
-    fresh: list[tuple[str, dict[str, Any]]] = []
-    tasks, task_keys = [], []
-    for ((i, j), key), q, m in zip(pending, quick.tolist(), flipped.tolist()):
+        return []
+    fl, fr = search.fingerprints([(i, j) for i, j, _, _ in pending])
+    rows_l = sorted(fl)
+    at_l = {k: n for n, k in enumerate(rows_l)}
+    thumbs_l = [fl[k] for k in rows_l]
+    if search.self_join:
+        at_r, thumbs_r = at_l, thumbs_l
+    else:
+        rows_r = sorted(fr)
+        at_r, thumbs_r = {k: n for n, k in enumerate(rows_r)}, [fr[k] for k in rows_r]
+    quick, flipped = quick_scores(thumbs_l, thumbs_r, np.array([at_l[i] for i, _, _, _ in pending]), np.array([at_r[j] for _, j, _, _ in pending]))
+    fresh, todo = [], []
+    for (i, j, d, key), q, m in zip(pending, quick.tolist(), flipped.tolist()):
         if q < QUICK_MIN:
             fresh.append((key, _rejected(q, bool(m))))
         else:
-            tasks.append(VerifyTask(search.left.fp(i), search.right.fp(j), search.left.path(i), search.right.path(j), (q, bool(m))))
-            task_keys.append(key)
-    verdicts = _run_tasks(search, tasks, "verifying", [t.quick[0] for t in tasks if t.quick])
-    fresh += [(k, _stored(v)) for k, v in zip(task_keys, verdicts)]
-    _remember(search, known, fresh)
-    return known
-
-
-def _remember(search: _Search, known: dict[str, dict[str, Any]], fresh: list[tuple[str, dict[str, Any]]]) -> None:
-    known.update(fresh)
-    if search.cache and fresh:
-        search.cache.put_verdicts(fresh)
+            todo.append(_ToVerify(i, j, key, (q, bool(m)), Found(i, j, None, "hash", d)))
+    _remember(search, fresh)
+    return todo
 
 
 # A crop's whole view against the sub-windows of the other side's view (`hashing.SUBVIEWS`): the
@@ -418,35 +477,78 @@ class _CropOption:
     distance: int
 
 
-def _hash_arrays(side: _Side, idx: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    k = len(SUBVIEWS)
-    full = np.array([side.fp(n).phash for n in idx], dtype=np.uint64)
-    mirr = np.array([side.fp(n).phash_m for n in idx], dtype=np.uint64)
-    subs = np.array([side.fp(n).sub_phash for n in idx], dtype=np.uint64).reshape(len(idx) * k)
-    return full, mirr, subs
+@dataclass(frozen=True)
+class _CropOptions:
+    """Every crop option of a search as parallel arrays, sorted by pair (options of one pair in the
+    order they were found)."""
+
+    i: np.ndarray
+    j: np.ndarray
+    crop_is_left: np.ndarray
+    mirrored: np.ndarray
+    window: np.ndarray
+    distance: np.ndarray
+
+    def pair_starts(self) -> np.ndarray:
+        """Where each pair's options start, and the end."""
+        if not len(self.i):
+            return np.zeros(1, dtype=np.int64)
+        new = np.flatnonzero((np.diff(self.i) != 0) | (np.diff(self.j) != 0)) + 1
+        return np.concatenate([[0], new, [len(self.i)]])
+
+    def by_pair(self, start: int = 0, stop: int | None = None) -> dict[tuple[int, int], list[_CropOption]]:
+        """Options start..stop, grouped by pair."""
+        out: dict[tuple[int, int], list[_CropOption]] = defaultdict(list)
+        sl = slice(start, stop)
+        for i, j, c, m, w, d in zip(*(a[sl].tolist() for a in (self.i, self.j, self.crop_is_left, self.mirrored, self.window, self.distance))):
+            out[(i, j)].append(_CropOption(c, m, w, d))
+        return out
 
 
-def _crop_candidates(search: _Search) -> dict[tuple[int, int], list[_CropOption]]:
-    """(left index, right index) -> every (orientation, mirror, window) whose pHashes are close."""
+# Images whose sub-window hashes are searched at a time: the multi-index over 24 hashes per image
+# was the largest part of the client's memory outside the keypoint stage (~4 KiB per image).
+SUB_CHUNK = 50_000
+
+
+def _pairs_within_parts(q: np.ndarray, threshold: int, db: np.ndarray, part: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`search.pairs_within(q, threshold, db)`, the database searched `part` hashes at a time: the
+    same pairs in the same order (sorted by query, then database index)."""
+    if len(db) <= part:
+        return pairs_within(q, threshold, db)
+    found = [pairs_within(q, threshold, db[s : s + part]) for s in range(0, len(db), part)]
+    qi = np.concatenate([f[0] for f in found])
+    dj = np.concatenate([f[1] + s for f, s in zip(found, range(0, len(db), part))])
+    dist = np.concatenate([f[2] for f in found])
+    order = np.lexsort((dj, qi))
+    return qi[order], dj[order], dist[order]
+
+
+def _crop_candidates(search: _Search) -> _CropOptions:
+    """Every (pair, orientation, mirror, window) whose pHashes are close."""
     k = len(SUBVIEWS)
     lidx, ridx = search.left.readable, search.right.readable
-    lf, lm, ls = _hash_arrays(search.left, lidx)
-    rf, rm, rs = (lf, lm, ls) if search.self_join else _hash_arrays(search.right, ridx)
-    out: dict[tuple[int, int], list[_CropOption]] = defaultdict(list)
-    sides = [(True, lf, lm, rs)] if search.self_join else [(True, lf, lm, rs), (False, rf, rm, ls)]
+    left, right = search.left.index, search.right.index
+    lsub, rsub = left.sub_phash[lidx].reshape(-1), right.sub_phash[ridx].reshape(-1)
+    sides = [(True, left.phash[lidx], left.phash_m[lidx], rsub)]
+    if not search.self_join:
+        sides.append((False, right.phash[ridx], right.phash_m[ridx], lsub))
+    parts: list[tuple[np.ndarray, ...]] = []
     for crop_left, full, mirr, subs in sides:
         for mirrored, q in ((False, full), (True, mirr)):
-            qi, dj, dist = pairs_within(q, search.threshold, subs)
-            for c, s, d in zip(qi.tolist(), dj.tolist(), dist.tolist()):
-                other, w = divmod(s, k)
-                i, j = (lidx[c], ridx[other]) if crop_left else (lidx[other], ridx[c])
-                if search.self_join and i == j:
-                    continue
-                crop_is_left = crop_left
-                if search.self_join and i > j:
-                    i, j, crop_is_left = j, i, False
-                out[(i, j)].append(_CropOption(crop_is_left, mirrored, w, int(d)))
-    return out
+            qi, dj, dist = _pairs_within_parts(q, search.threshold, subs, SUB_CHUNK * k)
+            other, w = np.divmod(dj, k)
+            i, j = (lidx[qi], ridx[other]) if crop_left else (lidx[other], ridx[qi])
+            crop_is_left = np.full(len(i), crop_left)
+            if search.self_join:
+                keep = i != j
+                i, j, crop_is_left, w, dist = i[keep], j[keep], crop_is_left[keep], w[keep], dist[keep]
+                swap = i > j
+                i, j = np.where(swap, j, i), np.where(swap, i, j)
+                crop_is_left = crop_is_left & ~swap
+            parts.append((i, j, crop_is_left, np.full(len(i), mirrored), w, dist))
+    cols = [np.concatenate([p[c] for p in parts]) for c in range(6)]
+    order = np.lexsort((cols[1], cols[0]))  # stable: a pair's options keep the order they were found in
+    return _CropOptions(*(c[order] for c in cols))
 
 
 @dataclass(frozen=True)
@@ -483,28 +585,35 @@ def _best_crop_options(pairs: list[tuple[Fingerprint, Fingerprint]], options: li
 def _window_stage(search: _Search) -> None:
     """The pairs where one image is a crop of the other, verified with the alignment seeded at the window."""
     seen = search.known_pairs()
-    cands = {ij: opts for ij, opts in _crop_candidates(search).items() if ij not in seen}
+    options = _crop_candidates(search)
+    starts = options.pair_starts().tolist()
+    todo: list[_ToVerify] = []
+    for s in range(0, len(starts) - 1, PAIR_CHUNK):
+        chunk = options.by_pair(starts[s], starts[min(s + PAIR_CHUNK, len(starts) - 1)])
+        todo += _window_chunk(search, {ij: opts for ij, opts in chunk.items() if ij not in seen})
+    _verify_all(search, todo, "verifying crops")
+
+
+def _window_chunk(search: _Search, cands: dict[tuple[int, int], list[_CropOption]]) -> list[_ToVerify]:
+    """One chunk of crop candidates: cached verdicts taken, the rest dropped on the windows'
+    thumbnails or returned to verify."""
     order = sorted(cands)
     keys = [_pair_key(search, i, j, "crop") for i, j in order]
-    known = search.cache.get_verdicts(keys) if search.cache else {}
-    todo = [(i, j, key) for (i, j), key in zip(order, keys) if key not in known]
-    left, right = search.left, search.right
-    best = _best_crop_options([(left.fp(i), right.fp(j)) for i, j, _ in todo], [cands[(i, j)] for i, j, _ in todo])
-    fresh: list[tuple[str, dict[str, Any]]] = []
-    tasks, task_keys = [], []
-    for (i, j, key), choice in zip(todo, best):
+    known = _cached_verdicts(search, keys)
+    search.found += [Found(i, j, _verdict(known[k]), "window", min(o.distance for o in cands[(i, j)]))
+                     for (i, j), k in zip(order, keys) if k in known and known[k]["duplicate"]]
+    pending = [(i, j, key) for (i, j), key in zip(order, keys) if key not in known]
+    fl, fr = search.fingerprints([(i, j) for i, j, _ in pending])
+    best = _best_crop_options([(fl[i], fr[j]) for i, j, _ in pending], [cands[(i, j)] for i, j, _ in pending])
+    fresh, todo = [], []
+    for (i, j, key), choice in zip(pending, best):
         if choice.score < QUICK_MIN:
             fresh.append((key, _rejected(choice.score, choice.mirrored)))
             continue
-        a, b = (left.fp(i), left.path(i)), (right.fp(j), right.path(j))
-        crop, full = (a, b) if choice.crop_is_left else (b, a)
-        tasks.append(VerifyTask(crop[0], full[0], crop[1], full[1], (choice.score, choice.mirrored), choice.window))
-        task_keys.append(key)
-    fresh += [(k, _stored(v)) for k, v in zip(task_keys, _run_tasks(search, tasks, "verifying crops"))]
-    _remember(search, known, fresh)
-    for (i, j), key in zip(order, keys):
-        if known[key]["duplicate"]:
-            search.found.append(Found(i, j, _verdict(known[key]), "window", min(o.distance for o in cands[(i, j)])))
+        found = Found(i, j, None, "window", min(o.distance for o in cands[(i, j)]))
+        todo.append(_ToVerify(i, j, key, (choice.score, choice.mirrored), found, choice.window, choice.crop_is_left))
+    _remember(search, fresh)
+    return todo
 
 
 def _crop_seed(c: KeypointCandidate, a: Keypoints, b: Keypoints) -> Seed:
@@ -514,16 +623,12 @@ def _crop_seed(c: KeypointCandidate, a: Keypoints, b: Keypoints) -> Seed:
     return Seed(c.mirrored, (m[0] * k, m[1] * k, m[2] / b.scale, m[3] * k, m[4] * k, m[5] / b.scale))
 
 
-def _keypoints(side: _Side) -> list[Keypoints | None]:
-    return [o.keypoints if o.fingerprint is not None else None for o in side.outcomes]
-
-
 def _searched(search: _Search, lkp: list[Keypoints | None], rkp: list[Keypoints | None]) -> list[KeypointCandidate]:
     """`keypoint_candidates`, remembered in the cache for this exact list of contents (a warm run
     over an unchanged dataset searches nothing)."""
-    shas = [o.sha256 if k is not None else "" for o, k in zip(search.left.outcomes, lkp)]
+    shas = [search.left.sha(n) if k is not None else "" for n, k in enumerate(lkp)]
     if not search.self_join:
-        shas += ["|"] + [o.sha256 if k is not None else "" for o, k in zip(search.right.outcomes, rkp)]
+        shas += ["|"] + [search.right.sha(n) if k is not None else "" for n, k in enumerate(rkp)]
     key = "keypoint-search:" + hashlib.sha256("\n".join([HASH_VERSION, VERIFY_VERSION, *shas]).encode()).hexdigest()
     stored = search.cache.get_search(key) if search.cache else None
     if stored is not None:
@@ -536,9 +641,10 @@ def _searched(search: _Search, lkp: list[Keypoints | None], rkp: list[Keypoints 
 
 
 def _keypoint_candidates(search: _Search) -> list[tuple[int, int, KeypointCandidate, Seed]]:
-    """(i, j, candidate, seed in crop pixels) of every keypoint candidate no earlier stage found."""
-    lkp = _keypoints(search.left)
-    rkp = lkp if search.self_join else _keypoints(search.right)
+    """(i, j, candidate, seed in crop pixels) of every keypoint candidate no earlier stage found.
+    The keypoints are read from the cache for this stage only."""
+    lkp = search.left.index.keypoints()
+    rkp = lkp if search.self_join else search.right.index.keypoints()
     seen = search.known_pairs()
     out = []
     for c in _searched(search, lkp, rkp):
@@ -553,12 +659,19 @@ def _keypoint_stage(search: _Search) -> None:
     """Pairs whose local features agree on one transform (rotated, rescaled, re-cropped copies)."""
     cands = _keypoint_candidates(search)
     keys = [_pair_key(search, i, j, "keypoints") for i, j, _, _ in cands]
-    known = search.cache.get_verdicts(keys) if search.cache else {}
+    known = _cached_verdicts(search, keys)
     todo = [(c, seed, key) for (_, _, c, seed), key in zip(cands, keys) if key not in known]
     left, right = search.left, search.right
-    tasks = [VerifyTask(left.fp(c.a), right.fp(c.b), left.path(c.a), right.path(c.b), seed=seed) for c, seed, _ in todo]
-    verdicts = _run_tasks(search, tasks, "verifying keypoint pairs", [float(c.transform.inliers) for c, _, _ in todo])
-    _remember(search, known, [(key, _stored(v)) for (_, _, key), v in zip(todo, verdicts)])
+
+    def task_of(k: int, fa: Fingerprint, fb: Fingerprint) -> VerifyTask:
+        c, seed, _ = todo[k]
+        return VerifyTask(fa, fb, left.path(c.a), right.path(c.b), seed=seed)
+
+    verdicts = _run_tasks(search, [(c.a, c.b) for c, _, _ in todo], task_of, "verifying keypoint pairs",
+                          [float(c.transform.inliers) for c, _, _ in todo])
+    fresh = [(key, _stored(v)) for (_, _, key), v in zip(todo, verdicts)]
+    known.update(fresh)
+    _remember(search, fresh)
     for (i, j, c, seed), key in zip(cands, keys):
         if known[key]["duplicate"]:
             transform = Transform(seed.matrix, c.transform.inliers, c.transform.votes)
@@ -567,7 +680,7 @@ def _keypoint_stage(search: _Search) -> None:
 
 
 def _find_pairs(
-    left: list[HashOutcome], right: list[HashOutcome] | None, cache: HashCache | None, threshold: int, workers: Executor,
+    left: HashIndex, right: HashIndex | None, cache: HashCache | None, threshold: int, workers: Executor,
     progress: StepProgress | None = None,
 ) -> list[Found]:
     """Every verified pair, by stage: hash-close whole views, crops at a window, keypoint transforms.
@@ -579,11 +692,10 @@ def _find_pairs(
     return sorted(search.found, key=lambda f: (f.i, f.j))
 
 
-def _unreadable(outcomes: Sequence[HashOutcome], rel: Callable[[Path], str]) -> list[Finding]:
+def _unreadable(index: HashIndex, rel: Callable[[Path], str]) -> list[Finding]:
     return [
-        error("image.unreadable", f"cannot hash image: {o.error}", file=rel(o.path), hint="re-export or remove the file")
-        for o in outcomes
-        if o.fingerprint is None
+        error("image.unreadable", f"cannot hash image: {index.errors[k]}", file=rel(index.paths[k]), hint="re-export or remove the file")
+        for k in sorted(index.errors)
     ]
 
 
@@ -633,30 +745,80 @@ def cache_findings(cache: HashCache) -> list[Finding]:
             for text in cache.warnings]
 
 
-def _image_infos(data_root: Path, splits_dir: Path | None, metadata_dir: Path | None) -> tuple[dict[str, Path], dict[str, ImageInfo]]:
-    by_class = list_images(data_root)
+class _ImagePaths(Sequence[Path]):
+    """The files `root / rel` of sorted `rels`, made when asked: a string per image, not a path object."""
+
+    def __init__(self, root: Path, rels: list[str]) -> None:
+        self.root, self.rels = root, rels
+
+    def __len__(self) -> int:
+        return len(self.rels)
+
+    @overload
+    def __getitem__(self, k: int) -> Path: ...
+
+    @overload
+    def __getitem__(self, k: slice) -> _ImagePaths: ...
+
+    def __getitem__(self, k: int | slice) -> Path | _ImagePaths:
+        if isinstance(k, slice):
+            return _ImagePaths(self.root, self.rels[k])
+        return self.root / self.rels[k]
+
+
+class _ImageTable(Mapping[str, ImageInfo]):
+    """What the report shows beside each picture of a (large) dataset, in columns: an `ImageInfo` is
+    made only when asked for. Rows follow the sorted relative paths."""
+
+    def __init__(self, rels: list[str], labels: list[str], splits: list[str | None], patients: list[str | None], dois: list[str | None]) -> None:
+        self.rels, self._labels, self._splits, self._patients, self._dois = rels, labels, splits, patients, dois
+
+    def _row(self, rel: str) -> int:
+        k = bisect_left(self.rels, rel)
+        if k == len(self.rels) or self.rels[k] != rel:
+            raise KeyError(rel)
+        return k
+
+    def __getitem__(self, rel: str) -> ImageInfo:
+        k = self._row(rel)
+        return ImageInfo(path=rel, label=self._labels[k], split=self._splits[k], patient=self._patients[k], doi=self._dois[k],
+                         source=self._source(k))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.rels)
+
+    def __len__(self) -> int:
+        return len(self.rels)
+
+    def _source(self, k: int) -> str:
+        class_dir, name = self.rels[k].split("/", 1)
+        return f"{self._dois[k] or class_dir}|{source_figure(name)}"
+
+    def column(self, attr: str) -> Iterator[str | None]:
+        """One field of every row, in row order (`split`, `patient` or `source`)."""
+        if attr == "source":
+            return (self._source(k) for k in range(len(self.rels)))
+        return iter({"split": self._splits, "patient": self._patients}[attr])
+
+
+def _image_infos(data_root: Path, splits_dir: Path | None, metadata_dir: Path | None) -> tuple[_ImagePaths, _ImageTable]:
+    by_class = image_names(data_root)
     splits = split_of(splits_dir, list(by_class))
     meta = read_metadata(metadata_dir) if metadata_dir is not None and metadata_dir.is_dir() else {}
-    paths: dict[str, Path] = {}
-    infos: dict[str, ImageInfo] = {}
-    for class_dir, files in by_class.items():
-        for p in files:
-            rel = f"{class_dir}/{p.name}"
-            patient, d = meta.get(rel, (None, None))
-            if d is None:
-                pre = doi_lib.preprint_from_filename(p.name)
-                d = pre.doi if pre else None
-            fig = source_figure(p.name)
-            paths[rel] = p
-            infos[rel] = ImageInfo(
-                path=rel,
-                label=label_of_class(class_dir),
-                split=splits.get(rel),
-                patient=patient,
-                doi=d,
-                source=f"{d or class_dir}|{fig}",
-            )
-    return paths, infos
+    rels = sorted(f"{class_dir}/{name}" for class_dir, names in by_class.items() for name in names)
+    labels, row_splits, patients, dois = [], [], [], []
+    label_of = {class_dir: label_of_class(class_dir) for class_dir in by_class}
+    for rel in rels:
+        class_dir, name = rel.split("/", 1)
+        patient, d = meta.get(rel, (None, None))
+        if d is None:
+            pre = doi_lib.preprint_from_filename(name)
+            d = pre.doi if pre else None
+        labels.append(label_of[class_dir])
+        row_splits.append(splits.get(rel))
+        patients.append(patient)
+        dois.append(d)
+    return _ImagePaths(data_root / IMAGES_DIR, rels), _ImageTable(rels, labels, row_splits, patients, dois)
 
 
 @contextmanager
@@ -694,7 +856,7 @@ def check_leakage(
     if splits_dir is None and (data_root / SPLITS_DIR).is_dir():
         splits_dir = data_root / SPLITS_DIR
     paths, infos = _image_infos(data_root, splits_dir, metadata_dir)
-    rels = sorted(paths)
+    rels = paths.rels
     with _cache_and_workers(cache_path, jobs, scheduler) as (cache, workers):
         run = _Run(cache, jobs, threshold, workers, progress)
         if against is None:
@@ -729,28 +891,28 @@ class _Run:
 
 
 def _dataset_pairs(
-    data_root: Path, paths: dict[str, Path], infos: dict[str, ImageInfo], run: _Run
-) -> tuple[list[Pair], list[Finding], dict[str, ImageInfo]]:
+    data_root: Path, paths: _ImagePaths, infos: _ImageTable, run: _Run
+) -> tuple[list[Pair], list[Finding], Mapping[str, ImageInfo]]:
     """Every verified pair within the dataset, classified by split and label."""
-    rels = sorted(paths)
-    outcomes = hash_files([paths[r] for r in rels], run.cache, run.jobs, for_step(run.progress, "hashing"), run.workers)
-    findings = _unreadable(outcomes, lambda p: str(p.relative_to(data_root / IMAGES_DIR)))
+    rels = paths.rels
+    index = index_files(paths, run.cache, run.jobs, for_step(run.progress, "hashing"), run.workers)
+    findings = _unreadable(index, lambda p: str(p.relative_to(data_root / IMAGES_DIR)))
     pairs = []
-    for f in _find_pairs(outcomes, None, run.cache, run.threshold, run.workers, run.progress):
+    for f in _find_pairs(index, None, run.cache, run.threshold, run.workers, run.progress):
         a, b = infos[rels[f.i]], infos[rels[f.j]]
         pairs.append(_pair_model(a.path, b.path, classify(a, b, f.exact), f))
     return pairs, findings, infos
 
 
 def _against_pairs(
-    against: Mapping[str, tuple[Path, str | None]], data_root: Path, paths: dict[str, Path], infos: dict[str, ImageInfo], run: _Run
-) -> tuple[list[Pair], list[Finding], dict[str, ImageInfo]]:
+    against: Mapping[str, tuple[Path, str | None]], data_root: Path, paths: _ImagePaths, infos: _ImageTable, run: _Run
+) -> tuple[list[Pair], list[Finding], Mapping[str, ImageInfo]]:
     """`--against`: the new images against the dataset and among themselves (paths prefixed `new:`)."""
     new_paths, new_infos = _against_infos(against)
-    new_rels, rels = sorted(new_paths), sorted(paths)
-    outcomes = hash_files([new_paths[r] for r in new_rels] + [paths[r] for r in rels], run.cache, run.jobs,
-                          for_step(run.progress, "hashing"), run.workers)
-    new_out, old_out = outcomes[: len(new_rels)], outcomes[len(new_rels) :]
+    new_rels, rels = sorted(new_paths), paths.rels
+    index = index_files([new_paths[r] for r in new_rels] + list(paths), run.cache, run.jobs,
+                        for_step(run.progress, "hashing"), run.workers)
+    new_out, old_out = index.part(0, len(new_rels)), index.part(len(new_rels), len(index))
     rel_of = {v: k for k, v in new_paths.items()}
     findings = _unreadable(new_out, lambda p: "new:" + rel_of.get(p, str(p))) + _unreadable(
         old_out, lambda p: str(p.relative_to(data_root / IMAGES_DIR)))
@@ -763,7 +925,24 @@ def _against_pairs(
     for f in _find_pairs(new_out, None, run.cache, run.threshold, run.workers, run.progress):
         a, b = new[new_rels[f.i]], new[new_rels[f.j]]
         pairs.append(_pair_model(a.path, b.path, ["duplicate", *([f.exact] if f.exact else [])] + (["label-conflict"] if a.label != b.label else []), f))
-    return pairs, findings, {**infos, **{"new:" + r: i for r, i in new.items()}}
+    return pairs, findings, _Joined({"new:" + r: i for r, i in new.items()}, infos)
+
+
+class _Joined(Mapping[str, ImageInfo]):
+    """The new images' infos, then the dataset's (no copy of the dataset's table)."""
+
+    def __init__(self, first: Mapping[str, ImageInfo], second: Mapping[str, ImageInfo]) -> None:
+        self.first, self.second = first, second
+
+    def __getitem__(self, rel: str) -> ImageInfo:
+        return self.first[rel] if rel in self.first else self.second[rel]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.first
+        yield from (k for k in self.second if k not in self.first)
+
+    def __len__(self) -> int:
+        return len(self.first) + sum(k not in self.first for k in self.second)
 
 
 def _against_infos(against: Mapping[str, tuple[Path, str | None]]) -> tuple[dict[str, Path], dict[str, ImageInfo]]:
@@ -782,7 +961,7 @@ def _patient_conflict(copies: list[ImageInfo]) -> bool:
     return any(len(v) > 1 for v in ids.values())
 
 
-def _duplicate_clusters(pairs: list[Pair], infos: dict[str, ImageInfo]) -> list[Cluster]:
+def _duplicate_clusters(pairs: list[Pair], infos: Mapping[str, ImageInfo]) -> list[Cluster]:
     names = sorted({p.a for p in pairs} | {p.b for p in pairs})
     index = {n: k for k, n in enumerate(names)}
     out = []
@@ -821,8 +1000,8 @@ def find_duplicates_of(
     old_paths = [data_root / IMAGES_DIR / r for r in rels]
     new_list = [Path(p) for p in new_images]
     with _cache_and_workers(cache_path, jobs, scheduler) as (cache, workers):
-        outcomes = hash_files(new_list + old_paths, cache, jobs, workers=workers)
-        new_out, old_out = outcomes[: len(new_list)], outcomes[len(new_list) :]
+        index = index_files(new_list + old_paths, cache, jobs, workers=workers)
+        new_out, old_out = index.part(0, len(new_list)), index.part(len(new_list), len(index))
         matches: dict[Path, list[Match]] = {p: [] for p in new_list}
         for f in _find_pairs(new_out, old_out, cache, threshold, workers):
             pair = _pair_model(str(new_list[f.i]), rels[f.j], [], f)

@@ -177,3 +177,27 @@ def test_a_remembered_keypoint_search_round_trips_and_is_not_a_damaged_verdict(t
         cache.conn.execute("UPDATE leakage_verdict SET verdict = 'not json {' WHERE pair = 'keypoint-search:x'")
         assert cache.get_search("keypoint-search:x") is None  # dropped, so the search runs again
         assert cache.warnings == [f"{cache.path}: 1 damaged row(s) of leakage_verdict dropped; recomputed"]
+
+
+@pytest.mark.parametrize("with_cache", [True, False])
+def test_the_cache_backed_keypoint_source_reads_what_the_keypoints_hold(files, tmp_path, real_data, with_cache):
+    """The keypoint search reads descriptors chunk by chunk from the cache (never all at once):
+    the views it sees are those of the keypoints themselves, in the same order, cross or not."""
+    from ctcurate.leakage.hashcache import IndexKeypoints, index_files
+    from ctcurate.leakage.keypoints import KeypointSource, search
+
+    copy = tmp_path / "copy.png"
+    real_image(real_data, "CT_NonCOVID/1330.png").rotate(7, expand=True).save(copy)
+    cache = HashCache(tmp_path / "c.sqlite") if with_cache else None
+    left, right = index_files(files, cache), index_files([copy, tmp_path / "missing.png"], cache)
+    lkp = [left.keypoints_of([k]).get(k) for k in range(len(left))]
+    rkp = [right.keypoints_of([k]).get(k) for k in range(len(right))]
+    assert rkp[1] is None  # an unreadable file has no views' descriptors
+    for ours, theirs in ((IndexKeypoints(left, None), KeypointSource(lkp, None)),
+                         (IndexKeypoints(left, right), KeypointSource(lkp, rkp))):
+        assert ours.sizes().tolist() == theirs.sizes().tolist()
+        views = len(ours.sizes())
+        assert all((a == b).all() for a, b in zip(ours.words(1, views, (0, 16)), theirs.words(1, views, (0, 16))))
+        assert (ours.descriptors(2) == theirs.descriptors(2)).all() and (ours.points(3) == theirs.points(3)).all()
+    found = search(IndexKeypoints(left, right), cross=True)
+    assert [(c.a, c.b) for c in found] == [(0, 0)]  # the rotated copy of 1330.png

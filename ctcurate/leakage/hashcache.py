@@ -16,6 +16,7 @@ import json
 import os
 import re
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 
 from ctcurate.leakage.execution import Executor, LocalPool
 from ctcurate.leakage.hashing import HASH_VERSION, SUBVIEWS, THUMB, Fingerprint, describe_image, file_sha256
-from ctcurate.leakage.keypoints import Keypoints
+from ctcurate.leakage.keypoints import DESCRIPTOR_BYTES, Keypoints, words_at
 from ctcurate.core.images import UnreadableImage, open_image
 from ctcurate.core.store import open_cache, select_in
 
@@ -194,6 +195,12 @@ class HashCache:
             [(sha, HASH_VERSION, *_to_row(fp)) for sha, fp in items],
         )
         self.conn.commit()
+
+    def keypoint_sizes(self, shas: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Descriptors of the direct and the mirrored view per content, without reading them."""
+        sql = "SELECT sha256, length(desc), length(desc_m) FROM leakage_keypoints WHERE version = ? AND sha256 IN ({marks})"
+        return {sha: (int(n) // DESCRIPTOR_BYTES, int(m) // DESCRIPTOR_BYTES)
+                for sha, n, m in select_in(self.conn, sql, sorted(set(shas)), HASH_VERSION)}
 
     def get_keypoints(self, shas: Sequence[str]) -> dict[str, Keypoints]:
         out: dict[str, Keypoints] = {}
@@ -377,10 +384,23 @@ class HashIndex:
         """The fingerprints of these (readable) rows: from the cache, else made again from the file."""
         return {k: d[0] for k, d in self._described(rows, keypoints=False).items()}
 
-    def keypoints(self) -> list[Keypoints | None]:
-        """Every row's keypoints (None where unreadable), read from the cache."""
-        got = self._described(np.flatnonzero(self.readable).tolist(), keypoints=True)
-        return [got[k][1] if k in got else None for k in range(len(self))]
+    def keypoints_of(self, rows: Iterable[int]) -> dict[int, Keypoints]:
+        """The keypoints of these rows (the readable ones), read from the cache."""
+        readable = [k for k in rows if self.readable[k]]
+        return {k: kp for k, (_, kp) in self._described(readable, keypoints=True).items() if kp is not None}
+
+    def keypoint_sizes(self) -> np.ndarray:
+        """(n, 2) descriptors of each row's direct and mirrored view (0 where unreadable), read
+        without the descriptors themselves."""
+        out = np.zeros((len(self), 2), dtype=np.int64)
+        rows = np.flatnonzero(self.readable).tolist()
+        known = self.cache.keypoint_sizes([self.sha(k) for k in rows]) if self.cache is not None else {}
+        missing = [k for k in rows if self.sha(k) not in known]
+        for k, kp in self.keypoints_of(missing).items():  # held in memory, or gone from the cache
+            known[self.sha(k)] = (len(kp.desc) // DESCRIPTOR_BYTES, len(kp.desc_m) // DESCRIPTOR_BYTES)
+        for k in rows:
+            out[k] = known.get(self.sha(k), (0, 0))
+        return out
 
     def outcomes(self) -> list[HashOutcome]:
         """One `HashOutcome` per row, with its fingerprint and keypoints (all in memory at once)."""
@@ -403,6 +423,60 @@ class HashIndex:
             for k in ks:
                 out[k] = described
         return out
+
+
+class IndexKeypoints:
+    """The keypoint search's `keypoints.DescriptorSource` over one or two `HashIndex`es: keypoints
+    are read from the cache a chunk of images at a time, and the few a geometric check needs on
+    demand, so the client never holds them all (~12 KB an image: 12 GB at a million images)."""
+
+    def __init__(self, left: HashIndex, right: HashIndex | None, recent: int = 512) -> None:
+        self._left, self._right = left, right
+        self.left = len(left)
+        self._recent: OrderedDict[tuple[int, int], Keypoints | None] = OrderedDict()
+        self._most = recent
+
+    def _at(self, view: int) -> tuple[int, int, bool]:
+        """(side, row, mirrored) of a view: left image k is views 2k, 2k + 1; right image k is 2 * left + k."""
+        return (0, view // 2, bool(view & 1)) if view < 2 * self.left else (1, view - 2 * self.left, False)
+
+    def _index(self, side: int) -> HashIndex:
+        index = self._left if side == 0 else self._right
+        assert index is not None  # right views exist only in a search against a second index
+        return index
+
+    def sizes(self) -> np.ndarray:
+        left = self._left.keypoint_sizes().reshape(-1)  # direct, mirrored, direct, ...
+        right = self._right.keypoint_sizes()[:, 0] if self._right is not None else np.zeros(0, np.int64)
+        return np.concatenate([left, right])
+
+    def words(self, start: int, stop: int, offsets: tuple[int, ...]) -> list[np.ndarray]:
+        views = [self._at(v) for v in range(start, stop)]
+        got: dict[tuple[int, int], Keypoints] = {}
+        for side in (0, 1):
+            rows = sorted({row for s, row, _ in views if s == side})
+            got |= {(side, k): kp for k, kp in self._index(side).keypoints_of(rows).items()} if rows else {}
+        blob = b"".join((kp.desc_m if m else kp.desc) if (kp := got.get((s, row))) else b"" for s, row, m in views)
+        return words_at(np.frombuffer(blob, dtype=np.uint8).reshape(-1, DESCRIPTOR_BYTES), offsets)
+
+    def _one(self, view: int) -> tuple[Keypoints, bool]:
+        side, row, mirrored = self._at(view)
+        if (side, row) not in self._recent:
+            self._recent[(side, row)] = self._index(side).keypoints_of([row]).get(row)
+            if len(self._recent) > self._most:
+                self._recent.popitem(last=False)
+        self._recent.move_to_end((side, row))
+        kp = self._recent[(side, row)]
+        assert kp is not None  # only views with descriptors are matched
+        return kp, mirrored
+
+    def descriptors(self, view: int) -> np.ndarray:
+        kp, mirrored = self._one(view)
+        return kp.descriptors(mirrored)
+
+    def points(self, view: int) -> np.ndarray:
+        kp, mirrored = self._one(view)
+        return kp.points(mirrored)
 
 
 def _read_described(cache: HashCache, shas: list[str], keypoints: bool) -> dict[str, tuple[Fingerprint, Keypoints | None]]:

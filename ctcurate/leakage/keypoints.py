@@ -50,7 +50,7 @@ _CHECK_MAX = 22  # bits the check word (64) of two neighbours may differ by (one
 _PRE_MAX = 40  # bits the leading word and the check word (128) may differ by before the full check
 PART = 1 << 26  # descriptors sorted at once: ~2.3 GB with their words and ids (bounds the memory)
 _CHUNK = 1 << 22  # descriptors read from the source at once (about)
-_DESC = 32  # bytes per ORB descriptor
+DESCRIPTOR_BYTES = _DESC = 32  # bytes per ORB descriptor
 _POINT_BITS = 9  # a descriptor's id is view << _POINT_BITS | its keypoint's index in the view
 _POINT_MASK = (1 << _POINT_BITS) - 1
 

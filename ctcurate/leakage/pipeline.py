@@ -49,14 +49,14 @@ from ctcurate.core.store import cache_location
 from ctcurate.core.unionfind import components
 from ctcurate.doi import normalize as doi_lib
 from ctcurate.leakage.execution import Executor, open_executor
-from ctcurate.leakage.hashcache import VERIFY_VERSION, HashCache, HashIndex, index_files
+from ctcurate.leakage.hashcache import VERIFY_VERSION, HashCache, HashIndex, IndexKeypoints, index_files
 from ctcurate.leakage.hashing import HASH_VERSION, SUBVIEWS, THUMB, Fingerprint
 from ctcurate.leakage.keypoints import (
     KeypointCandidate,
     Keypoints,
     Transform,
-    keypoint_candidates,
 )
+from ctcurate.leakage.keypoints import search as keypoint_search
 from ctcurate.leakage.search import pairs_within, pairs_within_any
 from ctcurate.leakage.verify import (
     QUICK_MIN,
@@ -623,17 +623,18 @@ def _crop_seed(c: KeypointCandidate, a: Keypoints, b: Keypoints) -> Seed:
     return Seed(c.mirrored, (m[0] * k, m[1] * k, m[2] / b.scale, m[3] * k, m[4] * k, m[5] / b.scale))
 
 
-def _searched(search: _Search, lkp: list[Keypoints | None], rkp: list[Keypoints | None]) -> list[KeypointCandidate]:
-    """`keypoint_candidates`, remembered in the cache for this exact list of contents (a warm run
-    over an unchanged dataset searches nothing)."""
-    shas = [search.left.sha(n) if k is not None else "" for n, k in enumerate(lkp)]
+def _searched(search: _Search) -> list[KeypointCandidate]:
+    """`keypoints.search` over the keypoints in the cache, remembered there for this exact list of
+    contents (a warm run over an unchanged dataset searches nothing)."""
+    left, right = search.left.index, search.right.index
+    shas = [left.sha(n) if left.readable[n] else "" for n in range(len(left))]
     if not search.self_join:
-        shas += ["|"] + [search.right.sha(n) if k is not None else "" for n, k in enumerate(rkp)]
+        shas += ["|"] + [right.sha(n) if right.readable[n] else "" for n in range(len(right))]
     key = "keypoint-search:" + hashlib.sha256("\n".join([HASH_VERSION, VERIFY_VERSION, *shas]).encode()).hexdigest()
     stored = search.cache.get_search(key) if search.cache else None
     if stored is not None:
         return [KeypointCandidate(a, b, m, Transform(tuple(t), n, v)) for a, b, m, t, n, v in stored]
-    cands = keypoint_candidates(lkp, None if search.self_join else rkp)
+    cands = keypoint_search(IndexKeypoints(left, None if search.self_join else right), not search.self_join)
     if search.cache:
         search.cache.put_search(key, [[c.a, c.b, c.mirrored, list(c.transform.matrix), c.transform.inliers, c.transform.votes]
                                       for c in cands])
@@ -642,17 +643,19 @@ def _searched(search: _Search, lkp: list[Keypoints | None], rkp: list[Keypoints 
 
 def _keypoint_candidates(search: _Search) -> list[tuple[int, int, KeypointCandidate, Seed]]:
     """(i, j, candidate, seed in crop pixels) of every keypoint candidate no earlier stage found.
-    The keypoints are read from the cache for this stage only."""
-    lkp = search.left.index.keypoints()
-    rkp = lkp if search.self_join else search.right.index.keypoints()
+    Only the candidates' keypoints are read (for their scale): the search reads the rest itself."""
     seen = search.known_pairs()
-    out = []
-    for c in _searched(search, lkp, rkp):
+    fresh = []
+    for c in _searched(search):
         i, j = (min(c.a, c.b), max(c.a, c.b)) if search.self_join else (c.a, c.b)
-        ka, kb = lkp[c.a], rkp[c.b]
-        if (i, j) not in seen and ka is not None and kb is not None:
-            out.append((i, j, c, _crop_seed(c, ka, kb)))
-    return out
+        if (i, j) not in seen:
+            fresh.append((i, j, c))
+    if search.self_join:
+        lkp = rkp = search.left.index.keypoints_of({k for _, _, c in fresh for k in (c.a, c.b)})
+    else:
+        lkp = search.left.index.keypoints_of({c.a for _, _, c in fresh})
+        rkp = search.right.index.keypoints_of({c.b for _, _, c in fresh})
+    return [(i, j, c, _crop_seed(c, lkp[c.a], rkp[c.b])) for i, j, c in fresh if c.a in lkp and c.b in rkp]
 
 
 def _keypoint_stage(search: _Search) -> None:

@@ -158,3 +158,21 @@ def test_more_descriptors_get_more_sort_orders():
     assert keypoints.tables_for(746 * 320) == 2  # COVID-CT: the two orders of a small set
     sizes = [keypoints.tables_for(n * 320) for n in (10_000, 50_000, 200_000, 1_000_000)]
     assert sizes == sorted(sizes) and sizes[-1] > 2
+
+
+def test_correspondences_grouped_in_buckets_give_the_same_candidates(monkeypatch):
+    """Look-alike collections have far more correspondences than images: they are spilled to
+    buckets of consecutive source views and grouped one bucket at a time, with the same result."""
+    kps = _distractors_and_copy(300, original=3, copy=250, seed=2)
+    rng = np.random.default_rng(5)
+    for original, copy in ((40, 41), (200, 90), (120, 299)):  # more planted copies, either way round
+        assert kps[original] is not None and kps[copy] is not None
+        xy, desc = _copied(rng, kps[original].points(), kps[original].descriptors(), 4.0)
+        kps[copy] = _keypoints(xy, desc, kps[copy].points(True), kps[copy].descriptors(True))
+    whole = keypoint_candidates(kps)
+    assert [(c.a, c.b) for c in whole] == [(3, 250), (40, 41), (90, 200), (120, 299)]
+    monkeypatch.setattr(keypoints, "_BUCKET_KEYS", 20_000)  # 96,000 descriptors x 8 x 2: 77 buckets
+    assert keypoints._buckets(keypoints._Views.of(keypoints.KeypointSource(kps, None), False), 2) > 50
+    assert keypoint_candidates(kps) == whole
+    monkeypatch.setattr(keypoints, "_MAX_BUCKETS", 3)  # fewer, larger buckets: still the same
+    assert keypoint_candidates(kps) == whole

@@ -49,6 +49,8 @@ WINDOW = 8  # neighbours in each sort order that are compared
 _CHECK_MAX = 22  # bits the check word (64) of two neighbours may differ by (one corner: <= 12 +- 3)
 _PRE_MAX = 40  # bits the leading word and the check word (128) may differ by before the full check
 PART = 1 << 26  # descriptors sorted at once: ~2.3 GB with their words and ids (bounds the memory)
+_BUCKET_KEYS = 1 << 24  # correspondences grouped at once (~0.8 GB at the peak of `_groups`)
+_MAX_BUCKETS = 256  # temporary files open at once while the correspondences are spilled
 _CHUNK = 1 << 22  # descriptors read from the source at once (about)
 DESCRIPTOR_BYTES = _DESC = 32  # bytes per ORB descriptor
 _POINT_BITS = 9  # a descriptor's id is view << _POINT_BITS | its keypoint's index in the view
@@ -385,6 +387,45 @@ def _correspondence_keys(source: DescriptorSource, views: _Views, tables: int) -
     return found[0] if found else np.zeros(0, np.uint64)
 
 
+def _buckets(views: _Views, tables: int) -> int:
+    """How many buckets the correspondences are grouped in: at most `_BUCKET_KEYS` each, taking the
+    most there can be (every window neighbour in every order), but never more files than `_MAX_BUCKETS`."""
+    most = views.total * WINDOW * tables
+    return int(min(_MAX_BUCKETS, max(1, -(-most // _BUCKET_KEYS))))
+
+
+def _correspondence_buckets(source: DescriptorSource, views: _Views, tables: int) -> Iterator[np.ndarray]:
+    """`_correspondence_keys` in buckets of consecutive source views, in order: a view pair's
+    correspondences all fall in one, so each is grouped alone and only one is held. A collection of
+    look-alikes (crops of a few pictures, neighbouring slices) has tens of millions of them, far
+    more than its images; spilled to temporary files by bucket as they are found."""
+    buckets = _buckets(views, tables)
+    if buckets == 1:
+        yield _correspondence_keys(source, views, tables)
+        return
+    n_views = max(1, len(views.size))
+    with tempfile.TemporaryDirectory(prefix="ctcurate-correspondences-") as tmp:
+        files = [open(Path(tmp) / str(b), "wb") for b in range(buckets)]  # noqa: SIM115
+        try:
+            for table in range(tables):
+                for partition in _partitions(source, views, table):
+                    for p, q in _neighbours(*partition):
+                        keys = _oriented(views, p, q)
+                        bucket = ((keys >> np.uint64(32 + _POINT_BITS)).astype(np.int64) * buckets) // n_views
+                        order = np.argsort(bucket, kind="stable")
+                        bounds = np.r_[0, np.cumsum(np.bincount(bucket, minlength=buckets))]
+                        for b in np.flatnonzero(np.diff(bounds)).tolist():
+                            keys[order[bounds[b] : bounds[b + 1]]].tofile(files[b])
+        finally:
+            for fh in files:
+                fh.close()
+        for b in range(buckets):
+            path = Path(tmp) / str(b)
+            keys = np.fromfile(path, dtype=np.uint64)
+            path.unlink()
+            yield _distinct(keys)
+
+
 def _distinct(keys: np.ndarray) -> np.ndarray:
     keys.sort()
     return keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
@@ -420,7 +461,8 @@ def search(source: DescriptorSource, cross: bool, tables: int | None = None) -> 
     pair, the full check, then RANSAC."""
     views = _Views.of(source, cross)
     out: list[KeypointCandidate] = []
-    for a, b, sp, dp in _groups(_correspondence_keys(source, views, tables or tables_for(views.total))):
+    tables = tables or tables_for(views.total)
+    for a, b, sp, dp in (group for keys in _correspondence_buckets(source, views, tables) for group in _groups(keys)):
         near = _full_distance(source, a, b, sp, dp) <= MATCH_MAX
         if near.sum() < MIN_VOTES:
             continue

@@ -13,7 +13,7 @@ from ctcurate.leakage.fixsplits import MAX_RATIO_DRIFT, _ratios, group_violation
 from ctcurate.core.layout import IMAGES_DIR
 from ctcurate.core.dataset import split_of
 from ctcurate.leakage.pipeline import LeakageReport, check_leakage
-from ctcurate.leakage.report import to_html
+from ctcurate.leakage.report import summary_line, to_html
 
 # Every pair reported on the real data, each looked at side by side (and aligned, zoomed) by eye:
 # all are one picture (re-exported, re-windowed, blurred, or with arrows added). The last seven are
@@ -64,6 +64,10 @@ def test_reported_pairs_are_the_eye_checked_ones(real_report):
     assert {(p.a, p.b): p.kind for p in real_report.pairs} == EYE_CHECKED
     conflicts = [c.members for c in real_report.clusters if "patient-conflict" in c.kind]
     assert len(conflicts) == 6 and all("20040782" in m for ms in conflicts for m in ms)
+    assert summary_line(real_report) == (
+        "2 label conflicts, 5 other cross-split leaks, 0 patient/source-figure leaks, 7 in-split duplicates; "
+        "6 picture(s) under two patient IDs (patient-conflict); 0 unreadable of 746 images"
+    )
     assert real_report.findings == []
     assert real_report.stats["images"] == 746
 

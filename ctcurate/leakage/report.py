@@ -79,13 +79,16 @@ def to_csv(report: LeakageReport) -> str:
 
 
 def summary_line(report: LeakageReport) -> str:
-    """One line for the terminal: groups per severity level, most severe first, and unreadable files."""
+    """One line for the terminal: groups per severity level, most severe first, the pictures the sheet
+    gives two patient IDs, and unreadable files."""
     groups = groups_of(report)
     counts = ", ".join(
         f"{n} {'other ' if also_in(groups, k) and lv.id != 'duplicate' else ''}{lv.short}"
         for k, (lv, n) in enumerate(count_by_level(groups))
     )
-    return f"{counts}; {len(report.findings)} unreadable of {report.stats.get('images', 0)} images"
+    conflicts = sum("patient-conflict" in g.kind for g in groups)
+    sheet = f"; {conflicts} picture(s) under two patient IDs (patient-conflict)" if conflicts else ""
+    return f"{counts}{sheet}; {len(report.findings)} unreadable of {report.stats.get('images', 0)} images"
 def _how(p: Pair) -> str:
     """Which stage found the pair, and the transform between the two when keypoints measured it."""
     if "angle" not in p.evidence:

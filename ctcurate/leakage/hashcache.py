@@ -5,7 +5,8 @@ file's content sha256 and `hashing.HASH_VERSION` (a renamed file is not re-hashe
 is), and verdicts keyed by the two content hashes and `VERIFY_VERSION`. Also owns describing a list
 of files on an `execution.Executor` (local processes or a Dask cluster) into a `HashIndex`, the
 compact arrays a search needs (about 250 bytes per image: a million images fit a small client),
-with fingerprints and keypoints read back from the cache when a step needs them; only this process
+with fingerprints and keypoints read back from the cache when a step needs them (the keypoint
+search reads them through `IndexKeypoints`, a chunk of images at a time); only this process
 writes the cache, in batches. Imports `execution`, `hashing`, `keypoints`, `images`, `store`; never prints
 (progress is a callback).
 """

@@ -234,7 +234,7 @@ def print_size(r: dict) -> None:  # type: ignore[type-arg]
         return
     lo, cl = r["local"], r["cluster"]
     print(f"cluster/local: wall {cl['wall'] / lo['wall']:.2f}x, hashing {cl['hashed_at'] / lo['hashed_at']:.2f}x, "
-          f"client memory {cl['peak_mib'] / lo['peak_mib']:.2f}x; warm re-run on the cluster {r['warm']['wall']:.1f} s")
+          f"client memory {cl['peak_mib'] / lo['peak_mib']:.2f}x" + (f"; warm re-run on the cluster {r['warm']['wall']:.1f} s" if "warm" in r else ""))
     if "reference" in r:
         ref = r["reference"]
         print(f"reference/this (local pool): client memory {ref['peak_mib'] / lo['peak_mib']:.2f}x "

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -260,6 +261,50 @@ def _chunks(views: _Views) -> Iterator[tuple[int, int]]:
         s = min(e, n)
 
 
+class _Spill:
+    """Rows of a few parallel arrays written to temporary files by bucket as they come, then read
+    back one bucket at a time, in order, each deleted once read: what bounds the memory of a step
+    whose output is larger than it may hold (sort partitions, correspondence buckets)."""
+
+    def __init__(self, folder: Path, buckets: int, dtypes: tuple[type, ...]) -> None:
+        self.folder, self.buckets, self.dtypes = folder, buckets, dtypes
+        self.files = [[open(self._path(b, i), "wb") for i in range(len(dtypes))] for b in range(buckets)]  # noqa: SIM115
+
+    def _path(self, bucket: int, column: int) -> Path:
+        return self.folder / f"{bucket}.{column}"
+
+    def write(self, bucket: np.ndarray, columns: Sequence[np.ndarray]) -> None:
+        """Append each row of `columns` to the files of its `bucket` (rows keep their order)."""
+        order = np.argsort(bucket, kind="stable")
+        bounds = np.r_[0, np.cumsum(np.bincount(bucket, minlength=self.buckets))]
+        for b in np.flatnonzero(np.diff(bounds)).tolist():
+            rows = order[bounds[b] : bounds[b + 1]]
+            for column, fh in zip(columns, self.files[b]):
+                column[rows].tofile(fh)
+
+    def close(self) -> None:
+        for handles in self.files:
+            for fh in handles:
+                fh.close()
+
+    def read(self) -> Iterator[tuple[np.ndarray, ...]]:
+        self.close()
+        for b in range(self.buckets):
+            yield tuple(np.fromfile(self._path(b, i), dtype=d) for i, d in enumerate(self.dtypes))
+            for i in range(len(self.dtypes)):
+                self._path(b, i).unlink()
+
+
+@contextmanager
+def _spilled(prefix: str, buckets: int, dtypes: tuple[type, ...]) -> Iterator[_Spill]:
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        spill = _Spill(Path(tmp), buckets, dtypes)
+        try:
+            yield spill
+        finally:
+            spill.close()
+
+
 _Partition = tuple[np.ndarray, np.ndarray, np.ndarray]  # leading words, check words, ids
 
 
@@ -280,25 +325,10 @@ def _partitions(source: DescriptorSource, views: _Views, table: int) -> Iterator
             at += len(chunk[0])
         yield whole
         return
-    with tempfile.TemporaryDirectory(prefix="ctcurate-keypoints-") as tmp:
-        files = [[open(Path(tmp) / f"{p}.{i}", "wb") for i in range(3)] for p in range(parts)]  # noqa: SIM115
-        try:
-            for chunk in chunks:
-                part = (((chunk[0] >> np.uint64(32)) * np.uint64(parts)) >> np.uint64(32)).astype(np.uint16)
-                order = np.argsort(part, kind="stable")
-                bounds = np.r_[0, np.cumsum(np.bincount(part, minlength=parts))]
-                for p in range(parts):
-                    rows = order[bounds[p] : bounds[p + 1]]
-                    for i in range(3):
-                        chunk[i][rows].tofile(files[p][i])
-        finally:
-            for handles in files:
-                for fh in handles:
-                    fh.close()
-        for p in range(parts):
-            yield tuple(np.fromfile(Path(tmp) / f"{p}.{i}", dtype=d) for i, d in enumerate((np.uint64, np.uint64, np.uint32)))  # type: ignore[misc]
-            for i in range(3):
-                (Path(tmp) / f"{p}.{i}").unlink()
+    with _spilled("ctcurate-keypoints-", parts, (np.uint64, np.uint64, np.uint32)) as spill:
+        for chunk in chunks:
+            spill.write((((chunk[0] >> np.uint64(32)) * np.uint64(parts)) >> np.uint64(32)).astype(np.uint16), chunk)
+        yield from spill.read()  # type: ignore[misc]
 
 
 def _ties(packed: np.ndarray, ibits: int) -> np.ndarray:
@@ -404,25 +434,13 @@ def _correspondence_buckets(source: DescriptorSource, views: _Views, tables: int
         yield _correspondence_keys(source, views, tables)
         return
     n_views = max(1, len(views.size))
-    with tempfile.TemporaryDirectory(prefix="ctcurate-correspondences-") as tmp:
-        files = [open(Path(tmp) / str(b), "wb") for b in range(buckets)]  # noqa: SIM115
-        try:
-            for table in range(tables):
-                for partition in _partitions(source, views, table):
-                    for p, q in _neighbours(*partition):
-                        keys = _oriented(views, p, q)
-                        bucket = ((keys >> np.uint64(32 + _POINT_BITS)).astype(np.int64) * buckets) // n_views
-                        order = np.argsort(bucket, kind="stable")
-                        bounds = np.r_[0, np.cumsum(np.bincount(bucket, minlength=buckets))]
-                        for b in np.flatnonzero(np.diff(bounds)).tolist():
-                            keys[order[bounds[b] : bounds[b + 1]]].tofile(files[b])
-        finally:
-            for fh in files:
-                fh.close()
-        for b in range(buckets):
-            path = Path(tmp) / str(b)
-            keys = np.fromfile(path, dtype=np.uint64)
-            path.unlink()
+    with _spilled("ctcurate-correspondences-", buckets, (np.uint64,)) as spill:
+        for table in range(tables):
+            for partition in _partitions(source, views, table):
+                for p, q in _neighbours(*partition):
+                    keys = _oriented(views, p, q)
+                    spill.write(((keys >> np.uint64(32 + _POINT_BITS)).astype(np.int64) * buckets) // n_views, (keys,))
+        for (keys,) in spill.read():
             yield _distinct(keys)
 
 

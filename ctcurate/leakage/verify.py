@@ -620,12 +620,13 @@ def _into_frame(low: np.ndarray, high: np.ndarray, m_low_to_high: np.ndarray) ->
     return low_f, warped, cover
 
 
-def _ecc_fit(fixed: np.ndarray, moving: np.ndarray, cover: np.ndarray, motion: int) -> np.ndarray | None:
+def _ecc_fit(fixed: np.ndarray, moving: np.ndarray, cover: np.ndarray) -> np.ndarray | None:
+    """The affine ECC warp of `moving` onto `fixed` inside `cover`, or None where it does not converge."""
     import cv2
 
     try:
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5)
-        _, fit = cv2.findTransformECC(fixed, moving, np.eye(2, 3, dtype=np.float32), motion, criteria, cover.astype(np.uint8), 5)
+        _, fit = cv2.findTransformECC(fixed, moving, np.eye(2, 3, dtype=np.float32), cv2.MOTION_AFFINE, criteria, cover.astype(np.uint8), 5)
     except cv2.error:  # did not converge
         return None
     return np.asarray(fit, dtype=np.float32)
@@ -638,7 +639,7 @@ def _ecc_refine(fixed: np.ndarray, moving: np.ndarray, cover: np.ndarray) -> tup
     pictures' detail agrees better under it than under the keypoint transform alone."""
     import cv2
 
-    warp = _ecc_fit(fixed, moving, cover, cv2.MOTION_AFFINE)
+    warp = _ecc_fit(fixed, moving, cover)
     if warp is None or not cover.any():
         return moving, cover
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP

@@ -203,7 +203,7 @@ def classify(a: ImageInfo, b: ImageInfo, exact: str | None = None) -> list[str]:
         kinds.append("unsplit" if (a.split or b.split) else "duplicate")
     if a.label and b.label and a.label != b.label:
         kinds.append("label-conflict")
-    elif a.patient and b.patient and a.patient != b.patient:
+    elif _patient_conflict([a, b]):
         kinds.append("patient-conflict")
     return kinds
 

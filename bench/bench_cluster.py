@@ -16,8 +16,8 @@ images (random image, place, scale, turn or mirror), and 1% of them get a transf
 
 Each client runs in its own process and reports its wall time, the time at which hashing ended,
 its own peak memory (ru_maxrss: the client only, not its workers) and that peak as it stood when
-the keypoint stage began (everything but the keypoint candidate search, whose memory is
-keypoints.py's). Printed: wall, images/s, client peak memory, the cluster/local and
+the keypoint candidate search began (everything but that search, whose memory is keypoints.py's,
+and the keypoint pairs' verification). Printed: wall, images/s, client peak memory, the cluster/local and
 reference/this ratios, a linear fit of the client's memory and of the hashing rate, and their
 extrapolation to 1,000,000 images on N machines. Exits 1 when the reports differ (the reference's
 is compared and said, not required: it is another version of the code), or the projected client memory at 1,000,000 images is over 4 GB.
@@ -137,19 +137,19 @@ def client_main(data: Path, cache: Path, jobs: int, scheduler: str | None, repor
     from ctcurate.leakage.report import to_json
 
     before_keypoints = [0.0]
-    keypoint_stage = pipeline._keypoint_stage
+    keypoint_search = pipeline._searched
 
-    def measured_keypoint_stage(search: object) -> None:
+    def measured_keypoint_search(search: object) -> object:
         before_keypoints[0] = max(before_keypoints[0], _peak_mib())
         # said at once: a client that then runs out of its memory limit still reports it
         print(f"before the keypoint stage: {before_keypoints[0]:.0f} MiB", file=sys.stderr, flush=True)
-        keypoint_stage(search)  # type: ignore[arg-type]
+        return keypoint_search(search)  # type: ignore[arg-type]
 
     # the machine is shared: a client past this much address space fails alone (MemoryError)
     limit = int(float(os.environ.get("CTCURATE_BENCH_CLIENT_GIB", "12")) * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
-    pipeline._keypoint_stage = measured_keypoint_stage  # type: ignore[assignment]
+    pipeline._searched = measured_keypoint_search  # type: ignore[assignment]
     start = time.perf_counter()
     hashed_at = [0.0]
 

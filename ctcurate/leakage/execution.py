@@ -188,6 +188,8 @@ class DaskCluster(Executor):
         return self._map_parallel(fn, items) if items else iter(())
 
     def _map_parallel(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+        """The first batches are submitted before this returns (the caller may do other work before
+        it reads the results, as with a process pool); the rest as results are read."""
         import distributed
 
         slots = self.slots
@@ -209,17 +211,21 @@ class DaskCluster(Executor):
                 next_submit += 1
                 self.submitted += 1
 
-        try:
-            submit_more()
-            for fut in running:
-                done[index.pop(fut)] = fut.result()
-                while next_yield in done:
-                    yield from done.pop(next_yield)
-                    next_yield += 1
-                submit_more()
-        finally:
-            if index:
-                self.client.cancel(list(index))
+        def results() -> Iterator[R]:
+            nonlocal next_yield
+            try:
+                for fut in running:
+                    done[index.pop(fut)] = fut.result()
+                    while next_yield in done:
+                        yield from done.pop(next_yield)
+                        next_yield += 1
+                    submit_more()
+            finally:
+                if index:
+                    self.client.cancel(list(index))
+
+        submit_more()
+        return results()
 
     def close(self) -> None:
         self.client.close()

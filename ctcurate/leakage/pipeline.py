@@ -333,23 +333,34 @@ class _Search:
 _TaskOf = Callable[[int, Fingerprint, Fingerprint], VerifyTask]
 
 
-def _run_tasks(
+def _start_tasks(
     search: _Search, pairs: Sequence[tuple[int, int]], task_of: _TaskOf, step: str, priority: Sequence[float] | None = None
-) -> list[Verdict]:
-    """Verdicts of the tasks `task_of(k, left fingerprint, right fingerprint)` of `pairs`, in order, on
-    the executor (highest priority first); their fingerprints are read a chunk of tasks at a time."""
+) -> Callable[[], list[Verdict]]:
+    """Start the tasks `task_of(k, left fingerprint, right fingerprint)` of `pairs` on the executor
+    (highest priority first); the call returned waits for their verdicts, in the order of `pairs`.
+    The first chunk is on the workers when this returns, so that the client's own work (the next
+    stages' candidate searches) runs meanwhile; their fingerprints are read a chunk at a time."""
     # their cost varies 20-fold: the likeliest duplicates go first, they are the ones decoded in full
     order = sorted(range(len(pairs)), key=lambda k: -(priority[k] if priority else 0.0))
+    chunks = [order[start : start + TASK_CHUNK] for start in range(0, len(order), TASK_CHUNK)]
+
+    def started(part: list[int]) -> Iterator[Verdict]:
+        fl, fr = search.fingerprints([pairs[k] for k in part])
+        tasks = [task_of(k, fl[pairs[k][0]], fr[pairs[k][1]]) for k in part]
+        return search.workers.map(_verify_task, tasks, min_parallel=8)
+
+    first = started(chunks[0]) if chunks else iter(())
 
     def verdicts() -> Iterator[Verdict]:
-        for start in range(0, len(order), TASK_CHUNK):
-            part = order[start : start + TASK_CHUNK]
-            fl, fr = search.fingerprints([pairs[k] for k in part])
-            tasks = [task_of(k, fl[pairs[k][0]], fr[pairs[k][1]]) for k in part]
-            yield from search.workers.map(_verify_task, tasks, min_parallel=8)
+        yield from first
+        for part in chunks[1:]:
+            yield from started(part)
 
-    done = dict(zip(order, counted(verdicts(), len(pairs), step, search.progress)))
-    return [done[k] for k in range(len(pairs))]
+    def finish() -> list[Verdict]:
+        done = dict(zip(order, counted(verdicts(), len(pairs), step, search.progress)))
+        return [done[k] for k in range(len(pairs))]
+
+    return finish
 
 
 def _stored(v: Verdict) -> dict[str, Any]:
@@ -391,8 +402,9 @@ class _ToVerify:
     crop_is_left: bool = True
 
 
-def _verify_all(search: _Search, todo: list[_ToVerify], step: str, priority: Sequence[float] | None = None) -> None:
-    """Verify `todo` on the workers, remember every verdict, keep the duplicates."""
+def _start_verifying(search: _Search, todo: list[_ToVerify], step: str, priority: Sequence[float] | None = None) -> Callable[[], None]:
+    """Start verifying `todo` on the workers; the call returned waits, remembers every verdict and
+    keeps the duplicates."""
 
     def task_of(k: int, fa: Fingerprint, fb: Fingerprint) -> VerifyTask:
         t = todo[k]
@@ -400,17 +412,23 @@ def _verify_all(search: _Search, todo: list[_ToVerify], step: str, priority: Seq
         crop, full = (a, b) if t.crop_is_left else (b, a)
         return VerifyTask(crop[0], full[0], crop[1], full[1], t.quick, t.window)
 
-    verdicts = _run_tasks(search, [(t.i, t.j) for t in todo], task_of, step, priority)
-    _remember(search, [(t.key, _stored(v)) for t, v in zip(todo, verdicts)])
-    search.found += [replace(t.found, verdict=v) for t, v in zip(todo, verdicts) if v.duplicate]
+    verdicts_of = _start_tasks(search, [(t.i, t.j) for t in todo], task_of, step, priority)
+
+    def finish() -> None:
+        verdicts = verdicts_of()
+        _remember(search, [(t.key, _stored(v)) for t, v in zip(todo, verdicts)])
+        search.found += [replace(t.found, verdict=v) for t, v in zip(todo, verdicts) if v.duplicate]
+
+    return finish
 
 
-def _hash_stage(search: _Search) -> None:
-    """Whole views within the pHash threshold (directly or mirrored): exact copies, then verified ones."""
+def _hash_stage(search: _Search) -> Callable[[], None]:
+    """Whole views within the pHash threshold (directly or mirrored): exact copies, then verified ones
+    (started on the workers; the call returned waits for them)."""
     left, right = search.left, search.right
     lidx, ridx = left.readable, right.readable
     if not len(lidx) or not len(ridx):
-        return
+        return lambda: None
     rh = None if search.self_join else right.index.phash[ridx]
     ci, cj, cd = pairs_within_any(left.index.phash[lidx], left.index.phash_m[lidx], search.threshold, rh)
     ci, cj = lidx[ci], ridx[cj]
@@ -420,7 +438,7 @@ def _hash_stage(search: _Search) -> None:
     for start in range(0, len(ci), PAIR_CHUNK):
         sl = slice(start, start + PAIR_CHUNK)
         todo += _hash_chunk(search, list(zip(ci[sl].tolist(), cj[sl].tolist(), cd[sl].tolist())))
-    _verify_all(search, todo, "verifying", [t.quick[0] for t in todo])
+    return _start_verifying(search, todo, "verifying", [t.quick[0] for t in todo])
 
 
 def _hash_chunk(search: _Search, cands: list[tuple[int, int, int]]) -> list[_ToVerify]:
@@ -582,26 +600,44 @@ def _best_crop_options(pairs: list[tuple[Fingerprint, Fingerprint]], options: li
     return best
 
 
-def _window_stage(search: _Search) -> None:
-    """The pairs where one image is a crop of the other, verified with the alignment seeded at the window."""
-    seen = search.known_pairs()
+@dataclass(frozen=True)
+class _WindowCandidates:
+    """The crop candidates of a search, before the pairs an earlier stage found are taken out:
+    duplicates the cache already holds, and the pairs to verify."""
+
+    known: list[Found]
+    todo: list[_ToVerify]
+
+
+def _window_candidates(search: _Search) -> _WindowCandidates:
+    """Every pair where one image may be a crop of the other, judged on the windows' thumbnails
+    (client work, done while the workers verify the hash stage's pairs)."""
     options = _crop_candidates(search)
     starts = options.pair_starts().tolist()
+    known: list[Found] = []
     todo: list[_ToVerify] = []
     for s in range(0, len(starts) - 1, PAIR_CHUNK):
-        chunk = options.by_pair(starts[s], starts[min(s + PAIR_CHUNK, len(starts) - 1)])
-        todo += _window_chunk(search, {ij: opts for ij, opts in chunk.items() if ij not in seen})
-    _verify_all(search, todo, "verifying crops")
+        chunk_known, chunk_todo = _window_chunk(search, options.by_pair(starts[s], starts[min(s + PAIR_CHUNK, len(starts) - 1)]))
+        known += chunk_known
+        todo += chunk_todo
+    return _WindowCandidates(known, todo)
 
 
-def _window_chunk(search: _Search, cands: dict[tuple[int, int], list[_CropOption]]) -> list[_ToVerify]:
-    """One chunk of crop candidates: cached verdicts taken, the rest dropped on the windows'
+def _window_stage(search: _Search, cands: _WindowCandidates) -> None:
+    """The crop pairs no earlier stage found, verified with the alignment seeded at the window."""
+    seen = search.known_pairs()
+    search.found += [f for f in cands.known if (f.i, f.j) not in seen]
+    _start_verifying(search, [t for t in cands.todo if (t.i, t.j) not in seen], "verifying crops")()
+
+
+def _window_chunk(search: _Search, cands: dict[tuple[int, int], list[_CropOption]]) -> tuple[list[Found], list[_ToVerify]]:
+    """One chunk of crop candidates: cached duplicates, and the rest dropped on the windows'
     thumbnails or returned to verify."""
     order = sorted(cands)
     keys = [_pair_key(search, i, j, "crop") for i, j in order]
     known = _cached_verdicts(search, keys)
-    search.found += [Found(i, j, _verdict(known[k]), "window", min(o.distance for o in cands[(i, j)]))
-                     for (i, j), k in zip(order, keys) if k in known and known[k]["duplicate"]]
+    found = [Found(i, j, _verdict(known[k]), "window", min(o.distance for o in cands[(i, j)]))
+             for (i, j), k in zip(order, keys) if k in known and known[k]["duplicate"]]
     pending = [(i, j, key) for (i, j), key in zip(order, keys) if key not in known]
     fl, fr = search.fingerprints([(i, j) for i, j, _ in pending])
     best = _best_crop_options([(fl[i], fr[j]) for i, j, _ in pending], [cands[(i, j)] for i, j, _ in pending])
@@ -610,10 +646,10 @@ def _window_chunk(search: _Search, cands: dict[tuple[int, int], list[_CropOption
         if choice.score < QUICK_MIN:
             fresh.append((key, _rejected(choice.score, choice.mirrored)))
             continue
-        found = Found(i, j, None, "window", min(o.distance for o in cands[(i, j)]))
-        todo.append(_ToVerify(i, j, key, (choice.score, choice.mirrored), found, choice.window, choice.crop_is_left))
+        found_as = Found(i, j, None, "window", min(o.distance for o in cands[(i, j)]))
+        todo.append(_ToVerify(i, j, key, (choice.score, choice.mirrored), found_as, choice.window, choice.crop_is_left))
     _remember(search, fresh)
-    return todo
+    return found, todo
 
 
 def _crop_seed(c: KeypointCandidate, a: Keypoints, b: Keypoints) -> Seed:
@@ -641,12 +677,12 @@ def _searched(search: _Search) -> list[KeypointCandidate]:
     return cands
 
 
-def _keypoint_candidates(search: _Search) -> list[tuple[int, int, KeypointCandidate, Seed]]:
+def _keypoint_candidates(search: _Search, searched: list[KeypointCandidate]) -> list[tuple[int, int, KeypointCandidate, Seed]]:
     """(i, j, candidate, seed in crop pixels) of every keypoint candidate no earlier stage found.
     Only the candidates' keypoints are read (for their scale): the search reads the rest itself."""
     seen = search.known_pairs()
     fresh = []
-    for c in _searched(search):
+    for c in searched:
         i, j = (min(c.a, c.b), max(c.a, c.b)) if search.self_join else (c.a, c.b)
         if (i, j) not in seen:
             fresh.append((i, j, c))
@@ -658,9 +694,10 @@ def _keypoint_candidates(search: _Search) -> list[tuple[int, int, KeypointCandid
     return [(i, j, c, _crop_seed(c, lkp[c.a], rkp[c.b])) for i, j, c in fresh if c.a in lkp and c.b in rkp]
 
 
-def _keypoint_stage(search: _Search) -> None:
-    """Pairs whose local features agree on one transform (rotated, rescaled, re-cropped copies)."""
-    cands = _keypoint_candidates(search)
+def _keypoint_stage(search: _Search, searched: list[KeypointCandidate]) -> None:
+    """Pairs whose local features agree on one transform (rotated, rescaled, re-cropped copies),
+    of the keypoint search's candidates that no earlier stage found."""
+    cands = _keypoint_candidates(search, searched)
     keys = [_pair_key(search, i, j, "keypoints") for i, j, _, _ in cands]
     known = _cached_verdicts(search, keys)
     todo = [(c, seed, key) for (_, _, c, seed), key in zip(cands, keys) if key not in known]
@@ -670,8 +707,8 @@ def _keypoint_stage(search: _Search) -> None:
         c, seed, _ = todo[k]
         return VerifyTask(fa, fb, left.path(c.a), right.path(c.b), seed=seed)
 
-    verdicts = _run_tasks(search, [(c.a, c.b) for c, _, _ in todo], task_of, "verifying keypoint pairs",
-                          [float(c.transform.inliers) for c, _, _ in todo])
+    verdicts = _start_tasks(search, [(c.a, c.b) for c, _, _ in todo], task_of, "verifying keypoint pairs",
+                            [float(c.transform.inliers) for c, _, _ in todo])()
     fresh = [(key, _stored(v)) for (_, _, key), v in zip(todo, verdicts)]
     known.update(fresh)
     _remember(search, fresh)
@@ -689,9 +726,14 @@ def _find_pairs(
     """Every verified pair, by stage: hash-close whole views, crops at a window, keypoint transforms.
     `j` indexes `right` if given (else `left`, with i < j)."""
     search = _Search(_Side(left), _Side(left if right is None else right), right is None, cache, workers, threshold, progress)
-    _hash_stage(search)
-    _window_stage(search)
-    _keypoint_stage(search)
+    # the client's own searches run while the workers verify the hash stage's pairs; a later stage
+    # leaves out the pairs an earlier one found, so each waits for the one before it
+    hash_verified = _hash_stage(search)
+    window_candidates = _window_candidates(search)
+    searched = _searched(search)
+    hash_verified()
+    _window_stage(search, window_candidates)
+    _keypoint_stage(search, searched)
     return sorted(search.found, key=lambda f: (f.i, f.j))
 
 

@@ -374,6 +374,10 @@ def check_leakage(data: Path | None, splits: Path | None, metadata: Path | None,
       1  problems found (reported; with --fix-splits, corrected lists written)
       2  usage error, unreadable input or unusable cache file
     """
+    from ctcurate.leakage.execution import start_fork_server
+
+    if not scheduler:
+        start_fork_server()  # the workers' start-up overlaps this process's imports
     from ctcurate.core.layout import SPLITS_DIR, default_metadata_dir
     from ctcurate.leakage import report
 

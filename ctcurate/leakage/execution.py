@@ -33,7 +33,7 @@ R = TypeVar("R")
 
 # Fewer items than this run in the calling process: starting or reaching workers costs more.
 MIN_PARALLEL = 16
-# Imported once by the fork server, so that every worker starts with them (scipy, imagehash, ...).
+# Imported once by the fork server, so that every worker starts with them (numpy, OpenCV, scipy, ...).
 # The first one makes the fork server itself die with the run that started it.
 WORKER_MODULES = ["ctcurate.leakage.forkserver_init", "ctcurate.leakage.pipeline"]
 SCHEDULER_ENV = "CTCURATE_SCHEDULER"
@@ -114,6 +114,16 @@ def _fork_server() -> multiprocessing.context.BaseContext:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(WORKER_MODULES)
     return ctx
+
+
+def start_fork_server() -> None:
+    """Start the local workers' fork server now, without waiting for it: it imports the pipeline
+    (about a second) while the caller does its own imports and reads the dataset, instead of
+    after. A run that then needs no worker (a warm cache) loses nothing: the server dies with it."""
+    if _fork_server().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
 
 class LocalPool(Executor):

@@ -201,3 +201,17 @@ def test_the_cache_backed_keypoint_source_reads_what_the_keypoints_hold(files, t
         assert (ours.descriptors(2) == theirs.descriptors(2)).all() and (ours.points(3) == theirs.points(3)).all()
     found = search(IndexKeypoints(left, right), cross=True)
     assert [(c.a, c.b) for c in found] == [(0, 0)]  # the rotated copy of 1330.png
+
+
+def test_remembered_found_pairs_round_trip_and_a_damaged_row_is_searched_again(tmp_path):
+    found = [{"i": 0, "j": 3, "stage": "keypoints", "distance": None, "exact": None,
+              "verdict": {"duplicate": True, "score": 0.97, "mirrored": False, "evidence": {"blocks": 40}},
+              "transform": [[1.0, 0.0, 2.5, 0.0, 1.0, -1.5], 40, 52]},
+             {"i": 1, "j": 2, "stage": "hash", "distance": 0, "exact": "exact-bytes", "verdict": None, "transform": None}]
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        assert cache.get_found("pairs-found:x") is None
+        cache.put_found("pairs-found:x", found)
+        assert cache.get_found("pairs-found:x") == found
+        cache.put_found("pairs-found:x", [{**found[0], "i": "0"}])  # well-formed JSON, wrong type
+        assert cache.get_found("pairs-found:x") is None
+        assert cache.warnings == [f"{cache.path}: 1 damaged row(s) of leakage_verdict dropped; recomputed"]

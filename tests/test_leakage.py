@@ -192,3 +192,23 @@ def test_sub_window_search_in_parts_finds_the_same_pairs_in_the_same_order():
     assert len(whole[0]) >= 800
     for a, b in zip(whole, parts):
         assert np.array_equal(a, b)
+
+
+def test_a_warm_run_reads_the_pairs_found_and_searches_nothing(small, monkeypatch):
+    """Over unchanged contents the pairs a search found come back from the cache: no stage runs,
+    and the report is the same; a different threshold is another search."""
+    from ctcurate.leakage import pipeline
+    from ctcurate.leakage.report import to_json
+
+    root, meta = small
+    cache = root / "warm-test.sqlite"
+    cold = check_leakage(root, metadata_dir=meta, cache_path=cache, jobs=1)
+
+    def no_stage(search: object) -> None:
+        raise AssertionError("a stage ran on a warm cache")
+
+    monkeypatch.setattr(pipeline, "_hash_stage", no_stage)
+    warm = check_leakage(root, metadata_dir=meta, cache_path=cache, jobs=1)
+    assert to_json(warm) == to_json(cold)
+    with pytest.raises(AssertionError, match="a stage ran"):
+        check_leakage(root, metadata_dir=meta, cache_path=cache, jobs=1, threshold=8)

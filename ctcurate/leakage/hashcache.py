@@ -203,6 +203,11 @@ class HashCache:
         return {sha: (int(n) // DESCRIPTOR_BYTES, int(m) // DESCRIPTOR_BYTES)
                 for sha, n, m in select_in(self.conn, sql, sorted(set(shas)), HASH_VERSION)}
 
+    def has_keypoints(self, shas: Sequence[str]) -> set[str]:
+        """The contents whose keypoints are stored, without reading them."""
+        sql = "SELECT sha256 FROM leakage_keypoints WHERE version = ? AND sha256 IN ({marks})"
+        return {sha for (sha,) in select_in(self.conn, sql, sorted(set(shas)), HASH_VERSION)}
+
     def get_keypoints(self, shas: Sequence[str]) -> dict[str, Keypoints]:
         out: dict[str, Keypoints] = {}
         sql = "SELECT sha256, meta, xy, desc, xy_m, desc_m FROM leakage_keypoints WHERE version = ? AND sha256 IN ({marks})"
@@ -226,7 +231,7 @@ class HashCache:
     def known_shas(self, paths: Sequence[Path]) -> dict[Path, str]:
         """Content hashes remembered for files whose size and mtime are unchanged (like git's index)."""
         out: dict[Path, str] = {}
-        by_name = {str(p.resolve()): p for p in paths}
+        by_name = dict(zip(_stat_keys(paths), paths))
         sql = "SELECT path, size, mtime_ns, sha256 FROM leakage_stat WHERE path IN ({marks})"
         for name, size, mtime, sha in select_in(self.conn, sql, sorted(by_name)):
             try:
@@ -242,7 +247,7 @@ class HashCache:
     def remember_shas(self, items: Sequence[tuple[Path, int, int, str]]) -> None:
         self.conn.executemany(
             "INSERT OR REPLACE INTO leakage_stat (path, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)",
-            [(str(p.resolve()), size, mtime, sha) for p, size, mtime, sha in items],
+            [(key, size, mtime, sha) for key, (_, size, mtime, sha) in zip(_stat_keys([p for p, *_ in items]), items)],
         )
         self.conn.commit()
 
@@ -281,6 +286,23 @@ class HashCache:
     def put_search(self, key: str, rows: list[list[Any]]) -> None:
         self.put_verdicts([(key, {"candidates": rows})])
 
+    def get_found(self, key: str) -> list[dict[str, Any]] | None:
+        """The pairs a whole search found, remembered for its exact list of contents (see `put_found`)."""
+        rows = list(select_in(self.conn, "SELECT verdict FROM leakage_verdict WHERE pair IN ({marks})", [key]))
+        if not rows:
+            return None
+        try:
+            found = json.loads(rows[0][0])["found"]
+            if not all(_valid_found(f) for f in found):
+                raise BadRow("not a list of found pairs")
+        except (ValueError, TypeError, KeyError, RecursionError, BadRow):
+            self._drop("leakage_verdict", "pair", [key])
+            return None
+        return list(found)
+
+    def put_found(self, key: str, found: list[dict[str, Any]]) -> None:
+        self.put_verdicts([(key, {"found": found})])
+
     def put_verdicts(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
         self.conn.executemany(
             "INSERT OR REPLACE INTO leakage_verdict (pair, verdict) VALUES (?, ?)",
@@ -290,6 +312,19 @@ class HashCache:
 
 
 Described = tuple[Fingerprint, Keypoints]
+
+
+def _valid_found(f: object) -> bool:
+    """A found pair as `pipeline` stores it (a damaged row is searched again, not trusted)."""
+    if not isinstance(f, dict) or not {"i", "j", "stage", "distance", "exact", "verdict", "transform"} <= f.keys():
+        return False
+    v, t = f["verdict"], f["transform"]
+    return (isinstance(f["i"], int) and isinstance(f["j"], int) and isinstance(f["stage"], str)
+            and (f["distance"] is None or isinstance(f["distance"], int)) and (f["exact"] is None or isinstance(f["exact"], str))
+            and (v is None or (isinstance(v, dict) and {"duplicate", "score", "mirrored", "evidence"} <= v.keys()
+                               and isinstance(v["evidence"], dict)))
+            and (t is None or (isinstance(t, list) and len(t) == 3 and isinstance(t[0], list) and len(t[0]) == 6
+                               and all(isinstance(x, int | float) for x in t[0]) and isinstance(t[1], int) and isinstance(t[2], int))))
 
 
 def _hash_one(path: Path) -> tuple[Described | None, str | None]:
@@ -535,11 +570,13 @@ def _read_cached_hashes(cache: HashCache, uniq: np.ndarray, rows: list[int], tab
     """The hashes of the contents the cache holds complete (fingerprint and keypoints), a chunk at a time."""
     for start in range(0, len(rows), READ_CHUNK):
         part = rows[start : start + READ_CHUNK]
-        found = _read_described(cache, [bytes(uniq[u]).decode() for u in part], keypoints=True)
+        shas = [bytes(uniq[u]).decode() for u in part]
+        fps, with_keypoints = cache.get_many(shas), cache.has_keypoints(shas)  # the keypoints are read when searched
+        found = {sha: fp for sha, fp in fps.items() if sha in with_keypoints}
         for u in part:
-            described = found.get(bytes(uniq[u]).decode())
-            if described is not None:
-                table.put(u, described[0], cached=True)
+            fp = found.get(bytes(uniq[u]).decode())
+            if fp is not None:
+                table.put(u, fp, cached=True)
 
 
 def _describe_missing(
@@ -608,6 +645,19 @@ def _content_hashes_of(paths: Sequence[Path], cache: HashCache | None, executor:
     if cache and new_stats:
         cache.remember_shas(new_stats)
     return out
+
+
+def _stat_keys(paths: Sequence[Path]) -> list[str]:
+    """Each file's key in the stat table: its folder resolved (once per folder: a symlinked or
+    relative data root, `..`), then its name; resolving every file cost more than the rest of a warm run."""
+    folders: dict[Path, Path] = {}
+    keys = []
+    for p in paths:
+        folder = folders.get(p.parent)
+        if folder is None:
+            folder = folders[p.parent] = p.parent.resolve()
+        keys.append(str(folder / p.name))
+    return keys
 
 
 def _store(cache: HashCache, items: Sequence[tuple[str, Described]]) -> None:

@@ -659,14 +659,21 @@ def _crop_seed(c: KeypointCandidate, a: Keypoints, b: Keypoints) -> Seed:
     return Seed(c.mirrored, (m[0] * k, m[1] * k, m[2] / b.scale, m[3] * k, m[4] * k, m[5] / b.scale))
 
 
-def _searched(search: _Search) -> list[KeypointCandidate]:
-    """`keypoints.search` over the keypoints in the cache, remembered there for this exact list of
-    contents (a warm run over an unchanged dataset searches nothing)."""
+def _contents_key(search: _Search, kind: str, *also: str) -> str:
+    """A cache key for a result that depends only on the contents searched, in their order (and on
+    the versions, and `also`): a warm run over an unchanged dataset reads it back."""
     left, right = search.left.index, search.right.index
     shas = [left.sha(n) if left.readable[n] else "" for n in range(len(left))]
     if not search.self_join:
         shas += ["|"] + [right.sha(n) if right.readable[n] else "" for n in range(len(right))]
-    key = "keypoint-search:" + hashlib.sha256("\n".join([HASH_VERSION, VERIFY_VERSION, *shas]).encode()).hexdigest()
+    return f"{kind}:" + hashlib.sha256("\n".join([HASH_VERSION, VERIFY_VERSION, *also, *shas]).encode()).hexdigest()
+
+
+def _searched(search: _Search) -> list[KeypointCandidate]:
+    """`keypoints.search` over the keypoints in the cache, remembered there for this exact list of
+    contents (a warm run over an unchanged dataset searches nothing)."""
+    left, right = search.left.index, search.right.index
+    key = _contents_key(search, "keypoint-search")
     stored = search.cache.get_search(key) if search.cache else None
     if stored is not None:
         return [KeypointCandidate(a, b, m, Transform(tuple(t), n, v)) for a, b, m, t, n, v in stored]
@@ -726,6 +733,10 @@ def _find_pairs(
     """Every verified pair, by stage: hash-close whole views, crops at a window, keypoint transforms.
     `j` indexes `right` if given (else `left`, with i < j)."""
     search = _Search(_Side(left), _Side(left if right is None else right), right is None, cache, workers, threshold, progress)
+    key = _contents_key(search, "pairs-found", f"threshold {threshold}")
+    stored = cache.get_found(key) if cache else None
+    if stored is not None:
+        return [_found_from_json(f) for f in stored]
     # the client's own searches run while the workers verify the hash stage's pairs; a later stage
     # leaves out the pairs an earlier one found, so each waits for the one before it
     hash_verified = _hash_stage(search)
@@ -734,7 +745,22 @@ def _find_pairs(
     hash_verified()
     _window_stage(search, window_candidates)
     _keypoint_stage(search, searched)
-    return sorted(search.found, key=lambda f: (f.i, f.j))
+    found = sorted(search.found, key=lambda f: (f.i, f.j))
+    if cache:
+        cache.put_found(key, [_found_to_json(f) for f in found])
+    return found
+
+
+def _found_to_json(f: Found) -> dict[str, Any]:
+    return {"i": f.i, "j": f.j, "stage": f.stage, "distance": f.distance, "exact": f.exact,
+            "verdict": None if f.verdict is None else _stored(f.verdict),
+            "transform": None if f.transform is None else [list(f.transform.matrix), f.transform.inliers, f.transform.votes]}
+
+
+def _found_from_json(d: dict[str, Any]) -> Found:
+    v, t = d["verdict"], d["transform"]
+    return Found(d["i"], d["j"], None if v is None else Verdict(v["duplicate"], v["score"], v["mirrored"], v["evidence"]),
+                 d["stage"], d["distance"], d["exact"], None if t is None else Transform(tuple(t[0]), t[1], t[2]))
 
 
 def _unreadable(index: HashIndex, rel: Callable[[Path], str]) -> list[Finding]:

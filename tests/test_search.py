@@ -1,4 +1,5 @@
-"""Multi-index search finds exactly the pairs a brute-force scan finds."""
+"""Multi-index search finds exactly the pairs a brute-force scan finds; so does its pairwise path for
+small inputs, in the same order. Every test runs on both paths."""
 
 from __future__ import annotations
 
@@ -6,6 +7,28 @@ import numpy as np
 import pytest
 
 from ctcurate.leakage.search import hamming, pairs_within, pairs_within_any
+
+
+@pytest.fixture(autouse=True, params=["index", "pairwise"])
+def path(request, monkeypatch) -> str:
+    from ctcurate.leakage import search
+
+    monkeypatch.setattr(search, "_BRUTE_MAX", 0 if request.param == "index" else 1 << 40)
+    monkeypatch.setattr(search, "_BRUTE_BLOCK", 1 << 12)  # several blocks of queries
+    return str(request.param)
+
+
+def test_both_paths_give_the_same_arrays_in_the_same_order(monkeypatch):
+    from ctcurate.leakage import search
+
+    h = _random_hashes(900, 200, seed=11)
+    db = _random_hashes(700, 100, seed=12)
+    got = {}
+    for name, most in (("index", 0), ("pairwise", 1 << 40)):
+        monkeypatch.setattr(search, "_BRUTE_MAX", most)
+        got[name] = (pairs_within(h, 10), pairs_within(h, 8, db), pairs_within_any(h, h[::-1].copy(), 6))
+    for a, b in zip(got["index"], got["pairwise"]):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
 def _random_hashes(n: int, planted: int, seed: int) -> np.ndarray:

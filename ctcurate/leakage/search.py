@@ -4,7 +4,7 @@ Owns multi-index hashing (MIH): the 64 bits are cut into m blocks; two hashes wi
 agree on some block up to `t // m` bits (pigeonhole), so each block is a bucket index probed with
 every flip mask of up to `t // m` bits, and the few candidates are checked exactly with a
 vectorized popcount. m = 4 (16-bit blocks) suits up to a few 100,000 hashes; beyond, 3 blocks of
-21-22 bits keep the buckets small. Pure numpy; imports nothing from ctcurate.
+21-22 bits keep the buckets small. Small inputs are compared pair by pair instead (faster there). Pure numpy; imports nothing from ctcurate.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from itertools import combinations
 import numpy as np
 
 _LARGE = 400_000  # from this many hashes on, three wider blocks beat four 16-bit ones
+_BRUTE_MAX = 1 << 25  # query x database pairs up to which comparing them all is faster (measured: 746^2 9x, 746 x 17,904 1.7x)
+_BRUTE_BLOCK = 1 << 20  # pairs compared at a time
 
 
 def _block_widths(n: int) -> tuple[int, ...]:
@@ -89,6 +91,24 @@ def _no_pairs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return empty, empty, np.empty(0, dtype=np.uint8)
 
 
+def _pairs_within_brute(q: np.ndarray, threshold: int, db: np.ndarray, self_join: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`pairs_within` by comparing every pair, a block of queries at a time: for small inputs
+    (COVID-CT's 746 hashes, or its 746 x 17,904 sub-windows) the index's 548 probes cost more than
+    this. Same pairs, same order (by query, then database index)."""
+    found_i: list[np.ndarray] = []
+    found_j: list[np.ndarray] = []
+    step = max(1, _BRUTE_BLOCK // len(db))
+    for s in range(0, len(q), step):
+        near = np.bitwise_count(q[s : s + step, None] ^ db[None, :]) <= threshold
+        if self_join:
+            near &= np.arange(len(db))[None, :] > np.arange(s, s + len(near))[:, None]
+        i, j = np.nonzero(near)
+        found_i.append(i + s)
+        found_j.append(j)
+    i, j = np.concatenate(found_i), np.concatenate(found_j)
+    return i, j, hamming(q[i], db[j])
+
+
 def pairs_within(
     queries: np.ndarray,
     threshold: int,
@@ -106,6 +126,8 @@ def pairs_within(
     db = q if self_join else np.ascontiguousarray(database, dtype=np.uint64)
     if threshold < 0 or len(q) == 0 or len(db) == 0:
         return _no_pairs()
+    if len(q) * len(db) <= _BRUTE_MAX:
+        return _pairs_within_brute(q, threshold, db, self_join)
     widths = _block_widths(max(len(q), len(db)))
     radius = threshold // len(widths)
     found_i: list[np.ndarray] = []

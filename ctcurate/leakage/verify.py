@@ -186,6 +186,14 @@ def window_scores(
     the window (`_JITTER`). Batched per window. With `size` THUMB // 2 the thumbnails are halved
     first: 8x less work, a looser score (a gate before the full-size one)."""
     out = np.empty(len(crops), dtype=np.float32)
+    reduced: dict[int, np.ndarray] = {}  # one fingerprint is in many options: reduced once
+
+    def thumb(fp: Fingerprint) -> np.ndarray:
+        t = reduced.get(id(fp))
+        if t is None:
+            t = reduced[id(fp)] = _thumb(fp, size)
+        return t
+
     groups: dict[tuple[Window, bool], list[int]] = {}
     for k, key in enumerate(zip(windows, mirrored)):
         groups.setdefault(key, []).append(k)
@@ -193,12 +201,12 @@ def window_scores(
         ry, rx = _window_mats(window, size)
         for s in range(0, len(ks), 64):
             part = ks[s : s + 64]
-            tb = np.stack([_thumb(fulls[k], size) for k in part])
+            tb = np.stack([thumb(fulls[k]) for k in part])
             if flip:
                 tb = np.ascontiguousarray(tb[:, :, ::-1])
             vb = ry[:, None] @ tb[None] @ rx[:, None]  # (jitter, n, size, size)
             vb = _normalize_rows(vb.reshape(-1, size * size)).reshape(len(_JITTER), len(part), -1)
-            va = _normalize_rows(np.stack([_thumb(crops[k], size) for k in part]))
+            va = _normalize_rows(np.stack([thumb(crops[k]) for k in part]))
             out[part] = np.einsum("jnd,nd->jn", vb, va).max(axis=0)
     return out
 

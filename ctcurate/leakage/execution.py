@@ -35,7 +35,7 @@ R = TypeVar("R")
 MIN_PARALLEL = 16
 # Imported once by the fork server, so that every worker starts with them (numpy, OpenCV, scipy, ...).
 # The first one makes the fork server itself die with the run that started it.
-WORKER_MODULES = ["ctcurate.leakage.forkserver_init", "ctcurate.leakage.pipeline"]
+WORKER_MODULES = ["ctcurate.leakage.forkserver_init", "ctcurate.leakage.worker_opencv", "ctcurate.leakage.pipeline"]
 SCHEDULER_ENV = "CTCURATE_SCHEDULER"
 _PR_SET_PDEATHSIG = 1
 

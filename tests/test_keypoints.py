@@ -149,6 +149,7 @@ def test_search_is_deterministic_and_the_partitioned_search_finds_the_same(monke
     assert once == keypoint_candidates(kps)
     monkeypatch.setattr(keypoints, "PART", 5_000)  # 96,000 descriptors: 20 partitions per sort order
     monkeypatch.setattr(keypoints, "_CHUNK", 3_000)
+    monkeypatch.setattr(keypoints, "_READ", 3_000)
     parted = keypoint_candidates(kps)
     assert [(c.a, c.b, c.mirrored) for c in parted] == [(c.a, c.b, c.mirrored) for c in once] == [(3, 250, False)]
     assert abs(parted[0].transform.inliers - once[0].transform.inliers) <= 2

@@ -49,7 +49,7 @@ from ctcurate.core.store import cache_location
 from ctcurate.core.unionfind import components
 from ctcurate.doi import normalize as doi_lib
 from ctcurate.leakage.execution import Executor, open_executor
-from ctcurate.leakage.hashcache import VERIFY_VERSION, HashCache, HashIndex, IndexKeypoints, index_files
+from ctcurate.leakage.hashcache import READ_CHUNK, VERIFY_VERSION, HashCache, HashIndex, IndexKeypoints, index_files
 from ctcurate.leakage.hashing import HASH_VERSION, SUBVIEWS, THUMB, Fingerprint
 from ctcurate.leakage.keypoints import (
     KeypointCandidate,
@@ -627,10 +627,7 @@ def _searched(search: _Search) -> list[KeypointCandidate]:
     """`keypoints.search` over the keypoints in the cache, remembered there for this exact list of
     contents (a warm run over an unchanged dataset searches nothing)."""
     left, right = search.left.index, search.right.index
-    shas = [left.sha(n) if left.readable[n] else "" for n in range(len(left))]
-    if not search.self_join:
-        shas += ["|"] + [right.sha(n) if right.readable[n] else "" for n in range(len(right))]
-    key = "keypoint-search:" + hashlib.sha256("\n".join([HASH_VERSION, VERIFY_VERSION, *shas]).encode()).hexdigest()
+    key = _search_key(left, None if search.self_join else right)
     stored = search.cache.get_search(key) if search.cache else None
     if stored is not None:
         return [KeypointCandidate(a, b, m, Transform(tuple(t), n, v)) for a, b, m, t, n, v in stored]
@@ -639,6 +636,21 @@ def _searched(search: _Search) -> list[KeypointCandidate]:
         search.cache.put_search(key, [[c.a, c.b, c.mirrored, list(c.transform.matrix), c.transform.inliers, c.transform.votes]
                                       for c in cands])
     return cands
+
+
+def _search_key(left: HashIndex, right: HashIndex | None) -> str:
+    """The cache key of a keypoint search: the versions and every content in order ("" where
+    unreadable, "|" between the sides). Hashed a chunk of contents at a time: no list of a million
+    strings is held through the search."""
+    digest = hashlib.sha256("\n".join([HASH_VERSION, VERIFY_VERSION]).encode())
+    for n, index in enumerate([left] if right is None else [left, right]):
+        if n:
+            digest.update(b"\n|")
+        for start in range(0, len(index), READ_CHUNK):
+            stop = min(start + READ_CHUNK, len(index))
+            shas = [index.sha(k) if index.readable[k] else "" for k in range(start, stop)]
+            digest.update(("\n" + "\n".join(shas)).encode() if shas else b"")
+    return "keypoint-search:" + digest.hexdigest()
 
 
 def _keypoint_candidates(search: _Search) -> list[tuple[int, int, KeypointCandidate, Seed]]:

@@ -15,12 +15,13 @@ view pair; a pair with `MIN_VOTES` gets a geometric check (RANSAC similarity: ro
 scale, shift). The more descriptors, the shorter the share of a copied corner's prefix that
 survives in a window, so `tables_for` adds sort orders with the size (2 on COVID-CT, 4 at 200,000
 images). Each order is read once from a `DescriptorSource` in chunks (a source may stream them
-from the cache) and sorted in partitions of about `PART` descriptors (consecutive stretches of it;
-more than one is spilled to temporary files as it is read), holding only the leading and check
-words and ids (~36 bytes a descriptor while sorted): the search never holds all descriptors
-(10 GB at 1,000,000 images). The transform found
-seeds the pixel alignment of `verify.verify_aligned`. Pure numpy and OpenCV; imports nothing of
-ctcurate.
+from the cache) and sorted in partitions of at most about `PART` descriptors (consecutive
+stretches of it, cut at quantiles of the leading words; more than one is spilled to temporary files
+as it is read), holding only the leading and check words and ids (~60 bytes a descriptor at the
+peak of the sort): the search never holds all descriptors (10 GB at 1,000,000 images). Its
+correspondences are spilled in buckets of source views and grouped one bucket at a time. The
+transform found seeds the pixel alignment of `verify.verify_aligned`. Pure numpy and OpenCV;
+imports nothing of ctcurate.
 """
 
 from __future__ import annotations

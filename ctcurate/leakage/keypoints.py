@@ -331,6 +331,8 @@ def _partitions(source: DescriptorSource, views: _Views, table: int) -> Iterator
     bounds: np.ndarray | None = None
     with _spilled("ctcurate-keypoints-", buckets, dtypes) as spill:
         for chunk in chunks:
+            if not len(chunk[0]):
+                continue
             if bounds is None:
                 ranked = np.sort(chunk[0])
                 bounds = ranked[(np.arange(1, buckets) * len(ranked)) // buckets]

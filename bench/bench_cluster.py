@@ -16,15 +16,21 @@ images (random image, place, scale, turn or mirror), and 1% of them get a transf
 
 Each client runs in its own process and reports its wall time, the time at which hashing ended,
 its own peak memory (ru_maxrss: the client only, not its workers) and that peak as it stood when
-the keypoint candidate search began (everything but that search, whose memory is keypoints.py's,
-and the keypoint pairs' verification). Printed: wall, images/s, client peak memory, the cluster/local and
-reference/this ratios, a linear fit of the client's memory and of the hashing rate, and their
-extrapolation to 1,000,000 images on N machines. Exits 1 when the reports differ (the reference's
-is compared and said, not required: it is another version of the code), or the projected client memory at 1,000,000 images is over 4 GB.
+the keypoint candidate search began (everything but that search, whose memory is
+keypoints.py's, and the keypoint pairs' verification), and what it held (resident) then: what it keeps per image. Printed: wall,
+images/s, client peak memory, the cluster/local and reference/this ratios, a linear fit of the
+client's memory and of the hashing rate, and their extrapolation to 1,000,000 images on N machines.
+The client's memory at 1,000,000 images is projected as what it holds per image (a line through
+the sizes) plus the largest working set above it at the largest size (the keypoint search's,
+bounded by its partitions of `keypoints.PART` descriptors, said when reached; a straight line
+through the peaks is printed too, an overestimate once the working sets stop growing). Exits 1
+when the reports differ (the reference's is compared and said, not required: it is another version
+of the code), or the projected client memory at 1,000,000 images is over 4 GB.
 
 Usage: python bench/bench_cluster.py [--sizes 10000,50000] [--cores 2] [--root ~/.cache/ctcurate-bench-cluster]
                                      [--reference /work/main] [--reference-max 10000] [--runs local,cluster,warm]
                                      [--reuse 1000,10000]   (sizes measured by an earlier run, for the curve)
+                                     [--local-max 10000] [--warm-max 50000]   (largest sizes the local pool, the warm re-run run at)
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -131,16 +138,30 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _rss_mib() -> float:
+    """The client's resident memory now (what it still holds, against its peak so far)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
 def client_main(data: Path, cache: Path, jobs: int, scheduler: str | None, report: Path) -> None:
-    from ctcurate.leakage import pipeline
+    from ctcurate.leakage import keypoints, pipeline
     from ctcurate.leakage.pipeline import check_leakage
     from ctcurate.leakage.report import to_json
 
     before_keypoints = [0.0]
+    held_at_keypoints = [0.0]  # resident when the keypoint search begins: what the run holds per image
+    descriptors = [0]
     keypoint_search = pipeline._searched
+    tables_for = keypoints.tables_for
+
+    def counted_tables_for(total: int) -> int:
+        descriptors[0] = max(descriptors[0], total)
+        return tables_for(total)
 
     def measured_keypoint_search(search: object) -> object:
         before_keypoints[0] = max(before_keypoints[0], _peak_mib())
+        held_at_keypoints[0] = max(held_at_keypoints[0], _rss_mib())
         # said at once: a client that then runs out of its memory limit still reports it
         print(f"before the keypoint stage: {before_keypoints[0]:.0f} MiB", file=sys.stderr, flush=True)
         return keypoint_search(search)  # type: ignore[arg-type]
@@ -150,6 +171,7 @@ def client_main(data: Path, cache: Path, jobs: int, scheduler: str | None, repor
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     pipeline._searched = measured_keypoint_search  # type: ignore[assignment]
+    keypoints.tables_for = counted_tables_for  # type: ignore[assignment]
     start = time.perf_counter()
     hashed_at = [0.0]
 
@@ -161,6 +183,7 @@ def client_main(data: Path, cache: Path, jobs: int, scheduler: str | None, repor
     wall = time.perf_counter() - start
     report.write_text(to_json(result))
     print(json.dumps({"wall": wall, "hashed_at": hashed_at[0], "peak_mib": _peak_mib(), "before_keypoints_mib": before_keypoints[0],
+                      "held_at_keypoints_mib": held_at_keypoints[0], "descriptors": descriptors[0], "part": keypoints.PART,
                       "pairs": len(result.pairs)}))
 
 
@@ -188,7 +211,7 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
 
 
 def measure_size(
-    root: Path, n: int, cores: int, cluster_address: str, reference: Path | None, runs_wanted: set[str], local_max: int
+    root: Path, n: int, cores: int, cluster_address: str, reference: Path | None, runs_wanted: set[str], local_max: int, warm_max: int
 ) -> dict[str, object]:
     t = time.perf_counter()
     data = build_collection(root, n, cores)
@@ -203,7 +226,7 @@ def measure_size(
     if "local" in runs_wanted and n <= local_max:
         runs["local"] = run_client(data, work / "local.sqlite", cores, None, work / "local.json")
     runs["cluster"] = run_client(data, work / "cluster.sqlite", cores, cluster_address, work / "cluster.json")
-    if "warm" in runs_wanted and "failed" not in runs["cluster"]:
+    if "warm" in runs_wanted and n <= warm_max and "failed" not in runs["cluster"]:
         runs["warm"] = run_client(data, work / "cluster.sqlite", cores, cluster_address, work / "warm.json")
     if any("failed" in m for m in runs.values()):
         return {"n": n, "built_s": built, **runs, "same_report": False, "same_as_reference": None}
@@ -219,7 +242,8 @@ def print_size(r: dict) -> None:  # type: ignore[type-arg]
     n = r["n"]
     print(f"\n{n:,} images (collection built or reused in {r['built_s']:.0f} s); reports identical: {r['same_report']}"
           + ("" if r["same_as_reference"] is None else f"; the same as the reference's: {r['same_as_reference']}"))
-    print(f"{'':<10} {'wall s':>8} {'img/s':>8} {'hashing s':>10} {'hash img/s':>10} {'client MiB':>11} {'before kp':>10} {'pairs':>6}")
+    print(f"{'':<10} {'wall s':>8} {'img/s':>8} {'hashing s':>10} {'hash img/s':>10} {'client MiB':>11} {'before kp':>10} {'held at kp':>10} "
+          f"{'pairs':>6}")
     for name in ("reference", "local", "cluster", "warm"):
         if name not in r:
             continue
@@ -229,7 +253,7 @@ def print_size(r: dict) -> None:  # type: ignore[type-arg]
             continue
         hash_rate = n / m["hashed_at"] if m["hashed_at"] else float("nan")
         print(f"{name:<10} {m['wall']:>8.1f} {n / m['wall']:>8.0f} {m['hashed_at']:>10.1f} {hash_rate:>10.0f} {m['peak_mib']:>11.0f} "
-              f"{m.get('before_keypoints_mib', 0):>10.0f} {m['pairs']:>6}")
+              f"{m.get('before_keypoints_mib', 0):>10.0f} {m.get('held_at_keypoints_mib', 0):>10.0f} {m['pairs']:>6}")
     if "local" not in r or any("failed" in r[name] for name in ("local", "cluster")):
         return
     lo, cl = r["local"], r["cluster"]
@@ -247,7 +271,7 @@ def project(results: list[dict], cores: int) -> bool:  # type: ignore[type-arg]
     print(f"\nclient peak before the keypoint stage (hashing, hash and crop candidates, verification), linear fit: "
           f"{a0:.0f} MiB + {b0 * 1024:.2f} KiB per image -> {a0 + b0 * 1e6:,.0f} MiB at 1,000,000 images")
     a, b = fit(ns, [r["cluster"]["peak_mib"] for r in results])
-    mem_1m = a + b * 1e6
+    mem_1m = bounded_projection(results)
     with_ref = [r for r in results if "reference" in r]
     if len(with_ref) >= 2:
         ra, rb = fit([float(r["n"]) for r in with_ref], [r["reference"]["peak_mib"] for r in with_ref])
@@ -256,8 +280,10 @@ def project(results: list[dict], cores: int) -> bool:  # type: ignore[type-arg]
               f"({rb / lb if lb > 0 else float('inf'):.1f}x); at 1,000,000 images {ra + rb * 1e6:,.0f} / {la + lb * 1e6:,.0f} MiB")
     rate = sum(r["n"] / r["cluster"]["hashed_at"] for r in results) / len(results) / cores  # images/s per core
     tail = [(r["cluster"]["wall"] - r["cluster"]["hashed_at"]) / r["n"] for r in results]  # search + verify, s per image
-    print(f"client peak memory (all stages), linear fit: {a:.0f} MiB + {b * 1024:.2f} KiB per image -> {mem_1m:,.0f} MiB at 1,000,000 "
-          f"images (target < {MEMORY_TARGET_MIB} MiB: {'PASS' if mem_1m < MEMORY_TARGET_MIB else 'MISS'})")
+    print(f"client peak memory (all stages), linear fit: {a:.0f} MiB + {b * 1024:.2f} KiB per image -> {a + b * 1e6:,.0f} MiB at 1,000,000 "
+          "images (a line through working sets that stop growing: an overestimate once they have)")
+    print(f"client peak memory at 1,000,000 images, held + working set: {mem_1m:,.0f} MiB "
+          f"(target < {MEMORY_TARGET_MIB} MiB: {'PASS' if mem_1m < MEMORY_TARGET_MIB else 'MISS'})")
     print(f"hashing on the cluster: {rate:.0f} images/s per core (this machine, loaded); "
           f"search + verification after hashing: {1000 * max(tail):.1f} ms per image on {cores} cores")
     print("projected 1,000,000-image cold run, machines of 16 cores at this per-core rate (hashing scales with cores; "
@@ -271,6 +297,32 @@ def project(results: list[dict], cores: int) -> bool:  # type: ignore[type-arg]
     return mem_1m < MEMORY_TARGET_MIB
 
 
+def bounded_projection(results: list[dict]) -> float:  # type: ignore[type-arg]
+    """The client's peak at 1,000,000 images as what it holds per image (resident at the start of the
+    keypoint stage, a line through the sizes) plus the largest working set above that at the largest
+    size: the keypoint search's (its partitions stop at `keypoints.PART` descriptors, said below if
+    reached) or an earlier stage's (chunks of pairs). A working set still growing at the largest size
+    is underestimated: said."""
+    rs = [r for r in results if r["cluster"].get("held_at_keypoints_mib")]
+    if len(rs) < 2:
+        return float("inf")
+    ha, hb = fit([float(r["n"]) for r in rs], [r["cluster"]["held_at_keypoints_mib"] for r in rs])
+    top = max(rs, key=lambda r: r["n"])["cluster"]
+    search_set = top["peak_mib"] - top["held_at_keypoints_mib"]
+    earlier_set = top["before_keypoints_mib"] - top["held_at_keypoints_mib"]
+    n_top, part = max(r["n"] for r in rs), top["part"]
+
+    def per_partition(total: float) -> float:
+        return total / max(1, math.ceil(total / part))
+
+    at_top, at_1m = per_partition(top["descriptors"]), per_partition(top["descriptors"] / n_top * 1e6)
+    print(f"held at the keypoint stage, linear fit: {ha:.0f} MiB + {hb * 1024:.2f} KiB per image -> {ha + hb * 1e6:,.0f} MiB at 1,000,000; "
+          f"working set above it at {n_top:,} images: keypoint search {search_set:,.0f} MiB, earlier stages {earlier_set:,.0f} MiB; "
+          f"descriptors per sort partition {at_top / 1e6:.1f} M there, {at_1m / 1e6:.1f} M at 1,000,000 (PART {part / 1e6:.1f} M: "
+          f"{'the search is at its bound' if at_top >= 0.9 * at_1m else 'the search is NOT at its bound yet: underestimated'})")
+    return ha + hb * 1e6 + max(search_set, earlier_set)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,50000")
@@ -280,6 +332,7 @@ def main() -> int:
     ap.add_argument("--reference-max", type=int, default=10000, help="largest size the reference runs at")
     ap.add_argument("--runs", default="local,cluster,warm", help="which of local, cluster (always), warm to run")
     ap.add_argument("--local-max", type=int, default=0, help="largest size the local pool runs at (0: every size)")
+    ap.add_argument("--warm-max", type=int, default=0, help="largest size the warm re-run runs at (0: every size)")
     ap.add_argument("--reuse", default="", help="sizes whose results a previous run stored, for the curve (e.g. 1000,10000)")
     args = ap.parse_args()
     if not (DATA / "Images-processed").is_dir():
@@ -296,7 +349,7 @@ def main() -> int:
     with LocalCluster(n_workers=args.cores, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
         for n in (int(s) for s in args.sizes.split(",")):
             r = measure_size(args.root, n, args.cores, cluster.scheduler_address, args.reference if n <= args.reference_max else None,
-                             set(args.runs.split(",")), args.local_max or n)
+                             set(args.runs.split(",")), args.local_max or n, args.warm_max or n)
             print_size(r)
             ok &= bool(r["same_report"])
             if "failed" in r["cluster"]:

@@ -149,6 +149,7 @@ def test_search_is_deterministic_and_the_partitioned_search_finds_the_same(monke
     assert once == keypoint_candidates(kps)
     monkeypatch.setattr(keypoints, "PART", 5_000)  # 96,000 descriptors: 20 partitions per sort order
     monkeypatch.setattr(keypoints, "_CHUNK", 3_000)
+    monkeypatch.setattr(keypoints, "_READ", 3_000)
     parted = keypoint_candidates(kps)
     assert [(c.a, c.b, c.mirrored) for c in parted] == [(c.a, c.b, c.mirrored) for c in once] == [(3, 250, False)]
     assert abs(parted[0].transform.inliers - once[0].transform.inliers) <= 2
@@ -176,3 +177,24 @@ def test_correspondences_grouped_in_buckets_give_the_same_candidates(monkeypatch
     assert keypoint_candidates(kps) == whole
     monkeypatch.setattr(keypoints, "_MAX_BUCKETS", 3)  # fewer, larger buckets: still the same
     assert keypoint_candidates(kps) == whole
+
+
+def test_partitions_stay_within_part_when_the_leading_words_crowd(monkeypatch):
+    """CT corners crowd a few prefixes (on mosaics of CT crops 98% of an order fell in one half of
+    its leading word): partitions are cut at quantiles, so none holds more than `PART`, and together
+    they are the whole order, each a stretch of it."""
+    rng = np.random.default_rng(3)
+    kps = []
+    for _ in range(200):
+        desc = rng.integers(0, 256, (100, 32), dtype=np.uint8)
+        desc[rng.random(100) < 0.9, :2] = 0  # nine in ten descriptors start with 16 zero bits
+        xy = rng.random((100, 2)) * 320
+        kps.append(_keypoints(xy, desc, xy, desc))
+    monkeypatch.setattr(keypoints, "PART", 5_000)  # 40,000 descriptors: 8 partitions of 5,000 at most
+    monkeypatch.setattr(keypoints, "_READ", 3_000)
+    source = keypoints.KeypointSource(kps, None)
+    views = keypoints._Views.of(source, False)
+    parts = list(keypoints._partitions(source, views, 0))
+    assert len(parts) >= 8 and max(len(p[0]) for p in parts) <= 5_000
+    assert sorted(np.concatenate([p[2] for p in parts]).tolist()) == sorted(views.ids(0, len(views.size)).tolist())
+    assert all(parts[k][0].max() <= parts[k + 1][0].min() for k in range(len(parts) - 1))

@@ -220,6 +220,14 @@ class HashCache:
         self._drop("leakage_keypoints", "sha256", bad)
         return out
 
+    def get_descriptors(self, shas: Sequence[str]) -> dict[str, tuple[bytes, bytes]]:
+        """The descriptors (direct, mirrored) of these contents, without their positions or
+        fingerprints; a row that does not hold whole descriptors is left out (read in full, it is
+        dropped and made again)."""
+        sql = "SELECT sha256, desc, desc_m FROM leakage_keypoints WHERE version = ? AND sha256 IN ({marks})"
+        return {sha: (d, m) for sha, d, m in select_in(self.conn, sql, sorted(set(shas)), HASH_VERSION)
+                if isinstance(d, bytes) and isinstance(m, bytes) and not len(d) % DESCRIPTOR_BYTES and not len(m) % DESCRIPTOR_BYTES}
+
     def put_keypoints(self, items: Sequence[tuple[str, Keypoints]]) -> None:
         rows = [
             (sha, HASH_VERSION, json.dumps({"width": k.width, "height": k.height, "scale": k.scale}), k.xy, k.desc, k.xy_m, k.desc_m)
@@ -425,6 +433,16 @@ class HashIndex:
         readable = [k for k in rows if self.readable[k]]
         return {k: kp for k, (_, kp) in self._described(readable, keypoints=True).items() if kp is not None}
 
+    def descriptors_of(self, rows: Iterable[int]) -> dict[int, tuple[bytes, bytes]]:
+        """The descriptors (direct, mirrored) of these rows (the readable ones), read from the cache
+        without the rest of their keypoints and fingerprints."""
+        readable = [k for k in rows if self.readable[k]]
+        known = self.cache.get_descriptors([self.sha(k) for k in readable]) if self.cache is not None else {}
+        out = {k: known[self.sha(k)] for k in readable if self.sha(k) in known}
+        missing = [k for k in readable if k not in out]  # held in memory, or gone from the cache
+        out |= {k: (kp.desc, kp.desc_m) for k, kp in self.keypoints_of(missing).items()}
+        return out
+
     def keypoint_sizes(self) -> np.ndarray:
         """(n, 2) descriptors of each row's direct and mirrored view (0 where unreadable), read
         without the descriptors themselves."""
@@ -488,11 +506,11 @@ class IndexKeypoints:
 
     def words(self, start: int, stop: int, offsets: tuple[int, ...]) -> list[np.ndarray]:
         views = [self._at(v) for v in range(start, stop)]
-        got: dict[tuple[int, int], Keypoints] = {}
+        got: dict[tuple[int, int], tuple[bytes, bytes]] = {}
         for side in (0, 1):
             rows = sorted({row for s, row, _ in views if s == side})
-            got |= {(side, k): kp for k, kp in self._index(side).keypoints_of(rows).items()} if rows else {}
-        blob = b"".join((kp.desc_m if m else kp.desc) if (kp := got.get((s, row))) else b"" for s, row, m in views)
+            got |= {(side, k): d for k, d in self._index(side).descriptors_of(rows).items()} if rows else {}
+        blob = b"".join(d[m] if (d := got.get((s, row))) else b"" for s, row, m in views)
         return words_at(np.frombuffer(blob, dtype=np.uint8).reshape(-1, DESCRIPTOR_BYTES), offsets)
 
     def _one(self, view: int) -> tuple[Keypoints, bool]:

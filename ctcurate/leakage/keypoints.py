@@ -15,12 +15,13 @@ view pair; a pair with `MIN_VOTES` gets a geometric check (RANSAC similarity: ro
 scale, shift). The more descriptors, the shorter the share of a copied corner's prefix that
 survives in a window, so `tables_for` adds sort orders with the size (2 on COVID-CT, 4 at 200,000
 images). Each order is read once from a `DescriptorSource` in chunks (a source may stream them
-from the cache) and sorted in partitions of about `PART` descriptors (consecutive stretches of it;
-more than one is spilled to temporary files as it is read), holding only the leading and check
-words and ids (~36 bytes a descriptor while sorted): the search never holds all descriptors
-(10 GB at 1,000,000 images). The transform found
-seeds the pixel alignment of `verify.verify_aligned`. Pure numpy and OpenCV; imports nothing of
-ctcurate.
+from the cache) and sorted in partitions of at most about `PART` descriptors (consecutive
+stretches of it, cut at quantiles of the leading words; more than one is spilled to temporary files
+as it is read), holding only the leading and check words and ids (~60 bytes a descriptor at the
+peak of the sort): the search never holds all descriptors (10 GB at 1,000,000 images). Its
+correspondences are spilled in buckets of source views and grouped one bucket at a time. The
+transform found seeds the pixel alignment of `verify.verify_aligned`. Pure numpy and OpenCV;
+imports nothing of ctcurate.
 """
 
 from __future__ import annotations
@@ -52,10 +53,12 @@ _MAX_TABLES = 8  # 64-bit words from byte 0, 8, 16, 24, then 4, 12, 20, 28
 WINDOW = 8  # neighbours in each sort order that are compared
 _CHECK_MAX = 22  # bits the check word (64) of two neighbours may differ by (one corner: <= 12 +- 3)
 _PRE_MAX = 40  # bits the leading word and the check word (128) may differ by before the full check
-PART = 1 << 26  # descriptors sorted at once: ~2.3 GB with their words and ids (bounds the memory)
+PART = 1 << 25  # descriptors sorted at once: ~60 bytes each at the peak of the sort, ~2 GB (bounds the memory)
+_SPLIT = 4  # spill buckets per partition: neighbouring buckets are joined into partitions of at most PART
 _BUCKET_KEYS = 1 << 24  # correspondences grouped at once (~0.8 GB at the peak of `_groups`)
 _MAX_BUCKETS = 256  # temporary files open at once while the correspondences are spilled
-_CHUNK = 1 << 22  # descriptors read from the source at once (about)
+_CHUNK = 1 << 22  # descriptors compared at once
+_READ = 1 << 20  # descriptors read from the source at once (about): ~32 MB of them, ~3,300 images
 DESCRIPTOR_BYTES = _DESC = 32  # bytes per ORB descriptor
 _POINT_BITS = 9  # a descriptor's id is view << _POINT_BITS | its keypoint's index in the view
 _POINT_MASK = (1 << _POINT_BITS) - 1
@@ -256,10 +259,10 @@ class _Views:
 
 
 def _chunks(views: _Views) -> Iterator[tuple[int, int]]:
-    """Ranges of consecutive views holding about `_CHUNK` descriptors each."""
+    """Ranges of consecutive views holding about `_READ` descriptors each."""
     n, s = len(views.start), 0
     while s < n:
-        e = max(s + 1, int(np.searchsorted(views.start, views.start[s] + _CHUNK, side="left")))
+        e = max(s + 1, int(np.searchsorted(views.start, views.start[s] + _READ, side="left")))
         yield s, min(e, n)
         s = min(e, n)
 
@@ -312,26 +315,61 @@ _Partition = tuple[np.ndarray, np.ndarray, np.ndarray]  # leading words, check w
 
 
 def _partitions(source: DescriptorSource, views: _Views, table: int) -> Iterator[_Partition]:
-    """The descriptors of one sort order in partitions of about `PART` (equal ranges of the leading
-    word: consecutive stretches of the order), read from the source once. More than one partition
-    is spilled to temporary files as it is read (20 bytes a descriptor) and loaded one at a time."""
+    """The descriptors of one sort order in partitions of at most about `PART` (consecutive stretches
+    of the order), read from the source once. More than one partition is spilled to temporary files
+    as it is read (20 bytes a descriptor), in `_SPLIT` buckets per partition cut at quantiles of the
+    first chunk's leading words (equal ranges of them are far from equal: CT corners crowd a few
+    prefixes, 98% of them in one half of an order on mosaics of CT crops), and neighbouring buckets
+    are joined into partitions of at most `PART`, loaded one at a time."""
     lead = 8 * (table % 4) + 4 * (table // 4 % 2)
     cols = (lead, (lead + 16) % _DESC)
     chunks = ((*source.words(s, e, cols), views.ids(s, e).astype(np.uint32)) for s, e in _chunks(views))
     parts = max(1, -(-views.total // PART))
+    dtypes = (np.uint64, np.uint64, np.uint32)
     if parts == 1:  # filled in place: the chunks are never held twice
-        whole = (np.empty(views.total, np.uint64), np.empty(views.total, np.uint64), np.empty(views.total, np.uint32))
-        at = 0
-        for chunk in chunks:
-            for i in range(3):
-                whole[i][at : at + len(chunk[0])] = chunk[i]
-            at += len(chunk[0])
-        yield whole
+        yield _filled(chunks, views.total, dtypes)
         return
-    with _spilled("ctcurate-keypoints-", parts, (np.uint64, np.uint64, np.uint32)) as spill:
+    buckets = parts * _SPLIT
+    sizes = np.zeros(buckets, np.int64)
+    bounds: np.ndarray | None = None
+    with _spilled("ctcurate-keypoints-", buckets, dtypes) as spill:
         for chunk in chunks:
-            spill.write((((chunk[0] >> np.uint64(32)) * np.uint64(parts)) >> np.uint64(32)).astype(np.uint16), chunk)
-        yield from spill.read()  # type: ignore[misc]
+            if not len(chunk[0]):
+                continue
+            if bounds is None:
+                ranked = np.sort(chunk[0])
+                bounds = ranked[(np.arange(1, buckets) * len(ranked)) // buckets]
+                del ranked
+            bucket = np.searchsorted(bounds, chunk[0], side="right").astype(np.uint16)
+            sizes += np.bincount(bucket, minlength=buckets)
+            spill.write(bucket, chunk)
+        pieces = spill.read()
+        for b, e in _joined(sizes):
+            yield _filled((next(pieces) for _ in range(b, e)), int(sizes[b:e].sum()), dtypes)
+
+
+def _joined(sizes: np.ndarray) -> Iterator[tuple[int, int]]:
+    """Ranges of neighbouring buckets holding at most `PART` descriptors together (a larger bucket alone)."""
+    b, n = 0, len(sizes)
+    while b < n:
+        e, total = b + 1, int(sizes[b])
+        while e < n and total + int(sizes[e]) <= PART:
+            total += int(sizes[e])
+            e += 1
+        yield b, e
+        b = e
+
+
+def _filled(pieces: Iterator[tuple[np.ndarray, ...]], total: int, dtypes: tuple[type, ...]) -> _Partition:
+    """The pieces' columns one after the other, copied into arrays of `total` rows made first (no
+    piece is held beside the whole, nor the whole twice)."""
+    whole: tuple[np.ndarray, ...] = tuple(np.empty(total, d) for d in dtypes)
+    at = 0
+    for piece in pieces:
+        for column, part in zip(whole, piece):
+            column[at : at + len(part)] = part
+        at += len(piece[0])
+    return whole  # type: ignore[return-value]
 
 
 def _ties(packed: np.ndarray, ibits: int) -> np.ndarray:
@@ -444,7 +482,8 @@ def _correspondence_buckets(source: DescriptorSource, views: _Views, tables: int
                     keys = _oriented(views, p, q)
                     spill.write(((keys >> np.uint64(32 + _POINT_BITS)).astype(np.int64) * buckets) // n_views, (keys,))
         for (keys,) in spill.read():
-            yield _distinct(keys)
+            keys = _distinct(keys)  # the bucket as read is let go before it is grouped
+            yield keys
 
 
 def _distinct(keys: np.ndarray) -> np.ndarray:
@@ -460,20 +499,47 @@ def _full_distance(source: DescriptorSource, src_view: int, dst_view: int, sp: n
 
 def _groups(keys: np.ndarray) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """(src view, dst view, src points, dst points) of every view pair with `MIN_VOTES` candidate
-    correspondences, in order (most view pairs have a few: counted first with a plain sort)."""
-    src, dst = (keys >> np.uint64(32)).astype(np.int64), (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    pair = ((src >> _POINT_BITS) << (32 - _POINT_BITS)) | (dst >> _POINT_BITS)
-    counted = np.sort(pair)
-    start = np.flatnonzero(np.r_[True, counted[1:] != counted[:-1]]) if len(counted) else np.zeros(0, np.int64)
-    size = np.diff(np.r_[start, len(counted)])
-    voted = counted[start[size >= MIN_VOTES]]
-    at = np.minimum(np.searchsorted(voted, pair), max(0, len(voted) - 1))
-    rows = np.flatnonzero(voted[at] == pair) if len(voted) else np.zeros(0, np.int64)
+    correspondences, in order (most view pairs have a few: counted first with a plain sort). Holds
+    two int64 per correspondence beside `keys` (the view pairs, and their sorted copy while counting)."""
+    pair = _view_pairs(keys)
+    voted = _voted(np.sort(pair))
+    rows = _rows_in(pair, voted)
     rows = rows[np.argsort(pair[rows], kind="stable")]
     bounds = np.flatnonzero(np.r_[True, pair[rows][1:] != pair[rows][:-1], True]) if len(rows) else np.zeros(1, np.int64)
+    del pair
     for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         r = rows[s:e]
-        yield int(src[r[0]] >> _POINT_BITS), int(dst[r[0]] >> _POINT_BITS), src[r] & _POINT_MASK, dst[r] & _POINT_MASK
+        src, dst = (keys[r] >> np.uint64(32)).astype(np.int64), (keys[r] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        yield int(src[0] >> _POINT_BITS), int(dst[0] >> _POINT_BITS), src & _POINT_MASK, dst & _POINT_MASK
+
+
+def _view_pairs(keys: np.ndarray) -> np.ndarray:
+    """The (src view, dst view) of each correspondence, packed src << (32 - _POINT_BITS) | dst."""
+    src = (keys >> np.uint64(32 + _POINT_BITS)).astype(np.int64)
+    src <<= 32 - _POINT_BITS
+    src |= ((keys & np.uint64(0xFFFFFFFF)) >> np.uint64(_POINT_BITS)).astype(np.int64)
+    return src
+
+
+def _voted(counted: np.ndarray) -> np.ndarray:
+    """The distinct values that occur at least `MIN_VOTES` times in sorted `counted` (a run of them
+    starts where a value equals the one `MIN_VOTES - 1` further on), in order; in chunks."""
+    span = MIN_VOTES - 1
+    found = [counted[s : e][counted[s : e] == counted[s + span : e + span]]
+             for s in range(0, max(0, len(counted) - span), _CHUNK) for e in [min(s + _CHUNK, len(counted) - span)]]
+    return np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
+
+
+def _rows_in(pair: np.ndarray, voted: np.ndarray) -> np.ndarray:
+    """The rows of `pair` whose value is in sorted `voted`, ascending; in chunks."""
+    if not len(voted):
+        return np.zeros(0, np.int64)
+    found = []
+    for s in range(0, len(pair), _CHUNK):
+        part = pair[s : s + _CHUNK]
+        at = np.minimum(np.searchsorted(voted, part), len(voted) - 1)
+        found.append(np.flatnonzero(voted[at] == part) + s)
+    return np.concatenate(found)
 
 
 def search(source: DescriptorSource, cross: bool, tables: int | None = None) -> list[KeypointCandidate]:

@@ -49,7 +49,7 @@ from ctcurate.core.store import cache_location
 from ctcurate.core.unionfind import components
 from ctcurate.doi import normalize as doi_lib
 from ctcurate.leakage.execution import Executor, open_executor
-from ctcurate.leakage.hashcache import VERIFY_VERSION, HashCache, HashIndex, IndexKeypoints, index_files
+from ctcurate.leakage.hashcache import READ_CHUNK, VERIFY_VERSION, HashCache, HashIndex, IndexKeypoints, index_files
 from ctcurate.leakage.hashing import HASH_VERSION, SUBVIEWS, THUMB, Fingerprint
 from ctcurate.leakage.keypoints import (
     KeypointCandidate,
@@ -660,13 +660,18 @@ def _crop_seed(c: KeypointCandidate, a: Keypoints, b: Keypoints) -> Seed:
 
 
 def _contents_key(search: _Search, kind: str, *also: str) -> str:
-    """A cache key for a result that depends only on the contents searched, in their order (and on
-    the versions, and `also`): a warm run over an unchanged dataset reads it back."""
+    """A cache key for a result that depends only on the contents searched, in their order ("" where
+    unreadable; and on the versions, and `also`): a warm run over an unchanged dataset reads it back."""
     left, right = search.left.index, search.right.index
-    shas = [left.sha(n) if left.readable[n] else "" for n in range(len(left))]
-    if not search.self_join:
-        shas += ["|"] + [right.sha(n) if right.readable[n] else "" for n in range(len(right))]
-    return f"{kind}:" + hashlib.sha256("\n".join([HASH_VERSION, VERIFY_VERSION, *also, *shas]).encode()).hexdigest()
+    digest = hashlib.sha256("\n".join([HASH_VERSION, VERIFY_VERSION, *also]).encode())
+    # hashed a chunk of contents at a time: no list of a million strings is held through the search
+    for n, index in enumerate([left] if search.self_join else [left, right]):
+        if n:
+            digest.update(b"\n|")  # between the sides
+        for start in range(0, len(index), READ_CHUNK):
+            shas = [index.sha(k) if index.readable[k] else "" for k in range(start, min(start + READ_CHUNK, len(index)))]
+            digest.update(("\n" + "\n".join(shas)).encode() if shas else b"")
+    return f"{kind}:" + digest.hexdigest()
 
 
 def _searched(search: _Search) -> list[KeypointCandidate]:

@@ -106,6 +106,19 @@ def _from_row(meta_text: object, thumb: object) -> Fingerprint:
     return fp
 
 
+def _hashes_from_meta(meta_text: object) -> tuple[int, int, tuple[int, ...]]:
+    """The pHashes (direct, mirrored, sub-windows) a row's meta holds; `BadRow` as `_from_row`."""
+    try:
+        meta = json.loads(meta_text)  # type: ignore[arg-type]
+        sub = tuple(int(h, 16) for h in meta["sub_phash"])
+        direct, mirrored = int(meta["phash"], 16), int(meta["phash_m"], 16)
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        raise BadRow(str(exc)) from exc
+    if len(sub) != len(SUBVIEWS) or not all(0 <= h < 1 << 64 for h in (direct, mirrored, *sub)):
+        raise BadRow("not a pHash of every sub-window")
+    return direct, mirrored, sub
+
+
 def _keypoints_from_row(meta_text: object, *blobs: object) -> Keypoints:
     """The keypoints a row holds; `BadRow` for anything but what `put_keypoints` writes."""
     try:
@@ -196,6 +209,20 @@ class HashCache:
             [(sha, HASH_VERSION, *_to_row(fp)) for sha, fp in items],
         )
         self.conn.commit()
+
+    def get_hashes(self, shas: Sequence[str]) -> dict[str, tuple[int, int, tuple[int, ...]]]:
+        """The pHashes of these contents (direct, mirrored, sub-windows): what an index holds, read
+        without the thumbnails (4 KB a row; read when a pair is judged)."""
+        out: dict[str, tuple[int, int, tuple[int, ...]]] = {}
+        sql = "SELECT sha256, meta FROM leakage_fingerprint WHERE version = ? AND sha256 IN ({marks})"
+        bad = []
+        for sha, meta in select_in(self.conn, sql, sorted(set(shas)), HASH_VERSION):
+            try:
+                out[sha] = _hashes_from_meta(meta)
+            except BadRow:
+                bad.append(sha)
+        self._drop("leakage_fingerprint", "sha256", bad)
+        return out
 
     def keypoint_sizes(self, shas: Sequence[str]) -> dict[str, tuple[int, int]]:
         """Descriptors of the direct and the mirrored view per content, without reading them."""
@@ -572,9 +599,9 @@ class _HashTable:
     cached: np.ndarray
     errors: dict[int, str]
 
-    def put(self, u: int, fp: Fingerprint, cached: bool) -> None:
-        self.phash[u], self.phash_m[u] = fp.phash, fp.phash_m
-        self.sub[u] = fp.sub_phash
+    def put(self, u: int, phash: int, phash_m: int, sub: tuple[int, ...], cached: bool) -> None:
+        self.phash[u], self.phash_m[u] = phash, phash_m
+        self.sub[u] = sub
         self.has[u], self.cached[u] = True, cached
 
 
@@ -589,12 +616,11 @@ def _read_cached_hashes(cache: HashCache, uniq: np.ndarray, rows: list[int], tab
     for start in range(0, len(rows), READ_CHUNK):
         part = rows[start : start + READ_CHUNK]
         shas = [bytes(uniq[u]).decode() for u in part]
-        fps, with_keypoints = cache.get_many(shas), cache.has_keypoints(shas)  # the keypoints are read when searched
-        found = {sha: fp for sha, fp in fps.items() if sha in with_keypoints}
-        for u in part:
-            fp = found.get(bytes(uniq[u]).decode())
-            if fp is not None:
-                table.put(u, fp, cached=True)
+        # thumbnails and keypoints are read when a pair is judged or searched
+        hashes, with_keypoints = cache.get_hashes(shas), cache.has_keypoints(shas)
+        for u, sha in zip(part, shas):
+            if sha in hashes and sha in with_keypoints:
+                table.put(u, *hashes[sha], cached=True)
 
 
 def _describe_missing(
@@ -611,7 +637,8 @@ def _describe_missing(
         if described is None:
             table.errors[u] = err or "cannot decode"
         else:
-            table.put(u, described[0], cached=False)
+            fp = described[0]
+            table.put(u, fp.phash, fp.phash_m, fp.sub_phash, cached=False)
             sha = bytes(uniq[u]).decode()
             if cache is None:
                 held[sha] = described

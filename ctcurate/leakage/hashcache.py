@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -53,6 +53,7 @@ _COLUMNS = {
     "leakage_stat": ("path", "size", "mtime_ns", "sha256"),
 }
 HASH_FIELDS = ("phash", "phash_m")
+_T = TypeVar("_T")
 
 Progress = Callable[[int, int], None]
 
@@ -191,17 +192,22 @@ class HashCache:
         self.conn.commit()
         self.conn.close()
 
-    def get_many(self, shas: Sequence[str]) -> dict[str, Fingerprint]:
-        out: dict[str, Fingerprint] = {}
-        sql = "SELECT sha256, meta, thumb FROM leakage_fingerprint WHERE version = ? AND sha256 IN ({marks})"
+    def _parsed(self, table: str, key: str, sql: str, keys: Sequence[str], parse: Callable[..., _T], *params: object) -> dict[str, _T]:
+        """Rows of `sql` for these keys, each read by `parse(*columns)`; a row it cannot read
+        (`BadRow`) is dropped, so that it is made again (and said once)."""
+        out: dict[str, _T] = {}
         bad = []
-        for sha, meta, thumb in select_in(self.conn, sql, sorted(set(shas)), HASH_VERSION):
+        for k, *columns in select_in(self.conn, sql, sorted(set(keys)), *params):
             try:
-                out[sha] = _from_row(meta, thumb)
+                out[k] = parse(*columns)
             except BadRow:
-                bad.append(sha)
-        self._drop("leakage_fingerprint", "sha256", bad)
+                bad.append(k)
+        self._drop(table, key, bad)
         return out
+
+    def get_many(self, shas: Sequence[str]) -> dict[str, Fingerprint]:
+        sql = "SELECT sha256, meta, thumb FROM leakage_fingerprint WHERE version = ? AND sha256 IN ({marks})"
+        return self._parsed("leakage_fingerprint", "sha256", sql, shas, _from_row, HASH_VERSION)
 
     def put_many(self, items: Sequence[tuple[str, Fingerprint]]) -> None:
         self.conn.executemany(
@@ -213,16 +219,8 @@ class HashCache:
     def get_hashes(self, shas: Sequence[str]) -> dict[str, tuple[int, int, tuple[int, ...]]]:
         """The pHashes of these contents (direct, mirrored, sub-windows): what an index holds, read
         without the thumbnails (4 KB a row; read when a pair is judged)."""
-        out: dict[str, tuple[int, int, tuple[int, ...]]] = {}
         sql = "SELECT sha256, meta FROM leakage_fingerprint WHERE version = ? AND sha256 IN ({marks})"
-        bad = []
-        for sha, meta in select_in(self.conn, sql, sorted(set(shas)), HASH_VERSION):
-            try:
-                out[sha] = _hashes_from_meta(meta)
-            except BadRow:
-                bad.append(sha)
-        self._drop("leakage_fingerprint", "sha256", bad)
-        return out
+        return self._parsed("leakage_fingerprint", "sha256", sql, shas, _hashes_from_meta, HASH_VERSION)
 
     def keypoint_sizes(self, shas: Sequence[str]) -> dict[str, tuple[int, int]]:
         """Descriptors of the direct and the mirrored view per content, without reading them."""
@@ -236,16 +234,8 @@ class HashCache:
         return {sha for (sha,) in select_in(self.conn, sql, sorted(set(shas)), HASH_VERSION)}
 
     def get_keypoints(self, shas: Sequence[str]) -> dict[str, Keypoints]:
-        out: dict[str, Keypoints] = {}
         sql = "SELECT sha256, meta, xy, desc, xy_m, desc_m FROM leakage_keypoints WHERE version = ? AND sha256 IN ({marks})"
-        bad = []
-        for sha, meta, *blobs in select_in(self.conn, sql, sorted(set(shas)), HASH_VERSION):
-            try:
-                out[sha] = _keypoints_from_row(meta, *blobs)
-            except BadRow:
-                bad.append(sha)
-        self._drop("leakage_keypoints", "sha256", bad)
-        return out
+        return self._parsed("leakage_keypoints", "sha256", sql, shas, _keypoints_from_row, HASH_VERSION)
 
     def get_descriptors(self, shas: Sequence[str]) -> dict[str, tuple[bytes, bytes]]:
         """The descriptors (direct, mirrored) of these contents, without their positions or
@@ -292,16 +282,8 @@ class HashCache:
         return f"{lo}:{hi}:{HASH_VERSION}:{VERIFY_VERSION}"
 
     def get_verdicts(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
         sql = "SELECT pair, verdict FROM leakage_verdict WHERE pair IN ({marks})"
-        bad = []
-        for key, text in select_in(self.conn, sql, sorted(set(keys))):
-            try:
-                out[key] = _verdict_from_row(text)
-            except BadRow:
-                bad.append(key)
-        self._drop("leakage_verdict", "pair", bad)
-        return out
+        return self._parsed("leakage_verdict", "pair", sql, keys, _verdict_from_row)
 
     def get_search(self, key: str) -> list[list[Any]] | None:
         """A remembered keypoint candidate search (rows of `[a, b, mirrored, matrix, inliers, votes]`)."""

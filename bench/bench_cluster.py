@@ -346,6 +346,7 @@ def main() -> int:
     for r in results:
         print_size(r)
     ok, fits = True, False
+    os.environ.setdefault("OPENCV_FOR_THREADS_NUM", "1")  # its workers as docs/cluster.md starts them, like the local pool's
     with LocalCluster(n_workers=args.cores, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
         for n in (int(s) for s in args.sizes.split(",")):
             r = measure_size(args.root, n, args.cores, cluster.scheduler_address, args.reference if n <= args.reference_max else None,

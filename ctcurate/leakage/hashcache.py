@@ -228,11 +228,6 @@ class HashCache:
         return {sha: (int(n) // DESCRIPTOR_BYTES, int(m) // DESCRIPTOR_BYTES)
                 for sha, n, m in select_in(self.conn, sql, sorted(set(shas)), HASH_VERSION)}
 
-    def has_keypoints(self, shas: Sequence[str]) -> set[str]:
-        """The contents whose keypoints are stored, without reading them."""
-        sql = "SELECT sha256 FROM leakage_keypoints WHERE version = ? AND sha256 IN ({marks})"
-        return {sha for (sha,) in select_in(self.conn, sql, sorted(set(shas)), HASH_VERSION)}
-
     def get_keypoints(self, shas: Sequence[str]) -> dict[str, Keypoints]:
         sql = "SELECT sha256, meta, xy, desc, xy_m, desc_m FROM leakage_keypoints WHERE version = ? AND sha256 IN ({marks})"
         return self._parsed("leakage_keypoints", "sha256", sql, shas, _keypoints_from_row, HASH_VERSION)
@@ -285,37 +280,31 @@ class HashCache:
         sql = "SELECT pair, verdict FROM leakage_verdict WHERE pair IN ({marks})"
         return self._parsed("leakage_verdict", "pair", sql, keys, _verdict_from_row)
 
-    def get_search(self, key: str) -> list[list[Any]] | None:
-        """A remembered keypoint candidate search (rows of `[a, b, mirrored, matrix, inliers, votes]`)."""
+    def _remembered(self, key: str, field: str, valid: Callable[[Any], bool]) -> list[Any] | None:
+        """The list under `field` of the result remembered at `key`, if every item is `valid`; a
+        damaged one is dropped (and said once), so that the result is made again."""
         rows = list(select_in(self.conn, "SELECT verdict FROM leakage_verdict WHERE pair IN ({marks})", [key]))
         if not rows:
             return None
         try:
-            found = json.loads(rows[0][0])
-            cands = found["candidates"]
-            if not all(isinstance(c, list) and len(c) == 6 and isinstance(c[3], list) and len(c[3]) == 6 for c in cands):
-                raise BadRow("not a candidate list")
+            items = json.loads(rows[0][0])[field]
+            if not all(valid(x) for x in items):
+                raise BadRow(f"not a list of {field}")
         except (ValueError, TypeError, KeyError, RecursionError, BadRow):
             self._drop("leakage_verdict", "pair", [key])
             return None
-        return list(cands)
+        return list(items)
+
+    def get_search(self, key: str) -> list[list[Any]] | None:
+        """A remembered keypoint candidate search (rows of `[a, b, mirrored, matrix, inliers, votes]`)."""
+        return self._remembered(key, "candidates", lambda c: isinstance(c, list) and len(c) == 6 and isinstance(c[3], list) and len(c[3]) == 6)
 
     def put_search(self, key: str, rows: list[list[Any]]) -> None:
         self.put_verdicts([(key, {"candidates": rows})])
 
     def get_found(self, key: str) -> list[dict[str, Any]] | None:
         """The pairs a whole search found, remembered for its exact list of contents (see `put_found`)."""
-        rows = list(select_in(self.conn, "SELECT verdict FROM leakage_verdict WHERE pair IN ({marks})", [key]))
-        if not rows:
-            return None
-        try:
-            found = json.loads(rows[0][0])["found"]
-            if not all(_valid_found(f) for f in found):
-                raise BadRow("not a list of found pairs")
-        except (ValueError, TypeError, KeyError, RecursionError, BadRow):
-            self._drop("leakage_verdict", "pair", [key])
-            return None
-        return list(found)
+        return self._remembered(key, "found", _valid_found)
 
     def put_found(self, key: str, found: list[dict[str, Any]]) -> None:
         self.put_verdicts([(key, {"found": found})])
@@ -599,7 +588,7 @@ def _read_cached_hashes(cache: HashCache, uniq: np.ndarray, rows: list[int], tab
         part = rows[start : start + READ_CHUNK]
         shas = [bytes(uniq[u]).decode() for u in part]
         # thumbnails and keypoints are read when a pair is judged or searched
-        hashes, with_keypoints = cache.get_hashes(shas), cache.has_keypoints(shas)
+        hashes, with_keypoints = cache.get_hashes(shas), cache.keypoint_sizes(shas)
         for u, sha in zip(part, shas):
             if sha in hashes and sha in with_keypoints:
                 table.put(u, *hashes[sha], cached=True)

@@ -259,21 +259,21 @@ def _bandpass(a: np.ndarray, s1: float = _BAND[0], s2: float = _BAND[1]) -> np.n
     return _gauss(a, s1) - _gauss(a, s2)
 
 
-def _erode(mask: np.ndarray, iterations: int) -> np.ndarray:
-    """Binary erosion by the 4-neighbour cross, outside the picture counted as empty."""
+def _morph(mask: np.ndarray, iterations: int, dilate: bool) -> np.ndarray:
+    """Binary erosion (or dilation) by the 4-neighbour cross, outside the picture counted as empty."""
     import cv2
 
     cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-    out = cv2.erode(mask.astype(np.uint8), cross, iterations=iterations, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    out = (cv2.dilate if dilate else cv2.erode)(mask.astype(np.uint8), cross, iterations=iterations, borderType=cv2.BORDER_CONSTANT, borderValue=0)
     return np.asarray(out, dtype=bool)
+
+
+def _erode(mask: np.ndarray, iterations: int) -> np.ndarray:
+    return _morph(mask, iterations, dilate=False)
 
 
 def _dilate(mask: np.ndarray, iterations: int) -> np.ndarray:
-    import cv2
-
-    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-    out = cv2.dilate(mask.astype(np.uint8), cross, iterations=iterations, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return np.asarray(out, dtype=bool)
+    return _morph(mask, iterations, dilate=True)
 
 
 def _filled(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

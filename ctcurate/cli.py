@@ -12,7 +12,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -123,6 +123,16 @@ def _emit(report: str, output: Path | None) -> None:
         _exit_with_error(f"{output}: cannot write ({exc.strerror or exc})")
 
 
+def _cache_file_or_exit(cache: Path | None) -> Path:
+    """The cache file `store.cache_location` names; one it cannot name (`--cache ~nobody/x`) is an exit 2."""
+    from ctcurate.core.store import cache_location
+
+    try:
+        return cache_location(cache)
+    except OSError as exc:
+        _exit_with_error(f"{exc.filename}: {exc.strerror}")
+
+
 @contextmanager
 def _resolver(online: bool, cache: Path | None, offline: bool = False, mailto: str | None = None) -> Iterator[Resolver | None]:
     """The DOI resolver over the cache file (None unless `online`); an unusable cache is an exit 2."""
@@ -131,18 +141,18 @@ def _resolver(online: bool, cache: Path | None, offline: bool = False, mailto: s
     if not online:
         yield None
         return
-    from ctcurate.core.store import cache_location
     from ctcurate.doi.resolve import cache_error_message, open_resolver
 
-    opened = open_resolver(cache, offline=offline, mailto=mailto)
+    where = _cache_file_or_exit(cache)
+    opened = open_resolver(where, offline=offline, mailto=mailto)
     try:
         resolver = opened.__enter__()
     except (sqlite3.Error, OSError) as exc:
-        _exit_with_error(cache_error_message(cache_location(cache), exc))
+        _exit_with_error(cache_error_message(where, exc))
     try:
         yield resolver
     except sqlite3.Error as exc:
-        _exit_with_error(cache_error_message(cache_location(cache), exc))
+        _exit_with_error(cache_error_message(where, exc))
     finally:
         opened.__exit__(None, None, None)
 
@@ -300,7 +310,7 @@ def add_contribution(contribution: Path | None, data: Path | None, metadata: Pat
     source, data_root, meta = _contribution_inputs(contribution, data, metadata)
     try:
         # A dry run works on a scratch copy of the hash cache: it writes nothing anywhere.
-        with contribute.hash_cache(cache, scratch=dry_run) as use_cache, _resolver(online, cache, mailto=mailto) as resolver:
+        with contribute.hash_cache(_cache_file_or_exit(cache), scratch=dry_run) as use_cache, _resolver(online, cache, mailto=mailto) as resolver:
             outcome = contribute.add_contribution(
                 source, data_root, meta, check_rows=contribute.default_row_checker(resolver, data_root, meta),
                 find_duplicates=contribute.default_duplicate_finder(use_cache, scheduler),
@@ -374,10 +384,14 @@ def check_leakage(data: Path | None, splits: Path | None, metadata: Path | None,
       1  problems found (reported; with --fix-splits, corrected lists written)
       2  usage error, unreadable input or unusable cache file
     """
+    from ctcurate.core.store import cache_location
     from ctcurate.leakage.execution import start_fork_server
 
-    if not scheduler:
-        start_fork_server()  # the workers' start-up overlaps this process's imports
+    with suppress(OSError):  # an unusable --cache is reported by the run itself
+        if not scheduler and not cache_location(cache).is_file():
+            # a first run hashes every image: the workers' start-up overlaps this process's imports.
+            # With a cache, most runs need no worker (about 0.1 s saved); one that does starts them then.
+            start_fork_server()
     from ctcurate.core.layout import SPLITS_DIR, default_metadata_dir
     from ctcurate.leakage import report
 
@@ -595,11 +609,13 @@ def _report_findings(findings: list[Any]) -> None:
 
 
 def _check_benchmark_arguments(data: Path | None, splits: Path | None, dedupe_test: bool, leakage_report: Path | None,
-                               seeds: int, with_contribution: Path | None, score_dir: Path | None, **_: Any) -> None:
+                               seeds: int, with_contribution: Path | None, score_dir: Path | None, cache: Path | None,
+                               **_: Any) -> None:
     """Every check that needs no torch; exit 2 on the first that fails."""
     from ctcurate.core.layout import SPLITS_DIR, default_metadata_dir
 
     _data_root_or_exit(data)
+    _cache_file_or_exit(cache)
     if not (splits or default_metadata_dir() / SPLITS_DIR).is_dir():
         _exit_with_error(f"{splits or default_metadata_dir() / SPLITS_DIR}: no such split folder")
     if leakage_report and not dedupe_test:
@@ -697,7 +713,6 @@ def doi_resolve(dois: tuple[str, ...], metadata: Path | None, fmt: str, offline:
     import sqlite3
 
     from ctcurate.core.sheets import SheetError
-    from ctcurate.core.store import cache_location
     from ctcurate.doi import report
     from ctcurate.doi import resolve as dr
 
@@ -705,6 +720,7 @@ def doi_resolve(dois: tuple[str, ...], metadata: Path | None, fmt: str, offline:
         raise click.UsageError("--offline and --refresh contradict each other")
     if bool(dois) == bool(metadata):
         raise click.UsageError("give DOIs or --metadata DIR (one of the two)")
+    cache = _cache_file_or_exit(cache)
     try:
         refs, findings = dr.read_sheet_dois(metadata) if metadata else ([dr.DoiRef(doi=d) for d in dois], [])
         settings = dr.ResolverSettings.from_env(mailto=mailto, run_budget=timeout)
@@ -713,7 +729,7 @@ def doi_resolve(dois: tuple[str, ...], metadata: Path | None, fmt: str, offline:
     except SheetError as exc:
         _exit_with_error(f"{exc}")
     except (sqlite3.Error, OSError) as exc:
-        _exit_with_error(dr.cache_error_message(cache_location(cache), exc))
+        _exit_with_error(dr.cache_error_message(cache, exc))
     _emit(report.render(results, findings + online, fmt), None)
     sys.exit(EXIT_FOUND if report.failed(results, findings + online) else EXIT_OK)
 

@@ -100,3 +100,15 @@ def test_a_read_only_dataset_is_never_written(env_cache: Path, dataset: Path, tm
     finally:
         for p in [ro, *ro.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)
+
+
+@pytest.mark.parametrize("command", [
+    ["check-leakage", "--data", "{data}", "--metadata", "{data}/metadata"],
+    ["validate", "--images", "{data}", "--metadata", "{data}/metadata", "--online", "--offline"],
+    ["doi", "resolve", "10.1101/2020.03.21.20040691", "--offline"],
+    ["benchmark", "--data", "{data}", "--splits", "{data}/metadata/Data-split"],
+])
+def test_a_cache_under_a_home_that_does_not_exist_is_a_clear_error(dataset: Path, command: list[str]) -> None:
+    code, out = _run(*[c.format(data=dataset) for c in command], "--cache", "~no-such-user-here/c.sqlite")
+    assert code == 2, out
+    assert "~no-such-user-here/c.sqlite: no home folder for the user the ~ names" in out

@@ -215,3 +215,28 @@ def test_remembered_found_pairs_round_trip_and_a_damaged_row_is_searched_again(t
         cache.put_found("pairs-found:x", [{**found[0], "i": "0"}])  # well-formed JSON, wrong type
         assert cache.get_found("pairs-found:x") is None
         assert cache.warnings == [f"{cache.path}: 1 damaged row(s) of leakage_verdict dropped; recomputed"]
+
+
+def test_a_sheets_keys_are_remembered_until_the_file_changes(tmp_path, real_data, monkeypatch):
+    """A warm run reads the metadata sheets' keys from the cache (no openpyxl); an edited sheet is read again."""
+    import os
+    import shutil
+
+    from ctcurate.core import dataset
+
+    sheet = tmp_path / "COVID-CT-MetaInfo.xlsx"
+    shutil.copyfile(real_data / "COVID-CT-MetaInfo.xlsx", sheet)
+    truth = dataset.read_sheet_keys(sheet, "CT_COVID")
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        assert cache.sheet_keys(sheet, "CT_COVID") == truth
+    monkeypatch.setattr(hashcache, "read_sheet_keys", lambda *a: pytest.fail("the unchanged sheet was parsed again"))
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        assert cache.sheet_keys(sheet, "CT_COVID") == truth
+        assert cache.warnings == []
+    monkeypatch.setattr(hashcache, "read_sheet_keys", lambda path, class_dir: truth[:3])
+    os.utime(sheet, ns=(1, 1))  # saved again (same size)
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        assert cache.sheet_keys(sheet, "CT_COVID") == truth[:3]
+        cache.put_verdicts([(f"sheet-keys:CT_COVID:{sheet.resolve()}", {"stamp": [sheet.stat().st_size, 1, "1"], "rows": [["x"]]})])
+        assert cache.sheet_keys(sheet, "CT_COVID") == truth[:3]  # a damaged row is read again, and said once
+        assert len(cache.warnings) == 1

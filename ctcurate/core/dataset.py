@@ -8,6 +8,7 @@ judges these values, the other commands use them. Raises `sheets.SheetError` for
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,12 +72,13 @@ def read_sheet_keys(path: Path, class_dir: str, columns: dict[str, str] | None =
     ]
 
 
-def read_key_rows(metadata_dir: Path) -> list[KeyRow]:
-    """The key cells of both sheets of `metadata_dir` (a sheet that is absent gives no rows)."""
+def read_key_rows(metadata_dir: Path, read: Callable[[Path, str], list[KeyRow]] | None = None) -> list[KeyRow]:
+    """The key cells of both sheets of `metadata_dir` (a sheet that is absent gives no rows);
+    `read` is `read_sheet_keys` or one that remembers it (`HashCache.sheet_keys`)."""
     rows: list[KeyRow] = []
     for class_dir, name in SHEETS.items():
         if (metadata_dir / name).is_file():
-            rows += read_sheet_keys(metadata_dir / name, class_dir)
+            rows += (read or read_sheet_keys)(metadata_dir / name, class_dir)
     return rows
 
 

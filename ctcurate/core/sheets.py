@@ -17,18 +17,13 @@ import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from functools import cache
 from dataclasses import dataclass, field
 from itertools import islice
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 from xml.etree.ElementTree import ParseError, iterparse
-
-from openpyxl.reader.excel import ExcelReader
-from openpyxl.styles.stylesheet import apply_stylesheet
-from openpyxl.utils import column_index_from_string, get_column_letter, range_boundaries
-from openpyxl.utils.datetime import from_excel, from_ISO8601
-from openpyxl.utils.exceptions import InvalidFileException
 
 from ctcurate.core.findings import CappedFindings, Finding, error, warning
 
@@ -95,6 +90,16 @@ class SheetStream:
         return _records(self.header, self.rows, columns)
 
 
+# openpyxl is imported where a cell is read or named, not with this module: it takes about 0.1 s,
+# which a run that reads no .xlsx (a warm `check-leakage`, the sheets' keys remembered) never pays.
+
+
+def _column_letter(col: int) -> str:
+    from openpyxl.utils import get_column_letter
+
+    return get_column_letter(col)
+
+
 def _label(path: Path) -> str:
     return path.name
 
@@ -151,7 +156,7 @@ def find_columns(sheet: Sheet | SheetStream, wanted: dict[str, str]) -> tuple[di
         head = found_head
         found[canon] = head
         if head != expected:
-            col = get_column_letter(sheet.header.index(head) + 1)
+            col = _column_letter(sheet.header.index(head) + 1)
             findings.append(
                 warning(
                     "sheet.header",
@@ -194,24 +199,30 @@ _ROW, _C, _V, _F, _IS, _T, _R = (f"{_NS}{t}" for t in ("row", "c", "v", "f", "is
 _COL = f"{_NS}col"
 
 
-class _WorkbookReader(ExcelReader):
-    """openpyxl's workbook reader stopped before it builds sheet objects.
+@cache
+def _workbook_reader() -> Any:
+    """openpyxl's workbook reader, stopped before it builds sheet objects (the class is made on first use).
 
     openpyxl's read-only sheet objects parse the whole sheet once just to learn its size when
     the file has no `<dimension>` (files written by openpyxl or pandas); we stream each sheet
     exactly once ourselves, seeing formulas with their cached values, error cells and dates.
     """
+    from openpyxl.reader.excel import ExcelReader
+    from openpyxl.styles.stylesheet import apply_stylesheet
 
-    def open(self) -> list[tuple[str, str, str]]:
-        self.read_manifest()
-        self.read_strings()
-        self.read_workbook()
-        apply_stylesheet(self.archive, self.wb)
-        return [
-            (sheet.name, sheet.state or "visible", rel.target)
-            for sheet, rel in self.parser.find_sheets()
-            if rel.target in self.valid_files and "chartsheet" not in rel.Type
-        ]
+    class _WorkbookReader(ExcelReader):
+        def open(self) -> list[tuple[str, str, str]]:
+            self.read_manifest()
+            self.read_strings()
+            self.read_workbook()
+            apply_stylesheet(self.archive, self.wb)
+            return [
+                (sheet.name, sheet.state or "visible", rel.target)
+                for sheet, rel in self.parser.find_sheets()
+                if rel.target in self.valid_files and "chartsheet" not in rel.Type
+            ]
+
+    return _WorkbookReader
 
 
 def _reason(exc: BaseException) -> str:
@@ -237,9 +248,13 @@ def _refuse_compound_file(path: Path) -> None:
     raise SheetError(f"{path}: an old-style .xls workbook, not .xlsx; open it in Excel and save it as .xlsx")
 
 
+def _unreadable_errors() -> tuple[type[BaseException], ...]:
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    return (zipfile.BadZipFile, InvalidFileException, *_UNREADABLE)
+
+
 _UNREADABLE = (
-    zipfile.BadZipFile,
-    InvalidFileException,
     KeyError,
     OSError,
     ValueError,
@@ -259,16 +274,16 @@ def _unreadable(path: Path, exc: BaseException) -> SheetError:
 
 @contextmanager
 def _open_xlsx(path: Path, header_only: bool = False, cap: CappedFindings | None = None) -> Iterator[SheetStream]:
-    reader: _WorkbookReader | None = None
+    reader: Any = None
     _refuse_compound_file(path)
     try:
         try:
-            reader = _WorkbookReader(str(path), read_only=True)
+            reader = _workbook_reader()(str(path), read_only=True)
             sheets = reader.open()
             if not sheets:
                 raise SheetError(f"{path}: workbook has no worksheet")
             stream = _stream_workbook(path, reader, sheets, header_only, cap)
-        except _UNREADABLE as exc:
+        except _unreadable_errors() as exc:
             raise _unreadable(path, exc) from exc
         yield stream
     finally:
@@ -298,7 +313,7 @@ def _merge_refs(archive: zipfile.ZipFile, target: str) -> list[str]:
 
 def _stream_workbook(
     path: Path,
-    reader: _WorkbookReader,
+    reader: Any,
     sheets: list[tuple[str, str, str]],
     header_only: bool = False,
     cap: CappedFindings | None = None,
@@ -321,7 +336,7 @@ def _stream_workbook(
             )
         )
     wb = reader.wb
-    date_formats, timedelta_formats = wb._date_formats, wb._timedelta_formats  # type: ignore[attr-defined]  # openpyxl's own
+    date_formats, timedelta_formats = wb._date_formats, wb._timedelta_formats  # openpyxl's own
     stream = _SheetStream(reader.shared_strings, date_formats, timedelta_formats, wb.epoch, label, findings, cap)
     stream.merges = [] if header_only else _merge_refs(reader.archive, target)
     rows = stream.rows(reader.archive.open(target))
@@ -336,7 +351,7 @@ def _guarded(path: Path, rows: Iterator[SheetRow]) -> Iterator[SheetRow]:
     """`rows`, with a workbook that turns out damaged further down a `SheetError` too."""
     try:
         yield from rows
-    except _UNREADABLE as exc:
+    except _unreadable_errors() as exc:
         raise _unreadable(path, exc) from exc
 
 
@@ -359,7 +374,7 @@ def _finish(stream: _SheetStream, rows: Iterator[SheetRow], header: tuple[str, .
 
 def _named(findings: list[Finding], header: tuple[str, ...]) -> list[Finding]:
     """Findings located by column letter, renamed to the column's header where it has one."""
-    names = {get_column_letter(i + 1): h.strip() for i, h in enumerate(header) if h.strip()}
+    names = {_column_letter(i + 1): h.strip() for i, h in enumerate(header) if h.strip()}
     return [f.model_copy(update={"column": names[f.column]}) if f.column in names else f for f in findings]
 
 
@@ -465,6 +480,8 @@ class _SheetStream:
             except ValueError:
                 return self._error(f"a number {v!r} that is not a number", v, number, col)
             if style in self.date_styles:
+                from openpyxl.utils.datetime import from_excel
+
                 try:
                     return self._date(
                         from_excel(num, self.epoch, timedelta=style in self.timedelta_styles), number, col
@@ -479,6 +496,8 @@ class _SheetStream:
         if kind == "e":
             return self._error(f"the Excel error {v}", v, number, col)
         if kind == "d":
+            from openpyxl.utils.datetime import from_ISO8601
+
             try:
                 return self._date(from_ISO8601(v), number, col)  # type: ignore[no-untyped-call]
             except ValueError:
@@ -490,7 +509,7 @@ class _SheetStream:
         if formula.get("t") == "shared" and not formula.text:
             text = f"=(shared formula {formula.get('si')})"
         cached = c.findtext(_V) or None
-        letter = get_column_letter(col)
+        letter = _column_letter(col)
         if kind == "e":
             self.note(
                 error(
@@ -530,7 +549,7 @@ class _SheetStream:
                 f"cell holds {what}",
                 file=self.label,
                 row=number,
-                column=get_column_letter(col),
+                column=_column_letter(col),
                 value=value,
                 hint="type the intended value",
             )
@@ -545,7 +564,7 @@ class _SheetStream:
                 f"Excel stored this cell as a date/time ({text}); was it typed as something else?",
                 file=self.label,
                 row=number,
-                column=get_column_letter(col),
+                column=_column_letter(col),
                 value=text,
                 hint="format the cell as text and retype the value",
             )
@@ -560,6 +579,8 @@ def _column_of(ref: str) -> int:
     letters = ref.rstrip("0123456789")
     col = _COLUMNS.get(letters)
     if col is None:
+        from openpyxl.utils import column_index_from_string
+
         col = _COLUMNS[letters] = column_index_from_string(letters)
     return col
 
@@ -603,13 +624,13 @@ def _hidden(hidden_rows: list[int], hidden_cols: list[tuple[int, int]], label: s
             )
         )
     for first, last in hidden_cols:
-        span = get_column_letter(first) + ("" if last == first else f":{get_column_letter(last)}")
+        span = _column_letter(first) + ("" if last == first else f":{_column_letter(last)}")
         findings.append(
             warning(
                 "sheet.hidden-column",
                 f"column {span} is hidden in Excel (it is still validated)",
                 file=label,
-                column=get_column_letter(first),
+                column=_column_letter(first),
                 hint="unhide it so curators see what is checked",
             )
         )
@@ -620,6 +641,8 @@ class _MergeFill:
     shows across the range (its top-left cell's), and each range is reported once at the end."""
 
     def __init__(self, ranges: list[str]) -> None:
+        from openpyxl.utils import range_boundaries
+
         self.spans: list[tuple[str, int, int, int, int]] = []
         for ref in ranges:
             bounds = range_boundaries(str(ref))
@@ -658,7 +681,7 @@ class _MergeFill:
                 f"cells {ref} are merged; each covered cell is read as {value!r}",
                 file=label,
                 row=min_row,
-                column=get_column_letter(min_col),
+                column=_column_letter(min_col),
                 value=str(ref),
                 hint="unmerge the cells and fill each one",
             )
@@ -683,10 +706,10 @@ class _Unnamed:
         return [
             warning(
                 "sheet.unnamed-column",
-                f"column {get_column_letter(i + 1)} has values but no header; it is ignored",
+                f"column {_column_letter(i + 1)} has values but no header; it is ignored",
                 file=label,
                 row=rnum,
-                column=get_column_letter(i + 1),
+                column=_column_letter(i + 1),
                 hint="give it a header or move the values into a named column",
             )
             for i, rnum in sorted(self.seen.items())

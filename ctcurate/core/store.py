@@ -7,6 +7,7 @@ module creates its own tables in it.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -27,10 +28,12 @@ def cache_location(explicit: str | os.PathLike[str] | None = None) -> Path:
     not inside the dataset: a dataset is often shared or read-only, and entries are keyed by file
     content, so one cache serves every copy of a dataset.
     """
-    if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
+    given = explicit or os.environ.get(CACHE_ENV)
+    if given:
+        try:
+            return Path(given).expanduser()
+        except RuntimeError:  # `~name/...` where no user is called name
+            raise OSError(errno.ENOENT, "no home folder for the user the ~ names", os.fspath(given)) from None
     return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)) / CACHE_FILE
 
 

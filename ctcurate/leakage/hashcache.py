@@ -28,10 +28,12 @@ import numpy as np
 from ctcurate.leakage.execution import Executor, LocalPool
 from ctcurate.leakage.hashing import HASH_VERSION, SUBVIEWS, THUMB, Fingerprint, describe_image, file_sha256
 from ctcurate.leakage.keypoints import DESCRIPTOR_BYTES, Keypoints, words_at
+from ctcurate.core.dataset import KeyRow, read_sheet_keys
 from ctcurate.core.images import UnreadableImage, open_image
 from ctcurate.core.store import open_cache, select_in
 
 VERIFY_VERSION = "7"
+SHEET_KEYS_VERSION = "1"  # what `sheet_keys` remembers of a sheet; raise it when `dataset.KeyRow` changes
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS leakage_fingerprint (
@@ -280,14 +282,18 @@ class HashCache:
         sql = "SELECT pair, verdict FROM leakage_verdict WHERE pair IN ({marks})"
         return self._parsed("leakage_verdict", "pair", sql, keys, _verdict_from_row)
 
-    def _remembered(self, key: str, field: str, valid: Callable[[Any], bool]) -> list[Any] | None:
-        """The list under `field` of the result remembered at `key`, if every item is `valid`; a
-        damaged one is dropped (and said once), so that the result is made again."""
+    def _remembered(self, key: str, field: str, valid: Callable[[Any], bool], stamp: list[Any] | None = None) -> list[Any] | None:
+        """The list under `field` of the result remembered at `key`, if every item is `valid` (and
+        it was stored with this `stamp`); a damaged one is dropped (and said once), so that the
+        result is made again."""
         rows = list(select_in(self.conn, "SELECT verdict FROM leakage_verdict WHERE pair IN ({marks})", [key]))
         if not rows:
             return None
         try:
-            items = json.loads(rows[0][0])[field]
+            value = json.loads(rows[0][0])
+            if stamp is not None and value.get("stamp") != stamp:
+                return None  # made from an older file: made again, and replaced
+            items = value[field]
             if not all(valid(x) for x in items):
                 raise BadRow(f"not a list of {field}")
         except (ValueError, TypeError, KeyError, RecursionError, BadRow):
@@ -309,6 +315,23 @@ class HashCache:
     def put_found(self, key: str, found: list[dict[str, Any]]) -> None:
         self.put_verdicts([(key, {"found": found})])
 
+    def sheet_keys(self, path: Path, class_dir: str) -> list[KeyRow]:
+        """`dataset.read_sheet_keys`, remembered while the file's size and mtime are unchanged: a
+        warm run neither parses an unchanged sheet nor imports openpyxl."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return read_sheet_keys(path, class_dir)  # says why, as a SheetError
+        key, stamp = f"sheet-keys:{class_dir}:{_stat_keys([path])[0]}", [st.st_size, st.st_mtime_ns, SHEET_KEYS_VERSION]
+        rows = self._remembered(key, "rows", _valid_key_row, stamp)
+        if rows is not None:
+            return [KeyRow(class_dir, path, *r) for r in rows]
+        keys = read_sheet_keys(path, class_dir)
+        after = os.stat(path)
+        if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):  # not remembered while it is being saved
+            self.put_verdicts([(key, {"stamp": stamp, "rows": [[k.row, k.file_name, k.patient_id, k.doi] for k in keys]})])
+        return keys
+
     def put_verdicts(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
         self.conn.executemany(
             "INSERT OR REPLACE INTO leakage_verdict (pair, verdict) VALUES (?, ?)",
@@ -318,6 +341,11 @@ class HashCache:
 
 
 Described = tuple[Fingerprint, Keypoints]
+
+
+def _valid_key_row(r: object) -> bool:
+    return (isinstance(r, list) and len(r) == 4 and isinstance(r[0], int) and not isinstance(r[0], bool)
+            and all(v is None or isinstance(v, str) for v in r[1:]))
 
 
 def _valid_found(f: object) -> bool:

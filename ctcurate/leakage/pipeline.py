@@ -180,11 +180,12 @@ def source_figure(file_name: str) -> str:
     return Path(name).stem
 
 
-def read_metadata(metadata_dir: Path) -> dict[str, tuple[str | None, str | None]]:
-    """`CT_COVID/x.png` -> (patient id, normalized DOI), from the sheets' key columns (`core.dataset`)."""
+def read_metadata(metadata_dir: Path, cache: HashCache | None = None) -> dict[str, tuple[str | None, str | None]]:
+    """`CT_COVID/x.png` -> (patient id, normalized DOI), from the sheets' key columns (`core.dataset`),
+    remembered in `cache` while the sheets are unchanged."""
     return {
         r.image: (f"{label_of_class(r.class_dir)}:{r.patient_id}" if r.patient_id else None, doi_lib.normalize(r.doi) if r.doi else None)
-        for r in read_key_rows(metadata_dir)
+        for r in read_key_rows(metadata_dir, cache.sheet_keys if cache is not None else None)
         if r.image
     }
 
@@ -877,10 +878,10 @@ class _ImageTable(Mapping[str, ImageInfo]):
         return iter({"split": self._splits, "patient": self._patients}[attr])
 
 
-def _image_infos(data_root: Path, splits_dir: Path | None, metadata_dir: Path | None) -> tuple[_ImagePaths, _ImageTable]:
+def _image_infos(data_root: Path, splits_dir: Path | None, metadata_dir: Path | None, cache: HashCache) -> tuple[_ImagePaths, _ImageTable]:
     by_class = image_names(data_root)
     splits = split_of(splits_dir, list(by_class))
-    meta = read_metadata(metadata_dir) if metadata_dir is not None and metadata_dir.is_dir() else {}
+    meta = read_metadata(metadata_dir, cache) if metadata_dir is not None and metadata_dir.is_dir() else {}
     rels = sorted(f"{class_dir}/{name}" for class_dir, names in by_class.items() for name in names)
     labels, row_splits, patients, dois = [], [], [], []
     label_of = {class_dir: label_of_class(class_dir) for class_dir in by_class}
@@ -931,9 +932,9 @@ def check_leakage(
         splits_dir = metadata_dir / SPLITS_DIR
     if splits_dir is None and (data_root / SPLITS_DIR).is_dir():
         splits_dir = data_root / SPLITS_DIR
-    paths, infos = _image_infos(data_root, splits_dir, metadata_dir)
-    rels = paths.rels
     with _cache_and_workers(cache_path, jobs, scheduler) as (cache, workers):
+        paths, infos = _image_infos(data_root, splits_dir, metadata_dir, cache)
+        rels = paths.rels
         run = _Run(cache, jobs, threshold, workers, progress)
         if against is None:
             pairs, findings, all_infos = _dataset_pairs(data_root, paths, infos, run)

@@ -198,3 +198,23 @@ def test_partitions_stay_within_part_when_the_leading_words_crowd(monkeypatch):
     assert len(parts) >= 8 and max(len(p[0]) for p in parts) <= 5_000
     assert sorted(np.concatenate([p[2] for p in parts]).tolist()) == sorted(views.ids(0, len(views.size)).tolist())
     assert all(parts[k][0].max() <= parts[k + 1][0].min() for k in range(len(parts) - 1))
+
+
+@pytest.mark.parametrize("room", [None, 2_000])
+def test_the_first_partition_is_filled_in_place_or_spilled_when_it_outgrows_its_room(monkeypatch, room):
+    """The first partition is not spilled; where the first chunk's quantiles were off and its
+    buckets outgrow `PART`, they are spilled like the others: the same stretches, the same pairs."""
+    kps = _distractors_and_copy(300, original=3, copy=250, seed=1)
+    once = keypoint_candidates(kps)
+    monkeypatch.setattr(keypoints, "PART", 5_000)
+    monkeypatch.setattr(keypoints, "_READ", 3_000)
+    if room is not None:
+        filling = keypoints._Filling
+        monkeypatch.setattr(keypoints, "_Filling", lambda capacity, dtypes: filling(room, dtypes))
+    source = keypoints.KeypointSource(kps, None)
+    views = keypoints._Views.of(source, False)
+    parts = list(keypoints._partitions(source, views, 1))
+    assert len(parts) >= 20 and max(len(p[0]) for p in parts) <= 5_000
+    assert sorted(np.concatenate([p[2] for p in parts]).tolist()) == sorted(views.ids(0, len(views.size)).tolist())
+    assert all(parts[k][0].max() <= parts[k + 1][0].min() for k in range(len(parts) - 1))
+    assert [(c.a, c.b, c.mirrored) for c in keypoint_candidates(kps)] == [(c.a, c.b, c.mirrored) for c in once]

@@ -21,7 +21,7 @@ as it is read), holding only the leading and check words and ids (~60 bytes a de
 peak of the sort): the search never holds all descriptors (10 GB at 1,000,000 images). Its
 correspondences are spilled in buckets of source views and grouped one bucket at a time. The
 transform found seeds the pixel alignment of `verify.verify_aligned`. Pure numpy and OpenCV;
-imports nothing of ctcurate.
+imports only `core.heap` of ctcurate.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from typing import Protocol
 
 import numpy as np
 from PIL import Image
+
+from ctcurate.core.heap import kept_heap
 
 SIDE = 320  # the trimmed view's long side for keypoints, px
 FEATURES = 160  # keypoints kept per view (strongest first)
@@ -281,9 +283,15 @@ class _Spill:
 
     def write(self, bucket: np.ndarray, columns: Sequence[np.ndarray]) -> None:
         """Append each row of `columns` to the files of its `bucket` (rows keep their order)."""
-        order = np.argsort(bucket, kind="stable")
-        bounds = np.r_[0, np.cumsum(np.bincount(bucket, minlength=self.buckets))]
+        self.write_grouped(np.argsort(bucket, kind="stable"), np.bincount(bucket, minlength=self.buckets), columns)
+
+    def write_grouped(self, order: np.ndarray, counts: np.ndarray, columns: Sequence[np.ndarray], skip: int = 0) -> None:
+        """`write`, the rows already grouped: `order` lists them by bucket, `counts` per bucket;
+        the rows of the first `skip` buckets are not written."""
+        bounds = np.r_[0, np.cumsum(counts)]
         for b in np.flatnonzero(np.diff(bounds)).tolist():
+            if b < skip:
+                continue
             rows = order[bounds[b] : bounds[b + 1]]
             for column, fh in zip(columns, self.files[b]):
                 column[rows].tofile(fh)
@@ -316,11 +324,12 @@ _Partition = tuple[np.ndarray, np.ndarray, np.ndarray]  # leading words, check w
 
 def _partitions(source: DescriptorSource, views: _Views, table: int) -> Iterator[_Partition]:
     """The descriptors of one sort order in partitions of at most about `PART` (consecutive stretches
-    of the order), read from the source once. More than one partition is spilled to temporary files
-    as it is read (20 bytes a descriptor), in `_SPLIT` buckets per partition cut at quantiles of the
-    first chunk's leading words (equal ranges of them are far from equal: CT corners crowd a few
-    prefixes, 98% of them in one half of an order on mosaics of CT crops), and neighbouring buckets
-    are joined into partitions of at most `PART`, loaded one at a time."""
+    of the order), read from the source once. With more than one, the order is cut into `_SPLIT`
+    buckets per partition at quantiles of the first chunk's leading words (equal ranges of them are
+    far from equal: CT corners crowd a few prefixes, 98% of them in one half of an order on mosaics
+    of CT crops). The first partition's buckets are filled in place as they are read; the others
+    are spilled to temporary files (20 bytes a descriptor), and neighbouring buckets are joined into
+    partitions of at most `PART`, loaded one at a time."""
     lead = 8 * (table % 4) + 4 * (table // 4 % 2)
     cols = (lead, (lead + 16) % _DESC)
     chunks = ((*source.words(s, e, cols), views.ids(s, e).astype(np.uint32)) for s, e in _chunks(views))
@@ -332,6 +341,7 @@ def _partitions(source: DescriptorSource, views: _Views, table: int) -> Iterator
     buckets = parts * _SPLIT
     sizes = np.zeros(buckets, np.int64)
     bounds: np.ndarray | None = None
+    first: _Filling | None = _Filling(PART, dtypes)  # buckets [0, _SPLIT), unless they outgrow PART
     with _spilled("ctcurate-keypoints-", buckets, dtypes) as spill:
         for chunk in chunks:
             if not len(chunk[0]):
@@ -341,11 +351,48 @@ def _partitions(source: DescriptorSource, views: _Views, table: int) -> Iterator
                 bounds = ranked[(np.arange(1, buckets) * len(ranked)) // buckets]
                 del ranked
             bucket = np.searchsorted(bounds, chunk[0], side="right").astype(np.uint16)
-            sizes += np.bincount(bucket, minlength=buckets)
-            spill.write(bucket, chunk)
+            order, counts = np.argsort(bucket, kind="stable"), np.bincount(bucket, minlength=buckets)
+            sizes += counts
+            skip = 0
+            if first is not None:
+                if first.take(order[: int(counts[:_SPLIT].sum())], chunk):
+                    skip = _SPLIT
+                else:  # the quantiles were off: the first buckets are spilled like the others
+                    held, first = first.release(), None
+                    spill.write(np.searchsorted(bounds, held[0], side="right").astype(np.uint16), held)
+                    del held
+            spill.write_grouped(order, counts, chunk, skip)
         pieces = spill.read()
-        for b, e in _joined(sizes):
-            yield _filled((next(pieces) for _ in range(b, e)), int(sizes[b:e].sum()), dtypes)
+        kept = 0 if first is None else _SPLIT
+        if first is not None:
+            yield first.release()
+            first = None
+            for _ in range(kept):
+                next(pieces)  # the first buckets' files are empty
+        for b, e in _joined(sizes[kept:]):
+            yield _filled((next(pieces) for _ in range(b, e)), int(sizes[kept + b : kept + e].sum()), dtypes)
+
+
+class _Filling:
+    """A partition's columns filled in place as the source is read (never spilled, never copied)."""
+
+    def __init__(self, capacity: int, dtypes: tuple[type, ...]) -> None:
+        self.columns: tuple[np.ndarray, ...] = tuple(np.empty(capacity, d) for d in dtypes)  # touched as filled
+        self.n = 0
+
+    def take(self, rows: np.ndarray, chunk: Sequence[np.ndarray]) -> bool:
+        """Append these rows of `chunk`, unless that would outgrow the capacity."""
+        count = len(rows)
+        if self.n + count > len(self.columns[0]):
+            return False
+        for column, values in zip(self.columns, chunk):
+            np.take(values, rows, out=column[self.n : self.n + count])
+        self.n += count
+        return True
+
+    def release(self) -> _Partition:
+        whole, self.columns = self.columns, ()
+        return tuple(c[: self.n] for c in whole)  # type: ignore[return-value]
 
 
 def _joined(sizes: np.ndarray) -> Iterator[tuple[int, int]]:
@@ -454,6 +501,7 @@ def _correspondence_keys(source: DescriptorSource, views: _Views, tables: int) -
         for partition in _partitions(source, views, table):
             for p, q in _neighbours(*partition):
                 found.append(_oriented(views, p, q))
+            del partition  # let go before the next one is loaded
         found = [_distinct(np.concatenate(found))] if found else []
     return found[0] if found else np.zeros(0, np.uint64)
 
@@ -481,6 +529,7 @@ def _correspondence_buckets(source: DescriptorSource, views: _Views, tables: int
                 for p, q in _neighbours(*partition):
                     keys = _oriented(views, p, q)
                     spill.write(((keys >> np.uint64(32 + _POINT_BITS)).astype(np.int64) * buckets) // n_views, (keys,))
+                del partition  # let go before the next one is loaded
         for (keys,) in spill.read():
             keys = _distinct(keys)  # the bucket as read is let go before it is grouped
             yield keys
@@ -549,14 +598,15 @@ def search(source: DescriptorSource, cross: bool, tables: int | None = None) -> 
     views = _Views.of(source, cross)
     out: list[KeypointCandidate] = []
     tables = tables or tables_for(views.total)
-    for a, b, sp, dp in (group for keys in _correspondence_buckets(source, views, tables) for group in _groups(keys)):
-        near = _full_distance(source, a, b, sp, dp) <= MATCH_MAX
-        if near.sum() < MIN_VOTES:
-            continue
-        t = _ransac(source.points(a)[sp[near]], source.points(b)[dp[near]], int(near.sum()))
-        if t is not None and t.inliers >= MIN_INLIERS:
-            ia, ib = views.image(np.array([a, b])).tolist()
-            out.append(KeypointCandidate(ia, ib, bool(a < 2 * views.left and a & 1), t))
+    with kept_heap():  # its sorts and windows allocate and free GBs of temporaries
+        for a, b, sp, dp in (group for keys in _correspondence_buckets(source, views, tables) for group in _groups(keys)):
+            near = _full_distance(source, a, b, sp, dp) <= MATCH_MAX
+            if near.sum() < MIN_VOTES:
+                continue
+            t = _ransac(source.points(a)[sp[near]], source.points(b)[dp[near]], int(near.sum()))
+            if t is not None and t.inliers >= MIN_INLIERS:
+                ia, ib = views.image(np.array([a, b])).tolist()
+                out.append(KeypointCandidate(ia, ib, bool(a < 2 * views.left and a & 1), t))
     return _best_per_pair(out)
 
 

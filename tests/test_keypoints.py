@@ -192,10 +192,15 @@ def test_partitions_stay_within_part_when_the_leading_words_crowd(monkeypatch):
         kps.append(_keypoints(xy, desc, xy, desc))
     monkeypatch.setattr(keypoints, "PART", 5_000)  # 40,000 descriptors: 8 partitions of 5,000 at most
     monkeypatch.setattr(keypoints, "_READ", 3_000)
+    _assert_stretches_within_part(kps, table=0, at_least=8)
+
+
+def _assert_stretches_within_part(kps: list, table: int, at_least: int) -> None:
+    """The sort order's partitions: at least `at_least`, none over `PART`, together the whole order, each a stretch of it."""
     source = keypoints.KeypointSource(kps, None)
     views = keypoints._Views.of(source, False)
-    parts = list(keypoints._partitions(source, views, 0))
-    assert len(parts) >= 8 and max(len(p[0]) for p in parts) <= 5_000
+    parts = list(keypoints._partitions(source, views, table))
+    assert len(parts) >= at_least and max(len(p[0]) for p in parts) <= keypoints.PART
     assert sorted(np.concatenate([p[2] for p in parts]).tolist()) == sorted(views.ids(0, len(views.size)).tolist())
     assert all(parts[k][0].max() <= parts[k + 1][0].min() for k in range(len(parts) - 1))
 
@@ -211,10 +216,5 @@ def test_the_first_partition_is_filled_in_place_or_spilled_when_it_outgrows_its_
     if room is not None:
         filling = keypoints._Filling
         monkeypatch.setattr(keypoints, "_Filling", lambda capacity, dtypes: filling(room, dtypes))
-    source = keypoints.KeypointSource(kps, None)
-    views = keypoints._Views.of(source, False)
-    parts = list(keypoints._partitions(source, views, 1))
-    assert len(parts) >= 20 and max(len(p[0]) for p in parts) <= 5_000
-    assert sorted(np.concatenate([p[2] for p in parts]).tolist()) == sorted(views.ids(0, len(views.size)).tolist())
-    assert all(parts[k][0].max() <= parts[k + 1][0].min() for k in range(len(parts) - 1))
+    _assert_stretches_within_part(kps, table=1, at_least=20)
     assert [(c.a, c.b, c.mirrored) for c in keypoint_candidates(kps)] == [(c.a, c.b, c.mirrored) for c in once]

@@ -7,7 +7,9 @@ of files on an `execution.Executor` (local processes or a Dask cluster) into a `
 compact arrays a search needs (about 250 bytes per image: a million images fit a small client),
 with fingerprints and keypoints read back from the cache when a step needs them (the keypoint
 search reads them through `IndexKeypoints`, a chunk of images at a time); only this process
-writes the cache, in batches. Imports `execution`, `hashing`, `keypoints`, `images`, `store`; never prints
+writes the cache, in batches. Also remembers the metadata sheets' key columns while the file's
+size and mtime are unchanged (`sheet_keys`: a warm run neither parses a sheet nor imports openpyxl).
+Imports `execution`, `hashing`, `keypoints`, `dataset`, `images`, `store`; never prints
 (progress is a callback).
 """
 

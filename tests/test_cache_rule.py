@@ -112,3 +112,19 @@ def test_a_cache_under_a_home_that_does_not_exist_is_a_clear_error(dataset: Path
     code, out = _run(*[c.format(data=dataset) for c in command], "--cache", "~no-such-user-here/c.sqlite")
     assert code == 2, out
     assert "~no-such-user-here/c.sqlite: no home folder for the user the ~ names" in out
+
+
+@pytest.mark.parametrize("command", [
+    ["check-leakage", "--data", "{data}", "--metadata", "{data}/metadata"],
+    ["validate", "--images", "{data}", "--metadata", "{data}/metadata", "--online", "--offline"],
+    ["doi", "resolve", "10.1101/2020.03.21.20040691", "--offline"],
+    ["add-contribution", "{contrib}", "--data", "{data}", "--metadata", "{data}/metadata"],
+])
+def test_a_cache_under_a_file_is_a_clear_error(dataset: Path, tmp_path: Path, command: list[str]) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    contrib = tmp_path / "contrib"
+    noise_png(contrib / "n1.png", 77)
+    write_contribution_sheet(contrib / "sheet.csv", [{"File name": "n1.png", "Label": "COVID", "Patient ID": "p1"}])
+    code, out = _run(*[c.format(data=dataset, contrib=contrib) for c in command], "--cache", str(tmp_path / "a-file" / "c.sqlite"))
+    assert code == 2, out
+    assert "a file is where the cache's folder should be" in out and "Traceback" not in out

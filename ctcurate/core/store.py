@@ -80,7 +80,10 @@ def open_cache(path: Path, on_damage: Callable[[str], None] | None = None) -> sq
     A cache is only a cache: a damaged file (not SQLite, or failing SQLite's quick check) is moved
     aside and a new one started; `on_damage` hears one line saying so.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:  # `--cache /dev/null/c.sqlite`: mkdir says only "File exists"
+        raise NotADirectoryError(errno.ENOTDIR, "a file is where the cache's folder should be", exc.filename) from None
     try:
         return _connect(path)
     except sqlite3.Error as exc:

@@ -170,13 +170,22 @@ def _area_matrix(lo: float, hi: float, n_out: int = 32, n_in: int = _SUB_BASE) -
     return np.asarray(m / m.sum(axis=1, keepdims=True))
 
 
+_PHASH_SIDE = 32  # imagehash.phash's grid: hash_size 8 x highfreq_factor 4
+_DCT8 = np.cos(np.pi * np.arange(8)[:, None] * (2 * np.arange(_PHASH_SIDE)[None, :] + 1) / (2 * _PHASH_SIDE))  # its low DCT-II rows
+_MIRROR_SIGNS = np.where(np.arange(8) % 2, -1.0, 1.0)  # a mirrored row's DCT-II: odd frequencies change sign
+
+
+def _median_bits(low: np.ndarray) -> tuple[int, ...]:
+    """Each 8x8 low band's bits against its own median, packed as imagehash packs them."""
+    flat = low.reshape(-1, 64)
+    bits = flat > np.median(flat, axis=1, keepdims=True)
+    return tuple(int(v) for v in np.packbits(bits.astype(np.uint8), axis=1).view(">u8")[:, 0])
+
+
 def _sub_matrices() -> tuple[np.ndarray, np.ndarray]:
     """Per window: the 8 lowest DCT-II rows of the 32 px pHash grid, composed with the averaging."""
-    k = np.arange(8)[:, None]
-    x = np.arange(32)[None, :]
-    dct = np.cos(np.pi * k * (2 * x + 1) / 64)
-    rows = np.stack([dct @ _area_matrix(y0, y1) for _, y0, _, y1 in SUBVIEWS])
-    cols = np.stack([(dct @ _area_matrix(x0, x1)).T for x0, _, x1, _ in SUBVIEWS])
+    rows = np.stack([_DCT8 @ _area_matrix(y0, y1, _PHASH_SIDE) for _, y0, _, y1 in SUBVIEWS])
+    cols = np.stack([(_DCT8 @ _area_matrix(x0, x1, _PHASH_SIDE)).T for x0, _, x1, _ in SUBVIEWS])
     return rows, cols
 
 
@@ -189,20 +198,7 @@ def sub_phashes(view: Image.Image) -> tuple[int, ...]:
     (area averaging instead of a resize): 24 PIL resizes and imagehash calls would double the
     hashing time."""
     base = np.asarray(view, dtype=np.float64)
-    low = _SUB_ROWS @ base @ _SUB_COLS  # (windows, 8, 8)
-    flat = low.reshape(len(SUBVIEWS), 64)
-    bits = flat > np.median(flat, axis=1, keepdims=True)
-    return tuple(int(v) for v in np.packbits(bits.astype(np.uint8), axis=1).view(">u8")[:, 0])
-
-
-_PHASH_SIDE = 32  # imagehash.phash's grid: hash_size 8 x highfreq_factor 4
-_DCT8 = np.cos(np.pi * np.arange(8)[:, None] * (2 * np.arange(_PHASH_SIDE)[None, :] + 1) / (2 * _PHASH_SIDE))
-_MIRROR_SIGNS = np.where(np.arange(8) % 2, -1.0, 1.0)  # a mirrored row's DCT-II: odd frequencies change sign
-
-
-def _bits(low: np.ndarray) -> int:
-    bits = (low > np.median(low)).astype(np.uint8)
-    return int(np.packbits(bits.reshape(-1)).view(">u8")[0])
+    return _median_bits(_SUB_ROWS @ base @ _SUB_COLS)  # (windows, 8, 8)
 
 
 def phashes(view: Image.Image) -> tuple[int, int]:
@@ -212,7 +208,8 @@ def phashes(view: Image.Image) -> tuple[int, int]:
     calls (scipy's DCT of the whole grid, a mirror and a second resize) cost 12x more per image."""
     grid = np.asarray(view.resize((_PHASH_SIDE, _PHASH_SIDE), Image.Resampling.LANCZOS), dtype=np.float64)
     low = _DCT8 @ grid @ _DCT8.T
-    return _bits(low), _bits(low * _MIRROR_SIGNS[None, :])
+    direct, mirrored = _median_bits(np.stack([low, low * _MIRROR_SIGNS[None, :]]))
+    return direct, mirrored
 
 
 def _fingerprint_gray(gray: Image.Image, size: tuple[int, int]) -> tuple[Fingerprint, tuple[int, int, int, int]]:

@@ -16,8 +16,8 @@ scale, shift). The more descriptors, the shorter the share of a copied corner's 
 survives in a window, so `tables_for` adds sort orders with the size (2 on COVID-CT, 4 at 200,000
 images). Each order is read once from a `DescriptorSource` in chunks (a source may stream them
 from the cache) and sorted in partitions of at most about `PART` descriptors (consecutive
-stretches of it, cut at quantiles of the leading words; more than one is spilled to temporary files
-as it is read), holding only the leading and check words and ids (~60 bytes a descriptor at the
+stretches of it, cut at quantiles of the leading words; beyond the first, which is filled in place,
+they are spilled to temporary files as they are read), holding only the leading and check words and ids (~60 bytes a descriptor at the
 peak of the sort): the search never holds all descriptors (10 GB at 1,000,000 images). Its
 correspondences are spilled in buckets of source views and grouped one bucket at a time. The
 transform found seeds the pixel alignment of `verify.verify_aligned`. Pure numpy and OpenCV;
@@ -350,7 +350,7 @@ def _partitions(source: DescriptorSource, views: _Views, table: int) -> Iterator
                 ranked = np.sort(chunk[0])
                 bounds = ranked[(np.arange(1, buckets) * len(ranked)) // buckets]
                 del ranked
-            bucket = np.searchsorted(bounds, chunk[0], side="right").astype(np.uint16)
+            bucket = _bucket_of(bounds, chunk[0])
             order, counts = np.argsort(bucket, kind="stable"), np.bincount(bucket, minlength=buckets)
             sizes += counts
             skip = 0
@@ -359,18 +359,22 @@ def _partitions(source: DescriptorSource, views: _Views, table: int) -> Iterator
                     skip = _SPLIT
                 else:  # the quantiles were off: the first buckets are spilled like the others
                     held, first = first.release(), None
-                    spill.write(np.searchsorted(bounds, held[0], side="right").astype(np.uint16), held)
+                    spill.write(_bucket_of(bounds, held[0]), held)
                     del held
             spill.write_grouped(order, counts, chunk, skip)
-        pieces = spill.read()
-        kept = 0 if first is None else _SPLIT
+        pieces, kept = spill.read(), 0
         if first is not None:
             yield first.release()
-            first = None
+            first, kept = None, _SPLIT
             for _ in range(kept):
                 next(pieces)  # the first buckets' files are empty
         for b, e in _joined(sizes[kept:]):
             yield _filled((next(pieces) for _ in range(b, e)), int(sizes[kept + b : kept + e].sum()), dtypes)
+
+
+def _bucket_of(bounds: np.ndarray, lead: np.ndarray) -> np.ndarray:
+    """The spill bucket of each leading word, between the quantile `bounds`."""
+    return np.searchsorted(bounds, lead, side="right").astype(np.uint16)
 
 
 class _Filling:

@@ -97,16 +97,18 @@ def _pairs_within_brute(q: np.ndarray, threshold: int, db: np.ndarray, self_join
     this. Same pairs, same order (by query, then database index)."""
     found_i: list[np.ndarray] = []
     found_j: list[np.ndarray] = []
+    found_d: list[np.ndarray] = []
     step = max(1, _BRUTE_BLOCK // len(db))
     for s in range(0, len(q), step):
-        near = np.bitwise_count(q[s : s + step, None] ^ db[None, :]) <= threshold
+        dist = np.bitwise_count(q[s : s + step, None] ^ db[None, :])
+        near = dist <= threshold
         if self_join:
             near &= np.arange(len(db))[None, :] > np.arange(s, s + len(near))[:, None]
         i, j = np.nonzero(near)
         found_i.append(i + s)
         found_j.append(j)
-    i, j = np.concatenate(found_i), np.concatenate(found_j)
-    return i, j, hamming(q[i], db[j])
+        found_d.append(dist[i, j])
+    return np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_d).astype(np.uint8)
 
 
 def pairs_within(

@@ -12,7 +12,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -384,14 +384,13 @@ def check_leakage(data: Path | None, splits: Path | None, metadata: Path | None,
       1  problems found (reported; with --fix-splits, corrected lists written)
       2  usage error, unreadable input or unusable cache file
     """
-    from ctcurate.core.store import cache_location
     from ctcurate.leakage.execution import start_fork_server
 
-    with suppress(OSError):  # an unusable --cache is reported by the run itself
-        if not scheduler and not cache_location(cache).is_file():
-            # a first run hashes every image: the workers' start-up overlaps this process's imports.
-            # With a cache, most runs need no worker (about 0.1 s saved); one that does starts them then.
-            start_fork_server()
+    cache_file = _cache_file_or_exit(cache)
+    if not scheduler and not cache_file.is_file():
+        # a first run hashes every image: the workers' start-up overlaps this process's imports.
+        # With a cache, most runs need no worker (about 0.1 s saved); one that does starts them then.
+        start_fork_server()
     from ctcurate.core.layout import SPLITS_DIR, default_metadata_dir
     from ctcurate.leakage import report
 

@@ -20,7 +20,7 @@ from ctcurate.leakage.keypoints import Keypoints, keypoints_of
 
 # Bump when anything below changes what a fingerprint holds: cached fingerprints of another
 # version are recomputed.
-HASH_VERSION = "8"
+HASH_VERSION = "9"
 
 THUMB = 64  # side of the verification thumbnail (the trimmed view, stretched to a square)
 _VIEW = 64  # the hashes are computed on the trimmed view brought to this square first

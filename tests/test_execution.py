@@ -36,6 +36,33 @@ def test_local_pool_keeps_the_order_of_the_items():
         assert list(pool.map(_square, [3, 4])) == [9, 16]  # few items: run here, same answer
 
 
+def _native_threads(_: int) -> tuple[list[int], int]:
+    import cv2
+    from threadpoolctl import threadpool_info
+
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"], cv2.getNumThreads()
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+@pytest.mark.skipif(cpu_count() < 2, reason="one worker runs its items in the client")
+def test_workers_and_the_client_beside_them_run_native_libraries_single_threaded():
+    """One worker per core: OpenCV's or OpenBLAS's own threads on top would oversubscribe them
+    (the client's crop-window scoring took 3x the wall time beside the workers)."""
+    import numpy  # noqa: F401  # the client's BLAS is loaded
+
+    before = _blas_threads()
+    with LocalPool(2) as pool:
+        for blas, opencv in pool.map(_native_threads, list(range(8)), min_parallel=1):
+            assert blas and set(blas) == {1} and opencv == 1
+        assert set(_blas_threads()) == {1}  # the client, while its workers run
+    assert _blas_threads() == before  # given back to a library caller afterwards
+
+
 def test_pool_size_is_capped_at_the_cpu_count():
     assert capped_jobs(1000) == cpu_count()
     assert LocalPool(1000).slots == cpu_count()

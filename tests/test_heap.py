@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -29,3 +31,26 @@ def test_a_freed_block_is_kept_for_the_next_one_and_given_back_at_the_end():
     block = np.ones(200 << 17)
     del block
     assert _rss_mib() - base < 50  # outside, a freed large block goes back at once, as before
+
+
+@pytest.mark.skipif(heap._glibc() is None, reason="glibc's allocator only (CI runs on glibc)")
+def test_a_worker_keeps_freed_blocks_up_to_the_worker_block_size_for_good():
+    """`keep_freed_memory` is for the rest of the process: checked in a process of its own."""
+    code = """
+import os, numpy as np
+from ctcurate.core import heap
+def rss():
+    with open('/proc/self/statm') as fh:
+        return int(fh.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+heap.keep_freed_memory()
+base = rss()
+block = np.ones(16 << 17); del block  # 16 MiB, touched, freed
+kept = rss() - base
+block = np.ones(16 << 17); del block  # the next one reuses the same pages
+again = rss() - base
+big = np.ones(64 << 17); del big  # 64 MiB: over the block size, mapped and given back
+print(kept, again, rss() - base)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    kept, again, after_big = (float(x) for x in out)
+    assert kept > 12 and again < kept + 4 and after_big < kept + 8

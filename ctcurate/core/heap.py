@@ -1,6 +1,7 @@
 """Keeping freed memory in the process while a step churns through large numpy temporaries.
 
-Owns one thing: `kept_heap`. glibc gives every large block (a numpy array over 32 MB) back to the
+Owns one thing: how freed memory is kept, for a step (`kept_heap`) or for a worker process
+(`keep_freed_memory`). glibc gives every large block (a numpy array over 32 MB) back to the
 operating system when it is freed, so the next one faults all its pages in again; numpy asks for
 transparent huge pages, which a fragmented machine must first compact. On a virtual machine that
 costs up to 3 s per GB touched, and the keypoint search at 200,000 images touches tens of GB of
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # mallopt parameters (malloc.h)
 _DEFAULT_TRIM, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
 _KEEP_ALL = (1 << 31) - 1  # the largest trim threshold mallopt takes
 _lock = threading.Lock()
@@ -60,3 +61,20 @@ def kept_heap() -> Iterator[None]:
                 libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
                 libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM)
                 libc.malloc_trim(0)
+
+
+# A worker's blocks up to this size come from its heap (glibc's largest mmap threshold), and up to
+# twice this much freed memory stays there: a pair's verification allocates and frees a few MB
+# of temporaries a thousand times.
+_WORKER_BLOCK = 32 * 1024 * 1024
+
+
+def keep_freed_memory() -> None:
+    """For the rest of this (worker) process, blocks up to 32 MB are taken from the heap and freed
+    ones stay in it (up to 64 MB), for the next task's temporaries: glibc otherwise maps each block
+    over its adaptive threshold anew and trims the heap's top, and the pages are faulted in again
+    (on COVID-CT's 146 verifications, 110,000 page faults and a tenth of their time)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, _WORKER_BLOCK)
+        libc.mallopt(_M_TRIM_THRESHOLD, 2 * _WORKER_BLOCK)

@@ -334,8 +334,12 @@ def _valid_box(w: np.ndarray) -> tuple[tuple[slice, slice], float]:
     """Where a warp by scale and shift (`_warp`) is not NaN, and its share of the picture: a
     rectangle (a pixel is valid when its column and its row are), so the comparison takes slices,
     not a mask (a third of the alignment's time at 288 px)."""
-    valid = ~np.isnan(w)
-    rows, cols = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(axis=0))
+    h, width = w.shape
+    if np.isnan(w[h // 2, width // 2]):  # the centre is outside: find the rows and columns the long way
+        valid = ~np.isnan(w)
+        rows, cols = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(axis=0))
+    else:  # through a valid pixel, a row is valid where the columns are, a column where the rows are
+        rows, cols = np.flatnonzero(~np.isnan(w[:, width // 2])), np.flatnonzero(~np.isnan(w[h // 2]))
     if not len(rows):
         return (slice(0, 0), slice(0, 0)), 0.0
     return (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)), len(rows) * len(cols) / w.size

@@ -6,7 +6,7 @@ correlation over a scale grid and refined with Powell's method), then the band-p
 (vessels, bronchi, texture: what moves between slices and differs between patients) is correlated
 block by block. The median block correlation is the score: a local annotation (arrow, text) spoils
 a few blocks, not the median; a neighbouring slice or another patient spoils most of them.
-Pure functions on decoded images and fingerprints; imports only `hashing`.
+Pure functions on decoded images and fingerprints; imports only `hashing` and `powell`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ctcurate.leakage.hashing import THUMB, Fingerprint, to_gray, trimmed
+from ctcurate.leakage.powell import minimize_powell
 
 QUICK_MIN = 0.85  # 64 px thumbnail correlation below which a hash-close pair is dropped at once
 PRESCREEN_MIN = 0.90  # aligned detail correlation of the 64 px thumbnails needed to decode the pair
@@ -386,17 +387,10 @@ def _coarse_align(
 
 
 def _refine(a: np.ndarray, b: np.ndarray, p0: np.ndarray, band: tuple[float, float], evals: int) -> tuple[float, np.ndarray]:
-    from scipy import optimize
-
     a_band = _bandpass(a, *band)
     b_band = _band_with_margin(b, band)
-    res = optimize.minimize(
-        lambda p: _objective(a_band, b_band, p),
-        p0,
-        method="Powell",
-        options={"xtol": 1e-2, "ftol": 1e-3, "maxfev": evals},
-    )
-    return -float(res.fun), np.asarray(res.x)
+    fun, x = minimize_powell(lambda p: _objective(a_band, b_band, p), p0, xtol=1e-2, ftol=1e-3, maxfev=evals)
+    return -float(fun), x
 
 
 def _block_median(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[float, float, int]:

@@ -8,15 +8,12 @@ worker it forks.
   a 2-core machine beside other work). The client's BLAS is limited by `execution.LocalPool`
   while the workers run.
 - Freed memory stays in the worker's heap for the next task (`core.heap.keep_freed_memory`).
-- What the workers import on first use is imported here, once: OpenCV, scipy.optimize (the
-  alignment's Powell search: 0.5 s of CPU that each worker paid on its first pair) and Pillow's
-  image plugins.
+- What the workers import on first use is imported here, once: OpenCV and Pillow's image plugins.
 """
 
 from __future__ import annotations
 
 import cv2
-import scipy.optimize  # noqa: F401  # imported, not used here: see above
 from PIL import Image
 from threadpoolctl import threadpool_limits
 

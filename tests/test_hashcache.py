@@ -179,13 +179,15 @@ def test_a_remembered_keypoint_search_round_trips_and_is_not_a_damaged_verdict(t
         assert cache.warnings == [f"{cache.path}: 1 damaged row(s) of leakage_verdict dropped; recomputed"]
 
 
-@pytest.mark.parametrize("with_cache", [True, False])
-def test_the_cache_backed_keypoint_source_reads_what_the_keypoints_hold(files, tmp_path, real_data, with_cache):
-    """The keypoint search reads descriptors chunk by chunk from the cache (never all at once):
-    the views it sees are those of the keypoints themselves, in the same order, cross or not."""
+@pytest.mark.parametrize(("with_cache", "held"), [(True, 0), (True, 4096), (False, 4096)])
+def test_the_cache_backed_keypoint_source_reads_what_the_keypoints_hold(files, tmp_path, real_data, with_cache, held, monkeypatch):
+    """The keypoint search reads descriptors chunk by chunk from the cache (never all at once), or
+    from the fresh descriptions held beside it: the views it sees are those of the keypoints
+    themselves, in the same order, cross or not."""
     from ctcurate.leakage.hashcache import IndexKeypoints, index_files
     from ctcurate.leakage.keypoints import KeypointSource, search
 
+    monkeypatch.setattr(hashcache, "HELD_MOST", held)
     copy = tmp_path / "copy.png"
     real_image(real_data, "CT_NonCOVID/1330.png").rotate(7, expand=True).save(copy)
     cache = HashCache(tmp_path / "c.sqlite") if with_cache else None
@@ -240,3 +242,28 @@ def test_a_sheets_keys_are_remembered_until_the_file_changes(tmp_path, real_data
         cache.put_verdicts([(f"sheet-keys:CT_COVID:{sheet.resolve()}", {"stamp": [sheet.stat().st_size, 1, "1"], "rows": [["x"]]})])
         assert cache.sheet_keys(sheet, "CT_COVID") == truth[:3]  # a damaged row is read again, and said once
         assert len(cache.warnings) == 1
+
+
+def test_a_small_cold_collection_is_not_read_back_from_the_cache_it_was_written_to(files, tmp_path, monkeypatch):
+    """Fresh descriptions are written to the cache (a warm run reads them) and, up to `HELD_MOST`,
+    held: the steps of the same run take those, and the rest from the cache, equal either way."""
+    from ctcurate.leakage.hashcache import index_files
+
+    cache = HashCache(tmp_path / "c.sqlite")
+    index = index_files(files, cache)
+    rows = list(range(len(files)))
+
+    def no_read(*args: object) -> None:
+        raise AssertionError("read back from the cache")
+
+    with monkeypatch.context() as m:
+        for name in ("get_many", "get_keypoints", "get_descriptors", "keypoint_sizes"):
+            m.setattr(HashCache, name, no_read)
+        fingerprints, keypoints = index.fingerprints(rows), index.keypoints_of(rows)
+        descriptors, sizes = index.descriptors_of(rows), index.keypoint_sizes()
+    assert len(cache.get_many([index.sha(k) for k in rows])) == len(files)  # written all the same
+    monkeypatch.setattr(hashcache, "HELD_MOST", 1)
+    partly = index_files(files, HashCache(tmp_path / "other.sqlite"))
+    assert len(partly.held) == 1
+    assert partly.fingerprints(rows) == fingerprints and partly.keypoints_of(rows) == keypoints
+    assert partly.descriptors_of(rows) == descriptors and (partly.keypoint_sizes() == sizes).all()

@@ -383,6 +383,9 @@ def _content_id(path: Path) -> tuple[int, int, str] | str:
 
 
 FLUSH_EVERY = 2000  # fresh fingerprints written to the cache at a time: a killed run keeps most
+# Fresh descriptions (~16 KB each: fingerprint and keypoints) the client holds beside the cache, up
+# to ~64 MB: COVID-CT's cold run read them all back, half a second of the client's CPU.
+HELD_MOST = 4096
 
 
 def hash_files(
@@ -426,8 +429,9 @@ READ_CHUNK = 2000  # cache rows read at a time while indexing a warm collection
 class HashIndex:
     """What the search needs of a list of files, as numpy arrays (about 250 bytes per image):
     content hashes, whole-view and sub-window pHashes. Fingerprints (thumbnails) and keypoints stay
-    in the cache and are read back for the images a step needs; only without a cache are the fresh
-    ones held here. Row k is `paths[k]`."""
+    in the cache and are read back for the images a step needs; the fresh ones are also held here,
+    all of them without a cache, else the first `HELD_MOST` (a small collection is not read back
+    from the cache it has just been written to). Row k is `paths[k]`."""
 
     paths: Sequence[Path]
     shas: np.ndarray  # (n,) S64 content sha256; empty where the file could not be read
@@ -438,7 +442,7 @@ class HashIndex:
     readable: np.ndarray  # (n,) bool: has a fingerprint
     cached: np.ndarray  # (n,) bool: its fingerprint came from the cache
     cache: HashCache | None
-    held: dict[str, tuple[Fingerprint, Keypoints | None]]  # fresh descriptions by sha, only when there is no cache
+    held: dict[str, tuple[Fingerprint, Keypoints | None]]  # fresh descriptions by sha
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -465,9 +469,11 @@ class HashIndex:
         """The descriptors (direct, mirrored) of these rows (the readable ones), read from the cache
         without the rest of their keypoints and fingerprints."""
         readable = [k for k in rows if self.readable[k]]
-        known = self.cache.get_descriptors([self.sha(k) for k in readable]) if self.cache is not None else {}
-        out = {k: known[self.sha(k)] for k in readable if self.sha(k) in known}
-        missing = [k for k in readable if k not in out]  # held in memory, or gone from the cache
+        out = {k: (kp.desc, kp.desc_m) for k in readable if (kp := self._held_keypoints(k)) is not None}
+        rest = [k for k in readable if k not in out]
+        known = self.cache.get_descriptors([self.sha(k) for k in rest]) if self.cache is not None and rest else {}
+        out |= {k: known[self.sha(k)] for k in rest if self.sha(k) in known}
+        missing = [k for k in readable if k not in out]  # gone from the cache since
         out |= {k: (kp.desc, kp.desc_m) for k, kp in self.keypoints_of(missing).items()}
         return out
 
@@ -476,7 +482,8 @@ class HashIndex:
         without the descriptors themselves."""
         out = np.zeros((len(self), 2), dtype=np.int64)
         rows = np.flatnonzero(self.readable).tolist()
-        known = self.cache.keypoint_sizes([self.sha(k) for k in rows]) if self.cache is not None else {}
+        rest = [k for k in rows if self._held_keypoints(k) is None]
+        known = self.cache.keypoint_sizes([self.sha(k) for k in rest]) if self.cache is not None and rest else {}
         missing = [k for k in rows if self.sha(k) not in known]
         for k, kp in self.keypoints_of(missing).items():  # held in memory, or gone from the cache
             known[self.sha(k)] = (len(kp.desc) // DESCRIPTOR_BYTES, len(kp.desc_m) // DESCRIPTOR_BYTES)
@@ -490,11 +497,17 @@ class HashIndex:
         return [HashOutcome(p, self.sha(k), got[k][0], cached=bool(self.cached[k]), keypoints=got[k][1]) if k in got
                 else HashOutcome(p, self.sha(k), None, self.errors.get(k, "cannot read")) for k, p in enumerate(self.paths)]
 
+    def _held_keypoints(self, k: int) -> Keypoints | None:
+        held = self.held.get(self.sha(k))
+        return held[1] if held is not None else None
+
     def _described(self, rows: Iterable[int], keypoints: bool) -> dict[int, tuple[Fingerprint, Keypoints | None]]:
         by_sha: dict[str, list[int]] = {}
         for k in rows:
             by_sha.setdefault(self.sha(k), []).append(k)
-        found = self.held if self.cache is None else _read_described(self.cache, list(by_sha), keypoints)
+        found = {sha: self.held[sha] for sha in by_sha if sha in self.held}
+        if self.cache is not None and len(found) < len(by_sha):
+            found |= _read_described(self.cache, [sha for sha in by_sha if sha not in found], keypoints)
         out: dict[int, tuple[Fingerprint, Keypoints | None]] = {}
         for sha, ks in by_sha.items():
             described = found.get(sha)
@@ -641,9 +654,9 @@ def _describe_missing(
             fp = described[0]
             table.put(u, fp.phash, fp.phash_m, fp.sub_phash, cached=False)
             sha = bytes(uniq[u]).decode()
-            if cache is None:
+            if cache is None or len(held) < HELD_MOST:
                 held[sha] = described
-            else:
+            if cache is not None:
                 unwritten.append((sha, described))
         if cache and len(unwritten) >= FLUSH_EVERY:
             _store(cache, unwritten)

@@ -94,7 +94,8 @@ def _orb(view: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     The mirror image's corners are the view's corners mirrored (FAST, the Harris score and the
     pyramid are mirror-symmetric; on the 746 COVID-CT views the two detections give the same
     points and descriptors): they are mirrored, not detected again, and only described (a quarter
-    of the ORB time). Point k of the mirrored view is point k of the view, mirrored.
+    of the ORB time). The sets are the same; their order is ORB's (it describes given corners
+    level by level), so the cached keypoints differ from a second detection's: HASH_VERSION 9.
     """
     import cv2
 

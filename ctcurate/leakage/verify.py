@@ -506,12 +506,13 @@ def verify_pair(
     if thumb_ncc < QUICK_MIN:
         return Verdict(False, round(thumb_ncc, 4), mirrored, evidence)
     pre, mirrored, p = prescreen(a, b, mirrored)
+    other_way: tuple[float, bool, np.ndarray] | None = None  # the prescreen from the side not taken
     swapped = False
     if PRESCREEN_MIN - 0.05 <= pre < PRESCREEN_MIN:
         # alignment is not symmetric (one side may be a crop of the other): try the other way round
-        pre_ba, mirrored_ba, p_ba = prescreen(b, a, mirrored)
-        if pre_ba > pre:
-            pre, mirrored, p, swapped = pre_ba, mirrored_ba, p_ba, True
+        other_way = prescreen(b, a, mirrored)
+        if other_way[0] > pre:
+            (pre, mirrored, p), other_way, swapped = other_way, (pre, mirrored, p), True
     evidence["thumb_detail"] = round(pre, 4)
     if pre < PRESCREEN_MIN:
         return Verdict(False, round(pre, 4), mirrored, evidence)
@@ -519,8 +520,10 @@ def verify_pair(
     first, second = (ib, ia) if swapped else (ia, ib)
     verdict = verify_images(first, second, mirrored, p, evidence)
     if not verdict.duplicate and verdict.score >= COARSE_MIN - 0.05:
-        # close call: the alignment is searched from one side; judge from the other side too
-        other = verify_images(second, first, mirrored, None, evidence)
+        # close call: the alignment is searched from one side; judge from the other side too,
+        # from the fingerprints' prescreen that way round (made above if it was in doubt)
+        pre_o, mirrored_o, p_o = other_way if other_way is not None else prescreen(*((a, b) if swapped else (b, a)), mirrored)
+        other = verify_images(second, first, mirrored_o, p_o, evidence | {"thumb_detail": round(pre_o, 4), "mirrored": mirrored_o})
         if other.duplicate or other.score > verdict.score:
             verdict = other
     return verdict

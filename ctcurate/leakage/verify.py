@@ -61,7 +61,8 @@ def _ncc(a: np.ndarray, b: np.ndarray) -> float:
 
 # Zoomed and shifted versions of a thumbnail, so that the quick check survives a copy that was
 # cropped into the picture (its trimmed view is then stretched and shifted against the original).
-_VARIANTS = [(1.0, 0.0, 0.0)] + [(0.93, dx, dy) for dx in (-0.03, 0.0, 0.03) for dy in (-0.03, 0.0, 0.03)]
+_SHIFTS = (-0.03, 0.0, 0.03)  # of the thumbnail's side, each way
+_VARIANTS = [(1.0, 0.0, 0.0)] + [(0.93, dx, dy) for dx in _SHIFTS for dy in _SHIFTS]
 
 
 def _normalize_rows(t: np.ndarray) -> np.ndarray:
@@ -105,7 +106,6 @@ def _on_grid(thumbs: np.ndarray, grid: tuple[np.ndarray, np.ndarray]) -> np.ndar
     return y.reshape(n, len(rows) // h, h, cols.shape[1] // w, w).transpose(0, 1, 3, 2, 4)
 
 
-_SHIFTS = (-0.03, 0.0, 0.03)
 _MATS = [(_interp_matrix(s, dy), _interp_matrix(s, dx)) for s, dx, dy in _VARIANTS]
 
 
@@ -334,7 +334,7 @@ def _phase_shifts(fa: np.ndarray, bs: list[np.ndarray]) -> list[tuple[int, int]]
 def _valid_box(w: np.ndarray) -> tuple[tuple[slice, slice], float]:
     """Where a warp by scale and shift (`_warp`) is not NaN, and its share of the picture: a
     rectangle (a pixel is valid when its column and its row are), so the comparison takes slices,
-    not a mask (a third of the alignment's time at 288 px)."""
+    not a mask (the mask was a quarter of an evaluation's time at 288 px)."""
     h, width = w.shape
     if np.isnan(w[h // 2, width // 2]):  # the centre is outside: find the rows and columns the long way
         valid = ~np.isnan(w)

@@ -73,7 +73,8 @@ def keep_freed_memory() -> None:
     """For the rest of this (worker) process, blocks up to 32 MB are taken from the heap and freed
     ones stay in it (up to 64 MB), for the next task's temporaries: glibc otherwise maps each block
     over its adaptive threshold anew and trims the heap's top, and the pages are faulted in again
-    (on COVID-CT's 146 verifications, 110,000 page faults and a tenth of their time)."""
+    (replaying COVID-CT's 146 verifications: 120,000 page faults and 0.4 s of system time in about
+    7 s, against 2,800 faults and 0.02 s)."""
     libc = _glibc()
     if libc is not None:
         libc.mallopt(_M_MMAP_THRESHOLD, _WORKER_BLOCK)

@@ -33,7 +33,7 @@ R = TypeVar("R")
 
 # Fewer items than this run in the calling process: starting or reaching workers costs more.
 MIN_PARALLEL = 16
-# Imported once by the fork server, so that every worker starts with them (numpy, OpenCV, scipy, ...).
+# Imported once by the fork server, so that every worker starts with them (numpy, OpenCV, Pillow, ...).
 # The first one makes the fork server itself die with the run that started it.
 WORKER_MODULES = ["ctcurate.leakage.forkserver_init", "ctcurate.leakage.worker_runtime", "ctcurate.leakage.pipeline"]
 SCHEDULER_ENV = "CTCURATE_SCHEDULER"

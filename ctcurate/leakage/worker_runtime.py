@@ -2,7 +2,7 @@
 
 Owns one thing: how the local workers run their native work, set once in the server for every
 worker it forks.
-- OpenCV and the BLAS (numpy's and scipy's OpenBLAS) run single-threaded. There is already one
+- OpenCV and the BLAS (numpy's OpenBLAS) run single-threaded. There is already one
   worker process per CPU; a library's own thread pool in each of them oversubscribes the cores
   (an affine ECC fit at 288 px took 94 ms with OpenCV's default 2 threads and 49 ms with one, on
   a 2-core machine beside other work). The client's BLAS is limited by `execution.LocalPool`

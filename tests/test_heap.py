@@ -49,8 +49,14 @@ kept = rss() - base
 block = np.ones(16 << 17); del block  # the next one reuses the same pages
 again = rss() - base
 big = np.ones(64 << 17); del big  # 64 MiB: over the block size, mapped and given back
-print(kept, again, rss() - base)
+after_big = rss() - base
+with heap.kept_heap():  # a step inside the worker trims at its end, and restores the worker's setting
+    pass
+trimmed = rss()
+block = np.ones(16 << 17); del block
+print(kept, again, after_big, rss() - trimmed)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    kept, again, after_big = (float(x) for x in out)
+    kept, again, after_big, kept_after_step = (float(x) for x in out)
     assert kept > 12 and again < kept + 4 and after_big < kept + 8
+    assert kept_after_step > 12

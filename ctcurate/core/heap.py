@@ -25,6 +25,7 @@ _DEFAULT_TRIM, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
 _KEEP_ALL = (1 << 31) - 1  # the largest trim threshold mallopt takes
 _lock = threading.Lock()
 _depth = 0
+_base_trim = _DEFAULT_TRIM  # what `kept_heap` restores: glibc's, or `keep_freed_memory`'s
 
 
 @cache
@@ -59,7 +60,7 @@ def kept_heap() -> Iterator[None]:
             _depth -= 1
             if _depth == 0:
                 libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-                libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM)
+                libc.mallopt(_M_TRIM_THRESHOLD, _base_trim)
                 libc.malloc_trim(0)
 
 
@@ -75,7 +76,11 @@ def keep_freed_memory() -> None:
     over its adaptive threshold anew and trims the heap's top, and the pages are faulted in again
     (replaying COVID-CT's 146 verifications: 120,000 page faults and 0.4 s of system time in about
     7 s, against 2,800 faults and 0.02 s)."""
+    global _base_trim
     libc = _glibc()
     if libc is not None:
-        libc.mallopt(_M_MMAP_THRESHOLD, _WORKER_BLOCK)
-        libc.mallopt(_M_TRIM_THRESHOLD, 2 * _WORKER_BLOCK)
+        with _lock:
+            _base_trim = 2 * _WORKER_BLOCK
+            libc.mallopt(_M_MMAP_THRESHOLD, _WORKER_BLOCK)
+            if _depth == 0:  # inside a `kept_heap`, which keeps all and restores this at its end
+                libc.mallopt(_M_TRIM_THRESHOLD, _base_trim)

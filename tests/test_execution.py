@@ -36,17 +36,16 @@ def test_local_pool_keeps_the_order_of_the_items():
         assert list(pool.map(_square, [3, 4])) == [9, 16]  # few items: run here, same answer
 
 
-def _native_threads(_: int) -> tuple[list[int], int]:
-    import cv2
-    from threadpoolctl import threadpool_info
-
-    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"], cv2.getNumThreads()
-
-
 def _blas_threads() -> list[int]:
     from threadpoolctl import threadpool_info
 
     return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+def _native_threads(_: int) -> tuple[list[int], int]:
+    import cv2
+
+    return _blas_threads(), cv2.getNumThreads()
 
 
 @pytest.mark.skipif(cpu_count() < 2, reason="one worker runs its items in the client")

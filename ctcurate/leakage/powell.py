@@ -101,7 +101,7 @@ def _brent(func: Callable[[float], float], tol: float) -> tuple[float, float]:
     """Brent's minimization of `func` inside the bracket grown from [0, 1]; where the bracket
     cannot be found, the best of its three points."""
     found = _bracket(func)
-    if isinstance(found, tuple) and len(found) == 2:
+    if len(found) == 2:  # no bracket: its best point
         return found
     xa, xb, xc, fb = found
     x = w = v = xb

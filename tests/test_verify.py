@@ -121,6 +121,25 @@ def test_known_leak_pair_verifies(real_data):
     assert verdict.score >= 0.95
 
 
+@pytest.mark.parametrize(
+    "duplicate,score,unexplained,close",
+    [
+        (False, 0.87, None, True),  # stopped at the coarse gate, near it: the other side may pass it
+        (False, 0.84, None, False),  # far below the coarse gate
+        (False, 0.9999, 0.0094, True),  # blocks agree, a little too much unexplained (a tuning-set copy)
+        (False, 0.913, 0.0493, False),  # neighbouring slices (COVID-CT 1214/1215): detail disagrees
+        (False, 0.95, 0.031, False),  # more unexplained detail than the other side ever removed
+        (False, 0.86, 0.005, False),  # blocks too far from agreement for the other side to reach it
+        (True, 0.99, 0.001, False),  # a duplicate already
+    ],
+)
+def test_close_call_is_judged_from_the_other_side(duplicate, score, unexplained, close):
+    from ctcurate.leakage.verify import Verdict, _close_call
+
+    evidence = {} if unexplained is None else {"unexplained_mismatch": unexplained}
+    assert _close_call(Verdict(duplicate, score, False, evidence)) is close
+
+
 def _synthetic_fingerprints(n: int, seed: int):
     """Fingerprints of smooth random pictures, some of them mirrored or shifted copies of others."""
     from PIL import Image

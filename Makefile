@@ -24,6 +24,7 @@ $(VENV)/bin/python:
 
 $(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml
 	@$(PIP) install -q -e . $(QUIET_PIP)
+	@$(PY) -m compileall -q ctcurate $(QUIET_PIP)  # an editable install has no bytecode (a wheel's does)
 	@touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed requirements/test.txt

@@ -25,6 +25,7 @@ Usage: python bench/bench_leakage.py [--skip-imagededup] [--skip-1m] [--keypoint
 
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import subprocess
@@ -246,6 +247,9 @@ def whole_process(images_dir: Path, skip_idd: bool) -> bool:
     """(1) cold and (2) warm whole-process runs beside cleanvision's and imagededup's."""
     ok = True
     ctcurate = str(Path(sys.executable).parent / "ctcurate")
+    # the references come from wheels, whose bytecode pip compiled at install; an editable checkout
+    # has none until it runs (never, under PYTHONDONTWRITEBYTECODE): compile it, as a wheel would be
+    compileall.compile_dir(str(REPO / "ctcurate"), quiet=1)
     with tempfile.TemporaryDirectory() as tmp:
         flat = flat_copy(images_dir, Path(tmp))
         cache = Path(tmp) / "cache.sqlite"

@@ -268,7 +268,7 @@ def print_size(r: dict) -> None:  # type: ignore[type-arg]
 def project(results: list[dict], cores: int) -> bool:  # type: ignore[type-arg]
     ns = [float(r["n"]) for r in results]
     a0, b0 = fit(ns, [r["cluster"]["before_keypoints_mib"] for r in results])
-    print(f"\nclient peak before the keypoint stage (hashing, hash and crop candidates, verification), linear fit: "
+    print(f"\nclient peak before the keypoint stage (hashing, hash candidates, their verification), linear fit: "
           f"{a0:.0f} MiB + {b0 * 1024:.2f} KiB per image -> {a0 + b0 * 1e6:,.0f} MiB at 1,000,000 images")
     a, b = fit(ns, [r["cluster"]["peak_mib"] for r in results])
     mem_1m = bounded_projection(results)

@@ -59,7 +59,7 @@ def _cut(im: Image.Image, left: float, top: float, right: float, bottom: float) 
 
 
 # Copies cut deeper into the picture than `TRANSFORMS["crop"]`: the whole-view hashes of these are
-# far from the original's; they are found through the sub-window hashes (`hashing.SUBVIEWS`).
+# far from the original's; the keypoint stage finds them.
 CROPS = {
     "crop10": lambda im: _cut(im, 0.10, 0.10, 0.10, 0.10),
     "crop15": lambda im: _cut(im, 0.15, 0.15, 0.15, 0.15),

@@ -51,7 +51,7 @@ def _native_threads(_: int) -> tuple[list[int], int]:
 @pytest.mark.skipif(cpu_count() < 2, reason="one worker runs its items in the client")
 def test_workers_and_the_client_beside_them_run_native_libraries_single_threaded():
     """One worker per core: OpenCV's or OpenBLAS's own threads on top would oversubscribe them
-    (the client's crop-window scoring took 3x the wall time beside the workers)."""
+    (the client's thumbnail scoring took 3x the wall time beside the workers)."""
     import numpy  # noqa: F401  # the client's BLAS is loaded
 
     before = _blas_threads()

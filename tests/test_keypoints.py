@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 import pytest
-from leakage_helpers import real_image
+from leakage_helpers import CROPS, real_image
 from PIL import Image, ImageFilter, ImageOps
 from test_verify import LOOKALIKES
 
@@ -80,6 +80,16 @@ def test_soft_small_rendering_against_sharp_large_one_is_verified(real_data):
     verdict = _verdict(im, soft)
     assert verdict is not None and verdict.duplicate, verdict
     assert verdict.evidence["blur"] != 0.0
+
+
+@pytest.mark.parametrize("name", sorted(CROPS))
+@pytest.mark.parametrize("original", ["CT_NonCOVID/1330.png", "CT_COVID/kjr-21-e24-p5-29.png", "CT_NonCOVID/25.png", "CT_COVID/2020.01.24.919183-p27-133.png"])
+def test_deeply_cropped_copy_is_verified(real_data, original, name):
+    # cut 10-15% per side into the picture: the whole-view hashes are too far apart, the corners are not
+    im = real_image(real_data, original)
+    verdict = _verdict(im, CROPS[name](im))
+    assert verdict is not None and verdict.duplicate, (name, verdict)
+    assert verdict.mirrored == name.endswith("mirrored")
 
 
 @pytest.mark.parametrize("a,b", LOOKALIKES)

@@ -141,7 +141,7 @@ class LocalPool(Executor):
             )
             # the workers take every core: the client's own matrix products (thumbnail scores, the
             # keypoint search) run beside them on one thread. OpenBLAS's pool would oversubscribe
-            # the cores: COVID-CT's crop-window scoring took 3.6 s of wall instead of 1.3 s.
+            # the cores: COVID-CT's thumbnail scoring once took 3.6 s of wall instead of 1.3 s.
             from threadpoolctl import threadpool_limits
 
             self._client_blas = threadpool_limits(limits=1, user_api="blas")

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ctcurate.leakage.execution import Executor, LocalPool
-from ctcurate.leakage.hashing import HASH_VERSION, SUBVIEWS, THUMB, Fingerprint, describe_image, file_sha256
+from ctcurate.leakage.hashing import HASH_VERSION, THUMB, Fingerprint, describe_image, file_sha256
 from ctcurate.leakage.keypoints import DESCRIPTOR_BYTES, Keypoints, words_at
 from ctcurate.core.dataset import KeyRow, read_sheet_keys
 from ctcurate.core.images import UnreadableImage, open_image
@@ -80,7 +80,6 @@ def _to_row(fp: Fingerprint) -> tuple[str, bytes]:
         "height": fp.height,
         "box": list(fp.box),
         **{k: format(getattr(fp, k), "016x") for k in HASH_FIELDS},
-        "sub_phash": [format(h, "016x") for h in fp.sub_phash],
     }
     return json.dumps(meta), fp.thumb
 
@@ -102,7 +101,6 @@ def _from_row(meta_text: object, thumb: object) -> Fingerprint:
             box=box,  # type: ignore[arg-type]
             thumb=thumb,
             **{k: int(meta[k], 16) for k in HASH_FIELDS},
-            sub_phash=tuple(int(h, 16) for h in meta.get("sub_phash", ())),
         )
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise BadRow(str(exc)) from exc
@@ -111,17 +109,16 @@ def _from_row(meta_text: object, thumb: object) -> Fingerprint:
     return fp
 
 
-def _hashes_from_meta(meta_text: object) -> tuple[int, int, tuple[int, ...]]:
-    """The pHashes (direct, mirrored, sub-windows) a row's meta holds; `BadRow` as `_from_row`."""
+def _hashes_from_meta(meta_text: object) -> tuple[int, int]:
+    """The pHashes (direct, mirrored) a row's meta holds; `BadRow` as `_from_row`."""
     try:
         meta = json.loads(meta_text)  # type: ignore[arg-type]
-        sub = tuple(int(h, 16) for h in meta["sub_phash"])
         direct, mirrored = int(meta["phash"], 16), int(meta["phash_m"], 16)
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise BadRow(str(exc)) from exc
-    if len(sub) != len(SUBVIEWS) or not all(0 <= h < 1 << 64 for h in (direct, mirrored, *sub)):
-        raise BadRow("not a pHash of every sub-window")
-    return direct, mirrored, sub
+    if not all(0 <= h < 1 << 64 for h in (direct, mirrored)):
+        raise BadRow("not a 64-bit pHash")
+    return direct, mirrored
 
 
 def _keypoints_from_row(meta_text: object, *blobs: object) -> Keypoints:
@@ -220,8 +217,8 @@ class HashCache:
         )
         self.conn.commit()
 
-    def get_hashes(self, shas: Sequence[str]) -> dict[str, tuple[int, int, tuple[int, ...]]]:
-        """The pHashes of these contents (direct, mirrored, sub-windows): what an index holds, read
+    def get_hashes(self, shas: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """The pHashes of these contents (direct, mirrored): what an index holds, read
         without the thumbnails (4 KB a row; read when a pair is judged)."""
         sql = "SELECT sha256, meta FROM leakage_fingerprint WHERE version = ? AND sha256 IN ({marks})"
         return self._parsed("leakage_fingerprint", "sha256", sql, shas, _hashes_from_meta, HASH_VERSION)
@@ -428,7 +425,7 @@ READ_CHUNK = 2000  # cache rows read at a time while indexing a warm collection
 @dataclass
 class HashIndex:
     """What the search needs of a list of files, as numpy arrays (about 250 bytes per image):
-    content hashes, whole-view and sub-window pHashes. Fingerprints (thumbnails) and keypoints stay
+    content hashes and pHashes. Fingerprints (thumbnails) and keypoints stay
     in the cache and are read back for the images a step needs; the fresh ones are also held here,
     all of them without a cache, else the first `HELD_MOST` (a small collection is not read back
     from the cache it has just been written to). Row k is `paths[k]`."""
@@ -438,7 +435,6 @@ class HashIndex:
     errors: dict[int, str]  # why a file has no fingerprint
     phash: np.ndarray  # (n,) uint64; 0 where there is no fingerprint
     phash_m: np.ndarray  # (n,) uint64
-    sub_phash: np.ndarray  # (n, len(SUBVIEWS)) uint64
     readable: np.ndarray  # (n,) bool: has a fingerprint
     cached: np.ndarray  # (n,) bool: its fingerprint came from the cache
     cache: HashCache | None
@@ -454,7 +450,7 @@ class HashIndex:
         """Rows start..stop (views, not copies), with their errors renumbered."""
         errors = {k - start: e for k, e in self.errors.items() if start <= k < stop}
         return HashIndex(self.paths[start:stop], self.shas[start:stop], errors, self.phash[start:stop], self.phash_m[start:stop],
-                         self.sub_phash[start:stop], self.readable[start:stop], self.cached[start:stop], self.cache, self.held)
+                         self.readable[start:stop], self.cached[start:stop], self.cache, self.held)
 
     def fingerprints(self, rows: Iterable[int]) -> dict[int, Fingerprint]:
         """The fingerprints of these (readable) rows: from the cache, else made again from the file."""
@@ -587,15 +583,13 @@ def _index_files(paths: Sequence[Path], cache: HashCache | None, progress: Progr
     shas, errors = _content_hashes(paths, cache, executor)
     index = _empty_index(paths, shas, errors, cache)
     uniq, first, inverse = np.unique(index.shas, return_index=True, return_inverse=True)
-    n_sub = index.sub_phash.shape[1]
-    table = _HashTable(np.zeros(len(uniq), np.uint64), np.zeros(len(uniq), np.uint64), np.zeros((len(uniq), n_sub), np.uint64),
-                       np.zeros(len(uniq), bool), np.zeros(len(uniq), bool), {})
+    table = _HashTable(np.zeros(len(uniq), np.uint64), np.zeros(len(uniq), np.uint64), np.zeros(len(uniq), bool), np.zeros(len(uniq), bool), {})
     rows = [u for u in range(len(uniq)) if uniq[u] != _NO_SHA]
     if cache is not None:
         _read_cached_hashes(cache, uniq, rows, table)
     missing = sorted((u for u in rows if not table.has[u]), key=lambda u: int(first[u]))
     _describe_missing(paths, uniq, first, missing, cache, index.held, table, progress, executor, len(paths))
-    index.phash, index.phash_m, index.sub_phash = table.phash[inverse], table.phash_m[inverse], table.sub[inverse]
+    index.phash, index.phash_m = table.phash[inverse], table.phash_m[inverse]
     index.readable, index.cached = table.has[inverse], table.cached[inverse]
     for k in np.flatnonzero(~index.readable & (index.shas != _NO_SHA)).tolist():
         index.errors[k] = table.errors.get(int(inverse[k]), "cannot decode")  # a copy of a file that failed to decode
@@ -608,21 +602,18 @@ class _HashTable:
 
     phash: np.ndarray
     phash_m: np.ndarray
-    sub: np.ndarray
     has: np.ndarray
     cached: np.ndarray
     errors: dict[int, str]
 
-    def put(self, u: int, phash: int, phash_m: int, sub: tuple[int, ...], cached: bool) -> None:
+    def put(self, u: int, phash: int, phash_m: int, cached: bool) -> None:
         self.phash[u], self.phash_m[u] = phash, phash_m
-        self.sub[u] = sub
         self.has[u], self.cached[u] = True, cached
 
 
 def _empty_index(paths: Sequence[Path], shas: np.ndarray, errors: dict[int, str], cache: HashCache | None) -> HashIndex:
     n = len(paths)
-    return HashIndex(paths, shas, errors, np.zeros(n, np.uint64),
-                     np.zeros(n, np.uint64), np.zeros((n, len(SUBVIEWS)), np.uint64), np.zeros(n, bool), np.zeros(n, bool), cache, {})
+    return HashIndex(paths, shas, errors, np.zeros(n, np.uint64), np.zeros(n, np.uint64), np.zeros(n, bool), np.zeros(n, bool), cache, {})
 
 
 def _read_cached_hashes(cache: HashCache, uniq: np.ndarray, rows: list[int], table: _HashTable) -> None:
@@ -652,7 +643,7 @@ def _describe_missing(
             table.errors[u] = err or "cannot decode"
         else:
             fp = described[0]
-            table.put(u, fp.phash, fp.phash_m, fp.sub_phash, cached=False)
+            table.put(u, fp.phash, fp.phash_m, cached=False)
             sha = bytes(uniq[u]).decode()
             if cache is None or len(held) < HELD_MOST:
                 held[sha] = described

@@ -1,8 +1,8 @@
 """Perceptual fingerprints of one picture: pure functions from pixels to small values.
 
 Owns the *normalized view* (grayscale, alpha flattened, uniform borders and padding trimmed) and
-what is computed on it: pHash (imagehash's, computed in one batch) of the view, of its mirror image and of 24 windows of it, a
-small aligned thumbnail for the finer verification (`verify.py`), the keypoints of the view
+what is computed on it: pHash (imagehash's) of the view and of its mirror image, a small aligned
+thumbnail for the finer verification (`verify.py`), the keypoints of the view
 (`keypoints.py`, computed here so that one decode serves both), and the file's content hash.
 Imports only `keypoints`; no cache, no search, no I/O besides reading the file.
 """
@@ -20,7 +20,7 @@ from ctcurate.leakage.keypoints import Keypoints, keypoints_of
 
 # Bump when anything below changes what a fingerprint holds: cached fingerprints of another
 # version are recomputed.
-HASH_VERSION = "9"
+HASH_VERSION = "10"
 
 THUMB = 64  # side of the verification thumbnail (the trimmed view, stretched to a square)
 _VIEW = 64  # the hashes are computed on the trimmed view brought to this square first
@@ -28,16 +28,6 @@ _TRIM_TOL = 24  # grey levels a pixel may differ from the border colour and stil
 _TRIM_MASS = 0.004  # share of the foreground that may lie outside the kept box (small text, marks)
 _TRIM_ROUNDS = 3  # padding around a black background: trim the padding, then the background
 _FRAME_NOISE = 0.2  # a border is uniform when at most this share of its pixels stand out
-
-# Sub-windows of the trimmed view (left, top, right, bottom, as fractions) whose pHashes are kept
-# too: a copy cropped into the picture by more than ~5% per side hashes like one of these windows of
-# the original, not like its whole view. Crops are often uneven (the original's view was already
-# trimmed of a border on some sides only), so widths and heights combine freely: whole, centred 84%
-# and 70%, and 84% strips flush with either edge (one side cut).
-_SPANS = ((0.0, 1.0), (0.08, 0.92), (0.15, 0.85), (0.0, 0.84), (0.16, 1.0))
-SUBVIEWS: tuple[tuple[float, float, float, float], ...] = tuple(
-    (x0, y0, x1, y1) for y0, y1 in _SPANS for x0, x1 in _SPANS if (x0, x1, y0, y1) != (0.0, 1.0, 0.0, 1.0)
-)
 
 
 @dataclass(frozen=True)
@@ -50,7 +40,6 @@ class Fingerprint:
     phash: int
     phash_m: int  # the pHash of the mirrored view
     thumb: bytes  # THUMB*THUMB uint8 grayscale of the trimmed view
-    sub_phash: tuple[int, ...] = ()  # pHash of each of `SUBVIEWS` (unmirrored)
 
     def thumb_array(self) -> np.ndarray:
         return np.frombuffer(self.thumb, dtype=np.uint8).reshape(THUMB, THUMB)
@@ -157,19 +146,6 @@ def trimmed(gray: Image.Image) -> tuple[tuple[int, int, int, int], Image.Image]:
     return box, small.crop(inner)
 
 
-_SUB_BASE = _VIEW  # every window is cut from the 64 px view (the pHash grid is 32 px anyway)
-
-
-def _area_matrix(lo: float, hi: float, n_out: int = 32, n_in: int = _SUB_BASE) -> np.ndarray:
-    """n_out x n_in matrix averaging the span [lo, hi) (fractions of n_in) into n_out equal cells."""
-    edges = np.linspace(lo * n_in, hi * n_in, n_out + 1)
-    px = np.arange(n_in)
-    left = np.maximum(edges[:-1, None], px[None, :])
-    right = np.minimum(edges[1:, None], px[None, :] + 1)
-    m = np.clip(right - left, 0.0, None)
-    return np.asarray(m / m.sum(axis=1, keepdims=True))
-
-
 _PHASH_SIDE = 32  # imagehash.phash's grid: hash_size 8 x highfreq_factor 4
 _DCT8 = np.cos(np.pi * np.arange(8)[:, None] * (2 * np.arange(_PHASH_SIDE)[None, :] + 1) / (2 * _PHASH_SIDE))  # its low DCT-II rows
 _MIRROR_SIGNS = np.where(np.arange(8) % 2, -1.0, 1.0)  # a mirrored row's DCT-II: odd frequencies change sign
@@ -180,25 +156,6 @@ def _median_bits(low: np.ndarray) -> tuple[int, ...]:
     flat = low.reshape(-1, 64)
     bits = flat > np.median(flat, axis=1, keepdims=True)
     return tuple(int(v) for v in np.packbits(bits.astype(np.uint8), axis=1).view(">u8")[:, 0])
-
-
-def _sub_matrices() -> tuple[np.ndarray, np.ndarray]:
-    """Per window: the 8 lowest DCT-II rows of the 32 px pHash grid, composed with the averaging."""
-    rows = np.stack([_DCT8 @ _area_matrix(y0, y1, _PHASH_SIDE) for _, y0, _, y1 in SUBVIEWS])
-    cols = np.stack([(_DCT8 @ _area_matrix(x0, x1, _PHASH_SIDE)).T for x0, _, x1, _ in SUBVIEWS])
-    return rows, cols
-
-
-_SUB_ROWS, _SUB_COLS = _sub_matrices()
-
-
-def sub_phashes(view: Image.Image) -> tuple[int, ...]:
-    """pHash of every `SUBVIEWS` window of the 64 px view, as imagehash.phash computes it (32 px
-    grid, low 8x8 DCT-II band against its median), but all windows in one batched matrix product
-    (area averaging instead of a resize): 24 PIL resizes and imagehash calls would double the
-    hashing time."""
-    base = np.asarray(view, dtype=np.float64)
-    return _median_bits(_SUB_ROWS @ base @ _SUB_COLS)  # (windows, 8, 8)
 
 
 def phashes(view: Image.Image) -> tuple[int, int]:
@@ -224,7 +181,6 @@ def _fingerprint_gray(gray: Image.Image, size: tuple[int, int]) -> tuple[Fingerp
         phash=direct,
         phash_m=mirrored,
         thumb=np.asarray(thumb, dtype=np.uint8).tobytes(),
-        sub_phash=sub_phashes(view),
     )
     return fp, box
 

@@ -50,28 +50,26 @@ from ctcurate.core.unionfind import components
 from ctcurate.doi import normalize as doi_lib
 from ctcurate.leakage.execution import Executor, open_executor
 from ctcurate.leakage.hashcache import READ_CHUNK, VERIFY_VERSION, HashCache, HashIndex, IndexKeypoints, index_files
-from ctcurate.leakage.hashing import HASH_VERSION, SUBVIEWS, THUMB, Fingerprint
+from ctcurate.leakage.hashing import HASH_VERSION, Fingerprint
 from ctcurate.leakage.keypoints import (
     KeypointCandidate,
     Keypoints,
     Transform,
 )
 from ctcurate.leakage.keypoints import search as keypoint_search
-from ctcurate.leakage.search import pairs_within, pairs_within_any
+from ctcurate.leakage.search import pairs_within_any
 from ctcurate.leakage.verify import (
     QUICK_MIN,
     Seed,
     Verdict,
-    Window,
-    mirror_window,
     quick_scores,
     verify_aligned,
     verify_pair,
-    window_scores,
 )
 
 # Candidate pairs: pHash distance of the trimmed views, direct or mirrored. On COVID-CT no pair at
-# 11..16 verifies as a duplicate; copies cropped up to ~5% per side into the picture stay within 10.
+# 11..16 verifies as a duplicate; copies cropped up to ~5% per side into the picture stay within 10
+# (deeper crops, rotations and rescalings are the keypoint stage's).
 DEFAULT_THRESHOLD = 10
 
 class Pair(BaseModel):
@@ -84,7 +82,7 @@ class Pair(BaseModel):
     kind: list[str]
     score: float
     evidence: dict[str, float | int | bool | str]
-    stage: str = "hash"  # which candidate stage found it: hash | window | keypoints
+    stage: str = "hash"  # which candidate stage found it: hash | keypoints
 
 
 class Cluster(BaseModel):
@@ -245,8 +243,8 @@ def _same_pixels(a: Path, b: Path) -> bool:
 class VerifyTask:
     """One pair to judge on its pixels, as plain picklable data (the unit of parallel work).
 
-    `quick`: the thumbnail score and orientation already known; `window`: a is taken for a crop
-    of b at this window; `seed`: the keypoint transform that aligns a (mirrored, if so) onto b.
+    `quick`: the thumbnail score and orientation already known; `seed`: the keypoint transform
+    that aligns a (mirrored, if so) onto b.
     """
 
     a: Fingerprint
@@ -254,7 +252,6 @@ class VerifyTask:
     path_a: str
     path_b: str
     quick: tuple[float, bool] | None = None
-    window: Window | None = None
     seed: Seed | None = None
 
 
@@ -262,15 +259,15 @@ def _verify_task(task: VerifyTask) -> Verdict:
     """All per-pair work of a run: decode both pictures only if the cheap gates let them through."""
     if task.seed is not None:
         return verify_aligned(open_image(Path(task.path_a)), open_image(Path(task.path_b)), task.a, task.b, task.seed, {})
-    return verify_pair(task.a, task.b, lambda: open_image(Path(task.path_a)), lambda: open_image(Path(task.path_b)), task.quick, task.window)
+    return verify_pair(task.a, task.b, lambda: open_image(Path(task.path_a)), lambda: open_image(Path(task.path_b)), task.quick)
 
 
 @dataclass(frozen=True)
 class Found:
     """A pair the pipeline reports: indices into the left (and right) outcomes, and how it was found.
 
-    `stage`: `hash` (whole views hash-close), `window` (one side a crop of the other's window),
-    `keypoints` (local features agree on one transform); `exact`: `exact-bytes` / `exact-pixels`.
+    `stage`: `hash` (whole views hash-close), `keypoints` (local features agree on one transform:
+    rotated, rescaled, re-cropped copies); `exact`: `exact-bytes` / `exact-pixels`.
     """
 
     i: int
@@ -399,8 +396,6 @@ class _ToVerify:
     key: str  # of its verdict in the cache
     quick: tuple[float, bool]
     found: Found  # its verdict left out
-    window: Window | None = None
-    crop_is_left: bool = True
 
 
 def _start_verifying(search: _Search, todo: list[_ToVerify], step: str, priority: Sequence[float] | None = None) -> Callable[[], None]:
@@ -409,9 +404,7 @@ def _start_verifying(search: _Search, todo: list[_ToVerify], step: str, priority
 
     def task_of(k: int, fa: Fingerprint, fb: Fingerprint) -> VerifyTask:
         t = todo[k]
-        a, b = (fa, search.left.path(t.i)), (fb, search.right.path(t.j))
-        crop, full = (a, b) if t.crop_is_left else (b, a)
-        return VerifyTask(crop[0], full[0], crop[1], full[1], t.quick, t.window)
+        return VerifyTask(fa, fb, search.left.path(t.i), search.right.path(t.j), t.quick)
 
     verdicts_of = _start_tasks(search, [(t.i, t.j) for t in todo], task_of, step, priority)
 
@@ -480,177 +473,6 @@ def _hash_chunk(search: _Search, cands: list[tuple[int, int, int]]) -> list[_ToV
             todo.append(_ToVerify(i, j, key, (q, bool(m)), Found(i, j, None, "hash", d)))
     _remember(search, fresh)
     return todo
-
-
-# A crop's whole view against the sub-windows of the other side's view (`hashing.SUBVIEWS`): the
-# candidates that the whole-view search misses once a copy is cropped by more than ~5% per side.
-
-
-@dataclass(frozen=True)
-class _CropOption:
-    """One way a pair can be a crop: which side is the crop, mirrored or not, which window, how close."""
-
-    crop_is_left: bool
-    mirrored: bool
-    window: int  # index into SUBVIEWS
-    distance: int
-
-
-@dataclass(frozen=True)
-class _CropOptions:
-    """Every crop option of a search as parallel arrays, sorted by pair (options of one pair in the
-    order they were found)."""
-
-    i: np.ndarray
-    j: np.ndarray
-    crop_is_left: np.ndarray
-    mirrored: np.ndarray
-    window: np.ndarray
-    distance: np.ndarray
-
-    def pair_starts(self) -> np.ndarray:
-        """Where each pair's options start, and the end."""
-        if not len(self.i):
-            return np.zeros(1, dtype=np.int64)
-        new = np.flatnonzero((np.diff(self.i) != 0) | (np.diff(self.j) != 0)) + 1
-        return np.concatenate([[0], new, [len(self.i)]])
-
-    def by_pair(self, start: int = 0, stop: int | None = None) -> dict[tuple[int, int], list[_CropOption]]:
-        """Options start..stop, grouped by pair."""
-        out: dict[tuple[int, int], list[_CropOption]] = defaultdict(list)
-        sl = slice(start, stop)
-        for i, j, c, m, w, d in zip(*(a[sl].tolist() for a in (self.i, self.j, self.crop_is_left, self.mirrored, self.window, self.distance))):
-            out[(i, j)].append(_CropOption(c, m, w, d))
-        return out
-
-
-# Images whose sub-window hashes are searched at a time: the multi-index over 24 hashes per image
-# was the largest part of the client's memory outside the keypoint stage (~4 KiB per image).
-SUB_CHUNK = 50_000
-
-
-def _pairs_within_parts(q: np.ndarray, threshold: int, db: np.ndarray, part: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`search.pairs_within(q, threshold, db)`, the database searched `part` hashes at a time: the
-    same pairs in the same order (sorted by query, then database index)."""
-    if len(db) <= part:
-        return pairs_within(q, threshold, db)
-    found = [pairs_within(q, threshold, db[s : s + part]) for s in range(0, len(db), part)]
-    qi = np.concatenate([f[0] for f in found])
-    dj = np.concatenate([f[1] + s for f, s in zip(found, range(0, len(db), part))])
-    dist = np.concatenate([f[2] for f in found])
-    order = np.lexsort((dj, qi))
-    return qi[order], dj[order], dist[order]
-
-
-def _crop_candidates(search: _Search) -> _CropOptions:
-    """Every (pair, orientation, mirror, window) whose pHashes are close."""
-    k = len(SUBVIEWS)
-    lidx, ridx = search.left.readable, search.right.readable
-    left, right = search.left.index, search.right.index
-    lsub, rsub = left.sub_phash[lidx].reshape(-1), right.sub_phash[ridx].reshape(-1)
-    sides = [(True, left.phash[lidx], left.phash_m[lidx], rsub)]
-    if not search.self_join:
-        sides.append((False, right.phash[ridx], right.phash_m[ridx], lsub))
-    parts: list[tuple[np.ndarray, ...]] = []
-    for crop_left, full, mirr, subs in sides:
-        for mirrored, q in ((False, full), (True, mirr)):
-            qi, dj, dist = _pairs_within_parts(q, search.threshold, subs, SUB_CHUNK * k)
-            other, w = np.divmod(dj, k)
-            i, j = (lidx[qi], ridx[other]) if crop_left else (lidx[other], ridx[qi])
-            crop_is_left = np.full(len(i), crop_left)
-            if search.self_join:
-                keep = i != j
-                i, j, crop_is_left, w, dist = i[keep], j[keep], crop_is_left[keep], w[keep], dist[keep]
-                swap = i > j
-                i, j = np.where(swap, j, i), np.where(swap, i, j)
-                crop_is_left = crop_is_left & ~swap
-            parts.append((i, j, crop_is_left, np.full(len(i), mirrored), w, dist))
-    cols = [np.concatenate([p[c] for p in parts]) for c in range(6)]
-    order = np.lexsort((cols[1], cols[0]))  # stable: a pair's options keep the order they were found in
-    return _CropOptions(*(c[order] for c in cols))
-
-
-@dataclass(frozen=True)
-class _CropChoice:
-    """The option whose window correlates best with the crop (window on the possibly mirrored view)."""
-
-    score: float
-    crop_is_left: bool
-    mirrored: bool
-    window: Window
-
-
-def _best_crop_options(pairs: list[tuple[Fingerprint, Fingerprint]], options: list[list[_CropOption]]) -> list[_CropChoice]:
-    """Per pair, the option whose window correlates best with the crop."""
-    flat = [(n, o) for n, opts in enumerate(options) for o in opts]
-    crops = [pairs[n][0] if o.crop_is_left else pairs[n][1] for n, o in flat]
-    fulls = [pairs[n][1] if o.crop_is_left else pairs[n][0] for n, o in flat]
-    windows = [mirror_window(SUBVIEWS[o.window]) if o.mirrored else SUBVIEWS[o.window] for _, o in flat]
-    flips = [o.mirrored for _, o in flat]
-    # a looser check on halved thumbnails first; the few options that pass it are scored in full
-    scores = window_scores(crops, fulls, windows, flips, THUMB // 2)
-    # (an option that fails it keeps its loose score: below QUICK_MIN, it cannot be chosen over
-    # one that passes both)
-    near = np.nonzero(scores >= QUICK_MIN)[0].tolist()
-    if near:
-        scores[near] = window_scores([crops[k] for k in near], [fulls[k] for k in near], [windows[k] for k in near], [flips[k] for k in near])
-    best = [_CropChoice(-2.0, True, False, SUBVIEWS[0]) for _ in pairs]
-    for k, (n, o) in enumerate(flat):
-        if scores[k] > best[n].score:
-            best[n] = _CropChoice(float(scores[k]), o.crop_is_left, o.mirrored, windows[k])
-    return best
-
-
-@dataclass(frozen=True)
-class _WindowCandidates:
-    """The crop candidates of a search, before the pairs an earlier stage found are taken out:
-    duplicates the cache already holds, and the pairs to verify."""
-
-    known: list[Found]
-    todo: list[_ToVerify]
-
-
-def _window_candidates(search: _Search) -> _WindowCandidates:
-    """Every pair where one image may be a crop of the other, judged on the windows' thumbnails
-    (client work, done while the workers verify the hash stage's pairs)."""
-    options = _crop_candidates(search)
-    starts = options.pair_starts().tolist()
-    known: list[Found] = []
-    todo: list[_ToVerify] = []
-    for s in range(0, len(starts) - 1, PAIR_CHUNK):
-        chunk_known, chunk_todo = _window_chunk(search, options.by_pair(starts[s], starts[min(s + PAIR_CHUNK, len(starts) - 1)]))
-        known += chunk_known
-        todo += chunk_todo
-    return _WindowCandidates(known, todo)
-
-
-def _window_stage(search: _Search, cands: _WindowCandidates) -> None:
-    """The crop pairs no earlier stage found, verified with the alignment seeded at the window."""
-    seen = search.known_pairs()
-    search.found += [f for f in cands.known if (f.i, f.j) not in seen]
-    _start_verifying(search, [t for t in cands.todo if (t.i, t.j) not in seen], "verifying crops")()
-
-
-def _window_chunk(search: _Search, cands: dict[tuple[int, int], list[_CropOption]]) -> tuple[list[Found], list[_ToVerify]]:
-    """One chunk of crop candidates: cached duplicates, and the rest dropped on the windows'
-    thumbnails or returned to verify."""
-    order = sorted(cands)
-    keys = [_pair_key(search, i, j, "crop") for i, j in order]
-    known = _cached_verdicts(search, keys)
-    found = [Found(i, j, _verdict(known[k]), "window", min(o.distance for o in cands[(i, j)]))
-             for (i, j), k in zip(order, keys) if k in known and known[k]["duplicate"]]
-    pending = [(i, j, key) for (i, j), key in zip(order, keys) if key not in known]
-    fl, fr = search.fingerprints([(i, j) for i, j, _ in pending])
-    best = _best_crop_options([(fl[i], fr[j]) for i, j, _ in pending], [cands[(i, j)] for i, j, _ in pending])
-    fresh, todo = [], []
-    for (i, j, key), choice in zip(pending, best):
-        if choice.score < QUICK_MIN:
-            fresh.append((key, _rejected(choice.score, choice.mirrored)))
-            continue
-        found_as = Found(i, j, None, "window", min(o.distance for o in cands[(i, j)]))
-        todo.append(_ToVerify(i, j, key, (choice.score, choice.mirrored), found_as, choice.window, choice.crop_is_left))
-    _remember(search, fresh)
-    return found, todo
 
 
 def _crop_seed(c: KeypointCandidate, a: Keypoints, b: Keypoints) -> Seed:
@@ -736,20 +558,18 @@ def _find_pairs(
     left: HashIndex, right: HashIndex | None, cache: HashCache | None, threshold: int, workers: Executor,
     progress: StepProgress | None = None,
 ) -> list[Found]:
-    """Every verified pair, by stage: hash-close whole views, crops at a window, keypoint transforms.
+    """Every verified pair, by stage: hash-close whole views, then keypoint transforms.
     `j` indexes `right` if given (else `left`, with i < j)."""
     search = _Search(_Side(left), _Side(left if right is None else right), right is None, cache, workers, threshold, progress)
     key = _contents_key(search, "pairs-found", f"threshold {threshold}")
     stored = cache.get_found(key) if cache else None
     if stored is not None:
         return [_found_from_json(f) for f in stored]
-    # the client's own searches run while the workers verify the hash stage's pairs; a later stage
-    # leaves out the pairs an earlier one found, so each waits for the one before it
+    # the client's keypoint search runs while the workers verify the hash stage's pairs; the
+    # keypoint stage leaves out the pairs the hash stage found, so it waits for it
     hash_verified = _hash_stage(search)
-    window_candidates = _window_candidates(search)
     searched = _searched(search)
     hash_verified()
-    _window_stage(search, window_candidates)
     _keypoint_stage(search, searched)
     found = sorted(search.found, key=lambda f: (f.i, f.j))
     if cache:

@@ -93,7 +93,7 @@ def _no_pairs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _pairs_within_brute(q: np.ndarray, threshold: int, db: np.ndarray, self_join: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`pairs_within` by comparing every pair, a block of queries at a time: for small inputs
-    (COVID-CT's 746 hashes, or its 746 x 17,904 sub-windows) the index's 548 probes cost more than
+    (COVID-CT's 746 hashes) the index's 548 probes cost more than
     this. Same pairs, same order (by query, then database index)."""
     found_i: list[np.ndarray] = []
     found_j: list[np.ndarray] = []

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 from PIL import Image
@@ -97,22 +96,6 @@ def _interp_matrix(scale: float, shift: float, n: int = THUMB) -> np.ndarray:
     return m
 
 
-def _grid(rows: Sequence[np.ndarray], cols: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Row resampling matrices stacked, and column ones transposed side by side, for `_on_grid`."""
-    return np.concatenate(list(rows)), np.concatenate([c.T for c in cols], axis=1)
-
-
-def _on_grid(thumbs: np.ndarray, grid: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """(n, R, C, h', w'): every thumbnail (n, h, w) resampled by each row matrix and each column
-    matrix of the `_grid`, all R x C variants in two products per thumbnail (two per variant, at
-    32 px, are thousands of calls that cost more than their arithmetic). Each thumbnail's products
-    have one shape whatever the batch, so its variants are the same bits in any batch."""
-    rows, cols = grid
-    n, h, w = thumbs.shape
-    y = (rows[None] @ thumbs) @ cols[None]  # (n, R * h, C * w): the matrices are square
-    return y.reshape(n, len(rows) // h, h, cols.shape[1] // w, w).transpose(0, 1, 3, 2, 4)
-
-
 _MATS = [(_interp_matrix(s, dy), _interp_matrix(s, dx)) for s, dx, dy in _VARIANTS]
 
 
@@ -172,82 +155,6 @@ def quick_scores(
         score[s : s + chunk] = np.maximum(direct, flipped)
         mirrored[s : s + chunk] = flipped > direct
     return score, mirrored
-
-
-Window = tuple[float, float, float, float]  # (left, top, right, bottom) of a view, as fractions
-
-
-def mirror_window(w: Window) -> Window:
-    """The same window on the mirrored view."""
-    x0, y0, x1, y1 = w
-    return (1.0 - x1, y0, 1.0 - x0, y1)
-
-
-_JITTER = [(f, dx, dy) for f in (0.96, 1.0, 1.04) for dx in _SHIFTS for dy in _SHIFTS]
-
-
-@lru_cache(maxsize=256)
-def _window_mats(window: Window, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per zoom of `_JITTER`, the `_grid` of its (dy, dx) shifts of `window`."""
-    x0, y0, x1, y1 = window
-    sx, sy, cx, cy = x1 - x0, y1 - y0, (x0 + x1) / 2 - 0.5, (y0 + y1) / 2 - 0.5
-    return [_grid([_interp_matrix(sy * f, cy + dy, n) for dy in _SHIFTS], [_interp_matrix(sx * f, cx + dx, n) for dx in _SHIFTS])
-            for f in (0.96, 1.0, 1.04)]
-
-
-def _thumb(fp: Fingerprint, n: int) -> np.ndarray:
-    """The thumbnail as float32, box-reduced to n px."""
-    t = fp.thumb_array().astype(np.float32)
-    k = THUMB // n
-    return t if k == 1 else t.reshape(n, k, n, k).mean(axis=(1, 3))
-
-
-def window_scores(
-    crops: list[Fingerprint], fulls: list[Fingerprint], windows: list[Window], mirrored: list[bool], size: int = THUMB
-) -> np.ndarray:
-    """Thumbnail correlation of each `crops[k]` with `windows[k]` of `fulls[k]`'s view (of its mirror
-    image if `mirrored[k]`; the window is on that mirrored view), a little zoomed and shifted around
-    the window (`_JITTER`). Batched per window. With `size` THUMB // 2 the thumbnails are halved
-    first: 8x less work, a looser score (a gate before the full-size one)."""
-    out = np.empty(len(crops), dtype=np.float32)
-    reduced: dict[int, np.ndarray] = {}  # one fingerprint is in many options: reduced once
-
-    def thumb(fp: Fingerprint) -> np.ndarray:
-        t = reduced.get(id(fp))
-        if t is None:
-            t = reduced[id(fp)] = _thumb(fp, size)
-        return t
-
-    groups: dict[tuple[Window, bool], list[int]] = {}
-    for k, key in enumerate(zip(windows, mirrored)):
-        groups.setdefault(key, []).append(k)
-    for (window, flip), ks in groups.items():
-        mats = _window_mats(window, size)
-        for s in range(0, len(ks), 256):
-            part = ks[s : s + 256]
-            # a picture is the full side of many options: its variants are made once
-            slot: dict[int, int] = {}
-            distinct: list[Fingerprint] = []
-            at = []
-            for k in part:
-                n = slot.setdefault(id(fulls[k]), len(distinct))
-                if n == len(distinct):
-                    distinct.append(fulls[k])
-                at.append(n)
-            tb = np.stack([thumb(fp) for fp in distinct])
-            if flip:
-                tb = np.ascontiguousarray(tb[:, :, ::-1])
-            # (jitter, distinct fulls, size, size), in `_JITTER`'s order (zoom, dx, dy)
-            variants = np.stack([_on_grid(tb, grid).transpose(2, 1, 0, 3, 4) for grid in mats])
-            vb = _normalize_rows(variants.reshape(-1, size * size)).reshape(len(_JITTER), len(tb), -1)
-            va = _normalize_rows(np.stack([thumb(crops[k]) for k in part]))
-            out[part] = np.einsum("jnd,nd->jn", vb[:, at], va).max(axis=0)
-    return out
-
-
-def window_score(crop: Fingerprint, full: Fingerprint, window: Window, mirrored: bool) -> float:
-    """`window_scores` of one pair."""
-    return float(window_scores([crop], [full], [window], [mirrored])[0])
 
 
 def quick_score(a: Fingerprint, b: Fingerprint) -> tuple[float, bool]:
@@ -377,7 +284,7 @@ def _coarse_align(
 ) -> tuple[float, np.ndarray]:
     """Best per-axis scale on a grid, each with its shift from phase correlation."""
     c = (a.shape[0] - 1) / 2
-    cb = (b.shape[0] - 1) / 2  # b may be sampled finer than a (a crop's original): centres meet
+    cb = (b.shape[0] - 1) / 2  # b may be sampled at another size than a: centres meet
     best: tuple[float, np.ndarray] = (-2.0, np.array([1.0, 1.0, 0.0, 0.0]))
     grid = [(sx, sy) for sy in scales_y for sx in scales_x]
     zoomed = [_filled(_warp(b, (sx, sy, cb - sx * c, cb - sy * c), a.shape))[0] for sx, sy in grid]
@@ -457,39 +364,23 @@ def _fine_scores(ba: np.ndarray, fb: np.ndarray, p: np.ndarray) -> tuple[float, 
     return median, q25, blocks, _ncc(ba[valid], bb[valid]), w, valid
 
 
-def prescreen(
-    a: Fingerprint, b: Fingerprint, mirrored: bool | None = None, window: Window | None = None
-) -> tuple[float, bool, np.ndarray]:
-    """Aligned detail correlation of the cached 64 px thumbnails: cheap, rejects most look-alikes.
-
-    With `window` (a's view is about that window of b's, possibly mirrored, view) the scale search
-    is centred on the window's size instead of on 1.
-    """
+def prescreen(a: Fingerprint, b: Fingerprint, mirrored: bool | None = None) -> tuple[float, bool, np.ndarray]:
+    """Aligned detail correlation of the cached 64 px thumbnails: cheap, rejects most look-alikes."""
     if mirrored is None:
         _, mirrored = quick_score(a, b)
     ta = a.thumb_array().astype(np.float32)
     tb = b.thumb_array().astype(np.float32)
     if mirrored:
         tb = tb[:, ::-1].copy()
-    if window is None:
-        _, p = _coarse_align(ta, tb)
-    else:
-        sx, sy = window[2] - window[0], window[3] - window[1]
-        _, p = _coarse_align(ta, tb, tuple(sx * f for f in (0.96, 1.0, 1.04)), tuple(sy * f for f in (0.96, 1.0, 1.04)))
-    # b's window is magnified to a's size: it holds no detail finer than the magnification allows,
-    # so the band moves down with it (else a's finest detail, missing from b, counts as mismatch)
-    zoom = 1.0 if window is None else min(1.0, float(np.sqrt(sx * sy)))
-    score, p = _refine(ta, tb, p, (0.7 / zoom, 2.0 / zoom), 80)
+    _, p = _coarse_align(ta, tb)
+    score, p = _refine(ta, tb, p, (0.7, 2.0), 80)
     return score, mirrored, p
 
 
-def _rescale(p: np.ndarray, f: float, fb: float | None = None) -> np.ndarray:
-    """Alignment found at one size, expressed with a at `f` times its size and b at `fb` (default
-    `f`) times its size (pixel centres kept)."""
-    fb = f if fb is None else fb
+def _rescale(p: np.ndarray, f: float) -> np.ndarray:
+    """Alignment found at one size, expressed with both pictures at `f` times it (pixel centres kept)."""
     sx, sy, tx, ty = p
-    k = fb / f
-    return np.array([sx * k, sy * k, fb * tx + (fb - 1) / 2 - sx * k * (f - 1) / 2, fb * ty + (fb - 1) / 2 - sy * k * (f - 1) / 2])
+    return np.array([sx, sy, f * tx + (f - 1) / 2 - sx * (f - 1) / 2, f * ty + (f - 1) / 2 - sy * (f - 1) / 2])
 
 
 def verify_pair(
@@ -498,16 +389,11 @@ def verify_pair(
     load_a: Callable[[], Image.Image],
     load_b: Callable[[], Image.Image],
     quick: tuple[float, bool] | None = None,
-    window: Window | None = None,
 ) -> Verdict:
     """Judge a hash-close pair: cheap checks on the fingerprints first, pixels only when they hold.
 
-    `quick` is `quick_score(a, b)` when the caller already has it (from `quick_scores`). With
-    `window`, `a` is taken for a crop of `b`: its view is about that window of b's view (of b's
-    mirror image when `quick` says mirrored), which seeds the alignment's scale.
+    `quick` is `quick_score(a, b)` when the caller already has it (from `quick_scores`).
     """
-    if window is not None:
-        return _verify_crop(a, b, load_a, load_b, quick, window)
     thumb_ncc, mirrored = quick if quick is not None else quick_score(a, b)
     evidence: dict[str, float | bool | str] = {"thumb_ncc": round(thumb_ncc, 4), "mirrored": mirrored}
     if thumb_ncc < QUICK_MIN:
@@ -547,47 +433,14 @@ def _close_call(verdict: Verdict) -> bool:
     return verdict.score >= DETAIL_MIN - _REFINE_MARGIN and float(unexplained) <= _OTHER_SIDE_UNEXPLAINED
 
 
-def _verify_crop(
-    a: Fingerprint,
-    b: Fingerprint,
-    load_a: Callable[[], Image.Image],
-    load_b: Callable[[], Image.Image],
-    quick: tuple[float, bool] | None,
-    window: Window,
-) -> Verdict:
-    """`verify_pair` of a crop `a` of `b`: the same gates, the alignment started at the window."""
-    thumb_ncc, mirrored = quick if quick is not None else (window_score(a, b, window, False), False)
-    evidence: dict[str, float | bool | str] = {
-        "thumb_ncc": round(thumb_ncc, 4),
-        "mirrored": mirrored,
-        "window": ",".join(f"{v:g}" for v in window),
-    }
-    if thumb_ncc < QUICK_MIN:
-        return Verdict(False, round(thumb_ncc, 4), mirrored, evidence)
-    pre, mirrored, p = prescreen(a, b, mirrored, window)
-    evidence["thumb_detail"] = round(pre, 4)
-    # b's window holds zoom x THUMB pixels of what a shows in THUMB: the thumbnails cannot agree
-    # on fine detail as well as two full views do, so the gate (only a gate: the full-size checks
-    # that decide are unchanged) is lowered with the zoom. COVID-CT look-alikes that get here: <= 0.88.
-    zoom = float(np.sqrt((window[2] - window[0]) * (window[3] - window[1])))
-    if pre < PRESCREEN_MIN - 0.5 * (1.0 - zoom):
-        return Verdict(False, round(pre, 4), mirrored, evidence)
-    return verify_images(load_a(), load_b(), mirrored, p, evidence, b_zoom=zoom)
-
-
 def verify_images(
     a: Image.Image,
     b: Image.Image,
     mirrored: bool = False,
     p_thumb: np.ndarray | None = None,
     evidence: dict[str, float | bool | str] | None = None,
-    b_zoom: float = 1.0,
 ) -> Verdict:
-    """Judge two decoded pictures, given the orientation and the thumbnail alignment if known.
-
-    `b_zoom` < 1 when a shows about that share of b (a crop): b's views are then made 1 / b_zoom
-    times larger, so that the part of b that a shows is compared at a's resolution.
-    """
+    """Judge two decoded pictures, given the orientation and the thumbnail alignment if known."""
     evidence = dict(evidence or {})
     if p_thumb is None:
         from ctcurate.leakage.hashing import fingerprint_image
@@ -595,12 +448,11 @@ def verify_images(
         pre, mirrored, p_thumb = prescreen(fingerprint_image(a), fingerprint_image(b), mirrored if evidence else None)
         evidence |= {"thumb_detail": round(pre, 4), "mirrored": mirrored}
     ca, fa = views(a, (_COARSE, _FINE))
-    coarse_b, fine_b = round(_COARSE / min(b_zoom, 1.0)), round(_FINE / min(b_zoom, 1.0))
-    cb, fb = views(b, (coarse_b, fine_b))
+    cb, fb = views(b, (_COARSE, _FINE))
     if mirrored:
         cb, fb = cb[:, ::-1].copy(), fb[:, ::-1].copy()
     # the thumbnail alignment is a start; a finer scale grid around it escapes its local optimum
-    p_start = _rescale(p_thumb, _COARSE / THUMB, coarse_b / THUMB)
+    p_start = _rescale(p_thumb, _COARSE / THUMB)
     sx0, sy0 = float(p_start[0]), float(p_start[1])
     _, p_grid = _coarse_align(ca, cb, tuple(sx0 * f for f in (0.97, 1.0, 1.03)), tuple(sy0 * f for f in (0.97, 1.0, 1.03)))
     a_band, b_band = _bandpass(ca, 1.0, 3.0), _band_with_margin(cb, (1.0, 3.0))
@@ -609,7 +461,7 @@ def verify_images(
     evidence["coarse_detail"] = round(coarse_detail, 4)
     if coarse_detail < COARSE_MIN:
         return Verdict(False, round(coarse_detail, 4), mirrored, evidence)
-    p_fine = _rescale(p, _FINE / _COARSE, fine_b / coarse_b)
+    p_fine = _rescale(p, _FINE / _COARSE)
     ba = _bandpass(fa, *_BAND)
     median, q25, blocks, whole, w, valid = _fine_scores(ba, fb, p_fine)
     if DETAIL_MIN - _REFINE_MARGIN <= median < 0.99:  # close call: align at full detail before judging
@@ -624,8 +476,8 @@ def verify_images(
         "fine_detail": round(fine, 4),
         "unexplained_mismatch": round(unexplained, 4),
         "blocks": blocks,
-        "scale_x": round(float(p_fine[0]) * _FINE / fine_b, 3),
-        "scale_y": round(float(p_fine[1]) * _FINE / fine_b, 3),
+        "scale_x": round(float(p_fine[0]), 3),
+        "scale_y": round(float(p_fine[1]), 3),
         "overlap": round(float(valid.mean()), 3),
     }
     dup = median >= DETAIL_MIN and whole >= GLOBAL_MIN and blocks >= _GRID and unexplained <= UNEXPLAINED_MAX

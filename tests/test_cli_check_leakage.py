@@ -86,6 +86,22 @@ def test_clean_dataset_exits_0(tmp_path, real_data):
     assert result.stdout.strip() == "3 images, 0 duplicate pair(s) in 0 cluster(s), 0 unreadable; by kind: none"
 
 
+def test_a_missing_default_metadata_folder_is_said_not_silent(tmp_path, real_data, monkeypatch):
+    """Without --metadata and without a metadata/ to default to (an installed package, run from
+    another folder), the run goes on, but says that the sheets' checks are left out."""
+    from ctcurate.core import layout
+
+    root = tmp_path / "data"
+    rel = "CT_NonCOVID/25.png"
+    (root / IMAGES_DIR / rel).parent.mkdir(parents=True)
+    shutil.copy(real_data / IMAGES_DIR / rel, root / IMAGES_DIR / rel)
+    monkeypatch.setattr(layout, "EMBEDDED_METADATA", tmp_path / "no-such-repo" / "metadata")
+    monkeypatch.chdir(tmp_path)
+    result = run("--data", str(root), "--cache", str(tmp_path / "c.sqlite"), "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    assert f"note: {tmp_path / 'metadata'}: no metadata folder; the sheets' patient and source-figure checks are skipped" in result.stderr
+
+
 def test_usage_errors_exit_2(tmp_path, monkeypatch):
     monkeypatch.delenv("CTCURATE_DATA", raising=False)
     result = run()

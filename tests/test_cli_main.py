@@ -20,3 +20,16 @@ def test_version():
 def test_every_command_has_help_text():
     for name, command in main.commands.items():
         assert command.help, f"{name} has no help text"
+
+
+def test_the_default_metadata_is_the_checkouts_from_any_folder(tmp_path, monkeypatch):
+    """`--metadata` defaults to the repository's metadata/, wherever the command is run from (it
+    once resolved to ctcurate/metadata, which does not exist, and fell back to ./metadata)."""
+    from pathlib import Path
+
+    from ctcurate.core.layout import default_metadata_dir
+
+    monkeypatch.chdir(tmp_path)
+    repo = Path(__file__).resolve().parent.parent
+    assert default_metadata_dir() == repo / "metadata"
+    assert (default_metadata_dir() / "COVID-CT-MetaInfo.xlsx").is_file()

@@ -28,8 +28,9 @@ CLASS_LABELS = {COVID_CLASS: "COVID", NONCOVID_CLASS: "NonCOVID"}
 # A declared label, compared without case, spaces, '-' and '_' (so `CT_NonCOVID`, `non-covid` count).
 _LABEL_WORDS = {"covid": COVID_CLASS, "ctcovid": COVID_CLASS, "noncovid": NONCOVID_CLASS, "ctnoncovid": NONCOVID_CLASS}
 
-# The repository's own curated copy of the metadata (the embedded default).
-EMBEDDED_METADATA = Path(__file__).resolve().parent.parent / "metadata"
+# The repository's own curated copy of the metadata (the embedded default): <repo>/metadata, beside
+# the package folder (this file is <repo>/ctcurate/core/layout.py).
+EMBEDDED_METADATA = Path(__file__).resolve().parents[2] / "metadata"
 
 
 class DataRootNotFound(Exception):

@@ -124,3 +124,20 @@ def test_quick_scores_do_not_depend_on_batching():
         assert s > 0.95 and m
     thumbs = np.stack([f.thumb_array() for f in fps]).astype(np.float32)
     assert np.array_equal(_variants_many(thumbs, block=1), _variants_many(thumbs, block=len(thumbs)))
+
+
+def test_block_scores_of_a_portrait_frame_stay_inside_it():
+    """A keypoint frame is as tall as it is wide only by chance: its blocks must lie inside it (a
+    portrait frame once got blocks past its right edge, empty, scored as disagreeing, with numpy
+    warnings on the terminal)."""
+    import warnings
+
+    from ctcurate.leakage.verify import _block_median
+
+    rng = np.random.default_rng(3)
+    for shape in [(288, 100), (100, 288), (64, 64)]:
+        detail = rng.normal(0, 20, shape).astype(np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            median, q25, blocks = _block_median(detail, detail, np.ones(shape, bool))
+        assert (median, q25, blocks) == (pytest.approx(1.0), pytest.approx(1.0), 64), shape

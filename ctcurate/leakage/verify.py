@@ -308,8 +308,12 @@ def _refine(a: np.ndarray, b: np.ndarray, p0: np.ndarray, band: tuple[float, flo
 
 
 def _block_median(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[float, float, int]:
-    size = a.shape[0]
-    k = size // _GRID
+    """Median and lower quartile of the detail correlation over _GRID x _GRID square blocks, and how
+    many blocks counted. The blocks tile the frame's top-left square (all of a square view; of a
+    keypoint frame, which is not square, the part its shorter side spans): the thresholds were set
+    on that grid. (It took its side from the rows alone, so a portrait frame had blocks past its
+    right edge, empty, counted as disagreeing.)"""
+    k = min(a.shape[0], a.shape[1]) // _GRID
     vals = []
     for i in range(_GRID):
         for j in range(_GRID):

@@ -446,12 +446,13 @@ def _run_check_leakage(root: Path, splits: Path | None, meta_dir: Path, new_imag
     from ctcurate.core.progress import StepBars
     from ctcurate.leakage.pipeline import check_leakage as run_check
 
-    if not meta_dir.is_dir():  # the default folder (an explicit --metadata must exist): say what is left out
+    metadata_dir = meta_dir if meta_dir.is_dir() else None
+    if metadata_dir is None:  # the default folder (an explicit --metadata must exist): say what is left out
         click.echo(f"note: {meta_dir}: no metadata folder; the sheets' patient and source-figure checks are skipped "
                    "(pass --metadata DIR)", err=True)
     bars = StepBars()
     try:
-        return run_check(root, splits_dir=splits, metadata_dir=meta_dir if meta_dir.is_dir() else None, against=new_images,
+        return run_check(root, splits_dir=splits, metadata_dir=metadata_dir, against=new_images,
                          cache_path=cache, jobs=jobs, threshold=threshold, progress=bars, scheduler=scheduler)
     finally:
         bars.close()

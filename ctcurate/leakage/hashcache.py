@@ -113,7 +113,7 @@ def _hashes_from_meta(meta_text: object) -> tuple[int, int]:
     """The pHashes (direct, mirrored) a row's meta holds; `BadRow` as `_from_row`."""
     try:
         meta = json.loads(meta_text)  # type: ignore[arg-type]
-        direct, mirrored = int(meta["phash"], 16), int(meta["phash_m"], 16)
+        direct, mirrored = (int(meta[k], 16) for k in HASH_FIELDS)
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise BadRow(str(exc)) from exc
     if not all(0 <= h < 1 << 64 for h in (direct, mirrored)):

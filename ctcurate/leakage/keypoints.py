@@ -95,7 +95,7 @@ def _orb(view: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     pyramid are mirror-symmetric; on the 746 COVID-CT views the two detections give the same
     points and descriptors): they are mirrored, not detected again, and only described (a quarter
     of the ORB time). The sets are the same; their order is ORB's (it describes given corners
-    level by level), so the cached keypoints differ from a second detection's: HASH_VERSION 9.
+    level by level), so the cached keypoints differ from a second detection's (from HASH_VERSION 9 on).
     """
     import cv2
 
@@ -130,7 +130,7 @@ def keypoint_view(cropped: Image.Image) -> tuple[np.ndarray, float]:
 
 
 def keypoints_of(cropped: Image.Image) -> Keypoints:
-    """Keypoints of a trimmed view (`hashing.trimmed_full`'s crop at source resolution)."""
+    """Keypoints of a trimmed view (the picture cut to `hashing.trimmed`'s box, at source resolution)."""
     view, f = keypoint_view(cropped)
     xy, desc, xy_m, desc_m = _orb(view)
     return Keypoints(

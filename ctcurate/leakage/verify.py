@@ -282,14 +282,14 @@ def _objective(a_band: np.ndarray, b_band: np.ndarray, p: np.ndarray) -> float:
 def _coarse_align(
     a: np.ndarray, b: np.ndarray, scales_x: tuple[float, ...] = _SCALES, scales_y: tuple[float, ...] = _SCALES
 ) -> tuple[float, np.ndarray]:
-    """Best per-axis scale on a grid, each with its shift from phase correlation."""
+    """Best per-axis scale on a grid, each with its shift from phase correlation (a and b: square
+    views of one size, scaled about their common centre)."""
     c = (a.shape[0] - 1) / 2
-    cb = (b.shape[0] - 1) / 2  # b may be sampled at another size than a: centres meet
     best: tuple[float, np.ndarray] = (-2.0, np.array([1.0, 1.0, 0.0, 0.0]))
     grid = [(sx, sy) for sy in scales_y for sx in scales_x]
-    zoomed = [_filled(_warp(b, (sx, sy, cb - sx * c, cb - sy * c), a.shape))[0] for sx, sy in grid]
+    zoomed = [_filled(_warp(b, (sx, sy, c - sx * c, c - sy * c), a.shape))[0] for sx, sy in grid]
     for (sx, sy), (dy, dx) in zip(grid, _phase_shifts(_spectrum(a), zoomed)):
-        p = np.array([sx, sy, cb - sx * c - sx * dx, cb - sy * c - sy * dy])
+        p = np.array([sx, sy, c - sx * c - sx * dx, c - sy * c - sy * dy])
         w = _warp(b, p, a.shape)
         box, share = _valid_box(w)
         if share < 0.6:
